@@ -1,0 +1,341 @@
+//! Errors: one opaque [`Error`] for everything that can go wrong with an object, classified by
+//! [`ErrorKind`], and [`ConfigError`] for a client that cannot be built.
+//!
+//! An [`Error`] always says which object it concerns (key and sequence number, when known), how
+//! many attempts were made, and keeps the underlying cause in its [`source`](std::error::Error::source)
+//! chain. Its `Display` is one lower-case line that does not repeat the source's text; print the
+//! chain to see everything. Secrets never appear in either.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Boxed cause kept in an error's `source()` chain.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong with an object. Decisions (retry, skip, abort) branch on this, never on text.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The bucket, key or version does not exist (HTTP 404: `NoSuchKey`, `NoSuchBucket`,
+    /// `NoSuchVersion`). Not retryable.
+    NotFound,
+    /// The credentials were refused or lack permission (HTTP 403, including a bad signature).
+    /// Not retryable.
+    AccessDenied,
+    /// The server answered with another non-success status; [`Error::status`] and
+    /// [`Error::code`] say which. Retryable for 5xx, 408 and 429.
+    Status,
+    /// The body was longer or shorter than the declared size, or `Content-Length` disagreed
+    /// with it. The body was discarded; nothing was truncated silently.
+    LengthMismatch,
+    /// The object needs more memory than the client's whole `max_bytes` budget.
+    TooLarge,
+    /// No connection could be established (DNS, TCP or TLS). Retryable.
+    Connect,
+    /// The connection broke or the reply was not valid HTTP. Retryable.
+    Connection,
+    /// Credentials could not be obtained from the provider.
+    Credentials,
+    /// The request could not be built or signed (for example a key that cannot form a URI).
+    InvalidRequest,
+    /// An internal task ended without producing a result. Indicates a bug; please report it.
+    Internal,
+}
+
+impl ErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::AccessDenied => "access denied",
+            ErrorKind::Status => "unexpected response status",
+            ErrorKind::LengthMismatch => "body length does not match the declared size",
+            ErrorKind::TooLarge => "object larger than the memory budget",
+            ErrorKind::Connect => "could not connect",
+            ErrorKind::Connection => "connection failed",
+            ErrorKind::Credentials => "could not load credentials",
+            ErrorKind::InvalidRequest => "invalid request",
+            ErrorKind::Internal => "internal error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// The error of one object: its kind, the object it concerns, and the cause.
+///
+/// Boxed inside, so a `Result<Object, Error>` stays small.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    key: Option<String>,
+    seq: Option<u64>,
+    attempts: u32,
+    status: Option<StatusCode>,
+    code: Option<String>,
+    message: Option<String>,
+    request_id: Option<String>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                key: None,
+                seq: None,
+                attempts: 0,
+                status: None,
+                code: None,
+                message: None,
+                request_id: None,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.inner.message = Some(message.into());
+        self
+    }
+
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
+        self.inner.status = Some(status);
+        self
+    }
+
+    pub(crate) fn with_s3_details(
+        mut self,
+        code: Option<String>,
+        message: Option<String>,
+        request_id: Option<String>,
+    ) -> Self {
+        self.inner.code = code;
+        if message.is_some() {
+            self.inner.message = message;
+        }
+        self.inner.request_id = request_id;
+        self
+    }
+
+    /// Attaches the object this error concerns.
+    pub(crate) fn for_object(mut self, key: &str, seq: u64) -> Self {
+        self.inner.key = Some(key.to_owned());
+        self.inner.seq = Some(seq);
+        self
+    }
+
+    pub(crate) fn with_attempts(mut self, attempts: u32) -> Self {
+        self.inner.attempts = attempts;
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The key of the object this error concerns, if it concerns one.
+    pub fn key(&self) -> Option<&str> {
+        self.inner.key.as_deref()
+    }
+
+    /// The position of the object in the input (0-based), if it concerns one.
+    pub fn seq(&self) -> Option<u64> {
+        self.inner.seq
+    }
+
+    /// How many HTTP attempts were made for the object (0 if none was sent).
+    pub fn attempts(&self) -> u32 {
+        self.inner.attempts
+    }
+
+    /// The HTTP status of the failed response, if one arrived.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.inner.status
+    }
+
+    /// The S3 error code from the response body (`NoSuchKey`, `AccessDenied`, …), if any.
+    pub fn code(&self) -> Option<&str> {
+        self.inner.code.as_deref()
+    }
+
+    /// The human-readable message from the server or from the check that failed, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.inner.message.as_deref()
+    }
+
+    /// The S3 request id of the failed response, if any (quote it to AWS support).
+    pub fn request_id(&self) -> Option<&str> {
+        self.inner.request_id.as_deref()
+    }
+
+    /// True for [`ErrorKind::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        self.inner.kind == ErrorKind::NotFound
+    }
+
+    /// True when trying the same request again may succeed: connection failures, 5xx, 408, 429.
+    pub fn is_retryable(&self) -> bool {
+        match self.inner.kind {
+            ErrorKind::Connect | ErrorKind::Connection => true,
+            ErrorKind::Status => self.inner.status.is_some_and(|s| {
+                s.is_server_error()
+                    || s == StatusCode::REQUEST_TIMEOUT
+                    || s == StatusCode::TOO_MANY_REQUESTS
+            }),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &i.kind);
+        if let Some(key) = &i.key {
+            d.field("key", key);
+        }
+        if let Some(seq) = i.seq {
+            d.field("seq", &seq);
+        }
+        d.field("attempts", &i.attempts);
+        if let Some(status) = i.status {
+            d.field("status", &status);
+        }
+        if let Some(code) = &i.code {
+            d.field("code", code);
+        }
+        if let Some(message) = &i.message {
+            d.field("message", message);
+        }
+        if let Some(request_id) = &i.request_id {
+            d.field("request_id", request_id);
+        }
+        if let Some(source) = &i.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        if let Some(key) = &i.key {
+            write!(f, "object {key:?}")?;
+            if let Some(seq) = i.seq {
+                write!(f, " (#{seq})")?;
+            }
+            f.write_str(": ")?;
+        }
+        f.write_str(i.kind.describe())?;
+        match (i.status, &i.code) {
+            (Some(status), Some(code)) => write!(f, " (HTTP {} {code})", status.as_u16())?,
+            (Some(status), None) => write!(f, " (HTTP {})", status.as_u16())?,
+            (None, Some(code)) => write!(f, " ({code})")?,
+            (None, None) => {}
+        }
+        if let Some(message) = &i.message {
+            write!(f, ": {message}")?;
+        }
+        if i.attempts > 1 {
+            write!(f, " after {} attempts", i.attempts)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A client configuration that [`ClientBuilder::build`](crate::ClientBuilder::build) refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ConfigError {
+    field: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The name of the builder setting at fault, e.g. `"max_connections"`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// Why the value was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_object_status_and_code() {
+        let e = Error::new(ErrorKind::NotFound)
+            .with_status(StatusCode::NOT_FOUND)
+            .with_s3_details(Some("NoSuchKey".into()), Some("gone".into()), None)
+            .for_object("a/b", 7)
+            .with_attempts(1);
+        assert_eq!(
+            e.to_string(),
+            "object \"a/b\" (#7): not found (HTTP 404 NoSuchKey): gone"
+        );
+        assert!(e.is_not_found());
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        for (code, retry) in [
+            (500, true),
+            (503, true),
+            (429, true),
+            (408, true),
+            (400, false),
+        ] {
+            let e = Error::new(ErrorKind::Status).with_status(StatusCode::from_u16(code).unwrap());
+            assert_eq!(e.is_retryable(), retry, "{code}");
+        }
+        assert!(Error::new(ErrorKind::Connection).is_retryable());
+        assert!(!Error::new(ErrorKind::LengthMismatch).is_retryable());
+    }
+
+    #[test]
+    fn source_chain_is_kept() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let e = Error::new(ErrorKind::Connection).with_source(io);
+        let src = std::error::Error::source(&e).expect("source");
+        assert_eq!(src.to_string(), "reset");
+    }
+}

@@ -1,0 +1,313 @@
+//! The S3 protocol: building GetObject requests (addressing, key encoding, `versionId`) and
+//! reading S3's XML error bodies.
+//!
+//! Keys are percent-encoded once, byte by byte, keeping only RFC 3986 unreserved characters and
+//! `/` (S3's canonical URI rules); the signer is told not to encode again. Error bodies are read
+//! up to [`MAX_ERROR_BODY`] bytes and parsed leniently: a malformed or missing body still yields
+//! a typed error from the status code.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST};
+use http::{Method, Request, StatusCode};
+use http_body_util::Empty;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::config::{Addressing, Config};
+use crate::error::{Error, ErrorKind};
+
+/// The most bytes of an error body that are read and parsed.
+pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Everything but unreserved characters (`A-Z a-z 0-9 - _ . ~`) and `/`.
+const KEY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Everything but unreserved characters.
+const QUERY_VALUE: &AsciiSet = &KEY.add(b'/');
+
+/// Where requests for one bucket go: the connection key and the request line pieces.
+#[derive(Debug, Clone)]
+pub(crate) struct BucketTarget {
+    /// `scheme://authority` to dial (connections are pooled per origin).
+    pub(crate) origin: http::Uri,
+    host: HeaderValue,
+    /// Path prefix before the key: `/bucket/` (path-style) or `/` (virtual-hosted).
+    prefix: String,
+}
+
+impl BucketTarget {
+    /// Resolves addressing for `bucket`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidRequest`] for an empty bucket name, one holding `/`, or (with
+    /// virtual-hosted addressing) one that is not a valid DNS name.
+    pub(crate) fn new(config: &Config, bucket: &str) -> Result<Self, Error> {
+        let invalid = |why: &str| {
+            Error::new(ErrorKind::InvalidRequest).with_message(format!("bucket {bucket:?} {why}"))
+        };
+        if bucket.is_empty() {
+            return Err(invalid("is empty"));
+        }
+        if bucket.contains('/') {
+            return Err(invalid("must not contain '/'"));
+        }
+        let endpoint = &config.endpoint;
+        let scheme = endpoint.scheme_str().unwrap_or("https");
+        let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
+        let default_port = match (scheme, endpoint.port_u16()) {
+            ("http", Some(80)) | ("https", Some(443)) => true,
+            (_, None) => true,
+            _ => false,
+        };
+        let host_only = endpoint.host().unwrap_or_default();
+        let host_header = if default_port { host_only } else { authority };
+        let (host, prefix) = match config.addressing {
+            Addressing::PathStyle => (
+                host_header.to_owned(),
+                format!("/{}/", utf8_percent_encode(bucket, KEY)),
+            ),
+            Addressing::VirtualHosted => {
+                if !is_dns_compatible(bucket) {
+                    return Err(invalid(
+                        "is not a DNS-compatible name; use path-style addressing",
+                    ));
+                }
+                (format!("{bucket}.{host_header}"), "/".to_owned())
+            }
+        };
+        let dial_authority = match config.addressing {
+            Addressing::PathStyle => authority.to_owned(),
+            Addressing::VirtualHosted => format!("{bucket}.{authority}"),
+        };
+        let origin = http::Uri::builder()
+            .scheme(scheme)
+            .authority(dial_authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|e| invalid("does not form a valid URL").with_source(e))?;
+        let host = HeaderValue::from_str(&host)
+            .map_err(|e| invalid("does not form a valid host").with_source(e))?;
+        Ok(BucketTarget {
+            origin,
+            host,
+            prefix,
+        })
+    }
+
+    /// An unsigned GetObject request for `key` (optionally at `version_id`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidRequest`] for an empty key.
+    pub(crate) fn get_object(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Request<Empty<Bytes>>, Error> {
+        if key.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidRequest).with_message("the key is empty"));
+        }
+        let mut path = String::with_capacity(self.prefix.len() + key.len() + 16);
+        path.push_str(&self.prefix);
+        path.extend(utf8_percent_encode(key, KEY));
+        if let Some(v) = version_id {
+            path.push_str("?versionId=");
+            path.extend(utf8_percent_encode(v, QUERY_VALUE));
+        }
+        Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(HOST, self.host.clone())
+            .body(Empty::new())
+            .map_err(|e| {
+                Error::new(ErrorKind::InvalidRequest)
+                    .with_message("the key does not form a valid URL")
+                    .with_source(e)
+            })
+    }
+}
+
+/// DNS-compatible bucket names (S3 bucket naming rules, without the dotted forms that break TLS).
+fn is_dns_compatible(bucket: &str) -> bool {
+    (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !bucket.starts_with('-')
+        && !bucket.ends_with('-')
+}
+
+/// The fields of an S3 `<Error>` body.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct S3ErrorBody {
+    pub(crate) code: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) request_id: Option<String>,
+}
+
+/// Parses an S3 XML error body, keeping what it can; never fails.
+pub(crate) fn parse_error_body(body: &[u8]) -> S3ErrorBody {
+    use quick_xml::events::Event;
+    let body = &body[..body.len().min(MAX_ERROR_BODY)];
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut out = S3ErrorBody::default();
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) => {
+                if path.len() > 8 {
+                    break;
+                }
+                path.push(e.local_name().as_ref().to_vec());
+            }
+            Ok(Event::End(_)) => {
+                path.pop();
+            }
+            Ok(Event::Text(t)) if path.len() == 2 && path[0] == b"Error" => {
+                let Ok(text) = t.unescape() else { continue };
+                let text = text.trim();
+                let text: String = text.chars().take(1024).collect();
+                match path[1].as_slice() {
+                    b"Code" => out.code = Some(text),
+                    b"Message" => out.message = Some(text),
+                    b"RequestId" => out.request_id = Some(text),
+                    _ => {}
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+        buf.clear();
+    }
+    out
+}
+
+/// The error for a non-success response with status `status` and (possibly partial) `body`.
+pub(crate) fn status_error(status: StatusCode, body: &[u8]) -> Error {
+    let parsed = parse_error_body(body);
+    let kind = match status {
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        StatusCode::FORBIDDEN => ErrorKind::AccessDenied,
+        _ => ErrorKind::Status,
+    };
+    Error::new(kind).with_status(status).with_s3_details(
+        parsed.code,
+        parsed.message,
+        parsed.request_id,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClientBuilder;
+
+    fn config(endpoint: &str, addressing: Addressing) -> Config {
+        ClientBuilder::default()
+            .endpoint_url(endpoint)
+            .anonymous()
+            .addressing(addressing)
+            .validate()
+            .unwrap()
+    }
+
+    #[test]
+    fn path_style_encodes_key_once() {
+        let c = config("http://127.0.0.1:9000", Addressing::PathStyle);
+        let t = BucketTarget::new(&c, "bkt").unwrap();
+        let r = t.get_object("a b+c%d=e&f~g/ü//h", Some("v 1/+")).unwrap();
+        assert_eq!(
+            r.uri().to_string(),
+            "/bkt/a%20b%2Bc%25d%3De%26f~g/%C3%BC//h?versionId=v%201%2F%2B"
+        );
+        assert_eq!(r.headers()[HOST], "127.0.0.1:9000");
+        assert_eq!(t.origin.to_string(), "http://127.0.0.1:9000/");
+    }
+
+    #[test]
+    fn virtual_hosted_puts_bucket_in_host() {
+        let c = config(
+            "https://s3.eu-west-1.amazonaws.com",
+            Addressing::VirtualHosted,
+        );
+        let t = BucketTarget::new(&c, "my-bucket").unwrap();
+        let r = t.get_object("k/x.bin", None).unwrap();
+        assert_eq!(r.uri().to_string(), "/k/x.bin");
+        assert_eq!(r.headers()[HOST], "my-bucket.s3.eu-west-1.amazonaws.com");
+        assert_eq!(
+            t.origin.to_string(),
+            "https://my-bucket.s3.eu-west-1.amazonaws.com/"
+        );
+        let e = BucketTarget::new(&c, "My_Bucket").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn default_port_is_left_out_of_host() {
+        let c = config("https://example.com:443", Addressing::PathStyle);
+        let t = BucketTarget::new(&c, "b").unwrap();
+        assert_eq!(
+            t.get_object("k", None).unwrap().headers()[HOST],
+            "example.com"
+        );
+    }
+
+    #[test]
+    fn bad_bucket_and_key_are_typed_errors() {
+        let c = config("http://h:1", Addressing::PathStyle);
+        assert_eq!(
+            BucketTarget::new(&c, "").unwrap_err().kind(),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            BucketTarget::new(&c, "a/b").unwrap_err().kind(),
+            ErrorKind::InvalidRequest
+        );
+        let t = BucketTarget::new(&c, "b").unwrap();
+        assert_eq!(
+            t.get_object("", None).unwrap_err().kind(),
+            ErrorKind::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn parses_s3_error_bodies() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message>
+<Key>a&amp;b</Key><RequestId>4442587FB7D0A2F9</RequestId></Error>"#;
+        let e = status_error(StatusCode::NOT_FOUND, body);
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.code(), Some("NoSuchKey"));
+        assert_eq!(e.message(), Some("The specified key does not exist."));
+        assert_eq!(e.request_id(), Some("4442587FB7D0A2F9"));
+    }
+
+    #[test]
+    fn malformed_error_bodies_still_give_a_typed_error() {
+        for body in [
+            &b""[..],
+            b"not xml",
+            b"<Error><Code>Slow",
+            b"<<<>>>",
+            &[0xff; 100],
+        ] {
+            let e = status_error(StatusCode::FORBIDDEN, body);
+            assert_eq!(e.kind(), ErrorKind::AccessDenied);
+        }
+        let e = status_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"<Error><Code>SlowDown</Code>",
+        );
+        assert_eq!(e.kind(), ErrorKind::Status);
+        assert_eq!(e.code(), Some("SlowDown"));
+        // Deep nesting stops early instead of growing without bound.
+        let deep = "<a>".repeat(10_000);
+        assert_eq!(parse_error_body(deep.as_bytes()), S3ErrorBody::default());
+    }
+}

@@ -1,0 +1,57 @@
+//! Client-wide counters: cheap relaxed atomics updated on the hot path, read as a [`Stats`]
+//! snapshot by [`Client::stats`](crate::Client::stats).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Monotonic counters shared by every request of a client.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) objects: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of a client's activity since it was built, and of what it holds now.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Objects fetched successfully.
+    pub objects: u64,
+    /// Body bytes received for those objects.
+    pub bytes: u64,
+    /// HTTP requests sent.
+    pub requests: u64,
+    /// Objects that ended in an error.
+    pub errors: u64,
+    /// Connections dialed so far.
+    pub connections_opened: u64,
+    /// Sockets open (or being opened) now; never more than `max_connections`.
+    pub open_connections: usize,
+    /// Connections in use by a transfer now.
+    pub busy_connections: usize,
+    /// Slabs leased now: to downloads in flight and to bodies not yet dropped.
+    pub slabs_in_use: usize,
+    /// Body memory leased now, in bytes (`slabs_in_use × slab_size`).
+    pub bytes_in_use: u64,
+    /// Slab buffers allocated so far; they are reused, never more than the budget holds.
+    pub slabs_allocated: usize,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            objects: self.objects.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            ..Stats::default()
+        }
+    }
+}
