@@ -211,11 +211,11 @@ mod tests {
                             Err(RingError::Stale { seq, next_out: next })
                         } else if seq >= next + cap {
                             Err(RingError::OutOfWindow { seq, next_out: next, end: next + cap })
-                        } else if model.contains_key(&seq) {
-                            Err(RingError::Duplicate { seq })
-                        } else {
-                            model.insert(seq, i as u64);
+                        } else if let std::collections::btree_map::Entry::Vacant(e) = model.entry(seq) {
+                            e.insert(i as u64);
                             Ok(())
+                        } else {
+                            Err(RingError::Duplicate { seq })
                         };
                         prop_assert_eq!(ring.insert(seq, i as u64), expect);
                     }

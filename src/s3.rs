@@ -59,11 +59,10 @@ impl BucketTarget {
         let endpoint = &config.endpoint;
         let scheme = endpoint.scheme_str().unwrap_or("https");
         let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
-        let default_port = match (scheme, endpoint.port_u16()) {
-            ("http", Some(80)) | ("https", Some(443)) => true,
-            (_, None) => true,
-            _ => false,
-        };
+        let default_port = matches!(
+            (scheme, endpoint.port_u16()),
+            ("http", Some(80)) | ("https", Some(443)) | (_, None)
+        );
         let host_only = endpoint.host().unwrap_or_default();
         let host_header = if default_port { host_only } else { authority };
         let (host, prefix) = match config.addressing {

@@ -1,0 +1,7 @@
+//! Integration tests: the client against a real S3 implementation in process (s3s-fs) and
+//! against a scripted mock for budgets, malformed replies and cancellation.
+
+mod budgets;
+mod cancel;
+mod real_s3;
+mod support;

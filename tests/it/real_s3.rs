@@ -1,0 +1,270 @@
+//! Correctness against s3s-fs, which checks every SigV4 signature with its own code.
+
+use futures::StreamExt;
+use s3_ordered::{ErrorKind, ObjectRef};
+
+use crate::support::{assert_quiescent, content, S3Server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_mixed_objects_arrive_in_order_with_the_right_bytes() {
+    let server = S3Server::start().await;
+    server.create_bucket("data");
+    // Mixed sizes from 0 B to 3 MiB; mostly small, as in real ingestion.
+    let sizes = |i: usize| match i % 50 {
+        0 => 0,
+        1 => 3 << 20,
+        2..=5 => 300_000 + i * 7,
+        _ => (i * 131) % 20_000,
+    };
+    let mut objects = Vec::new();
+    for i in 0..1200 {
+        let key = format!("batch/{:02}/obj-{i:05}.bin", i % 17);
+        let data = content(&key, sizes(i));
+        server.put("data", &key, &data);
+        objects.push(ObjectRef::new(key, data.len() as u64));
+    }
+    // Shuffle deterministically so input order differs from any natural order.
+    let mut x = 0x9e37_79b9_u64;
+    for i in (1..objects.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        objects.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+
+    let client = server
+        .builder()
+        .max_connections(8)
+        .max_bytes(16 << 20)
+        .build()
+        .unwrap();
+    let mut stream = client.get_all("data", objects.clone());
+    let mut n = 0;
+    while let Some(item) = stream.next().await {
+        let obj = item.unwrap_or_else(|e| panic!("item {n}: {e}"));
+        assert_eq!(obj.seq, n as u64);
+        assert_eq!(obj.key, objects[n].key);
+        assert_eq!(obj.body.len() as u64, objects[n].size);
+        assert!(
+            obj.body.to_vec() == content(&obj.key, objects[n].size as usize),
+            "bytes of {}",
+            obj.key
+        );
+        assert!(obj.etag.is_some());
+        n += 1;
+    }
+    assert_eq!(n, objects.len());
+    let stats = client.stats();
+    assert_eq!(stats.objects, objects.len() as u64);
+    assert_eq!(stats.errors, 0);
+    assert!(stats.open_connections <= 8, "{stats:?}");
+    assert!(stats.slabs_allocated as u64 <= (16 << 20) / s3_ordered::DEFAULT_SLAB_SIZE as u64);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_keys_are_encoded_and_signed_correctly() {
+    let server = S3Server::start().await;
+    server.create_bucket("keys");
+    let keys = [
+        "with space.txt",
+        "plus+sign",
+        "percent%20literal",
+        "equals=and&amp",
+        "tilde~dash-under_score.dot",
+        "unicodé/日本語/ключ",
+        "a//b",
+        "(parens)!*'$,;:@",
+        "deep/er/and/deeper/still",
+    ];
+    let mut objects = Vec::new();
+    for key in keys {
+        let data = content(key, 1000 + key.len());
+        server.put("keys", key, &data);
+        objects.push(ObjectRef::new(key, data.len() as u64));
+    }
+    let client = server.builder().max_connections(4).build().unwrap();
+    let results: Vec<_> = client.get_all("keys", objects.clone()).collect().await;
+    assert_eq!(results.len(), keys.len());
+    for (r, o) in results.into_iter().zip(&objects) {
+        let obj = r.unwrap_or_else(|e| panic!("{:?}: {e} / {e:?}", o.key));
+        assert_eq!(obj.key, o.key);
+        assert!(
+            obj.body.to_vec() == content(&o.key, o.size as usize),
+            "bytes of {:?}",
+            o.key
+        );
+    }
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_is_access_denied_at_every_item() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt");
+    let objects: Vec<_> = (0..20)
+        .map(|i| {
+            let key = format!("k{i}");
+            server.put("bkt", &key, b"hello");
+            ObjectRef::new(key, 5)
+        })
+        .collect();
+    let client = server
+        .builder()
+        .static_credentials(crate::support::ACCESS_KEY, "wrong-secret", None)
+        .max_connections(4)
+        .build()
+        .unwrap();
+    let results: Vec<_> = client.get_all("bkt", objects).collect().await;
+    assert_eq!(results.len(), 20);
+    for (i, r) in results.iter().enumerate() {
+        let e = r.as_ref().expect_err("must be denied");
+        assert_eq!(e.kind(), ErrorKind::AccessDenied, "{e}");
+        assert_eq!(e.status().map(|s| s.as_u16()), Some(403));
+        assert_eq!(e.seq(), Some(i as u64));
+        assert_eq!(e.key(), Some(format!("k{i}").as_str()));
+        assert!(!e.to_string().contains("wrong-secret"));
+    }
+    assert_eq!(client.stats().errors, 20);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_key_fails_only_at_its_position_and_duplicates_come_back_twice() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt");
+    for k in ["one", "two", "three"] {
+        server.put("bkt", k, &content(k, 10_000));
+    }
+    let objects = vec![
+        ObjectRef::new("one", 10_000),
+        ObjectRef::new("missing", 10_000),
+        ObjectRef::new("two", 10_000),
+        ObjectRef::new("one", 10_000),
+        ObjectRef::new("three", 10_000),
+    ];
+    let client = server.builder().max_connections(4).build().unwrap();
+    let results: Vec<_> = client.get_all("bkt", objects).collect().await;
+    let summary: Vec<_> = results
+        .iter()
+        .map(|r| match r {
+            Ok(o) => {
+                assert!(o.body.to_vec() == content(&o.key, 10_000));
+                o.key.clone()
+            }
+            Err(e) => format!("{:?}:{}", e.kind(), e.key().unwrap_or("?")),
+        })
+        .collect();
+    assert_eq!(summary, ["one", "NotFound:missing", "two", "one", "three"]);
+    let e = results[1].as_ref().unwrap_err();
+    assert!(e.is_not_found());
+    assert_eq!(e.code(), Some("NoSuchKey"));
+    assert_eq!(e.seq(), Some(1));
+    drop(results);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_bucket_is_not_found_at_every_item() {
+    let server = S3Server::start().await;
+    server.create_bucket("exists");
+    let client = server.builder().max_connections(2).build().unwrap();
+    let results: Vec<_> = client
+        .get_all(
+            "no-such-bucket",
+            (0..5).map(|i| ObjectRef::new(format!("k{i}"), 3)),
+        )
+        .collect()
+        .await;
+    assert_eq!(results.len(), 5);
+    for r in &results {
+        let e = r.as_ref().expect_err("bucket does not exist");
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    }
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_input_and_empty_input() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt");
+    for i in 0..50 {
+        let key = format!("s/{i}");
+        server.put("bkt", &key, &content(&key, i * 100));
+    }
+    let client = server.builder().max_connections(3).build().unwrap();
+    let input = futures::stream::iter(0..50).map(|i| ObjectRef::new(format!("s/{i}"), i * 100));
+    let keys: Vec<String> = client
+        .get_stream("bkt", input)
+        .map(|r| r.expect("ok").key)
+        .collect()
+        .await;
+    assert_eq!(keys, (0..50).map(|i| format!("s/{i}")).collect::<Vec<_>>());
+
+    let none: Vec<_> = client.get_all("bkt", Vec::new()).collect().await;
+    assert!(none.is_empty());
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_larger_than_budget_fails_alone() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt");
+    server.put("bkt", "small", b"abc");
+    server.put("bkt", "huge", &vec![7u8; 300_000]);
+    let client = server
+        .builder()
+        .max_connections(2)
+        .slab_size(4096)
+        .max_bytes(64 * 1024)
+        .build()
+        .unwrap();
+    let results: Vec<_> = client
+        .get_all(
+            "bkt",
+            vec![
+                ObjectRef::new("small", 3),
+                ObjectRef::new("huge", 300_000),
+                ObjectRef::new("small", 3),
+            ],
+        )
+        .collect()
+        .await;
+    assert_eq!(results[0].as_ref().unwrap().body.to_vec(), b"abc");
+    let e = results[1].as_ref().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge);
+    assert_eq!(e.key(), Some("huge"));
+    assert_eq!(results[2].as_ref().unwrap().body.to_vec(), b"abc");
+    drop(results);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_declared_size_is_a_length_error() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt");
+    server.put("bkt", "k", &content("k", 5000));
+    let client = server.builder().max_connections(2).build().unwrap();
+    let results: Vec<_> = client
+        .get_all(
+            "bkt",
+            vec![
+                ObjectRef::new("k", 4999),
+                ObjectRef::new("k", 5000),
+                ObjectRef::new("k", 5001),
+            ],
+        )
+        .collect()
+        .await;
+    assert_eq!(
+        results[0].as_ref().unwrap_err().kind(),
+        ErrorKind::LengthMismatch
+    );
+    assert_eq!(results[1].as_ref().unwrap().body.len(), 5000);
+    assert_eq!(
+        results[2].as_ref().unwrap_err().kind(),
+        ErrorKind::LengthMismatch
+    );
+    drop(results);
+    assert_quiescent(&client).await;
+}

@@ -1,0 +1,315 @@
+//! In-process servers for the integration tests: a real S3 implementation (s3s + s3s-fs, which
+//! verifies SigV4 with its own code) and a scripted mock for what a real server won't do on
+//! demand. Both bind 127.0.0.1 on an ephemeral port and set `TCP_NODELAY` on accepted sockets.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use s3_ordered::{Client, ClientBuilder};
+use tokio::net::TcpListener;
+
+pub const ACCESS_KEY: &str = "AKIDTESTEXAMPLE";
+pub const SECRET_KEY: &str = "test/secret+key/EXAMPLE";
+
+/// Deterministic contents for `key`, `len` bytes long.
+pub fn content(key: &str, len: usize) -> Vec<u8> {
+    let seed = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Accepts connections on `listener` and serves each with `service` until the runtime ends.
+fn serve<S, F, B>(listener: TcpListener, service: S)
+where
+    S: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), service_fn(service))
+                    .await;
+            });
+        }
+    });
+}
+
+/// A real S3 server (s3s-fs) over a temporary directory.
+pub struct S3Server {
+    pub addr: SocketAddr,
+    root: tempfile::TempDir,
+}
+
+impl S3Server {
+    pub async fn start() -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
+        let service = {
+            let mut b = s3s::service::S3ServiceBuilder::new(fs);
+            b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            b.build()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        serve(listener, move |req| {
+            let service = service.clone();
+            async move {
+                let resp = hyper::service::Service::call(&service, req)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("s3s service error: {e:?}");
+                    });
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        S3Server { addr, root }
+    }
+
+    /// Stores an object by writing the file s3s-fs serves it from.
+    pub fn put(&self, bucket: &str, key: &str, data: &[u8]) {
+        let path = self.root.path().join(bucket).join(key);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, data).expect("write");
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.root.path().join(bucket)).expect("mkdir");
+    }
+
+    pub fn builder(&self) -> ClientBuilder {
+        Client::builder()
+            .endpoint_url(format!("http://{}", self.addr))
+            .static_credentials(ACCESS_KEY, SECRET_KEY, None)
+    }
+}
+
+/// What the mock sends for one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// `Content-Length` to announce; `None` sends the body chunked.
+    pub content_length: Option<u64>,
+    /// Wait before sending the response head.
+    pub delay: Duration,
+    /// Break the connection after this many body bytes.
+    pub cut_after: Option<usize>,
+}
+
+impl Reply {
+    pub fn ok(body: Vec<u8>) -> Self {
+        Reply {
+            status: 200,
+            content_length: Some(body.len() as u64),
+            body,
+            delay: Duration::ZERO,
+            cut_after: None,
+        }
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// What the mock's script sees of a request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The key, percent-decoded.
+    pub key: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+}
+
+type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// A scripted HTTP server that also counts sockets and concurrent requests.
+pub struct Mock {
+    pub addr: SocketAddr,
+    pub counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub open_sockets: AtomicUsize,
+    pub max_open_sockets: AtomicUsize,
+    pub accepted: AtomicUsize,
+    pub requests: AtomicUsize,
+    /// Concurrent requests per first path segment after the bucket, and their maxima.
+    in_flight: Mutex<std::collections::HashMap<String, (usize, usize)>>,
+}
+
+impl Counts {
+    pub fn max_in_flight(&self, group: &str) -> usize {
+        self.in_flight.lock().unwrap().get(group).map_or(0, |v| v.1)
+    }
+
+    fn enter(&self, group: &str) {
+        let mut m = self.in_flight.lock().unwrap();
+        let e = m.entry(group.to_owned()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+    }
+
+    fn leave(&self, group: &str) {
+        let mut m = self.in_flight.lock().unwrap();
+        if let Some(e) = m.get_mut(group) {
+            e.0 -= 1;
+        }
+    }
+}
+
+struct SocketGuard(Arc<Counts>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.open_sockets.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Mock {
+    pub async fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+        let script: Arc<Script> = Arc::new(script);
+        let counts = Arc::new(Counts::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let c = Arc::clone(&counts);
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = socket.set_nodelay(true);
+                let open = c.open_sockets.fetch_add(1, Ordering::SeqCst) + 1;
+                c.max_open_sockets.fetch_max(open, Ordering::SeqCst);
+                c.accepted.fetch_add(1, Ordering::SeqCst);
+                let guard = SocketGuard(Arc::clone(&c));
+                let (c, script) = (Arc::clone(&c), Arc::clone(&script));
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let service = move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (c, script) = (Arc::clone(&c), Arc::clone(&script));
+                        async move { Ok::<_, Infallible>(respond(&c, &*script, req).await) }
+                    };
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service_fn(service))
+                        .await;
+                });
+            }
+        });
+        Mock { addr, counts }
+    }
+
+    pub fn builder(&self) -> ClientBuilder {
+        Client::builder()
+            .endpoint_url(format!("http://{}", self.addr))
+            .static_credentials(ACCESS_KEY, SECRET_KEY, None)
+    }
+}
+
+type MockBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn respond(
+    counts: &Counts,
+    script: &Script,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<MockBody> {
+    counts.requests.fetch_add(1, Ordering::SeqCst);
+    // Path-style: /bucket/key...; the group is the key's first segment.
+    let path = req.uri().path().to_owned();
+    let raw_key = path.splitn(3, '/').nth(2).unwrap_or_default();
+    let key = percent_encoding::percent_decode_str(raw_key)
+        .decode_utf8_lossy()
+        .into_owned();
+    let group = key.split('/').next().unwrap_or_default().to_owned();
+    counts.enter(&group);
+    let seen = Seen {
+        key,
+        query: req.uri().query().map(str::to_owned),
+        headers: req.headers().clone(),
+    };
+    let reply = script(&seen);
+    tokio::time::sleep(reply.delay).await;
+    counts.leave(&group);
+
+    let mut builder = hyper::Response::builder().status(reply.status);
+    if let Some(len) = reply.content_length {
+        builder = builder.header("content-length", len);
+    }
+    builder = builder.header("etag", "\"mock-etag\"");
+    let body: MockBody = match reply.cut_after {
+        None if reply.content_length == Some(reply.body.len() as u64) => {
+            Full::new(Bytes::from(reply.body))
+                .map_err(|never| match never {})
+                .boxed()
+        }
+        None => {
+            // Several frames so the client sees a streamed, chunked body.
+            let frames: Vec<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>> = reply
+                .body
+                .chunks(1000)
+                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            BodyExt::boxed(StreamBody::new(futures::stream::iter(frames)))
+        }
+        Some(n) => {
+            let head = Bytes::copy_from_slice(&reply.body[..n.min(reply.body.len())]);
+            let s = futures::stream::iter(vec![Ok(Frame::data(head))]).chain(
+                futures::stream::once(async {
+                    // Let hyper flush the head and the first bytes before the break.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Err::<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>(
+                        "cut by the mock".into(),
+                    )
+                }),
+            );
+            BodyExt::boxed(StreamBody::new(s))
+        }
+    };
+    builder.body(body).expect("response")
+}
+
+/// Waits (bounded) until the client holds no slab and no connection unit.
+pub async fn assert_quiescent(client: &Client) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = client.stats();
+        if s.slabs_in_use == 0 && s.busy_connections == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "resources still held: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
