@@ -73,3 +73,9 @@ pub use reorder::{ReorderRing, RingError};
 pub use stats::Stats;
 
 pub use aws_credential_types::Credentials;
+
+/// Hooks for this crate's own benchmarks; not part of the API and exempt from semver.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::memory::bench::PoolBench;
+}

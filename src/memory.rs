@@ -289,6 +289,32 @@ impl<'a> Iterator for Chunks<'a> {
     }
 }
 
+pub(crate) mod bench {
+    //! A facade over the pool for the crate's benchmarks.
+
+    use super::{Body, MemoryPool};
+
+    /// One memory pool, driven by the pool benchmark.
+    #[derive(Debug)]
+    pub struct PoolBench(MemoryPool);
+
+    impl PoolBench {
+        /// A pool of `total` slabs of `slab_size` bytes.
+        pub fn new(slab_size: usize, total: u32) -> Self {
+            PoolBench(MemoryPool::new(slab_size, total))
+        }
+
+        /// Leases room for `data`, copies it in, and drops the body; returns its length.
+        pub async fn cycle(&self, data: &[u8]) -> usize {
+            let size = data.len() as u64;
+            let slabs = self.0.slabs_for(size).expect("fits the budget");
+            let mut lease = self.0.acquire(slabs, size).await;
+            lease.write(data).expect("declared size");
+            Body::new(lease).len()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
