@@ -9,6 +9,8 @@ use s3_ordered::{ErrorKind, ObjectRef};
 use crate::support::{assert_quiescent, content, Mock, Reply, Seen};
 
 const SIZE: usize = 20_000;
+/// 40 slabs: room for eight 20 KB objects (5 slabs each).
+const MAX_BYTES: usize = 40 * 4096;
 
 fn sized_reply(req: &Seen) -> Reply {
     Reply::ok(content(&req.key, SIZE)).delayed(Duration::from_millis(3))
@@ -21,6 +23,8 @@ async fn sockets_and_per_request_caps_hold_across_three_requests() {
         .builder()
         .max_connections(5)
         .max_connections_per_request(3)
+        .slab_size(4096)
+        .max_bytes(MAX_BYTES as u64)
         .build()
         .unwrap();
     let run = |group: &'static str| {
@@ -44,19 +48,30 @@ async fn sockets_and_per_request_caps_hold_across_three_requests() {
     let sampler = {
         let client = client.clone();
         tokio::spawn(async move {
-            let mut max = 0;
+            let (mut sockets, mut slabs) = (0, 0);
             for _ in 0..2000 {
-                max = max.max(client.stats().open_connections);
+                let s = client.stats();
+                sockets = sockets.max(s.open_connections);
+                slabs = slabs.max(s.slabs_in_use);
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
-            max
+            (sockets, slabs)
         })
     };
     let handles = [run("a"), run("b"), run("c")];
     for h in handles {
         assert_eq!(h.await.unwrap(), 60);
     }
-    sampler.abort();
+    let (sampled_sockets, sampled_slabs) = sampler.await.unwrap();
+    assert!(
+        sampled_sockets <= 5,
+        "client reported {sampled_sockets} sockets"
+    );
+    assert!(
+        sampled_slabs <= MAX_BYTES / 4096,
+        "client held {sampled_slabs} slabs"
+    );
+    assert!(sampled_slabs > 0, "sampler saw no activity");
     let c = &mock.counts;
     let max_sockets = c.max_open_sockets.load(Ordering::SeqCst);
     assert!(max_sockets <= 5, "server saw {max_sockets} sockets at once");
