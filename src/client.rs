@@ -57,6 +57,10 @@ impl Client {
     /// the order given. A failed object is an `Err` at its own position (carrying its key) and
     /// the stream goes on. The iterator is consumed lazily, as memory and the window allow.
     ///
+    /// Bodies count against `max_bytes` until dropped. A consumer that holds bodies adding up
+    /// to the whole budget while it waits for the next object waits forever: drop (or copy
+    /// out) what you are done with.
+    ///
     /// # Panics
     ///
     /// If called outside a Tokio runtime.

@@ -535,6 +535,45 @@ mod tests {
         );
     }
 
+    /// The only test that reads the `AWS_*` variables, so setting them here races with nothing.
+    #[test]
+    fn environment_credentials_are_read_at_build() {
+        let vars = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ];
+        let env = || {
+            ClientBuilder::default()
+                .endpoint_url("http://h:1")
+                .credentials_from_env()
+        };
+        for v in vars {
+            std::env::remove_var(v);
+        }
+        let err = env().validate().unwrap_err();
+        assert_eq!(err.field(), "credentials");
+        assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"), "{err}");
+
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDENV");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "SECRETENV");
+        std::env::set_var("AWS_SESSION_TOKEN", "TOKENENV");
+        let cfg = env().validate().unwrap();
+        let CredentialSource::Provider(p) = &cfg.credentials else {
+            panic!("environment credentials must become a provider");
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let creds = rt.block_on(p.provide_credentials()).unwrap();
+        assert_eq!(creds.access_key_id(), "AKIDENV");
+        assert_eq!(creds.secret_access_key(), "SECRETENV");
+        assert_eq!(creds.session_token(), Some("TOKENENV"));
+        for v in vars {
+            std::env::remove_var(v);
+        }
+    }
+
     #[test]
     fn debug_does_not_leak_secrets() {
         let b = base().static_credentials("AKIDVISIBLE", "TOPSECRET", Some("TOKENSECRET".into()));

@@ -272,3 +272,31 @@ async fn version_id_and_signature_headers_are_sent() {
         assert_eq!(r.headers["host"], mock.addr.to_string());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoint_goes_through_tls_and_fails_cleanly_on_a_plain_server() {
+    // The mock speaks plain HTTP: the rustls handshake must fail as a typed connect error.
+    let mock = Mock::start(|r: &Seen| Reply::ok(content(&r.key, 10))).await;
+    let client = s3_ordered::Client::builder()
+        .endpoint_url(format!("https://{}", mock.addr))
+        .anonymous()
+        .max_connections(2)
+        .build()
+        .unwrap();
+    let results: Vec<_> = client
+        .get_all(
+            "bucket",
+            (0..3).map(|i| ObjectRef::new(format!("k{i}"), 10)),
+        )
+        .collect()
+        .await;
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+    }
+    // The server saw the TLS attempts but never a request.
+    assert!(mock.counts.accepted.load(Ordering::SeqCst) >= 1);
+    assert_eq!(mock.counts.requests.load(Ordering::SeqCst), 0);
+    assert_quiescent(&client).await;
+}
