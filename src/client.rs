@@ -7,8 +7,12 @@ use futures_core::Stream;
 use crate::config::{ClientBuilder, Config};
 use crate::conn::ConnPool;
 use crate::engine::ObjectStream;
+use crate::error::Error;
+use crate::fetch::request_whole;
+use crate::list::ListStream;
 use crate::memory::MemoryPool;
-use crate::object::ObjectRef;
+use crate::object::{IntoObjectRef, ObjectRef};
+use crate::s3::BucketTarget;
 use crate::sign::Signer;
 use crate::stats::{Counters, Stats};
 
@@ -66,7 +70,8 @@ impl Client {
     /// If called outside a Tokio runtime.
     pub fn get_all<I>(&self, bucket: impl Into<String>, objects: I) -> ObjectStream
     where
-        I: IntoIterator<Item = ObjectRef>,
+        I: IntoIterator,
+        I::Item: IntoObjectRef,
         I::IntoIter: Send + 'static,
     {
         self.get_stream(bucket, futures_util::stream::iter(objects))
@@ -81,9 +86,59 @@ impl Client {
     /// If called outside a Tokio runtime.
     pub fn get_stream<S>(&self, bucket: impl Into<String>, objects: S) -> ObjectStream
     where
-        S: Stream<Item = ObjectRef> + Send + 'static,
+        S: Stream + Send + 'static,
+        S::Item: IntoObjectRef,
     {
         ObjectStream::start(Arc::clone(&self.inner), bucket.into(), objects)
+    }
+
+    /// Lists the objects under `prefix` (all of `bucket` for `""`), in S3's order, one
+    /// ListObjectsV2 page at a time. Feed it to [`get_stream`](Self::get_stream) to fetch what
+    /// it lists without collecting the listing first.
+    ///
+    /// An error (a denied listing, an unknown bucket, a malformed page) is yielded once and
+    /// ends the stream.
+    pub fn list(&self, bucket: impl Into<String>, prefix: impl Into<String>) -> ListStream {
+        ListStream::start(Arc::clone(&self.inner), bucket.into(), prefix.into())
+    }
+
+    /// Asks for one object's size (and ETag) with HeadObject, for inputs whose size is unknown.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound),
+    /// [`ErrorKind::AccessDenied`](crate::ErrorKind::AccessDenied), a connection error, or
+    /// [`ErrorKind::InvalidResponse`](crate::ErrorKind::InvalidResponse) when the reply has no
+    /// valid `Content-Length`. The error carries the key.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future abandons the request and its connection.
+    pub async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectRef, Error> {
+        let result = async {
+            let target = BucketTarget::new(&self.inner.config, bucket)?;
+            let req = target.head_object(key, version_id)?;
+            let (parts, _) = request_whole(&self.inner, &target.origin, req, 0).await?;
+            let size = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::new(crate::ErrorKind::InvalidResponse)
+                        .with_message("HEAD reply has no valid Content-Length")
+                })?;
+            let mut obj = ObjectRef::new(key, size);
+            obj.version_id = version_id.map(str::to_owned);
+            Ok(obj)
+        }
+        .await;
+        result.map_err(|e: Error| e.for_object(key, 0).without_seq())
     }
 
     /// A snapshot of the client's counters and of what it holds now.

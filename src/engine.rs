@@ -29,7 +29,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::client::ClientInner;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::fetch_object;
-use crate::object::{Object, ObjectRef};
+use crate::object::{IntoObjectRef, Object, ObjectRef};
 use crate::reorder::ReorderRing;
 use crate::s3::BucketTarget;
 use crate::stats::Counters;
@@ -137,7 +137,8 @@ pub struct ObjectStream {
 impl ObjectStream {
     pub(crate) fn start<S>(client: Arc<ClientInner>, bucket: String, objects: S) -> Self
     where
-        S: Stream<Item = ObjectRef> + Send + 'static,
+        S: Stream + Send + 'static,
+        S::Item: IntoObjectRef,
     {
         let cfg = &client.config;
         let window = (client.memory.total_slabs() as usize)
@@ -196,7 +197,8 @@ impl std::fmt::Debug for ObjectStream {
 
 async fn drive<S>(client: Arc<ClientInner>, bucket: String, objects: S, shared: Arc<Shared>)
 where
-    S: Stream<Item = ObjectRef> + Send + 'static,
+    S: Stream + Send + 'static,
+    S::Item: IntoObjectRef,
 {
     let target = BucketTarget::new(&client.config, &bucket).map(Arc::new);
     let per_request = Arc::new(Semaphore::new(client.config.max_connections_per_request));
@@ -204,8 +206,27 @@ where
     let mut objects = std::pin::pin!(objects);
     let mut seq = 0u64;
 
-    while let Some(obj) = objects.next().await {
+    while let Some(input) = objects.next().await {
         shared.wait_for_window(seq).await;
+        let obj = match input.into_object_ref() {
+            Ok(obj) => obj,
+            Err(e) => {
+                // An error from upstream (a listing, a HEAD) keeps its position.
+                Counters::add(&client.counters.errors, 1);
+                let e = match e.seq() {
+                    None => e.with_seq(seq),
+                    Some(_) => e,
+                };
+                Delivery {
+                    shared: Arc::clone(&shared),
+                    seq,
+                    key: None,
+                }
+                .deliver(Err(e));
+                seq += 1;
+                continue;
+            }
+        };
         let delivery = Delivery {
             shared: Arc::clone(&shared),
             seq,

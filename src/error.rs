@@ -39,6 +39,9 @@ pub enum ErrorKind {
     Credentials,
     /// The request could not be built or signed (for example a key that cannot form a URI).
     InvalidRequest,
+    /// The server's reply could not be understood: malformed or oversized XML, a missing or
+    /// invalid field, a listing that does not advance. Not retryable.
+    InvalidResponse,
     /// An internal task ended without producing a result. Indicates a bug; please report it.
     Internal,
 }
@@ -55,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Connection => "connection failed",
             ErrorKind::Credentials => "could not load credentials",
             ErrorKind::InvalidRequest => "invalid request",
+            ErrorKind::InvalidResponse => "invalid response from the server",
             ErrorKind::Internal => "internal error",
         }
     }
@@ -135,6 +139,18 @@ impl Error {
     pub(crate) fn for_object(mut self, key: &str, seq: u64) -> Self {
         self.inner.key = Some(key.to_owned());
         self.inner.seq = Some(seq);
+        self
+    }
+
+    /// Sets the position, keeping the key (if any).
+    pub(crate) fn with_seq(mut self, seq: u64) -> Self {
+        self.inner.seq = Some(seq);
+        self
+    }
+
+    /// Keeps the key but drops the position (for calls outside an ordered stream).
+    pub(crate) fn without_seq(mut self) -> Self {
+        self.inner.seq = None;
         self
     }
 

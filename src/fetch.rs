@@ -121,6 +121,53 @@ pub(crate) async fn fetch_object(
     })
 }
 
+/// Signs `req`, sends it on a pooled connection and reads the whole reply body (at most
+/// `limit` bytes): for listings and HEAD, whose replies are small.
+///
+/// # Errors
+///
+/// A typed error for a non-success status (parsed from the S3 error body), a connection
+/// failure, or [`ErrorKind::InvalidResponse`] for a body over `limit`.
+pub(crate) async fn request_whole(
+    client: &ClientInner,
+    origin: &http::Uri,
+    mut req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    limit: usize,
+) -> Result<(http::response::Parts, Vec<u8>), Error> {
+    client.signer.sign(&mut req).await?;
+    let unit = client.conns.unit().await;
+    let mut conn = unit.connect(origin).await.map_err(|(_, e)| e)?;
+    Counters::add(&client.counters.requests, 1);
+    let resp = conn.send(req).await.map_err(|e| {
+        Error::new(ErrorKind::Connection)
+            .with_message("no response")
+            .with_source(e)
+            .with_attempts(1)
+    })?;
+    let (parts, mut body) = resp.into_parts();
+    let limit = if parts.status.is_success() {
+        limit
+    } else {
+        MAX_ERROR_BODY
+    };
+    let (bytes, complete) = read_limited(&mut body, limit).await;
+    if complete {
+        conn.release();
+    }
+    if !parts.status.is_success() {
+        return Err(status_error(parts.status, &bytes).with_attempts(1));
+    }
+    if !complete {
+        return Err(Error::new(ErrorKind::InvalidResponse)
+            .with_status(parts.status)
+            .with_message(format!(
+                "reply body broken off or larger than {limit} bytes"
+            ))
+            .with_attempts(1));
+    }
+    Ok((parts, bytes))
+}
+
 /// Reads at most `limit` bytes of `body`; says whether the body ended within the limit.
 async fn read_limited(body: &mut Incoming, limit: usize) -> (Vec<u8>, bool) {
     let mut out = Vec::new();

@@ -53,6 +53,7 @@ mod conn;
 mod engine;
 mod error;
 mod fetch;
+mod list;
 mod memory;
 mod object;
 mod reorder;
@@ -67,8 +68,9 @@ pub use config::{
 };
 pub use engine::ObjectStream;
 pub use error::{ConfigError, Error, ErrorKind};
+pub use list::ListStream;
 pub use memory::{Body, Chunks};
-pub use object::{Object, ObjectRef};
+pub use object::{IntoObjectRef, Object, ObjectRef};
 pub use reorder::{ReorderRing, RingError};
 pub use stats::Stats;
 

@@ -1,6 +1,7 @@
 //! What goes in ([`ObjectRef`]: a key, its size, optionally a version) and what comes out
 //! ([`Object`]: the key, its position in the input, its ETag and its [`Body`]).
 
+use crate::error::Error;
 use crate::memory::Body;
 
 /// One object to fetch.
@@ -31,6 +32,27 @@ impl ObjectRef {
     /// The same object pinned to `version_id`.
     pub fn with_version(mut self, version_id: impl Into<String>) -> Self {
         self.version_id = Some(version_id.into());
+        self
+    }
+}
+
+/// One input of [`Client::get_all`](crate::Client::get_all) and
+/// [`Client::get_stream`](crate::Client::get_stream): an [`ObjectRef`], or a `Result` of one as
+/// [`Client::list`](crate::Client::list) yields. An `Err` input (a failed listing page, a failed
+/// HEAD) comes out as that same error at its position, so nothing is lost or reordered.
+pub trait IntoObjectRef: Send {
+    /// The object to fetch, or the error to pass through at this position.
+    fn into_object_ref(self) -> Result<ObjectRef, Error>;
+}
+
+impl IntoObjectRef for ObjectRef {
+    fn into_object_ref(self) -> Result<ObjectRef, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoObjectRef for Result<ObjectRef, Error> {
+    fn into_object_ref(self) -> Result<ObjectRef, Error> {
         self
     }
 }

@@ -14,6 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::config::{Addressing, Config};
 use crate::error::{Error, ErrorKind};
+use crate::object::ObjectRef;
 
 /// The most bytes of an error body that are read and parsed.
 pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
@@ -108,6 +109,28 @@ impl BucketTarget {
         key: &str,
         version_id: Option<&str>,
     ) -> Result<Request<Empty<Bytes>>, Error> {
+        self.object_request(Method::GET, key, version_id)
+    }
+
+    /// An unsigned HeadObject request for `key` (optionally at `version_id`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidRequest`] for an empty key.
+    pub(crate) fn head_object(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Request<Empty<Bytes>>, Error> {
+        self.object_request(Method::HEAD, key, version_id)
+    }
+
+    fn object_request(
+        &self,
+        method: Method,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Request<Empty<Bytes>>, Error> {
         if key.is_empty() {
             return Err(Error::new(ErrorKind::InvalidRequest).with_message("the key is empty"));
         }
@@ -118,8 +141,31 @@ impl BucketTarget {
             path.push_str("?versionId=");
             path.extend(utf8_percent_encode(v, QUERY_VALUE));
         }
+        self.request(method, path)
+    }
+
+    /// An unsigned ListObjectsV2 request for one page of keys under `prefix`.
+    pub(crate) fn list_objects_v2(
+        &self,
+        prefix: &str,
+        continuation_token: Option<&str>,
+    ) -> Result<Request<Empty<Bytes>>, Error> {
+        let mut path = self.prefix.clone();
+        path.push_str("?list-type=2");
+        if !prefix.is_empty() {
+            path.push_str("&prefix=");
+            path.extend(utf8_percent_encode(prefix, QUERY_VALUE));
+        }
+        if let Some(token) = continuation_token {
+            path.push_str("&continuation-token=");
+            path.extend(utf8_percent_encode(token, QUERY_VALUE));
+        }
+        self.request(Method::GET, path)
+    }
+
+    fn request(&self, method: Method, path: String) -> Result<Request<Empty<Bytes>>, Error> {
         Request::builder()
-            .method(Method::GET)
+            .method(method)
             .uri(path)
             .header(HOST, self.host.clone())
             .body(Empty::new())
@@ -185,6 +231,110 @@ pub(crate) fn parse_error_body(body: &[u8]) -> S3ErrorBody {
         buf.clear();
     }
     out
+}
+
+/// The most bytes of one ListObjectsV2 page that are read (a 1000-key page is well under 1 MiB).
+pub(crate) const MAX_LIST_PAGE: usize = 16 << 20;
+
+/// One page of a ListObjectsV2 reply.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ListPage {
+    pub(crate) objects: Vec<ObjectRef>,
+    /// The token for the next page; `None` on the last page.
+    pub(crate) next_token: Option<String>,
+}
+
+/// Parses a ListObjectsV2 reply.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidResponse`] for malformed XML, a `Contents` entry without a key or with a
+/// size that is not a number, or a truncated page without a continuation token.
+pub(crate) fn parse_list_page(body: &[u8]) -> Result<ListPage, Error> {
+    use quick_xml::events::Event;
+    let invalid = |why: String| Error::new(ErrorKind::InvalidResponse).with_message(why);
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut page = ListPage::default();
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let mut text = String::new();
+    let (mut key, mut size): (Option<String>, Option<u64>) = (None, None);
+    let mut truncated = false;
+    let mut saw_root = false;
+    let mut buf = Vec::new();
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| invalid(format!("malformed ListObjectsV2 XML: {e}")))?;
+        match event {
+            Event::Start(e) => {
+                if path.len() >= 8 {
+                    return Err(invalid("ListObjectsV2 XML nested too deeply".into()));
+                }
+                let name = e.local_name().as_ref().to_vec();
+                if path.is_empty() {
+                    if name != b"ListBucketResult" {
+                        return Err(invalid("reply is not a ListBucketResult".into()));
+                    }
+                    saw_root = true;
+                }
+                path.push(name);
+                text.clear();
+            }
+            Event::Text(t) => {
+                let t = t
+                    .unescape()
+                    .map_err(|e| invalid(format!("malformed ListObjectsV2 XML: {e}")))?;
+                text.push_str(&t);
+            }
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::End(_) => {
+                let names: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+                match names.as_slice() {
+                    [_, b"Contents", b"Key"] => key = Some(std::mem::take(&mut text)),
+                    [_, b"Contents", b"Size"] => {
+                        size = Some(text.trim().parse().map_err(|_| {
+                            invalid(format!("object size {:?} is not a number", text.trim()))
+                        })?);
+                    }
+                    [_, b"Contents"] => {
+                        let k = key
+                            .take()
+                            .ok_or_else(|| invalid("a listed object has no Key".into()))?;
+                        let s = size
+                            .take()
+                            .ok_or_else(|| invalid(format!("listed object {k:?} has no Size")))?;
+                        page.objects.push(ObjectRef::new(k, s));
+                    }
+                    [_, b"IsTruncated"] => truncated = text.trim() == "true",
+                    [_, b"NextContinuationToken"] => {
+                        page.next_token = Some(std::mem::take(&mut text));
+                    }
+                    _ => {}
+                }
+                path.pop();
+                text.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !saw_root {
+        return Err(invalid("reply is not a ListBucketResult".into()));
+    }
+    if !path.is_empty() {
+        return Err(invalid(
+            "ListObjectsV2 XML ends before its last element closes".into(),
+        ));
+    }
+    if !truncated {
+        page.next_token = None;
+    } else if page.next_token.as_deref().is_none_or(str::is_empty) {
+        return Err(invalid(
+            "listing is truncated but has no continuation token".into(),
+        ));
+    }
+    Ok(page)
 }
 
 /// The error for a non-success response with status `status` and (possibly partial) `body`.
@@ -273,6 +423,68 @@ mod tests {
             t.get_object("", None).unwrap_err().kind(),
             ErrorKind::InvalidRequest
         );
+    }
+
+    #[test]
+    fn list_request_encodes_prefix_and_token() {
+        let c = config("http://h:1", Addressing::PathStyle);
+        let t = BucketTarget::new(&c, "bkt").unwrap();
+        let r = t.list_objects_v2("a b/+", Some("tok/=")).unwrap();
+        assert_eq!(
+            r.uri().to_string(),
+            "/bkt/?list-type=2&prefix=a%20b%2F%2B&continuation-token=tok%2F%3D"
+        );
+        assert_eq!(
+            t.list_objects_v2("", None).unwrap().uri().to_string(),
+            "/bkt/?list-type=2"
+        );
+        let h = t.head_object("k", None).unwrap();
+        assert_eq!(h.method(), Method::HEAD);
+    }
+
+    #[test]
+    fn parses_list_pages() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix>
+<KeyCount>2</KeyCount><MaxKeys>2</MaxKeys><IsTruncated>true</IsTruncated>
+<Contents><Key>a &amp; b</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>
+<ETag>&quot;x&quot;</ETag><Size>12</Size><StorageClass>STANDARD</StorageClass></Contents>
+<Contents><Key>c+d</Key><Size>0</Size></Contents>
+<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
+</ListBucketResult>"#;
+        let page = parse_list_page(body).unwrap();
+        assert_eq!(
+            page.objects,
+            vec![ObjectRef::new("a & b", 12), ObjectRef::new("c+d", 0)]
+        );
+        assert_eq!(
+            page.next_token.as_deref(),
+            Some("1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=")
+        );
+        let last = br#"<ListBucketResult><IsTruncated>false</IsTruncated><KeyCount>0</KeyCount></ListBucketResult>"#;
+        assert_eq!(parse_list_page(last).unwrap(), ListPage::default());
+    }
+
+    #[test]
+    fn malformed_list_pages_are_invalid_responses() {
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"<Error><Code>x</Code></Error>",
+            b"<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>",
+            b"<ListBucketResult><Contents><Key>k</Key><Size>-1</Size></Contents></ListBucketResult>",
+            b"<ListBucketResult><Contents><Key>k</Key></Contents></ListBucketResult>",
+            b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
+            b"<ListBucketResult><Contents><Key>k</Key><Size>1</Size></Contents",
+        ];
+        for body in cases {
+            let e = parse_list_page(body).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ErrorKind::InvalidResponse,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

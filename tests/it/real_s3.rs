@@ -201,7 +201,10 @@ async fn stream_input_and_empty_input() {
         .await;
     assert_eq!(keys, (0..50).map(|i| format!("s/{i}")).collect::<Vec<_>>());
 
-    let none: Vec<_> = client.get_all("bkt", Vec::new()).collect().await;
+    let none: Vec<_> = client
+        .get_all("bkt", Vec::<ObjectRef>::new())
+        .collect()
+        .await;
     assert!(none.is_empty());
     assert_quiescent(&client).await;
 }
@@ -265,6 +268,97 @@ async fn wrong_declared_size_is_a_length_error() {
         results[2].as_ref().unwrap_err().kind(),
         ErrorKind::LengthMismatch
     );
+    drop(results);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_through_continuation_tokens_and_feeds_get_stream() {
+    let server = S3Server::start().await;
+    server.create_bucket("lst");
+    // More than one 1000-key page, under two prefixes, plus keys outside the prefix.
+    let mut expected = Vec::new();
+    for i in 0..2500 {
+        let key = format!("p/{:02}/k{i:05}", i % 3);
+        let data = content(&key, i % 700);
+        server.put("lst", &key, &data);
+        expected.push((key, data.len() as u64));
+    }
+    for i in 0..10 {
+        server.put("lst", &format!("q/other{i}"), b"x");
+    }
+    expected.sort();
+    let client = server.builder().max_connections(4).build().unwrap();
+
+    let listed: Vec<(String, u64)> = client
+        .list("lst", "p/")
+        .map(|r| r.map(|o| (o.key, o.size)).expect("listing"))
+        .collect()
+        .await;
+    assert_eq!(listed, expected);
+    assert_eq!(client.list("lst", "").count().await, 2510);
+    assert_eq!(client.list("lst", "p/01/").count().await, 833);
+    assert_eq!(client.list("lst", "nothing-here/").count().await, 0);
+
+    // The listing feeds the fetch without being collected first.
+    let mut fetched = client.get_stream("lst", client.list("lst", "p/"));
+    let mut n = 0;
+    while let Some(item) = fetched.next().await {
+        let obj = item.expect("object");
+        assert_eq!(obj.key, expected[n].0);
+        assert!(obj.body.to_vec() == content(&obj.key, expected[n].1 as usize));
+        n += 1;
+    }
+    assert_eq!(n, expected.len());
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_errors_are_typed_and_end_the_listing() {
+    let server = S3Server::start().await;
+    server.create_bucket("lst");
+    server.put("lst", "a", b"1");
+    let denied = server
+        .builder()
+        .static_credentials(crate::support::ACCESS_KEY, "wrong", None)
+        .build()
+        .unwrap();
+    let items: Vec<_> = denied.list("lst", "").collect().await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0].as_ref().unwrap_err().kind(),
+        ErrorKind::AccessDenied
+    );
+
+    let client = server.builder().build().unwrap();
+    let items: Vec<_> = client.list("no-such-bucket", "").collect().await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_learns_sizes_and_upstream_errors_keep_their_position() {
+    let server = S3Server::start().await;
+    server.create_bucket("heads");
+    server.put("heads", "x y+z", &content("x y+z", 4321));
+    let client = server.builder().build().unwrap();
+    let head = client.head("heads", "x y+z", None).await.unwrap();
+    assert_eq!(head, ObjectRef::new("x y+z", 4321));
+    let missing = client.head("heads", "missing", None).await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    assert_eq!(missing.key(), Some("missing"));
+
+    // A failed HEAD passed to get_all comes out at its own position.
+    let inputs = vec![Ok(head.clone()), Err(missing), Ok(head)];
+    let results: Vec<_> = client.get_all("heads", inputs).collect().await;
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap().body.len(), 4321);
+    let e = results[1].as_ref().unwrap_err();
+    assert_eq!(
+        (e.kind(), e.key(), e.seq()),
+        (ErrorKind::NotFound, Some("missing"), Some(1))
+    );
+    assert_eq!(results[2].as_ref().unwrap().seq, 2);
     drop(results);
     assert_quiescent(&client).await;
 }
