@@ -159,6 +159,13 @@ impl Error {
         self
     }
 
+    /// An [`ErrorKind::InvalidRequest`] error for an input that cannot become a request (a
+    /// malformed line of a key list, say), to pass through
+    /// [`get_stream`](crate::Client::get_stream) at its position.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidRequest).with_message(message)
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind

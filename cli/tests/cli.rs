@@ -1,14 +1,492 @@
-//! The built binary, end to end.
+//! The built binary, end to end, against a real S3 server (s3s-fs) in this test process.
 
-use std::process::Command;
+#[path = "../../tests/support/s3_server.rs"]
+#[allow(dead_code)]
+mod s3_server;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_s3-ordered"))
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use s3_server::{content, S3Server, ACCESS_KEY, SECRET_KEY};
+
+/// The binary with a clean environment: no AWS_* variables, HOME in `home`.
+fn bin(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_s3-ordered"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("HOME", home);
+    c
+}
+
+fn with_keys(mut c: Command, secret: &str) -> Command {
+    c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret);
+    c
+}
+
+/// Runs `c` off the async runtime, so the in-process server keeps serving.
+async fn output(mut c: Command, stdin: Option<Vec<u8>>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(&input)
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+struct Fixture {
+    server: S3Server,
+    home: tempfile::TempDir,
+    /// (key, contents) in S3's order.
+    objects: Vec<(String, Vec<u8>)>,
+}
+
+async fn fixture() -> Fixture {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt");
+    let mut objects = Vec::new();
+    for (i, key) in [
+        "pre/a.txt",
+        "pre/sub/b.bin",
+        "pre/sub/deeper/c.bin",
+        "pre/with space.txt",
+        "pre/empty",
+        "pre/z-last",
+        "other/x",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = if key.ends_with("empty") {
+            Vec::new()
+        } else {
+            content(key, 1000 + i * 7000)
+        };
+        server.put("bkt", key, &data);
+        objects.push((key.to_owned(), data));
+    }
+    objects.sort();
+    Fixture {
+        server,
+        home: tempfile::tempdir().expect("home"),
+        objects,
+    }
+}
+
+impl Fixture {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = with_keys(bin(self.home.path()), SECRET_KEY);
+        c.args(args)
+            .args(["--endpoint-url", &format!("http://{}", self.server.addr)]);
+        c
+    }
+
+    fn under(&self, prefix: &str) -> Vec<&(String, Vec<u8>)> {
+        self.objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_prints_size_and_key_in_s3_order() {
+    let f = fixture().await;
+    let out = output(f.cmd(&["ls", "s3://bkt/pre/"]), None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want: String = f
+        .under("pre/")
+        .iter()
+        .map(|(k, d)| format!("{}\t{k}\n", d.len()))
+        .collect();
+    assert_eq!(text(&out.stdout), want);
+    let all = output(f.cmd(&["ls", "s3://bkt"]), None).await;
+    assert_eq!(text(&all.stdout).lines().count(), f.objects.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_prefix_writes_bodies_in_listing_order() {
+    let f = fixture().await;
+    let out = output(
+        f.cmd(&["cat", "s3://bkt/pre/", "--max-connections", "3"]),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want: Vec<u8> = f
+        .under("pre/")
+        .iter()
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    assert!(out.stdout == want, "cat output differs");
+    // The summary goes to stderr, the bytes alone to stdout.
+    assert!(
+        text(&out.stderr).contains("6 objects ok, 0 failed"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_keys_file_keeps_file_order_with_and_without_sizes() {
+    let f = fixture().await;
+    // Out of S3 order, one key twice, sizes on some lines only (the rest learned with HEAD).
+    let order = [
+        "pre/z-last",
+        "pre/a.txt",
+        "other/x",
+        "pre/with space.txt",
+        "pre/a.txt",
+        "pre/empty",
+    ];
+    let size = |k: &str| {
+        f.objects
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, d)| d.len())
+            .unwrap()
+    };
+    let mut file = String::new();
+    for (i, k) in order.iter().enumerate() {
+        if i % 2 == 0 {
+            file.push_str(&format!("{k}\t{}\n", size(k)));
+        } else {
+            file.push_str(&format!("{k}\n"));
+        }
+    }
+    let want: Vec<u8> = order
+        .iter()
+        .flat_map(|k| {
+            f.objects
+                .iter()
+                .find(|(key, _)| key == k)
+                .unwrap()
+                .1
+                .clone()
+        })
+        .collect();
+    let path = f.home.path().join("keys.tsv");
+    std::fs::write(&path, &file).unwrap();
+    let out = output(
+        f.cmd(&["cat", "s3://bkt", "--keys-from", path.to_str().unwrap()]),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == want, "keys-file cat differs");
+    let out = output(
+        f.cmd(&["cat", "s3://bkt", "--keys-from", "-", "-q"]),
+        Some(file.into_bytes()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == want, "stdin cat differs");
+    assert!(
+        out.stderr.is_empty(),
+        "--quiet printed {}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_key_and_bad_line_fail_alone_with_exit_1() {
+    let f = fixture().await;
+    let input = "pre/a.txt\nnope/missing\t5\npre/a.txt\tnot-a-size\npre/z-last\n";
+    let out = output(
+        f.cmd(&["cat", "s3://bkt", "--keys-from", "-"]),
+        Some(input.into()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let want: Vec<u8> = ["pre/a.txt", "pre/z-last"]
+        .iter()
+        .flat_map(|k| {
+            f.objects
+                .iter()
+                .find(|(key, _)| key == k)
+                .unwrap()
+                .1
+                .clone()
+        })
+        .collect();
+    assert!(out.stdout == want);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("nope/missing") && err.contains("not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 3") && err.contains("not-a-size"),
+        "{err}"
+    );
+    assert!(err.contains("2 objects ok, 2 failed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_writes_the_tree_under_the_prefix() {
+    let f = fixture().await;
+    let out_dir = f.home.path().join("out");
+    let out = output(
+        f.cmd(&["get", "s3://bkt/pre/", "--out", out_dir.to_str().unwrap()]),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (key, data) in f.under("pre/") {
+        let path = out_dir.join(key.strip_prefix("pre/").unwrap());
+        assert!(std::fs::read(&path).unwrap() == *data, "{}", path.display());
+    }
+    // Exactly those files, and no temporary leftovers.
+    let mut files = Vec::new();
+    let mut stack = vec![out_dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    assert_eq!(files.len(), f.under("pre/").len(), "{files:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_refuses_keys_that_would_leave_the_directory() {
+    let f = fixture().await;
+    // s3s-fs serves `a//b` and `a/./b` from the file `a/b`.
+    f.server.put("bkt", "trav/a/b", b"inside");
+    let root = f.home.path().join("root");
+    let out_dir = root.join("out");
+    let keys = "trav/a/b\ntrav/a//b\ntrav/a/./b\n../escape\n/abs\n";
+    let out = output(
+        f.cmd(&[
+            "get",
+            "s3://bkt",
+            "--keys-from",
+            "-",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        Some(keys.into()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("trav/a//b") && err.contains("empty path segment"),
+        "{err}"
+    );
+    assert!(
+        err.contains("trav/a/./b") && err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out_dir.join("trav/a/b")).unwrap(), b"inside");
+    // Nothing beside the output directory.
+    let beside: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, vec![std::ffi::OsString::from("out")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_exit_1_with_the_reason() {
+    let f = fixture().await;
+    let mut c = with_keys(bin(f.home.path()), "wrong-secret");
+    c.args(["cat", "s3://bkt", "--keys-from", "-"])
+        .args(["--endpoint-url", &format!("http://{}", f.server.addr)]);
+    let out = output(c, Some(b"pre/a.txt\t1000\n".to_vec())).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("pre/a.txt") && err.contains("access denied") && err.contains("403"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-secret"), "secret leaked: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_and_sizes_exit_2_with_one_line() {
+    let f = fixture().await;
+    let cases: &[&[&str]] = &[
+        &["cat", "s3://bkt", "--max-bytes", "12parsecs"],
+        &["cat", "bkt/no-scheme"],
+        &["cat", "s3://bkt", "--max-connections", "0"],
+        &[
+            "cat",
+            "s3://bkt",
+            "--max-connections",
+            "4",
+            "--max-connections-per-request",
+            "5",
+        ],
+        &[
+            "cat",
+            "s3://bkt",
+            "--max-connections",
+            "64",
+            "--max-bytes",
+            "1MiB",
+        ],
+        &["cat", "s3://bkt", "--profile", "no-such-profile"],
+        &["cat", "s3://bkt/prefix", "--keys-from", "-"],
+        &["cat", "s3://bkt", "--keys-from", "/no/such/file"],
+        &["get", "s3://bkt"],
+        &["ls"],
+    ];
+    for args in cases {
+        let out = output(f.cmd(args), None).await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.trim().is_empty(), "{args:?}: no reason");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_into_a_closed_pipe_exits_0() {
+    let f = fixture().await;
+    for i in 0..40 {
+        f.server
+            .put("bkt", &format!("big/{i:02}"), &content("big", 256 << 10));
+    }
+    let mut c = f.cmd(&["cat", "s3://bkt/big/", "--max-connections", "2", "-q"]);
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 10];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        drop(child.stdout.take()); // like `| head -c 10`
+        let out = child.wait_with_output().unwrap();
+        (out.status, text(&out.stderr))
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "status {:?}: {}", status.0, status.1);
+    assert!(status.1.is_empty(), "{}", status.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_profile_files() {
+    let f = fixture().await;
+    let aws = f.home.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n\n\
+             [bad]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = nope\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(aws.join("config"), "[default]\nregion = us-east-1\n").unwrap();
+    let endpoint = format!("http://{}", f.server.addr);
+    let run = |extra: &[&str], env: &[(&str, String)]| {
+        let mut c = bin(f.home.path());
+        c.args(["ls", "s3://bkt/pre/", "--endpoint-url", &endpoint])
+            .args(extra);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        output(c, None)
+    };
+    assert_eq!(
+        run(&[], &[]).await.status.code(),
+        Some(0),
+        "[default] profile"
+    );
+    assert_eq!(run(&["--profile", "bad"], &[]).await.status.code(), Some(1));
+    assert_eq!(
+        run(&[], &[("AWS_PROFILE", "bad".into())])
+            .await
+            .status
+            .code(),
+        Some(1)
+    );
+    // An explicit file location wins over ~/.aws.
+    let elsewhere = f.home.path().join("creds-elsewhere");
+    std::fs::write(
+        &elsewhere,
+        format!("[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = nope\n"),
+    )
+    .unwrap();
+    let out = run(
+        &[],
+        &[(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            elsewhere.display().to_string(),
+        )],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // No credentials anywhere: a usage error that says what to do.
+    std::fs::remove_file(aws.join("credentials")).unwrap();
+    let out = run(&[], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--no-sign-request"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_json() {
+    let f = fixture().await;
+    let out = output(f.cmd(&["bench", "s3://bkt/pre/", "--json", "-q"]), None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["objects"], 6);
+    assert_eq!(v["failed"], 0);
+    let bytes: u64 = f.under("pre/").iter().map(|(_, d)| d.len() as u64).sum();
+    assert_eq!(v["bytes"], bytes);
+    assert!(v["cpu_seconds"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    let text_out = output(f.cmd(&["bench", "s3://bkt/pre/", "-q"]), None).await;
+    assert!(
+        text(&text_out.stdout).starts_with("objects 6  failed 0"),
+        "{}",
+        text(&text_out.stdout)
+    );
 }
 
 #[test]
 fn demo_fetches_and_verifies_every_object() {
-    let out = bin()
+    let home = tempfile::tempdir().unwrap();
+    let out = bin(home.path())
         .args([
             "demo",
             "--objects",
@@ -20,37 +498,25 @@ fn demo_fetches_and_verifies_every_object() {
         ])
         .output()
         .expect("run demo");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
         stdout.contains("fetched 300 objects in input order"),
         "{stdout}"
     );
     assert!(stdout.contains("verified 300 ok, 0 failed"), "{stdout}");
-    assert!(stdout.contains("peak open connections"), "{stdout}");
 }
 
 #[test]
-fn bad_flags_exit_2_with_a_one_line_reason() {
-    for args in [
-        &["demo", "--max-bytes", "12parsecs"][..],
-        &["demo", "--max-connections", "64", "--max-bytes", "1MiB"],
-        &["demo", "--max-connections", "0"],
-        &["no-such-command"],
-    ] {
-        let out = bin().args(args).output().expect("run");
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.trim().is_empty(), "{args:?}: no reason given");
+fn every_command_has_help_with_an_example() {
+    let home = tempfile::tempdir().unwrap();
+    for cmd in ["ls", "cat", "get", "bench", "demo"] {
+        let out = bin(home.path()).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Example"),
+            "{cmd} --help has no example:\n{help}"
+        );
     }
-    let out = bin()
-        .args(["demo", "--max-connections", "64", "--max-bytes", "1MiB"])
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("invalid max_bytes"), "{stderr}");
 }

@@ -4,4 +4,6 @@
 mod budgets;
 mod cancel;
 mod real_s3;
+#[path = "../support/s3_server.rs"]
+mod s3_server;
 mod support;

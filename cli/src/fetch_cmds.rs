@@ -1,0 +1,307 @@
+//! `cat`, `get` and `bench`: fetch the objects of a listing or a keys file in order, and write
+//! them to stdout, to files, or nowhere.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use futures::{FutureExt as _, StreamExt as _};
+use s3_ordered::{Body, Client, Object};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::opts::{ConnectOpts, Env};
+use crate::output::{chain, cpu_and_peak_rss, is_broken_pipe, Tally};
+use crate::source::{self, S3Url};
+
+/// What `cat`, `get` and `bench` take.
+#[derive(clap::Args, Debug)]
+pub(crate) struct FetchArgs {
+    /// s3://BUCKET[/PREFIX]: the objects under PREFIX, in listing order
+    #[arg(value_name = "S3_URL", value_parser = source::parse_s3_url)]
+    pub(crate) url: S3Url,
+    /// Fetch the keys listed in FILE instead (one per line: KEY, KEY<TAB>SIZE or
+    /// KEY<TAB>SIZE<TAB>VERSION_ID; a missing size is learned with HEAD); `-` reads stdin
+    #[arg(long, value_name = "FILE")]
+    pub(crate) keys_from: Option<String>,
+    /// No progress bar and no summary line
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) conn: ConnectOpts,
+}
+
+impl FetchArgs {
+    async fn start(&self, env: &Env) -> anyhow::Result<(Client, s3_ordered::ObjectStream, Tally)> {
+        source::check(&self.url, self.keys_from.as_deref())?;
+        let client = self.conn.client(env)?;
+        let total = match self.keys_from.as_deref() {
+            Some(path) if path != "-" && Tally::visible(self.quiet) => count_lines(path).ok(),
+            _ => None,
+        };
+        let per_request = self.conn.max_connections;
+        let inputs =
+            source::inputs(&client, &self.url, self.keys_from.as_deref(), per_request).await?;
+        let results = client.get_stream(self.url.bucket.clone(), inputs);
+        Ok((client, results, Tally::new(total, self.quiet)))
+    }
+}
+
+fn count_lines(path: &str) -> std::io::Result<u64> {
+    let text = std::fs::read(path)?;
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty() && *l != b"\r")
+        .count() as u64)
+}
+
+/// `cat`: the bodies, concatenated in order, to stdout.
+pub(crate) async fn cat(args: FetchArgs, env: &Env) -> anyhow::Result<ExitCode> {
+    let (_client, mut results, mut tally) = args.start(env).await?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
+    loop {
+        // Flush whenever the next object is not ready yet, so output streams.
+        let next = match results.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if let Err(e) = out.flush().await {
+                    return closed_or_failed(e, tally);
+                }
+                results.next().await
+            }
+        };
+        let Some(result) = next else { break };
+        match result {
+            Ok(obj) => {
+                for chunk in obj.body.chunks() {
+                    if let Err(e) = out.write_all(chunk).await {
+                        return closed_or_failed(e, tally);
+                    }
+                }
+                tally.ok(obj.body.len() as u64);
+            }
+            Err(e) => tally.failed(&chain(&e)),
+        }
+    }
+    if let Err(e) = out.flush().await {
+        return closed_or_failed(e, tally);
+    }
+    Ok(tally.finish())
+}
+
+fn closed_or_failed(e: std::io::Error, tally: Tally) -> anyhow::Result<ExitCode> {
+    tally.abandon();
+    if is_broken_pipe(&e) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(anyhow::Error::new(e).context("writing to stdout"))
+    }
+}
+
+/// What `get` takes.
+#[derive(clap::Args, Debug)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    pub(crate) fetch: FetchArgs,
+    /// Directory to write the objects into, as DIR/<key relative to the prefix>
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+}
+
+/// `get`: each object to its own file under `--out`.
+pub(crate) async fn get(args: GetArgs, env: &Env) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let prefix = args.fetch.url.prefix.clone();
+    let (_client, mut results, mut tally) = args.fetch.start(env).await?;
+    while let Some(result) = results.next().await {
+        let obj = match result {
+            Ok(obj) => obj,
+            Err(e) => {
+                tally.failed(&chain(&e));
+                continue;
+            }
+        };
+        let key = obj.key.clone();
+        let len = obj.body.len() as u64;
+        let dir = args.out.clone();
+        let rel = key.strip_prefix(prefix.as_str()).unwrap_or(&key).to_owned();
+        let written = tokio::task::spawn_blocking(move || save(&dir, &rel, obj))
+            .await
+            .context("the writer task failed")
+            .and_then(|r| r);
+        match written {
+            Ok(()) => tally.ok(len),
+            Err(e) => tally.failed(&format!("object {key:?}: {e:#}")),
+        }
+    }
+    Ok(tally.finish())
+}
+
+/// The path segments of `rel` below the output directory, and whether it names a directory
+/// (a zero-byte `dir/` marker). Refuses anything that could leave the directory.
+pub(crate) fn safe_segments(rel: &str) -> Result<(Vec<&str>, bool), String> {
+    let (rel, is_dir) = match rel.strip_suffix('/') {
+        Some(r) => (r, true),
+        None => (rel, false),
+    };
+    if rel.is_empty() {
+        return Err("the key names the output directory itself".to_owned());
+    }
+    let segments: Vec<&str> = rel.split('/').collect();
+    for s in &segments {
+        match *s {
+            "" => return Err("the key has an empty path segment (`//` or a leading `/`)".into()),
+            "." | ".." => return Err(format!("the key has a `{s}` path segment")),
+            s if s.contains('\0') => return Err("the key contains a NUL byte".into()),
+            _ => {}
+        }
+    }
+    Ok((segments, is_dir))
+}
+
+/// Writes `obj` to `dir/rel` through a temporary file and a rename.
+fn save(dir: &Path, rel: &str, obj: Object) -> anyhow::Result<()> {
+    let (segments, is_dir) = safe_segments(rel).map_err(|why| anyhow::anyhow!("refused: {why}"))?;
+    if is_dir && !obj.body.is_empty() {
+        anyhow::bail!("refused: a key ending in `/` has a body");
+    }
+    let (name, parents) = if is_dir {
+        (None, &segments[..])
+    } else {
+        let (name, parents) = segments.split_last().expect("at least one segment");
+        (Some(*name), parents)
+    };
+    let mut path = dir.to_path_buf();
+    for seg in parents {
+        path.push(seg);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => anyhow::bail!("refused: {} exists and is not a directory", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::create_dir(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("creating {}", path.display()))
+                    }
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+        }
+    }
+    let Some(name) = name else {
+        return Ok(());
+    };
+    let dest = path.join(name);
+    let tmp = path.join(format!(
+        ".{name}.s3-ordered-{}-{}.tmp",
+        std::process::id(),
+        obj.seq
+    ));
+    let result = write_new(&tmp, &obj.body).and_then(|()| {
+        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            anyhow::bail!("refused: {} is a directory", dest.display());
+        }
+        std::fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_new(path: &Path, body: &Body) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    // create_new refuses an existing file or symlink at the temporary name.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    for chunk in body.chunks() {
+        f.write_all(chunk)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// What `bench` takes.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    pub(crate) fetch: FetchArgs,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `bench`: fetch and discard, then report speed, CPU and memory.
+pub(crate) async fn bench(args: BenchArgs, env: &Env) -> anyhow::Result<ExitCode> {
+    let (client, mut results, mut tally) = args.fetch.start(env).await?;
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(obj) => tally.ok(obj.body.len() as u64),
+            Err(e) => tally.failed(&chain(&e)),
+        }
+    }
+    let secs = tally.elapsed().max(1e-9);
+    let (cpu, rss) = cpu_and_peak_rss();
+    let stats = client.stats();
+    let (ok, failed, bytes) = (tally.ok, tally.failed, tally.bytes);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "objects": ok,
+                "failed": failed,
+                "bytes": bytes,
+                "seconds": secs,
+                "mb_per_s": bytes as f64 / 1e6 / secs,
+                "objects_per_s": ok as f64 / secs,
+                "cpu_seconds": cpu,
+                "peak_rss_bytes": rss,
+                "requests": stats.requests,
+                "connections_opened": stats.connections_opened,
+            })
+        );
+    } else {
+        println!(
+            "objects {ok}  failed {failed}  bytes {bytes}  seconds {secs:.3}  MB/s {:.1}  \
+             objects/s {:.0}  cpu_seconds {cpu:.3}  peak_rss_MiB {:.1}",
+            bytes as f64 / 1e6 / secs,
+            ok as f64 / secs,
+            rss as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(tally.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_segments;
+
+    #[test]
+    fn refuses_keys_that_could_escape() {
+        for bad in [
+            "",
+            "/",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "/abs",
+            "a//b",
+            ".",
+            "..",
+            "a/..",
+            "x\0y",
+        ] {
+            assert!(safe_segments(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            safe_segments("a/b c/d.txt"),
+            Ok((vec!["a", "b c", "d.txt"], false))
+        );
+        assert_eq!(safe_segments("dir/sub/"), Ok((vec!["dir", "sub"], true)));
+        assert_eq!(safe_segments("..x/y.."), Ok((vec!["..x", "y.."], false)));
+    }
+}

@@ -1,0 +1,58 @@
+//! `ls`: every key under a prefix, `SIZE<TAB>KEY` a line, in S3's order.
+
+use std::process::ExitCode;
+
+use futures::StreamExt as _;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::opts::{ConnectOpts, Env};
+use crate::output::{chain, is_broken_pipe};
+use crate::source::{self, S3Url};
+
+/// What `ls` takes.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// s3://BUCKET[/PREFIX]
+    #[arg(value_name = "S3_URL", value_parser = source::parse_s3_url)]
+    url: S3Url,
+    #[command(flatten)]
+    conn: ConnectOpts,
+}
+
+pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
+    let client = args.conn.client(env)?;
+    let mut listing = client.list(args.url.bucket.clone(), args.url.prefix.clone());
+    let mut out = tokio::io::BufWriter::with_capacity(256 << 10, tokio::io::stdout());
+    let mut status = ExitCode::SUCCESS;
+    while let Some(item) = listing.next().await {
+        match item {
+            Ok(obj) => {
+                let line = format!("{}\t{}\n", obj.size, obj.key);
+                if let Err(e) = out.write_all(line.as_bytes()).await {
+                    return closed(e);
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "s3-ordered: listing s3://{}/{}: {}",
+                    args.url.bucket,
+                    args.url.prefix,
+                    chain(&e)
+                );
+                status = ExitCode::from(1);
+            }
+        }
+    }
+    if let Err(e) = out.flush().await {
+        return closed(e);
+    }
+    Ok(status)
+}
+
+fn closed(e: std::io::Error) -> anyhow::Result<ExitCode> {
+    if is_broken_pipe(&e) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(anyhow::Error::new(e).context("writing to stdout"))
+    }
+}

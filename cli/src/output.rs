@@ -1,0 +1,196 @@
+//! What the commands share about output: the progress bar, failure lines with their cause
+//! chain, the closing summary, broken-pipe detection and the process's CPU and RSS.
+
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Counts objects and bytes, draws the progress bar, prints failures and the summary.
+pub(crate) struct Tally {
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    pub(crate) bytes: u64,
+    started: Instant,
+    bar: ProgressBar,
+    quiet: bool,
+}
+
+impl Tally {
+    /// A tally; the bar is drawn only when stderr is a terminal and `quiet` is off.
+    /// `total` (objects) enables a bar with an ETA; without it a spinner counts.
+    pub(crate) fn new(total: Option<u64>, quiet: bool) -> Self {
+        let show = !quiet && std::io::stderr().is_terminal();
+        let bar = match total {
+            Some(n) => ProgressBar::new(n).with_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} objects, {msg} [{elapsed_precise}, ETA {eta}]",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} {pos} objects, {msg} [{elapsed_precise}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_draw_target(if show {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        if show {
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
+        Tally {
+            ok: 0,
+            failed: 0,
+            bytes: 0,
+            started: Instant::now(),
+            bar,
+            quiet,
+        }
+    }
+
+    /// Records one object done.
+    pub(crate) fn ok(&mut self, bytes: u64) {
+        self.ok += 1;
+        self.bytes += bytes;
+        self.bar.inc(1);
+        if self.ok % 64 == 1 {
+            let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+            self.bar.set_message(format!(
+                "{}, {}/s",
+                human_bytes(self.bytes),
+                human_bytes((self.bytes as f64 / secs) as u64)
+            ));
+        }
+    }
+
+    /// Records one failed object and prints `message` (its reason and causes) on stderr.
+    pub(crate) fn failed(&mut self, message: &str) {
+        self.failed += 1;
+        self.bar.inc(1);
+        self.bar.suspend(|| eprintln!("s3-ordered: {message}"));
+    }
+
+    /// Stops without a summary (the reader went away).
+    pub(crate) fn abandon(self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// True when a bar would be drawn.
+    pub(crate) fn visible(quiet: bool) -> bool {
+        !quiet && std::io::stderr().is_terminal()
+    }
+
+    /// Seconds since the tally started.
+    pub(crate) fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Clears the bar and prints the one-line summary (unless quiet); returns the exit status.
+    pub(crate) fn finish(self) -> std::process::ExitCode {
+        self.bar.finish_and_clear();
+        if !self.quiet {
+            let secs = self.elapsed().max(1e-9);
+            eprintln!(
+                "{} objects ok, {} failed, {} in {secs:.2} s ({}/s)",
+                self.ok,
+                self.failed,
+                human_bytes(self.bytes),
+                human_bytes((self.bytes as f64 / secs) as u64)
+            );
+        }
+        if self.failed > 0 {
+            std::process::ExitCode::from(1)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `err: cause: cause…`, skipping a cause whose text the previous line already ends with.
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
+}
+
+/// True for the error a write to a closed pipe gives (`| head`).
+pub(crate) fn is_broken_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+/// `12.3 MiB`-style sizes.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// User + system CPU seconds and peak resident set size in bytes of this process.
+pub(crate) fn cpu_and_peak_rss() -> (f64, u64) {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the whole `rusage` behind the pointer, which points to zeroed
+    // storage of that type; it is read only after getrusage reports success.
+    let ru = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) != 0 {
+            return (0.0, 0);
+        }
+        ru.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    // Linux reports ru_maxrss in KiB.
+    (
+        secs(ru.ru_utime) + secs(ru.ru_stime),
+        (ru.ru_maxrss as u64).saturating_mul(1024),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn chain_joins_causes_without_repeating() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("fetching \"k\" failed")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("connection reset"));
+        assert_eq!(chain(&e), "fetching \"k\" failed: connection reset");
+    }
+}

@@ -1,0 +1,211 @@
+//! Where the objects come from: an `s3://BUCKET[/PREFIX]` URL, and optionally a file of keys.
+
+use std::pin::Pin;
+
+use anyhow::{bail, Context as _};
+use futures::{Stream, StreamExt};
+use s3_ordered::{Client, Error, ObjectRef};
+use tokio::io::AsyncBufReadExt;
+
+/// A parsed `s3://BUCKET[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct S3Url {
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+}
+
+/// Parses `s3://BUCKET[/PREFIX]`; the prefix is kept as given (empty for the whole bucket).
+pub(crate) fn parse_s3_url(text: &str) -> Result<S3Url, String> {
+    let rest = text
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("{text:?} is not an S3 URL; expected s3://BUCKET[/PREFIX]"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!(
+            "{text:?} has no bucket; expected s3://BUCKET[/PREFIX]"
+        ));
+    }
+    Ok(S3Url {
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+    })
+}
+
+/// One line of a keys file: `KEY`, `KEY<TAB>SIZE` or `KEY<TAB>SIZE<TAB>VERSION_ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyLine {
+    pub(crate) key: String,
+    pub(crate) size: Option<u64>,
+    pub(crate) version_id: Option<String>,
+}
+
+/// Parses one keys-file line (without its line ending); `Ok(None)` for a blank line.
+pub(crate) fn parse_key_line(line: &str) -> Result<Option<KeyLine>, String> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = line.split('\t');
+    let key = fields.next().unwrap_or_default();
+    if key.is_empty() {
+        return Err("the key is empty".to_owned());
+    }
+    let size = match fields.next() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| format!("size {s:?} of {key:?} is not a number of bytes"))?,
+        ),
+    };
+    let version_id = fields.next().filter(|v| !v.is_empty()).map(str::to_owned);
+    if fields.next().is_some() {
+        return Err(format!(
+            "line for {key:?} has more than three tab-separated fields"
+        ));
+    }
+    Ok(Some(KeyLine {
+        key: key.to_owned(),
+        size,
+        version_id,
+    }))
+}
+
+/// The objects to fetch, in order: from the keys file if given, else the listing of the URL.
+pub(crate) type Inputs = Pin<Box<dyn Stream<Item = Result<ObjectRef, Error>> + Send>>;
+
+/// Opens the input: a listing of `url`, or the lines of `keys_from` (`-` for stdin). Lines
+/// without a size are sized with HEAD, `concurrency` at a time, keeping their order.
+pub(crate) async fn inputs(
+    client: &Client,
+    url: &S3Url,
+    keys_from: Option<&str>,
+    concurrency: usize,
+) -> anyhow::Result<Inputs> {
+    let Some(path) = keys_from else {
+        return Ok(Box::pin(
+            client.list(url.bucket.clone(), url.prefix.clone()),
+        ));
+    };
+    let reader: Pin<Box<dyn tokio::io::AsyncBufRead + Send>> = if path == "-" {
+        Box::pin(tokio::io::BufReader::new(tokio::io::stdin()))
+    } else {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening keys file {path}"))?;
+        Box::pin(tokio::io::BufReader::new(file))
+    };
+    let lines = tokio_lines(reader);
+    let client = client.clone();
+    let bucket = url.bucket.clone();
+    let path = path.to_owned();
+    let items = lines
+        .enumerate()
+        .filter_map(move |(n, line)| {
+            let parsed = match line {
+                Err(e) => Some(Err(Error::invalid_input(format!(
+                    "reading {path} line {}: {e}",
+                    n + 1
+                )))),
+                Ok(text) => match parse_key_line(&text) {
+                    Ok(None) => None,
+                    Ok(Some(l)) => Some(Ok(l)),
+                    Err(why) => Some(Err(Error::invalid_input(format!(
+                        "{path} line {}: {why}",
+                        n + 1
+                    )))),
+                },
+            };
+            futures::future::ready(parsed)
+        })
+        .map(move |line| {
+            let client = client.clone();
+            let bucket = bucket.clone();
+            async move {
+                let line = line?;
+                match line.size {
+                    Some(size) => Ok(ObjectRef {
+                        key: line.key,
+                        size,
+                        version_id: line.version_id,
+                    }),
+                    None => {
+                        client
+                            .head(&bucket, &line.key, line.version_id.as_deref())
+                            .await
+                    }
+                }
+            }
+        })
+        .buffered(concurrency.max(1));
+    Ok(Box::pin(items))
+}
+
+/// The lines of `reader` as a stream; the error of a failed read ends it.
+fn tokio_lines(
+    reader: Pin<Box<dyn tokio::io::AsyncBufRead + Send>>,
+) -> impl Stream<Item = std::io::Result<String>> + Send {
+    futures::stream::unfold(Some(reader.lines()), |lines| async move {
+        let mut lines = lines?;
+        match lines.next_line().await {
+            Ok(Some(l)) => Some((Ok(l), Some(lines))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Rejects a combination of URL and flags that cannot work.
+pub(crate) fn check(url: &S3Url, keys_from: Option<&str>) -> anyhow::Result<()> {
+    if keys_from.is_some() && !url.prefix.is_empty() {
+        bail!(
+            "--keys-from takes the bucket only (s3://{}), not a prefix",
+            url.bucket
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_s3_urls() {
+        let u = parse_s3_url("s3://bkt/some/prefix/").unwrap();
+        assert_eq!(
+            (u.bucket.as_str(), u.prefix.as_str()),
+            ("bkt", "some/prefix/")
+        );
+        let u = parse_s3_url("s3://bkt").unwrap();
+        assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("bkt", ""));
+        let u = parse_s3_url("s3://bkt/").unwrap();
+        assert_eq!(u.prefix, "");
+        for bad in ["bkt/x", "s3://", "s3:///x", "http://bkt/x", ""] {
+            assert!(parse_s3_url(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_key_lines() {
+        let k = |key: &str, size: Option<u64>, v: Option<&str>| {
+            Some(KeyLine {
+                key: key.into(),
+                size,
+                version_id: v.map(Into::into),
+            })
+        };
+        assert_eq!(parse_key_line("a/b c"), Ok(k("a/b c", None, None)));
+        assert_eq!(parse_key_line("a\t12"), Ok(k("a", Some(12), None)));
+        assert_eq!(
+            parse_key_line("a\t12\tv1\r"),
+            Ok(k("a", Some(12), Some("v1")))
+        );
+        assert_eq!(parse_key_line("a\t\tv1"), Ok(k("a", None, Some("v1"))));
+        assert_eq!(parse_key_line(""), Ok(None));
+        assert_eq!(parse_key_line("\r"), Ok(None));
+        assert!(parse_key_line("a\tbig").is_err());
+        assert!(parse_key_line("a\t-1").is_err());
+        assert!(parse_key_line("\t12").is_err());
+        assert!(parse_key_line("a\t1\tv\textra").is_err());
+    }
+}
