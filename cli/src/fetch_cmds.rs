@@ -244,6 +244,7 @@ pub(crate) async fn bench(args: BenchArgs, env: &Env) -> anyhow::Result<ExitCode
             Err(e) => tally.failed(&chain(&e)),
         }
     }
+    tally.clear();
     let secs = tally.elapsed().max(1e-9);
     let (cpu, rss) = cpu_and_peak_rss();
     let stats = client.stats();

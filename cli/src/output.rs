@@ -73,6 +73,11 @@ impl Tally {
         self.bar.suspend(|| eprintln!("s3-ordered: {message}"));
     }
 
+    /// Removes the bar from the terminal (before printing a report).
+    pub(crate) fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
+
     /// Stops without a summary (the reader went away).
     pub(crate) fn abandon(self) {
         self.bar.finish_and_clear();
