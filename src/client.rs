@@ -12,6 +12,7 @@ use crate::fetch::request_whole;
 use crate::list::ListStream;
 use crate::memory::MemoryPool;
 use crate::object::{IntoObjectRef, ObjectRef};
+use crate::retry::RetryBudget;
 use crate::s3::BucketTarget;
 use crate::sign::Signer;
 use crate::stats::{Counters, Stats};
@@ -31,6 +32,7 @@ pub(crate) struct ClientInner {
     pub(crate) conns: ConnPool,
     pub(crate) signer: Signer,
     pub(crate) counters: Counters,
+    pub(crate) budget: RetryBudget,
 }
 
 impl Client {
@@ -45,11 +47,12 @@ impl Client {
         let signer = Signer::new(Arc::clone(&config.region), &config.credentials);
         Ok(Client {
             inner: Arc::new(ClientInner {
-                config,
                 memory,
                 conns,
                 signer,
                 counters: Counters::default(),
+                budget: RetryBudget::new(&config.retry),
+                config,
             }),
         })
     }

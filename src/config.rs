@@ -12,6 +12,7 @@ use http::uri::{Scheme, Uri};
 
 use crate::client::Client;
 use crate::error::ConfigError;
+use crate::retry::RetryConfig;
 
 /// Default `max_connections`: enough parallel GETs to fill a 10 Gbit/s link at S3's typical
 /// ~85-90 MB/s per connection (S3 performance guidelines, "Horizontal scaling of connections").
@@ -32,6 +33,10 @@ pub const MAX_SLAB_SIZE: usize = 64 << 20;
 
 /// Default connect timeout (TCP and TLS handshake): 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default stall timeout: 30 s without a response head or a body byte. Not a total deadline: a
+/// long healthy download is never cut.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default region when none is given.
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -80,6 +85,9 @@ pub struct ClientBuilder {
     max_bytes: u64,
     slab_size: usize,
     connect_timeout: Duration,
+    stall_timeout: Duration,
+    retry: RetryConfig,
+    checksum_mode: bool,
 }
 
 impl Default for ClientBuilder {
@@ -94,6 +102,9 @@ impl Default for ClientBuilder {
             max_bytes: DEFAULT_MAX_BYTES,
             slab_size: DEFAULT_SLAB_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            retry: RetryConfig::default(),
+            checksum_mode: false,
         }
     }
 }
@@ -187,6 +198,30 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest wait for a response head, or between two pieces of a body, before the attempt
+    /// is abandoned as stalled (and retried). Not a total deadline.
+    /// Default: [`DEFAULT_STALL_TIMEOUT`].
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+
+    /// Retry policy. Default: [`RetryConfig::default`].
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Ask for and verify object checksums (`x-amz-checksum-mode: ENABLED`): a CRC32C or CRC32
+    /// the server sends for the whole object is checked against the bytes received, and a
+    /// mismatch is [`ErrorKind::ChecksumMismatch`](crate::ErrorKind::ChecksumMismatch).
+    /// Composite checksums of multipart uploads (`…-N`) cannot be checked this way and are
+    /// skipped. Default: off.
+    pub fn checksum_mode(mut self, enabled: bool) -> Self {
+        self.checksum_mode = enabled;
         self
     }
 
@@ -317,6 +352,9 @@ impl ClientBuilder {
             slab_size: self.slab_size,
             total_slabs,
             connect_timeout: self.connect_timeout,
+            stall_timeout: self.stall_timeout,
+            retry: self.retry,
+            checksum_mode: self.checksum_mode,
         })
     }
 }
@@ -372,6 +410,9 @@ pub(crate) struct Config {
     pub(crate) slab_size: usize,
     pub(crate) total_slabs: u32,
     pub(crate) connect_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) retry: RetryConfig,
+    pub(crate) checksum_mode: bool,
 }
 
 #[cfg(test)]

@@ -24,10 +24,22 @@ pub enum ErrorKind {
     /// Not retryable.
     AccessDenied,
     /// The server answered with another non-success status; [`Error::status`] and
-    /// [`Error::code`] say which. Retryable for 5xx, 408 and 429.
+    /// [`Error::code`] say which. Retried for 500, 502, 504 and 408.
     Status,
-    /// The body was longer or shorter than the declared size, or `Content-Length` disagreed
-    /// with it. The body was discarded; nothing was truncated silently.
+    /// The server asked to slow down (HTTP 503, 429, or an S3 throttling code such as
+    /// `SlowDown`). Retried, after a longer backoff than other failures.
+    Throttled,
+    /// No response, or no body bytes, within the stall timeout. Retried.
+    Timeout,
+    /// The body's CRC32C or CRC32 does not match the checksum the server sent (with checksum
+    /// mode enabled). Not retried: the stored object and its checksum disagree.
+    ChecksumMismatch,
+    /// The object changed between attempts: its ETag differs from the first attempt's, or the
+    /// server refused `If-Match` (HTTP 412). Not retried; no mix of two versions is delivered.
+    Changed,
+    /// The body was longer or shorter than the declared size, or `Content-Length` (or
+    /// `Content-Range`) disagreed with it. The body was discarded; nothing was truncated
+    /// silently. Not retried.
     LengthMismatch,
     /// The object needs more memory than the client's whole `max_bytes` budget.
     TooLarge,
@@ -52,6 +64,10 @@ impl ErrorKind {
             ErrorKind::NotFound => "not found",
             ErrorKind::AccessDenied => "access denied",
             ErrorKind::Status => "unexpected response status",
+            ErrorKind::Throttled => "throttled by the server",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::ChecksumMismatch => "checksum mismatch",
+            ErrorKind::Changed => "object changed while being fetched",
             ErrorKind::LengthMismatch => "body length does not match the declared size",
             ErrorKind::TooLarge => "object larger than the memory budget",
             ErrorKind::Connect => "could not connect",
@@ -86,6 +102,8 @@ struct Inner {
     code: Option<String>,
     message: Option<String>,
     request_id: Option<String>,
+    earlier: Vec<String>,
+    budget_exhausted: bool,
     source: Option<BoxError>,
 }
 
@@ -101,6 +119,8 @@ impl Error {
                 code: None,
                 message: None,
                 request_id: None,
+                earlier: Vec::new(),
+                budget_exhausted: false,
                 source: None,
             }),
         }
@@ -211,15 +231,39 @@ impl Error {
         self.inner.kind == ErrorKind::NotFound
     }
 
-    /// True when trying the same request again may succeed: connection failures, 5xx, 408, 429.
+    /// Why each earlier attempt failed, oldest first (empty if the first attempt was the last).
+    /// The last attempt's failure is this error itself.
+    pub fn earlier_attempts(&self) -> &[String] {
+        &self.inner.earlier
+    }
+
+    /// True when a retry was possible but the client-wide retry budget was empty.
+    pub fn retry_budget_exhausted(&self) -> bool {
+        self.inner.budget_exhausted
+    }
+
+    pub(crate) fn with_budget_exhausted(mut self) -> Self {
+        self.inner.budget_exhausted = true;
+        self
+    }
+
+    pub(crate) fn with_earlier(mut self, earlier: Vec<String>) -> Self {
+        self.inner.earlier = earlier;
+        self
+    }
+
+    /// True when trying the same request again may succeed: connection failures, timeouts,
+    /// throttling, and HTTP 5xx and 408.
     pub fn is_retryable(&self) -> bool {
         match self.inner.kind {
-            ErrorKind::Connect | ErrorKind::Connection => true,
-            ErrorKind::Status => self.inner.status.is_some_and(|s| {
-                s.is_server_error()
-                    || s == StatusCode::REQUEST_TIMEOUT
-                    || s == StatusCode::TOO_MANY_REQUESTS
-            }),
+            ErrorKind::Connect
+            | ErrorKind::Connection
+            | ErrorKind::Timeout
+            | ErrorKind::Throttled => true,
+            ErrorKind::Status => self
+                .inner
+                .status
+                .is_some_and(|s| s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT),
             _ => false,
         }
     }
@@ -249,6 +293,9 @@ impl fmt::Debug for Error {
         if let Some(request_id) = &i.request_id {
             d.field("request_id", request_id);
         }
+        if !i.earlier.is_empty() {
+            d.field("earlier", &i.earlier);
+        }
         if let Some(source) = &i.source {
             d.field("source", source);
         }
@@ -277,7 +324,14 @@ impl fmt::Display for Error {
             write!(f, ": {message}")?;
         }
         if i.attempts > 1 {
-            write!(f, " after {} attempts", i.attempts)?;
+            write!(f, " (after {} attempts", i.attempts)?;
+            if !i.earlier.is_empty() {
+                write!(f, "; earlier: {}", i.earlier.join("; "))?;
+            }
+            f.write_str(")")?;
+        }
+        if i.budget_exhausted {
+            f.write_str(" (retry budget exhausted)")?;
         }
         Ok(())
     }
@@ -342,14 +396,20 @@ mod tests {
     fn retryable_statuses() {
         for (code, retry) in [
             (500, true),
+            (502, true),
             (503, true),
             (429, true),
             (408, true),
             (400, false),
+            (404, false),
+            (412, false),
         ] {
-            let e = Error::new(ErrorKind::Status).with_status(StatusCode::from_u16(code).unwrap());
+            let e = crate::s3::status_error(StatusCode::from_u16(code).unwrap(), b"");
             assert_eq!(e.is_retryable(), retry, "{code}");
         }
+        assert!(Error::new(ErrorKind::Timeout).is_retryable());
+        assert!(!Error::new(ErrorKind::ChecksumMismatch).is_retryable());
+        assert!(!Error::new(ErrorKind::Changed).is_retryable());
         assert!(Error::new(ErrorKind::Connection).is_retryable());
         assert!(!Error::new(ErrorKind::LengthMismatch).is_retryable());
     }

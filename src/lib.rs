@@ -47,6 +47,7 @@
     rust_2018_idioms
 )]
 
+mod checksum;
 mod client;
 mod config;
 mod conn;
@@ -57,6 +58,7 @@ mod list;
 mod memory;
 mod object;
 mod reorder;
+mod retry;
 mod s3;
 mod sign;
 mod stats;
@@ -64,7 +66,7 @@ mod stats;
 pub use client::Client;
 pub use config::{
     Addressing, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_REGION, DEFAULT_SLAB_SIZE, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
+    DEFAULT_REGION, DEFAULT_SLAB_SIZE, DEFAULT_STALL_TIMEOUT, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
 };
 pub use engine::ObjectStream;
 pub use error::{ConfigError, Error, ErrorKind};
@@ -72,6 +74,7 @@ pub use list::ListStream;
 pub use memory::{Body, Chunks};
 pub use object::{IntoObjectRef, Object, ObjectRef};
 pub use reorder::{ReorderRing, RingError};
+pub use retry::RetryConfig;
 pub use stats::Stats;
 
 pub use aws_credential_types::Credentials;

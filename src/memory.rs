@@ -161,7 +161,6 @@ impl Lease {
     }
 
     /// Forgets what was written (for a new attempt), keeping the slabs.
-    #[allow(dead_code)]
     pub(crate) fn clear(&mut self) {
         self.len = 0;
     }

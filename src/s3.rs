@@ -337,12 +337,53 @@ pub(crate) fn parse_list_page(body: &[u8]) -> Result<ListPage, Error> {
     Ok(page)
 }
 
+/// A `Content-Range: bytes FIRST-LAST/TOTAL` value, as `(first, last, total)` with
+/// `first <= last < total`; `None` for anything else (`*` totals, other units, overflow).
+pub(crate) fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let num = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let (first, last, total) = (num(first)?, num(last)?, num(total)?);
+    (first <= last && last < total).then_some((first, last, total))
+}
+
+/// S3 and AWS error codes that mean "slow down" (the AWS SDKs' throttling error list).
+fn is_throttling_code(code: &str) -> bool {
+    matches!(
+        code,
+        "SlowDown"
+            | "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "ProvisionedThroughputExceededException"
+            | "TransactionInProgressException"
+            | "RequestLimitExceeded"
+            | "BandwidthLimitExceeded"
+            | "LimitExceededException"
+            | "RequestThrottled"
+            | "PriorRequestNotComplete"
+            | "EC2ThrottledException"
+    )
+}
+
 /// The error for a non-success response with status `status` and (possibly partial) `body`.
 pub(crate) fn status_error(status: StatusCode, body: &[u8]) -> Error {
     let parsed = parse_error_body(body);
+    let throttling = parsed.code.as_deref().is_some_and(is_throttling_code);
     let kind = match status {
+        _ if throttling => ErrorKind::Throttled,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => ErrorKind::Throttled,
         StatusCode::NOT_FOUND => ErrorKind::NotFound,
         StatusCode::FORBIDDEN => ErrorKind::AccessDenied,
+        StatusCode::PRECONDITION_FAILED => ErrorKind::Changed,
         _ => ErrorKind::Status,
     };
     Error::new(kind).with_status(status).with_s3_details(
@@ -488,6 +529,27 @@ mod tests {
     }
 
     #[test]
+    fn content_range_parsing() {
+        assert_eq!(parse_content_range("bytes 0-99/100"), Some((0, 99, 100)));
+        assert_eq!(parse_content_range("bytes 5-5/6"), Some((5, 5, 6)));
+        for bad in [
+            "bytes 5-4/10",
+            "bytes 0-10/10",
+            "bytes 0-9/*",
+            "bytes */10",
+            "items 0-9/10",
+            "bytes -1-9/10",
+            "bytes 0-9",
+            "bytes +0-9/10",
+            "bytes 0-99999999999999999999/1",
+            "",
+            "bytes 0 - 9/10",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn parses_s3_error_bodies() {
         let body = br#"<?xml version="1.0" encoding="UTF-8"?>
 <Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message>
@@ -515,7 +577,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
             b"<Error><Code>SlowDown</Code>",
         );
-        assert_eq!(e.kind(), ErrorKind::Status);
+        assert_eq!(e.kind(), ErrorKind::Throttled);
         assert_eq!(e.code(), Some("SlowDown"));
         // Deep nesting stops early instead of growing without bound.
         let deep = "<a>".repeat(10_000);

@@ -10,6 +10,7 @@ pub(crate) struct Counters {
     pub(crate) bytes: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) retries: AtomicU64,
 }
 
 impl Counters {
@@ -30,6 +31,8 @@ pub struct Stats {
     pub requests: u64,
     /// Objects that ended in an error.
     pub errors: u64,
+    /// Attempts made again after a retryable failure (GETs, listings and HEADs).
+    pub retries: u64,
     /// Connections dialed so far.
     pub connections_opened: u64,
     /// Sockets open (or being opened) now; never more than `max_connections`.
@@ -51,6 +54,7 @@ impl Counters {
             bytes: self.bytes.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
             ..Stats::default()
         }
     }

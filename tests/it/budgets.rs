@@ -4,11 +4,23 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{ErrorKind, ObjectRef};
+use s3_ordered::{ErrorKind, ObjectRef, RetryConfig};
 
 use crate::support::{assert_quiescent, content, Mock, Reply, Seen};
 
 const SIZE: usize = 20_000;
+
+/// Retries with millisecond backoff, so tests of failing objects stay fast.
+pub fn fast_retries(max_attempts: u32) -> RetryConfig {
+    RetryConfig {
+        max_attempts,
+        base_delay: Duration::from_millis(1),
+        throttle_base_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(20),
+        budget_capacity: 100_000,
+        ..RetryConfig::default()
+    }
+}
 /// 40 slabs: room for eight 20 KB objects (5 slabs each).
 const MAX_BYTES: usize = 40 * 4096;
 
@@ -158,7 +170,12 @@ async fn bodies_shorter_or_longer_than_declared_are_typed_errors() {
         }
     })
     .await;
-    let client = mock.builder().max_connections(2).build().unwrap();
+    let client = mock
+        .builder()
+        .max_connections(2)
+        .retry(fast_retries(3))
+        .build()
+        .unwrap();
     let keys: [&'static str; 8] = [
         "ok-1",
         "cl-long",
@@ -195,7 +212,10 @@ async fn bodies_shorter_or_longer_than_declared_are_typed_errors() {
             Ok(o) => assert!(o.body.to_vec() == content(k, 10_000)),
             Err(e) => {
                 assert_eq!(e.key(), Some(k));
-                assert_eq!(e.attempts(), 1);
+                // Broken transfers and 5xx are retried to the limit; length errors are final.
+                let attempts = if e.is_retryable() { 3 } else { 1 };
+                assert_eq!(e.attempts(), attempts, "{e}");
+                assert_eq!(e.earlier_attempts().len(), attempts as usize - 1, "{e}");
             }
         }
     }
@@ -220,6 +240,7 @@ async fn connection_refused_is_a_connect_error_per_item() {
         .endpoint_url(format!("http://{addr}"))
         .anonymous()
         .max_connections(2)
+        .retry(fast_retries(3))
         .build()
         .unwrap();
     let results: Vec<_> = client
@@ -231,6 +252,7 @@ async fn connection_refused_is_a_connect_error_per_item() {
         let e = r.as_ref().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
         assert!(e.is_retryable());
+        assert_eq!(e.attempts(), 3, "{e}");
     }
     assert_eq!(client.stats().open_connections, 0);
     assert_quiescent(&client).await;
@@ -281,6 +303,7 @@ async fn https_endpoint_goes_through_tls_and_fails_cleanly_on_a_plain_server() {
         .endpoint_url(format!("https://{}", mock.addr))
         .anonymous()
         .max_connections(2)
+        .retry(fast_retries(2))
         .build()
         .unwrap();
     let results: Vec<_> = client
