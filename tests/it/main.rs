@@ -3,6 +3,11 @@
 
 mod budgets;
 mod cancel;
+#[path = "../support/fault_server.rs"]
+mod fault_server;
+#[path = "../support/fault_suite.rs"]
+mod fault_suite;
+mod faults;
 mod real_s3;
 #[path = "../support/s3_server.rs"]
 mod s3_server;

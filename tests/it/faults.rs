@@ -1,0 +1,43 @@
+//! The seeded fault suite: 200 runs in CI (`S3O_FAULT_RUNS` for more, `S3O_FAULT_SEED` to
+//! replay one); `cargo run --release --example soak` runs thousands.
+
+use crate::fault_suite::run_seed;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_fault_runs_keep_every_invariant() {
+    let seeds: Vec<u64> = match std::env::var("S3O_FAULT_SEED") {
+        Ok(s) => vec![s.parse().expect("S3O_FAULT_SEED is a number")],
+        Err(_) => {
+            let runs: u64 = std::env::var("S3O_FAULT_RUNS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200);
+            (1..=runs).collect()
+        }
+    };
+    let (mut ok, mut failed, mut cancelled, mut requests) = (0, 0, 0, 0);
+    // Several runs at once, each with its own server and client.
+    for batch in seeds.chunks(8) {
+        let handles: Vec<_> = batch.iter().map(|&s| tokio::spawn(run_seed(s))).collect();
+        for h in handles {
+            let r = match h.await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            ok += r.ok;
+            failed += r.failed;
+            cancelled += usize::from(r.cancelled);
+            requests += r.requests;
+        }
+    }
+    eprintln!(
+        "fault suite: {} runs, {ok} objects ok, {failed} failed with typed errors, \
+         {cancelled} runs cancelled, {requests} requests",
+        seeds.len()
+    );
+    // The faults were real: far more requests than objects, and both outcomes seen.
+    if seeds.len() >= 50 {
+        assert!(requests > ok + failed, "no retries happened");
+        assert!(ok > 0 && failed > 0 && cancelled > 0);
+    }
+}

@@ -1,0 +1,255 @@
+//! One seeded run of the fault suite: a client with small budgets fetches objects from the
+//! [`FaultServer`](crate::fault_server::FaultServer) and every invariant is checked.
+//!
+//! * every object comes back exactly once, in input order, with the right bytes — or fails with
+//!   a typed error after its attempts (all of them for a retryable kind);
+//! * the run ends within its bound;
+//! * slabs in use never exceed the budget and sockets never exceed `max_connections` (sampled
+//!   on the client, counted on the server);
+//! * afterwards every slab and connection unit is back, also when the stream was dropped at a
+//!   random point.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use s3_ordered::{Client, ErrorKind, ObjectRef, RetryConfig};
+
+use crate::fault_server::{mix, FaultServer, FaultTiming};
+
+/// Settings of the suite (kept small so hundreds of runs fit in seconds).
+pub const MAX_CONNECTIONS: usize = 3;
+pub const SLAB: usize = 4096;
+pub const SLABS: u64 = 24;
+pub const MAX_ATTEMPTS: u32 = 6;
+pub const RUN_BOUND: Duration = Duration::from_secs(30);
+
+/// What one run saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunReport {
+    pub ok: usize,
+    pub failed: usize,
+    pub cancelled: bool,
+    pub requests: usize,
+}
+
+/// Prints how to replay a seed if the run panics.
+pub struct SeedGuard(pub u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "fault suite: seed {} failed; replay with S3O_FAULT_SEED={} cargo test --test it faults",
+                self.0, self.0
+            );
+        }
+    }
+}
+
+/// Runs seed `seed` and checks every invariant (panics on a violation).
+pub async fn run_seed(seed: u64) -> RunReport {
+    let _guard = SeedGuard(seed);
+    let r = |salt: u64| mix(seed ^ mix(salt));
+    let count = 10 + (r(1) % 30) as usize;
+    let objects: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|i| {
+            let key = format!("obj-{seed}-{i}");
+            let len = (r(100 + i as u64) % (6 * SLAB as u64)) as usize;
+            let data = (0..len)
+                .map(|j| (mix(seed ^ (i as u64) << 32 ^ j as u64) & 0xff) as u8)
+                .collect();
+            (key, data)
+        })
+        .collect();
+    let timing = FaultTiming {
+        stall: Duration::from_millis(400),
+        slow_first_byte: Duration::from_millis(30),
+    };
+    let server = FaultServer::start(seed, timing, objects.clone()).await;
+    let client = Client::builder()
+        .endpoint_url(format!("http://{}", server.addr))
+        .static_credentials("AKIDFAULT", "fault-secret", None)
+        .max_connections(MAX_CONNECTIONS)
+        .max_connections_per_request(2)
+        .slab_size(SLAB)
+        .max_bytes(SLABS * SLAB as u64)
+        .stall_timeout(Duration::from_millis(150))
+        .checksum_mode(r(2) % 2 == 0)
+        .retry(RetryConfig {
+            max_attempts: MAX_ATTEMPTS,
+            base_delay: Duration::from_millis(1),
+            throttle_base_delay: Duration::from_millis(3),
+            max_delay: Duration::from_millis(30),
+            budget_capacity: 1_000_000,
+            ..RetryConfig::default()
+        })
+        .build()
+        .expect("client");
+
+    // Sample the budgets while the run goes on: the client's accounting, and the kernel's
+    // own count of the client's sockets to this server.
+    let port = server.addr.port();
+    let sampler = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut max_os = 0;
+            for tick in 0u64.. {
+                let s = client.stats();
+                assert!(s.slabs_in_use as u64 <= SLABS, "seed {seed}: {s:?}");
+                assert!(s.open_connections <= MAX_CONNECTIONS, "seed {seed}: {s:?}");
+                if tick % 4 == 0 {
+                    let os = open_client_sockets(port);
+                    max_os = max_os.max(os);
+                    assert!(
+                        os <= MAX_CONNECTIONS,
+                        "seed {seed}: kernel shows {os} client sockets"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            max_os
+        })
+    };
+
+    // Two requests share the client, each allowed 2 of its 3 connections, so only the pool's
+    // global cap keeps the sockets at 3. Some runs cancel the first part way; the second must
+    // finish untouched.
+    let cancel_after = (r(3) % 4 == 0).then(|| (r(4) % count as u64) as usize / 2);
+    let (first, second): (Vec<_>, Vec<_>) =
+        objects.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let first: Vec<(String, Vec<u8>)> = first.into_iter().map(|(_, o)| o.clone()).collect();
+    let second: Vec<(String, Vec<u8>)> = second.into_iter().map(|(_, o)| o.clone()).collect();
+    let mut report = RunReport::default();
+    let run = async {
+        let (a, b) = futures::join!(
+            consume(seed, &client, &first, cancel_after, 1),
+            consume(seed, &client, &second, None, 2)
+        );
+        report.ok = a.0 + b.0;
+        report.failed = a.1 + b.1;
+        report.cancelled = a.2;
+    };
+    tokio::time::timeout(RUN_BOUND, run)
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: run exceeded {RUN_BOUND:?}"));
+
+    // Everything comes back, cancelled or not.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = client.stats();
+        if s.slabs_in_use == 0 && s.busy_connections == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "seed {seed}: still held {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    sampler.abort();
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), sampler).await {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    report.requests = server.counts.requests.load(Ordering::SeqCst);
+    report
+}
+
+/// Reads one request's stream, checking order, bytes and error kinds; returns
+/// (ok, failed, cancelled).
+async fn consume(
+    seed: u64,
+    client: &Client,
+    objects: &[(String, Vec<u8>)],
+    cancel_after: Option<usize>,
+    salt: u64,
+) -> (usize, usize, bool) {
+    let inputs: Vec<ObjectRef> = objects
+        .iter()
+        .map(|(k, d)| ObjectRef::new(k.clone(), d.len() as u64))
+        .collect();
+    let mut stream = client.get_all("bucket", inputs);
+    let (mut ok, mut failed) = (0, 0);
+    let mut held = Vec::new();
+    let mut i = 0usize;
+    while let Some(item) = stream.next().await {
+        if cancel_after == Some(i) {
+            return (ok, failed, true);
+        }
+        let (key, data) = &objects[i];
+        match item {
+            Ok(obj) => {
+                assert_eq!(
+                    (obj.seq, obj.key.as_str()),
+                    (i as u64, key.as_str()),
+                    "seed {seed}"
+                );
+                assert!(
+                    obj.body.to_vec() == *data,
+                    "seed {seed}: bytes of {key} differ"
+                );
+                ok += 1;
+                // Hold a body for a while, as a slow consumer would. Each request's held body
+                // and next object (6 slabs at most each) fit the 24-slab budget together;
+                // holding more could wait forever by design (see `Client::get_all`).
+                if mix(seed ^ salt ^ i as u64) % 2 == 0 {
+                    held.clear();
+                }
+                held.push(obj);
+                if held.len() > 1 {
+                    held.remove(0);
+                }
+            }
+            Err(e) => {
+                assert_eq!(
+                    (e.seq(), e.key()),
+                    (Some(i as u64), Some(key.as_str())),
+                    "seed {seed}: {e}"
+                );
+                match e.kind() {
+                    ErrorKind::Connect
+                    | ErrorKind::Connection
+                    | ErrorKind::Timeout
+                    | ErrorKind::Throttled
+                    | ErrorKind::Status => {
+                        assert!(e.is_retryable(), "seed {seed}: {e}");
+                        assert_eq!(e.attempts(), MAX_ATTEMPTS, "seed {seed}: {e}");
+                        assert_eq!(e.earlier_attempts().len(), MAX_ATTEMPTS as usize - 1);
+                    }
+                    // The injected ETag change: refused, never mixed.
+                    ErrorKind::Changed => {}
+                    other => panic!("seed {seed}: unexpected kind {other:?}: {e}"),
+                }
+                failed += 1;
+            }
+        }
+        i += 1;
+    }
+    assert_eq!(
+        i,
+        objects.len(),
+        "seed {seed}: {i} items for {} inputs",
+        objects.len()
+    );
+    (ok, failed, false)
+}
+
+/// Client-side TCP sockets to 127.0.0.1:`port` that are open (SYN_SENT, ESTABLISHED or
+/// CLOSE_WAIT), as the kernel lists them in /proc/net/tcp. Sockets the client has closed
+/// (FIN_WAIT, TIME_WAIT) do not count; the server's own ends (local port `port`) are skipped.
+pub fn open_client_sockets(port: u16) -> usize {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return 0;
+    };
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3 && f[2] == remote && matches!(f[3], "01" | "02" | "08")
+        })
+        .count()
+}
