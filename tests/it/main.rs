@@ -8,6 +8,7 @@ mod fault_server;
 #[path = "../support/fault_suite.rs"]
 mod fault_suite;
 mod faults;
+mod integrity;
 mod real_s3;
 #[path = "../support/s3_server.rs"]
 mod s3_server;

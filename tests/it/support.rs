@@ -30,6 +30,10 @@ pub struct Reply {
     pub delay: Duration,
     /// Break the connection after this many body bytes.
     pub cut_after: Option<usize>,
+    /// Send this many body bytes, then go silent for the duration, then send the rest.
+    pub stall_after: Option<(usize, Duration)>,
+    /// Extra response headers (an `etag` here replaces the default one).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -40,7 +44,14 @@ impl Reply {
             body,
             delay: Duration::ZERO,
             cut_after: None,
+            stall_after: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     pub fn delayed(mut self, delay: Duration) -> Self {
@@ -174,7 +185,27 @@ async fn respond(
     if let Some(len) = reply.content_length {
         builder = builder.header("content-length", len);
     }
-    builder = builder.header("etag", "\"mock-etag\"");
+    if !reply.headers.iter().any(|(k, _)| *k == "etag") {
+        builder = builder.header("etag", "\"mock-etag\"");
+    }
+    for (k, v) in &reply.headers {
+        builder = builder.header(*k, v.as_str());
+    }
+    if let Some((n, pause)) = reply.stall_after {
+        let body = Bytes::from(reply.body);
+        let head = body.slice(..n.min(body.len()));
+        let tail = body.slice(n.min(body.len())..);
+        let s = futures::stream::iter(vec![Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+            Frame::data(head),
+        )])
+        .chain(futures::stream::once(async move {
+            tokio::time::sleep(pause).await;
+            Ok(Frame::data(tail))
+        }));
+        return builder
+            .body(BodyExt::boxed(StreamBody::new(s)))
+            .expect("response");
+    }
     let body: MockBody = match reply.cut_after {
         None if reply.content_length == Some(reply.body.len() as u64) => {
             Full::new(Bytes::from(reply.body))

@@ -1,0 +1,344 @@
+//! Retries, resume, timeouts and integrity checks, each scripted deterministically.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use s3_ordered::{Client, ErrorKind, Object, ObjectRef, RetryConfig};
+
+use crate::budgets::fast_retries;
+use crate::support::{assert_quiescent, content, Mock, Reply, Seen};
+
+const LEN: usize = 10_000;
+
+/// A mock whose script also gets the attempt number (0-based) of the key, and a log of what
+/// each request carried.
+async fn scripted(
+    script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+) -> (Mock, Arc<Mutex<Vec<Seen>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let attempts = Arc::new(Mutex::new(std::collections::HashMap::<String, usize>::new()));
+    let l = log.clone();
+    let mock = Mock::start(move |r: &Seen| {
+        l.lock().unwrap().push(r.clone());
+        let n = {
+            let mut a = attempts.lock().unwrap();
+            let e = a.entry(r.key.clone()).or_insert(0);
+            *e += 1;
+            *e - 1
+        };
+        script(r, n)
+    })
+    .await;
+    (mock, log)
+}
+
+fn client(mock: &Mock, retry: RetryConfig) -> Client {
+    mock.builder()
+        .max_connections(2)
+        .retry(retry)
+        .stall_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap()
+}
+
+async fn fetch(client: &Client, key: &str) -> Result<Object, s3_ordered::Error> {
+    let mut results: Vec<_> = client
+        .get_all("bucket", vec![ObjectRef::new(key, LEN as u64)])
+        .collect()
+        .await;
+    results.pop().expect("one result")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_body_resumes_with_range_and_if_match() {
+    let (mock, log) = scripted(|r, n| {
+        let body = content(&r.key, LEN);
+        match n {
+            0 => Reply {
+                cut_after: Some(4_000),
+                ..Reply::ok(body)
+            }
+            .header("etag", "\"v1\""),
+            _ => {
+                assert_eq!(r.headers["range"], "bytes=4000-9999");
+                assert_eq!(r.headers["if-match"], "\"v1\"");
+                Reply {
+                    status: 206,
+                    ..Reply::ok(body[4_000..].to_vec())
+                }
+                .header("etag", "\"v1\"")
+                .header("content-range", "bytes 4000-9999/10000")
+            }
+        }
+    })
+    .await;
+    let client = client(&mock, fast_retries(3));
+    let obj = fetch(&client, "k").await.expect("resumed");
+    assert!(obj.body.to_vec() == content("k", LEN));
+    assert_eq!(obj.etag.as_deref(), Some("\"v1\""));
+    assert_eq!(log.lock().unwrap().len(), 2);
+    // Each attempt was signed afresh.
+    let log = log.lock().unwrap();
+    assert!(log.iter().all(|r| r.headers.contains_key("authorization")));
+    assert_eq!(client.stats().retries, 1);
+    drop(obj);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_ignoring_range_sends_the_whole_body_again() {
+    let (mock, _log) = scripted(|r, n| {
+        let body = content(&r.key, LEN);
+        match n {
+            0 => Reply {
+                cut_after: Some(7_000),
+                ..Reply::ok(body)
+            },
+            _ => Reply::ok(body), // 200, full body, Range ignored
+        }
+    })
+    .await;
+    let client = client(&mock, fast_retries(3));
+    let obj = fetch(&client, "k").await.expect("whole body");
+    assert!(obj.body.to_vec() == content("k", LEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_content_range_is_refused() {
+    let (mock, _log) = scripted(|r, n| {
+        let body = content(&r.key, LEN);
+        match n {
+            0 => Reply {
+                cut_after: Some(4_000),
+                ..Reply::ok(body)
+            },
+            _ => Reply {
+                status: 206,
+                ..Reply::ok(body[3_000..9_000].to_vec())
+            }
+            .header("content-range", "bytes 3000-8999/10000"),
+        }
+    })
+    .await;
+    let client = client(&mock, fast_retries(3));
+    let e = fetch(&client, "k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LengthMismatch, "{e}");
+    assert_eq!(e.attempts(), 2);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etag_change_between_attempts_is_an_error_not_a_mix() {
+    let (mock, _log) = scripted(|r, n| {
+        let body = content(&r.key, LEN);
+        match n {
+            0 => Reply {
+                cut_after: Some(5_000),
+                ..Reply::ok(body)
+            }
+            .header("etag", "\"v1\""),
+            // A server that ignores If-Match and serves a new version in full.
+            _ => Reply::ok(content("other version", LEN)).header("etag", "\"v2\""),
+        }
+    })
+    .await;
+    let client = client(&mock, fast_retries(3));
+    let e = fetch(&client, "k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
+    assert!(e.to_string().contains("v2"), "{e}");
+
+    // A server honouring If-Match answers 412.
+    let (mock, _log) = scripted(|r, n| match n {
+        0 => Reply {
+            cut_after: Some(5_000),
+            ..Reply::ok(content(&r.key, LEN))
+        },
+        _ => Reply {
+            status: 412,
+            ..Reply::ok(b"<Error><Code>PreconditionFailed</Code></Error>".to_vec())
+        },
+    })
+    .await;
+    let client = self::client(&mock, fast_retries(3));
+    let e = fetch(&client, "k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
+    assert_eq!(e.attempts(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_are_verified_in_checksum_mode_and_not_retried() {
+    let good = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .encode(crc32c::crc32c(&content("k", LEN)).to_be_bytes())
+    };
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (r2, g2) = (requests.clone(), good.clone());
+    let (mock, log) = scripted(move |r, _| {
+        r2.fetch_add(1, Ordering::SeqCst);
+        let reply = Reply::ok(content(&r.key, LEN));
+        match r.key.as_str() {
+            "k" => reply.header("x-amz-checksum-crc32c", g2.clone()),
+            "bad" => reply.header("x-amz-checksum-crc32c", "AAAAAA=="),
+            // Multipart composite checksum: not a whole-object CRC, skipped.
+            _ => reply.header("x-amz-checksum-crc32c", "AAAAAA==-3"),
+        }
+    })
+    .await;
+    let client = mock
+        .builder()
+        .checksum_mode(true)
+        .retry(fast_retries(4))
+        .build()
+        .unwrap();
+    let results: Vec<_> = client
+        .get_all(
+            "bucket",
+            ["k", "bad", "multipart"].map(|k| ObjectRef::new(k, LEN as u64)),
+        )
+        .collect()
+        .await;
+    assert!(results[0].is_ok());
+    let e = results[1].as_ref().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{e}");
+    assert_eq!(e.attempts(), 1);
+    assert!(results[2].is_ok());
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "a checksum mismatch was retried"
+    );
+    assert!(log
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.headers["x-amz-checksum-mode"] == "ENABLED"));
+
+    // Without checksum mode nothing is asked for or checked.
+    let plain = mock.builder().build().unwrap();
+    assert!(fetch(&plain, "bad").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalls_time_out_and_retry_but_slow_healthy_bodies_do_not() {
+    let (mock, _log) = scripted(|r, n| {
+        let body = content(&r.key, LEN);
+        match (r.key.as_str(), n) {
+            // Stalls longer than the 200 ms stall timeout on the first attempt only.
+            ("stall-once", 0) => Reply {
+                stall_after: Some((3_000, Duration::from_secs(2))),
+                ..Reply::ok(body)
+            },
+            ("stall-always", _) => Reply {
+                stall_after: Some((3_000, Duration::from_secs(2))),
+                ..Reply::ok(body)
+            },
+            ("slow-head", 0) => Reply::ok(body).delayed(Duration::from_secs(2)),
+            // Healthy but slow: gaps below the stall timeout, total well above it.
+            ("slow-body", _) => Reply {
+                stall_after: Some((5_000, Duration::from_millis(120))),
+                ..Reply::ok(body)
+            }
+            .delayed(Duration::from_millis(120)),
+            _ => Reply::ok(body),
+        }
+    })
+    .await;
+    let client = client(&mock, fast_retries(3));
+    let keys = ["stall-once", "stall-always", "slow-head", "slow-body"];
+    let results: Vec<_> = client
+        .get_all("bucket", keys.map(|k| ObjectRef::new(k, LEN as u64)))
+        .collect()
+        .await;
+    assert!(results[0].as_ref().unwrap().body.to_vec() == content("stall-once", LEN));
+    let e = results[1].as_ref().unwrap_err();
+    assert_eq!((e.kind(), e.attempts()), (ErrorKind::Timeout, 3), "{e}");
+    assert!(e.to_string().contains("stalled"), "{e}");
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    assert!(results[3].is_ok(), "{:?}", results[3]);
+    drop(results);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_and_reported_with_its_code() {
+    let (mock, _log) = scripted(|r, n| {
+        let slow = Reply {
+            status: 503,
+            ..Reply::ok(b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".to_vec())
+        };
+        match (r.key.as_str(), n) {
+            ("twice", 0 | 1) => slow,
+            ("always", _) => slow,
+            _ => Reply::ok(content(&r.key, LEN)),
+        }
+    })
+    .await;
+    let client = client(&mock, fast_retries(4));
+    let ok = fetch(&client, "twice")
+        .await
+        .expect("third attempt succeeds");
+    assert_eq!(ok.body.len(), LEN);
+    let e = fetch(&client, "always").await.unwrap_err();
+    assert_eq!(
+        (e.kind(), e.attempts(), e.code()),
+        (ErrorKind::Throttled, 4, Some("SlowDown"))
+    );
+    assert_eq!(e.earlier_attempts().len(), 3);
+    assert!(
+        e.earlier_attempts().iter().all(|a| a.contains("SlowDown")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_retry_budget_stops_a_retry_storm() {
+    let (mock, log) = scripted(|_, _| Reply {
+        status: 500,
+        ..Reply::ok(b"<Error><Code>InternalError</Code></Error>".to_vec())
+    })
+    .await;
+    let retry = RetryConfig {
+        budget_capacity: 10,
+        budget_retry_cost: 5,
+        budget_refill_per_sec: 0,
+        ..fast_retries(10)
+    };
+    let client = client(&mock, retry);
+    let results: Vec<_> = client
+        .get_all(
+            "bucket",
+            (0..5).map(|i| ObjectRef::new(format!("k{i}"), LEN as u64)),
+        )
+        .collect()
+        .await;
+    // 5 first attempts plus the 2 retries the budget pays for.
+    assert_eq!(log.lock().unwrap().len(), 7);
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().kind() == ErrorKind::Status));
+    let exhausted = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap_err().retry_budget_exhausted())
+        .count();
+    assert!(exhausted >= 3, "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_body_is_read_only_up_to_its_limit() {
+    let (mock, _log) = scripted(|_, _| {
+        let mut body = b"<Error><Code>AccessDenied</Code><Message>".to_vec();
+        body.extend(std::iter::repeat_n(b'x', 8 << 20));
+        Reply {
+            status: 403,
+            ..Reply::ok(body)
+        }
+    })
+    .await;
+    let client = client(&mock, fast_retries(2));
+    let e = fetch(&client, "k").await.unwrap_err();
+    assert_eq!((e.kind(), e.attempts()), (ErrorKind::AccessDenied, 1));
+    assert_quiescent(&client).await;
+}
