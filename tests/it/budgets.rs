@@ -231,11 +231,9 @@ async fn bodies_shorter_or_longer_than_declared_are_typed_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_is_a_connect_error_per_item() {
-    // Bind then drop a listener to get a port nobody listens on.
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Port 1 (tcpmux) has no listener and lies outside the ephemeral range, so no other
+    // test's server can ever be there (a freed ephemeral port could be reused by one).
+    let addr = "127.0.0.1:1";
     let client = s3_ordered::Client::builder()
         .endpoint_url(format!("http://{addr}"))
         .anonymous()
