@@ -1,7 +1,7 @@
 //! Slab pool: acquire, fill and release, for an empty object and for a 256 KiB one.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use s3_ordered::__bench::PoolBench;
+use s3_ordered::__internals::PoolBench;
 
 fn pool(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -160,46 +160,20 @@ async fn attempt(
         return Err(status_error(status, &bytes));
     }
 
-    // Where this reply's bytes go, and how many there must be.
     let length_error = |why: String| {
         Error::new(ErrorKind::LengthMismatch)
             .with_status(status)
             .with_message(why)
     };
-    let expected_len = match status {
-        StatusCode::OK => {
-            lease.clear(); // a full body, even if a range was asked for
-            size
-        }
-        StatusCode::PARTIAL_CONTENT if resume_from > 0 => {
-            let range = parts
-                .headers
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_content_range);
-            if range != Some((resume_from, size - 1, size)) {
-                return Err(length_error(format!(
-                    "asked for bytes {resume_from}-{} of {size}, got Content-Range {:?}",
-                    size - 1,
-                    parts.headers.get(CONTENT_RANGE)
-                )));
-            }
-            size - resume_from
-        }
-        other => {
-            return Err(Error::new(ErrorKind::InvalidResponse)
-                .with_status(other)
-                .with_message("unexpected success status for a GET"))
-        }
-    };
-    if let Some(len) = parts.headers.get(CONTENT_LENGTH) {
-        let len = len.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-        if len != Some(expected_len) {
-            let shown = len.map_or_else(|| "invalid".to_owned(), |l| l.to_string());
-            return Err(length_error(format!(
-                "Content-Length is {shown}, expected {expected_len} (declared size {size})"
-            )));
-        }
+    let expected = expected_reply_len(
+        status,
+        parts.headers.get(CONTENT_LENGTH).map(HeaderValue::as_bytes),
+        parts.headers.get(CONTENT_RANGE).map(HeaderValue::as_bytes),
+        resume_from,
+        size,
+    )?;
+    if expected.restart {
+        lease.clear(); // a full body, even if a range was asked for
     }
 
     // The same object on every attempt, or an error.
@@ -266,6 +240,78 @@ async fn attempt(
     }
     conn.release();
     Ok(())
+}
+
+/// What a success reply must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExpectedLen {
+    /// Body bytes the reply must carry.
+    pub(crate) len: u64,
+    /// The body is the whole object (discard any partial one), not the rest from `resume_from`.
+    pub(crate) restart: bool,
+}
+
+/// Checks a success reply's status, `Content-Length` and `Content-Range` against the request
+/// (resuming at `resume_from`, 0 for a whole GET) and the declared `size`.
+///
+/// # Errors
+///
+/// [`ErrorKind::LengthMismatch`] when the lengths or the range disagree with the declared size;
+/// [`ErrorKind::InvalidResponse`] for a success status other than 200, or 206 to a GET that
+/// asked for no range.
+pub(crate) fn expected_reply_len(
+    status: StatusCode,
+    content_length: Option<&[u8]>,
+    content_range: Option<&[u8]>,
+    resume_from: u64,
+    size: u64,
+) -> Result<ExpectedLen, Error> {
+    let mismatch = |why: String| {
+        Error::new(ErrorKind::LengthMismatch)
+            .with_status(status)
+            .with_message(why)
+    };
+    let expected = match status {
+        StatusCode::OK => ExpectedLen {
+            len: size,
+            restart: true,
+        },
+        StatusCode::PARTIAL_CONTENT if resume_from > 0 && resume_from < size => {
+            let range = content_range
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(parse_content_range);
+            if range != Some((resume_from, size - 1, size)) {
+                return Err(mismatch(format!(
+                    "asked for bytes {resume_from}-{} of {size}, got Content-Range {:?}",
+                    size - 1,
+                    content_range.map(String::from_utf8_lossy)
+                )));
+            }
+            ExpectedLen {
+                len: size - resume_from,
+                restart: false,
+            }
+        }
+        other => {
+            return Err(Error::new(ErrorKind::InvalidResponse)
+                .with_status(other)
+                .with_message("unexpected success status for this GET"))
+        }
+    };
+    if let Some(raw) = content_length {
+        let len = std::str::from_utf8(raw)
+            .ok()
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok());
+        if len != Some(expected.len) {
+            let shown = len.map_or_else(|| "invalid".to_owned(), |l| l.to_string());
+            return Err(mismatch(format!(
+                "Content-Length is {shown}, expected {} (declared size {size})",
+                expected.len
+            )));
+        }
+    }
+    Ok(expected)
 }
 
 fn fmt_duration(d: Duration) -> String {
@@ -372,4 +418,71 @@ async fn read_limited(body: &mut Incoming, limit: usize) -> (Vec<u8>, bool) {
         }
     }
     (out, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(
+        status: u16,
+        cl: Option<&str>,
+        cr: Option<&str>,
+        from: u64,
+        size: u64,
+    ) -> Result<ExpectedLen, ErrorKind> {
+        expected_reply_len(
+            StatusCode::from_u16(status).unwrap(),
+            cl.map(str::as_bytes),
+            cr.map(str::as_bytes),
+            from,
+            size,
+        )
+        .map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn whole_and_resumed_replies() {
+        let whole = Ok(ExpectedLen {
+            len: 100,
+            restart: true,
+        });
+        assert_eq!(check(200, Some("100"), None, 0, 100), whole);
+        assert_eq!(check(200, None, None, 0, 100), whole);
+        // A server that ignores Range sends everything again.
+        assert_eq!(check(200, Some("100"), None, 40, 100), whole);
+        assert_eq!(
+            check(206, Some("60"), Some("bytes 40-99/100"), 40, 100),
+            Ok(ExpectedLen {
+                len: 60,
+                restart: false
+            })
+        );
+    }
+
+    #[test]
+    fn disagreements_are_typed_errors() {
+        use ErrorKind::*;
+        assert_eq!(check(200, Some("101"), None, 0, 100), Err(LengthMismatch));
+        assert_eq!(check(200, Some("+100"), None, 0, 100), Err(LengthMismatch));
+        assert_eq!(check(200, Some("abc"), None, 0, 100), Err(LengthMismatch));
+        assert_eq!(
+            check(206, Some("60"), Some("bytes 41-99/100"), 40, 100),
+            Err(LengthMismatch)
+        );
+        assert_eq!(
+            check(206, Some("60"), Some("bytes 40-99/101"), 40, 100),
+            Err(LengthMismatch)
+        );
+        assert_eq!(
+            check(206, Some("59"), Some("bytes 40-99/100"), 40, 100),
+            Err(LengthMismatch)
+        );
+        assert_eq!(check(206, Some("60"), None, 40, 100), Err(LengthMismatch));
+        assert_eq!(
+            check(206, Some("100"), Some("bytes 0-99/100"), 0, 100),
+            Err(InvalidResponse)
+        );
+        assert_eq!(check(204, None, None, 0, 0), Err(InvalidResponse));
+    }
 }

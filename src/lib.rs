@@ -79,8 +79,41 @@ pub use stats::Stats;
 
 pub use aws_credential_types::Credentials;
 
-/// Hooks for this crate's own benchmarks; not part of the API and exempt from semver.
+/// Hooks for this crate's own benchmarks and fuzz targets; not part of the API and exempt
+/// from semver.
 #[doc(hidden)]
-pub mod __bench {
+pub mod __internals {
     pub use crate::memory::bench::PoolBench;
+
+    /// `(code, message, request_id)` of an S3 XML error body.
+    pub fn parse_error_body(body: &[u8]) -> [Option<String>; 3] {
+        let b = crate::s3::parse_error_body(body);
+        [b.code, b.message, b.request_id]
+    }
+
+    /// The objects and continuation token of a ListObjectsV2 page.
+    pub fn parse_list_page(
+        body: &[u8],
+    ) -> Result<(Vec<crate::ObjectRef>, Option<String>), crate::Error> {
+        crate::s3::parse_list_page(body).map(|p| (p.objects, p.next_token))
+    }
+
+    /// `(first, last, total)` of a `Content-Range` value.
+    pub fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+        crate::s3::parse_content_range(value)
+    }
+
+    /// `(body length, whole object)` a success reply must carry; see `fetch::expected_reply_len`.
+    pub fn expected_reply_len(
+        status: u16,
+        content_length: Option<&[u8]>,
+        content_range: Option<&[u8]>,
+        resume_from: u64,
+        size: u64,
+    ) -> Result<(u64, bool), crate::Error> {
+        let status = http::StatusCode::from_u16(status)
+            .map_err(|e| crate::Error::invalid_input(e.to_string()))?;
+        crate::fetch::expected_reply_len(status, content_length, content_range, resume_from, size)
+            .map(|e| (e.len, e.restart))
+    }
 }

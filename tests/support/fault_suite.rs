@@ -7,7 +7,7 @@
 //! * slabs in use never exceed the budget and sockets never exceed `max_connections` (sampled
 //!   on the client, counted on the server);
 //! * afterwards every slab and connection unit is back, also when the stream was dropped at a
-//!   random point.
+//!   random point, and dropping the client closes every one of its sockets.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -103,7 +103,9 @@ pub async fn run_seed(seed: u64) -> RunReport {
                     max_os = max_os.max(os);
                     assert!(
                         os <= MAX_CONNECTIONS,
-                        "seed {seed}: kernel shows {os} client sockets"
+                        "seed {seed}: kernel shows {os} client sockets: {:?}; client {:?}",
+                        client_socket_rows(port),
+                        client.stats()
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -154,6 +156,19 @@ pub async fn run_seed(seed: u64) -> RunReport {
         }
     }
     report.requests = server.counts.requests.load(Ordering::SeqCst);
+
+    // Dropping the client closes every socket it had. Wait for that while the server still
+    // holds its port, so no later run that gets the same port number sees these sockets.
+    drop(client);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open_client_sockets(port) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "seed {seed}: client sockets still open after the client was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(server);
     report
 }
 
@@ -236,9 +251,22 @@ async fn consume(
     (ok, failed, false)
 }
 
+/// The /proc/net/tcp rows counted by [`open_client_sockets`] (for failure messages).
+pub fn client_socket_rows(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .filter(|l| l.contains(&remote))
+        .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 /// Client-side TCP sockets to 127.0.0.1:`port` that are open (SYN_SENT, ESTABLISHED or
 /// CLOSE_WAIT), as the kernel lists them in /proc/net/tcp. Sockets the client has closed
 /// (FIN_WAIT, TIME_WAIT) do not count; the server's own ends (local port `port`) are skipped.
+/// The file is generated a page per read, so a busy table can list a socket twice: rows are
+/// counted once per local address (each client socket has its own local port).
 pub fn open_client_sockets(port: u16) -> usize {
     let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
         return 0;
@@ -247,9 +275,11 @@ pub fn open_client_sockets(port: u16) -> usize {
     table
         .lines()
         .skip(1)
-        .filter(|line| {
+        .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            f.len() > 3 && f[2] == remote && matches!(f[3], "01" | "02" | "08")
+            (f.len() > 3 && f[2] == remote && matches!(f[3], "01" | "02" | "08"))
+                .then(|| f[1].to_owned())
         })
-        .count()
+        .collect::<std::collections::HashSet<String>>()
+        .len()
 }
