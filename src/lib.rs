@@ -15,8 +15,15 @@
 //! HTTP/1.1 connections (rustls for https). Bodies are copied straight into slabs reserved before
 //! each GET, and the slabs return to the budget when the [`Body`] is dropped.
 //!
+//! Failures are survived where they can be: connection errors, stalls ([`ClientBuilder::stall_timeout`]),
+//! 5xx and throttling are retried with backoff under a client-wide budget ([`RetryConfig`]); a
+//! broken body resumes with a `Range` request pinned to the first reply's ETag, so a body is never a
+//! mix of two versions; lengths are always checked and CRC32C/CRC32 checksums optionally
+//! ([`ClientBuilder::checksum_mode`]). Every [`Error`] says how many attempts were made and why each
+//! failed.
+//!
 //! What it does not do (yet): objects larger than the whole memory budget fail with
-//! [`ErrorKind::TooLarge`] rather than streaming; failed requests are not retried.
+//! [`ErrorKind::TooLarge`] rather than streaming.
 //!
 //! ```no_run
 //! use futures::StreamExt;

@@ -1,6 +1,10 @@
 //! `s3-ordered`: the command-line front end. Parses arguments, runs a command, maps the outcome
 //! to an exit status: 0 all objects ok, 1 some objects failed, 2 usage or configuration error.
 
+// Doc comments here are clap's help text, written for a terminal (`KEY<TAB>SIZE`), not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
 mod demo;
 mod fetch_cmds;
 mod ls;
