@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 
 use crate::checksum::Expected;
 use crate::client::ClientInner;
-use crate::conn::Unit;
+use crate::conn::{Conn, Unit};
 use crate::error::{Error, ErrorKind};
 use crate::memory::{Body, Lease};
 use crate::object::{Object, ObjectRef};
@@ -131,18 +131,7 @@ async fn attempt(
     let mut conn = unit.connect(&target.origin).await.map_err(|(_, e)| e)?;
 
     Counters::add(&client.counters.requests, 1);
-    let resp = match tokio::time::timeout(stall, conn.send(req)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            return Err(Error::new(ErrorKind::Connection)
-                .with_message("no response")
-                .with_source(e))
-        }
-        Err(_) => {
-            return Err(Error::new(ErrorKind::Timeout)
-                .with_message(format!("no response within {stall:?}")))
-        }
-    };
+    let resp = send(&mut conn, req, stall).await?;
     let status = resp.status();
     let (parts, mut body) = resp.into_parts();
 
@@ -314,6 +303,22 @@ pub(crate) fn expected_reply_len(
     Ok(expected)
 }
 
+/// Sends `req` on `conn` and waits at most `stall` for the response head.
+async fn send(
+    conn: &mut Conn,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    stall: Duration,
+) -> Result<http::Response<Incoming>, Error> {
+    match tokio::time::timeout(stall, conn.send(req)).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(Error::new(ErrorKind::Connection)
+            .with_message("no response")
+            .with_source(e)),
+        Err(_) => Err(Error::new(ErrorKind::Timeout)
+            .with_message(format!("no response within {}", fmt_duration(stall)))),
+    }
+}
+
 fn fmt_duration(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
@@ -359,18 +364,7 @@ async fn whole_once(
     let unit = client.conns.unit().await;
     let mut conn = unit.connect(origin).await.map_err(|(_, e)| e)?;
     Counters::add(&client.counters.requests, 1);
-    let resp = match tokio::time::timeout(stall, conn.send(req)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            return Err(Error::new(ErrorKind::Connection)
-                .with_message("no response")
-                .with_source(e))
-        }
-        Err(_) => {
-            return Err(Error::new(ErrorKind::Timeout)
-                .with_message(format!("no response within {}", fmt_duration(stall))))
-        }
-    };
+    let resp = send(&mut conn, req, stall).await?;
     let (parts, mut body) = resp.into_parts();
     let limit = if parts.status.is_success() {
         limit
