@@ -344,3 +344,40 @@ async fn a_huge_error_body_is_read_only_up_to_its_limit() {
     assert_eq!((e.kind(), e.attempts()), (ErrorKind::AccessDenied, 1));
     assert_quiescent(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_hangs_in_the_tls_handshake_times_out() {
+    // Accepts TCP, then never answers the ClientHello.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let client = Client::builder()
+        .endpoint_url(format!("https://{addr}"))
+        .anonymous()
+        .max_connections(1)
+        .connect_timeout(Duration::from_millis(200))
+        .retry(fast_retries(2))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = fetch(&client, "k").await.unwrap_err();
+    assert_eq!((e.kind(), e.attempts()), (ErrorKind::Connect, 2), "{e}");
+    assert!(e.to_string().contains("timed out"), "{e}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // Two 200 ms timeouts and a short backoff, not the 10 s default.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.stats().open_connections, 0);
+    assert_quiescent(&client).await;
+}
