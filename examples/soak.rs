@@ -6,12 +6,15 @@
 //!
 //! Each run checks every invariant of the suite (order, bytes, typed errors, budgets, sockets,
 //! nothing held afterwards); the first failure prints its seed and stops. Replay one seed with
-//! `S3O_FAULT_SEED=N cargo test --test it faults`.
+//! `S3O_FAULT_SEED=N cargo test --test faults`.
 
 #[path = "../tests/support/fault_server.rs"]
 mod fault_server;
 #[path = "../tests/support/fault_suite.rs"]
 mod fault_suite;
+#[path = "../tests/support/quiescent.rs"]
+#[allow(dead_code)]
+mod quiescent;
 
 use std::time::Instant;
 

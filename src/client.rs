@@ -141,7 +141,7 @@ impl Client {
             Ok(obj)
         }
         .await;
-        result.map_err(|e: Error| e.for_object(key, 0).without_seq())
+        result.map_err(|e: Error| e.with_key(key))
     }
 
     /// A snapshot of the client's counters and of what it holds now.
@@ -157,5 +157,25 @@ impl Client {
             slabs_allocated: i.memory.slabs_allocated(),
             ..i.counters.snapshot()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_built_client_shows_no_secret() {
+        let client = Client::builder()
+            .endpoint_url("http://127.0.0.1:9000")
+            .static_credentials("AKIDSHOWN", "SECRETHIDDEN", Some("TOKENHIDDEN".into()))
+            .build()
+            .unwrap();
+        let shown = format!("{client:?}");
+        assert!(shown.contains("127.0.0.1"), "{shown}");
+        assert!(
+            !shown.contains("SECRETHIDDEN") && !shown.contains("TOKENHIDDEN"),
+            "{shown}"
+        );
     }
 }

@@ -29,7 +29,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::client::ClientInner;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::fetch_object;
-use crate::object::{IntoObjectRef, Object, ObjectRef};
+use crate::object::{IntoObjectRef, Object};
 use crate::reorder::ReorderRing;
 use crate::s3::BucketTarget;
 use crate::stats::Counters;
@@ -79,16 +79,39 @@ impl Shared {
 
 /// Puts exactly one result at its position: the fetch's, or — if the task is dropped or
 /// unwinds without one — an internal error, so the consumer never waits for a lost item.
+/// Errors get the object's key (unless they carry one) and position, and are counted here.
 struct Delivery {
     shared: Arc<Shared>,
     seq: u64,
     key: Option<String>,
+    delivered: bool,
 }
 
 impl Delivery {
-    fn deliver(mut self, item: Item) {
-        self.key = None;
+    fn new(shared: &Arc<Shared>, seq: u64, key: Option<String>) -> Self {
+        Delivery {
+            shared: Arc::clone(shared),
+            seq,
+            key,
+            delivered: false,
+        }
+    }
+
+    fn deliver(mut self, result: Item, counters: &Counters) {
+        self.delivered = true;
+        let item = result.map_err(|e| {
+            Counters::add(&counters.errors, 1);
+            self.attach(e)
+        });
         self.put(item);
+    }
+
+    fn attach(&self, e: Error) -> Error {
+        let e = match (&self.key, e.key()) {
+            (Some(key), None) => e.with_key(key),
+            _ => e,
+        };
+        e.with_seq(self.seq)
     }
 
     fn put(&self, item: Item) {
@@ -114,11 +137,10 @@ impl Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
+        if !self.delivered {
             let err = Error::new(ErrorKind::Internal)
-                .with_message("the fetch task ended without a result")
-                .for_object(&key, self.seq);
-            self.put(Err(err));
+                .with_message("the fetch task ended without a result");
+            self.put(Err(self.attach(err)));
         }
     }
 }
@@ -208,42 +230,22 @@ where
 
     while let Some(input) = objects.next().await {
         shared.wait_for_window(seq).await;
+        let counters = &client.counters;
         let obj = match input.into_object_ref() {
             Ok(obj) => obj,
             Err(e) => {
                 // An error from upstream (a listing, a HEAD) keeps its position.
-                Counters::add(&client.counters.errors, 1);
-                let e = match e.seq() {
-                    None => e.with_seq(seq),
-                    Some(_) => e,
-                };
-                Delivery {
-                    shared: Arc::clone(&shared),
-                    seq,
-                    key: None,
-                }
-                .deliver(Err(e));
+                Delivery::new(&shared, seq, None).deliver(Err(e), counters);
                 seq += 1;
                 continue;
             }
         };
-        let delivery = Delivery {
-            shared: Arc::clone(&shared),
-            seq,
-            key: Some(obj.key.clone()),
-        };
+        let delivery = Delivery::new(&shared, seq, Some(obj.key.clone()));
         seq += 1;
-        let fail = |e: Error, obj: &ObjectRef, delivery: Delivery| {
-            Counters::add(&client.counters.errors, 1);
-            let seq = delivery.seq;
-            delivery.deliver(Err(e.for_object(&obj.key, seq)));
-        };
         let target = match &target {
             Ok(t) => Arc::clone(t),
             Err(e) => {
-                let e =
-                    Error::new(e.kind()).with_message(e.message().unwrap_or_default().to_owned());
-                fail(e, &obj, delivery);
+                delivery.deliver(Err(e.detached()), counters);
                 continue;
             }
         };
@@ -252,7 +254,7 @@ where
                 "{} bytes need more than the whole budget of {} bytes",
                 obj.size, client.config.max_bytes
             ));
-            fail(e, &obj, delivery);
+            delivery.deliver(Err(e), counters);
             continue;
         };
         let lease = client.memory.acquire(slabs, obj.size).await;
@@ -263,15 +265,9 @@ where
         let unit = client.conns.unit().await;
         let client = Arc::clone(&client);
         tasks.spawn(async move {
-            let seq = delivery.seq;
-            let key = obj.key.clone();
-            let result = fetch_object(&client, &target, obj, seq, lease, unit).await;
+            let result = fetch_object(&client, &target, obj, delivery.seq, lease, unit).await;
             drop(permit);
-            let result = result.map_err(|e| {
-                Counters::add(&client.counters.errors, 1);
-                e.for_object(&key, seq)
-            });
-            delivery.deliver(result);
+            delivery.deliver(result, &client.counters);
         });
         // Reap finished tasks so the set stays as small as the in-flight count.
         while tasks.try_join_next().is_some() {}

@@ -155,22 +155,40 @@ impl Error {
         self
     }
 
-    /// Attaches the object this error concerns.
-    pub(crate) fn for_object(mut self, key: &str, seq: u64) -> Self {
+    /// Attaches the key of the object this error concerns.
+    pub(crate) fn with_key(mut self, key: &str) -> Self {
         self.inner.key = Some(key.to_owned());
-        self.inner.seq = Some(seq);
         self
+    }
+
+    /// A copy for another object: everything but the source, whose text joins the message.
+    pub(crate) fn detached(&self) -> Self {
+        let i = &self.inner;
+        let message = match (&i.message, &i.source) {
+            (Some(m), Some(s)) => Some(format!("{m}: {s}")),
+            (None, Some(s)) => Some(s.to_string()),
+            (m, None) => m.clone(),
+        };
+        Error {
+            inner: Box::new(Inner {
+                kind: i.kind,
+                key: i.key.clone(),
+                seq: i.seq,
+                attempts: i.attempts,
+                status: i.status,
+                code: i.code.clone(),
+                message,
+                request_id: i.request_id.clone(),
+                earlier: i.earlier.clone(),
+                budget_exhausted: i.budget_exhausted,
+                source: None,
+            }),
+        }
     }
 
     /// Sets the position, keeping the key (if any).
     pub(crate) fn with_seq(mut self, seq: u64) -> Self {
         self.inner.seq = Some(seq);
-        self
-    }
-
-    /// Keeps the key but drops the position (for calls outside an ordered stream).
-    pub(crate) fn without_seq(mut self) -> Self {
-        self.inner.seq = None;
         self
     }
 
@@ -382,7 +400,8 @@ mod tests {
         let e = Error::new(ErrorKind::NotFound)
             .with_status(StatusCode::NOT_FOUND)
             .with_s3_details(Some("NoSuchKey".into()), Some("gone".into()), None)
-            .for_object("a/b", 7)
+            .with_key("a/b")
+            .with_seq(7)
             .with_attempts(1);
         assert_eq!(
             e.to_string(),

@@ -127,11 +127,7 @@ async fn attempt(
     if client.config.checksum_mode {
         headers.insert("x-amz-checksum-mode", HeaderValue::from_static("ENABLED"));
     }
-    client.signer.sign(&mut req).await?;
-    let mut conn = unit.connect(&target.origin).await.map_err(|(_, e)| e)?;
-
-    Counters::add(&client.counters.requests, 1);
-    let resp = send(&mut conn, req, stall).await?;
+    let (conn, resp) = send(client, &target.origin, unit, req).await?;
     let status = resp.status();
     let (parts, mut body) = resp.into_parts();
 
@@ -303,14 +299,20 @@ pub(crate) fn expected_reply_len(
     Ok(expected)
 }
 
-/// Sends `req` on `conn` and waits at most `stall` for the response head.
+/// Signs `req` afresh, gets a connection to `origin` with `unit`, sends, and waits at most the
+/// stall timeout for the response head. Counts the request.
 async fn send(
-    conn: &mut Conn,
-    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
-    stall: Duration,
-) -> Result<http::Response<Incoming>, Error> {
+    client: &ClientInner,
+    origin: &http::Uri,
+    unit: Unit,
+    mut req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<(Conn, http::Response<Incoming>), Error> {
+    client.signer.sign(&mut req).await?;
+    let mut conn = unit.connect(origin).await.map_err(|(_, e)| e)?;
+    Counters::add(&client.counters.requests, 1);
+    let stall = client.config.stall_timeout;
     match tokio::time::timeout(stall, conn.send(req)).await {
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Ok(resp)) => Ok((conn, resp)),
         Ok(Err(e)) => Err(Error::new(ErrorKind::Connection)
             .with_message("no response")
             .with_source(e)),
@@ -356,15 +358,12 @@ pub(crate) async fn request_whole(
 async fn whole_once(
     client: &ClientInner,
     origin: &http::Uri,
-    mut req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
     limit: usize,
 ) -> Result<(http::response::Parts, Vec<u8>), Error> {
     let stall = client.config.stall_timeout;
-    client.signer.sign(&mut req).await?;
     let unit = client.conns.unit().await;
-    let mut conn = unit.connect(origin).await.map_err(|(_, e)| e)?;
-    Counters::add(&client.counters.requests, 1);
-    let resp = send(&mut conn, req, stall).await?;
+    let (conn, resp) = send(client, origin, unit, req).await?;
     let (parts, mut body) = resp.into_parts();
     let limit = if parts.status.is_success() {
         limit

@@ -3,12 +3,9 @@
 
 mod budgets;
 mod cancel;
-#[path = "../support/fault_server.rs"]
-mod fault_server;
-#[path = "../support/fault_suite.rs"]
-mod fault_suite;
-mod faults;
 mod integrity;
+#[path = "../support/quiescent.rs"]
+mod quiescent;
 mod real_s3;
 #[path = "../support/s3_server.rs"]
 mod s3_server;

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use s3_ordered::{Client, ClientBuilder};
 use tokio::net::TcpListener;
 
+pub use crate::quiescent::assert_quiescent;
 pub use crate::s3_server::{content, S3Server, ACCESS_KEY, SECRET_KEY};
 
 /// What the mock sends for one request.
@@ -236,20 +237,4 @@ async fn respond(
         }
     };
     builder.body(body).expect("response")
-}
-
-/// Waits (bounded) until the client holds no slab and no connection unit.
-pub async fn assert_quiescent(client: &Client) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = client.stats();
-        if s.slabs_in_use == 0 && s.busy_connections == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "resources still held: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use s3_ordered::{Client, ErrorKind, ObjectRef, RetryConfig};
 
 use crate::fault_server::{mix, FaultServer, FaultTiming};
+use crate::quiescent::assert_quiescent_for;
 
 /// Settings of the suite (kept small so hundreds of runs fit in seconds).
 pub const MAX_CONNECTIONS: usize = 3;
@@ -40,7 +41,7 @@ impl Drop for SeedGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "fault suite: seed {} failed; replay with S3O_FAULT_SEED={} cargo test --test it faults",
+                "fault suite: seed {} failed; replay with S3O_FAULT_SEED={} cargo test --test faults",
                 self.0, self.0
             );
         }
@@ -137,18 +138,7 @@ pub async fn run_seed(seed: u64) -> RunReport {
         .unwrap_or_else(|_| panic!("seed {seed}: run exceeded {RUN_BOUND:?}"));
 
     // Everything comes back, cancelled or not.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = client.stats();
-        if s.slabs_in_use == 0 && s.busy_connections == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "seed {seed}: still held {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    assert_quiescent_for(&client, &format!("seed {seed}")).await;
     sampler.abort();
     if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), sampler).await {
         if e.is_panic() {

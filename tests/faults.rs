@@ -1,7 +1,18 @@
 //! The seeded fault suite: 200 runs in CI (`S3O_FAULT_RUNS` for more, `S3O_FAULT_SEED` to
 //! replay one); `cargo run --release --example soak` runs thousands.
+//!
+//! A test binary of its own: the suite samples the kernel's socket table, which every socket of
+//! the process appears in, so no other test may run beside it.
 
-use crate::fault_suite::run_seed;
+#[path = "support/fault_server.rs"]
+mod fault_server;
+#[path = "support/fault_suite.rs"]
+mod fault_suite;
+#[path = "support/quiescent.rs"]
+#[allow(dead_code)]
+mod quiescent;
+
+use fault_suite::run_seed;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_fault_runs_keep_every_invariant() {
