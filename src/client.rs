@@ -1,60 +1,51 @@
-//! [`Client`]: the budgets shared by every request, and the calls that use them.
+//! [`Client`]: the thin public face. It validates a [`ClientBuilder`] into the shared
+//! [`Context`] and starts requests on it; everything else lives below.
 
 use std::sync::Arc;
 
 use futures_core::Stream;
 
-use crate::config::{ClientBuilder, Config};
-use crate::conn::ConnPool;
+use crate::config::ClientBuilder;
+use crate::context::Context;
 use crate::engine::ObjectStream;
-use crate::error::Error;
+use crate::error::{ConfigError, Error, ErrorKind};
 use crate::fetch::request_whole;
 use crate::list::ListStream;
-use crate::memory::MemoryPool;
 use crate::object::{IntoObjectRef, ObjectRef};
-use crate::retry::RetryBudget;
 use crate::s3::BucketTarget;
-use crate::sign::Signer;
-use crate::stats::{Counters, Stats};
+use crate::stats::Stats;
 
 /// An S3 client whose requests share one connection budget and one memory budget.
 ///
 /// Cheap to clone: clones share the budgets, connections and counters.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: Arc<ClientInner>,
+    ctx: Arc<Context>,
 }
 
-#[derive(Debug)]
-pub(crate) struct ClientInner {
-    pub(crate) config: Config,
-    pub(crate) memory: MemoryPool,
-    pub(crate) conns: ConnPool,
-    pub(crate) signer: Signer,
-    pub(crate) counters: Counters,
-    pub(crate) budget: RetryBudget,
+impl ClientBuilder {
+    /// Validates the settings and builds the client.
+    ///
+    /// Needs a Tokio runtime only when the client is used, not here.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first invalid field: a budget of zero, `max_connections_per_request`
+    /// above `max_connections`, `max_bytes` below one slab per connection, a slab size out of range,
+    /// a part size that is not a whole number of slabs or exceeds the budget, a streaming threshold
+    /// above the budget, an endpoint that is not an absolute `http`/`https` URL without path, an
+    /// empty region, or environment credentials that are not set.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        Ok(Client {
+            ctx: Context::new(self.validate()?)?,
+        })
+    }
 }
 
 impl Client {
     /// Starts a [`ClientBuilder`] with every setting at its default.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
-    }
-
-    pub(crate) fn from_config(config: Config) -> Result<Self, crate::ConfigError> {
-        let memory = MemoryPool::new(config.slab_size, config.total_slabs);
-        let conns = ConnPool::new(config.max_connections, config.connect_timeout)?;
-        let signer = Signer::new(Arc::clone(&config.region), &config.credentials);
-        Ok(Client {
-            inner: Arc::new(ClientInner {
-                memory,
-                conns,
-                signer,
-                counters: Counters::default(),
-                budget: RetryBudget::new(&config.retry),
-                config,
-            }),
-        })
     }
 
     /// Fetches `objects` from `bucket`, returning one result per object in input order.
@@ -92,7 +83,7 @@ impl Client {
         S: Stream + Send + 'static,
         S::Item: IntoObjectRef,
     {
-        ObjectStream::start(Arc::clone(&self.inner), bucket.into(), objects)
+        ObjectStream::start(Arc::clone(&self.ctx), bucket.into(), objects)
     }
 
     /// Lists the objects under `prefix` (all of `bucket` for `""`), in S3's order, one
@@ -102,7 +93,7 @@ impl Client {
     /// An error (a denied listing, an unknown bucket, a malformed page) is yielded once and
     /// ends the stream.
     pub fn list(&self, bucket: impl Into<String>, prefix: impl Into<String>) -> ListStream {
-        ListStream::start(Arc::clone(&self.inner), bucket.into(), prefix.into())
+        ListStream::start(Arc::clone(&self.ctx), bucket.into(), prefix.into())
     }
 
     /// Asks for one object's size (and ETag) with HeadObject, for inputs whose size is unknown.
@@ -124,16 +115,16 @@ impl Client {
         version_id: Option<&str>,
     ) -> Result<ObjectRef, Error> {
         let result = async {
-            let target = BucketTarget::new(&self.inner.config, bucket)?;
+            let target = BucketTarget::new(&self.ctx.config, bucket)?;
             let req = target.head_object(key, version_id)?;
-            let (parts, _) = request_whole(&self.inner, &target.origin, req, 0).await?;
+            let (parts, _) = request_whole(&self.ctx, &target.origin, req, 0).await?;
             let size = parts
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| {
-                    Error::new(crate::ErrorKind::InvalidResponse)
+                    Error::new(ErrorKind::InvalidResponse)
                         .with_message("HEAD reply has no valid Content-Length")
                 })?;
             let mut obj = ObjectRef::new(key, size);
@@ -146,17 +137,7 @@ impl Client {
 
     /// A snapshot of the client's counters and of what it holds now.
     pub fn stats(&self) -> Stats {
-        let i = &self.inner;
-        let slabs_in_use = i.memory.slabs_in_use();
-        Stats {
-            connections_opened: i.conns.opened(),
-            open_connections: i.conns.open(),
-            busy_connections: i.conns.in_use(),
-            slabs_in_use,
-            bytes_in_use: slabs_in_use as u64 * i.memory.slab_size() as u64,
-            slabs_allocated: i.memory.slabs_allocated(),
-            ..i.counters.snapshot()
-        }
+        self.ctx.stats()
     }
 }
 

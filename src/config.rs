@@ -10,7 +10,6 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_credential_types::Credentials;
 use http::uri::{Scheme, Uri};
 
-use crate::client::Client;
 use crate::error::ConfigError;
 use crate::retry::RetryConfig;
 
@@ -30,6 +29,13 @@ pub const MIN_SLAB_SIZE: usize = 4 << 10;
 
 /// Largest slab size accepted: 64 MiB.
 pub const MAX_SLAB_SIZE: usize = 64 << 20;
+
+/// Default part size: 8 MiB, the byte-range size AWS's S3 performance guidelines name for
+/// parallel ranged GETs (and the AWS CRT's default part size). Objects larger than a part are
+/// fetched as ranged GETs of this size, in parallel. When `max_bytes` cannot give every one of a
+/// request's connections a part of this size, the default part is lowered to
+/// `max_bytes / max_connections_per_request` (whole slabs, at least one).
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 
 /// Default connect timeout (TCP and TLS handshake): 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,6 +90,8 @@ pub struct ClientBuilder {
     max_connections_per_request: Option<usize>,
     max_bytes: u64,
     slab_size: usize,
+    part_size: Option<u64>,
+    stream_threshold: Option<u64>,
     connect_timeout: Duration,
     stall_timeout: Duration,
     retry: RetryConfig,
@@ -101,6 +109,8 @@ impl Default for ClientBuilder {
             max_connections_per_request: None,
             max_bytes: DEFAULT_MAX_BYTES,
             slab_size: DEFAULT_SLAB_SIZE,
+            part_size: None,
+            stream_threshold: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             retry: RetryConfig::default(),
@@ -194,6 +204,28 @@ impl ClientBuilder {
         self
     }
 
+    /// Objects larger than this are fetched as ranged GETs of this size, in parallel, each part
+    /// on its own connection and counted against `max_connections_per_request`. A whole number
+    /// of slabs, no larger than `max_bytes`. Default: [`DEFAULT_PART_SIZE`], lowered to
+    /// `max_bytes / max_connections_per_request` when the budget is smaller.
+    pub fn part_size(mut self, n: u64) -> Self {
+        self.part_size = Some(n);
+        self
+    }
+
+    /// Objects larger than this (in bytes) are delivered as streaming bodies: handed out as soon
+    /// as their first part is in, read part by part with [`Body::next_chunk`](crate::Body::next_chunk),
+    /// each part's memory returning to the budget as it is read. Smaller ones are delivered
+    /// whole. At most `max_bytes` (a whole body must fit the budget). Default: `max_bytes`, so
+    /// that only objects that cannot be held at all stream.
+    ///
+    /// Objects whose size is not given ([`ObjectRef::unsized`](crate::ObjectRef::unsized)) and
+    /// turn out larger than one part always stream.
+    pub fn stream_threshold(mut self, n: u64) -> Self {
+        self.stream_threshold = Some(n);
+        self
+    }
+
     /// Limit on establishing one connection (TCP connect plus TLS handshake).
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -225,20 +257,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Validates the settings and builds the client.
-    ///
-    /// Needs a Tokio runtime only when the client is used, not here.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] naming the first invalid field: a budget of zero, `max_connections_per_request`
-    /// above `max_connections`, `max_bytes` below one slab per connection, a slab size out of range,
-    /// an endpoint that is not an absolute `http`/`https` URL without path, an empty region, or
-    /// environment credentials that are not set.
-    pub fn build(self) -> Result<Client, ConfigError> {
-        Client::from_config(self.validate()?)
-    }
-
+    /// Validates the settings into a [`Config`]; [`build`](Self::build) then makes the client.
     pub(crate) fn validate(self) -> Result<Config, ConfigError> {
         if self.max_connections == 0 {
             return Err(ConfigError::new(
@@ -300,6 +319,42 @@ impl ClientBuilder {
                     format!("{slabs} slabs are too many; raise slab_size"),
                 )
             })?;
+        let budget = total_slabs as u64 * self.slab_size as u64;
+        let part_size = match self.part_size {
+            Some(n) => {
+                if n == 0 || n % self.slab_size as u64 != 0 {
+                    return Err(ConfigError::new(
+                        "part_size",
+                        format!(
+                            "{n} is not a whole number of slabs of {} bytes",
+                            self.slab_size
+                        ),
+                    ));
+                }
+                if n > budget {
+                    return Err(ConfigError::new(
+                        "part_size",
+                        format!("{n} bytes are more than max_bytes ({budget} usable)"),
+                    ));
+                }
+                n
+            }
+            None => {
+                let slab = self.slab_size as u64;
+                let share = (budget / per_request as u64) / slab * slab;
+                DEFAULT_PART_SIZE.min(share.max(slab))
+            }
+        };
+        let stream_threshold = self.stream_threshold.unwrap_or(budget);
+        if stream_threshold > budget {
+            return Err(ConfigError::new(
+                "stream_threshold",
+                format!(
+                    "{stream_threshold} bytes are more than max_bytes ({budget} usable): \
+                     a whole body must fit the budget"
+                ),
+            ));
+        }
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::new(
                 "connect_timeout",
@@ -348,9 +403,10 @@ impl ClientBuilder {
             credentials,
             max_connections: self.max_connections,
             max_connections_per_request: per_request,
-            max_bytes: self.max_bytes,
             slab_size: self.slab_size,
             total_slabs,
+            part_size,
+            stream_threshold,
             connect_timeout: self.connect_timeout,
             stall_timeout: self.stall_timeout,
             retry: self.retry,
@@ -406,9 +462,12 @@ pub(crate) struct Config {
     pub(crate) credentials: CredentialSource,
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_request: usize,
-    pub(crate) max_bytes: u64,
     pub(crate) slab_size: usize,
     pub(crate) total_slabs: u32,
+    /// Bytes per ranged part: a whole number of slabs, within the budget.
+    pub(crate) part_size: u64,
+    /// Objects above this size stream; at most the budget.
+    pub(crate) stream_threshold: u64,
     pub(crate) connect_timeout: Duration,
     pub(crate) stall_timeout: Duration,
     pub(crate) retry: RetryConfig,
@@ -523,6 +582,32 @@ mod tests {
                 |b| b.connect_timeout(Duration::ZERO),
                 Some("connect_timeout"),
             ),
+            ("zero part size", |b| b.part_size(0), Some("part_size")),
+            (
+                "part size not whole slabs",
+                |b| b.slab_size(4096).part_size(4096 * 3 + 1),
+                Some("part_size"),
+            ),
+            (
+                "part size above the budget",
+                |b| b.max_connections(2).max_bytes(1 << 20).part_size(2 << 20),
+                Some("part_size"),
+            ),
+            (
+                "part size equal to the budget",
+                |b| b.max_connections(2).max_bytes(1 << 20).part_size(1 << 20),
+                None,
+            ),
+            (
+                "stream threshold above the budget",
+                |b| b.max_bytes(1 << 24).stream_threshold((1 << 24) + 1),
+                Some("stream_threshold"),
+            ),
+            (
+                "stream threshold below a part",
+                |b| b.stream_threshold(1),
+                None,
+            ),
         ];
         for (name, f, expect) in cases {
             let got = f(base()).validate().err().map(|e| e.field());
@@ -574,6 +659,24 @@ mod tests {
             c.total_slabs as u64,
             DEFAULT_MAX_BYTES / DEFAULT_SLAB_SIZE as u64
         );
+    }
+
+    #[test]
+    fn default_part_size_gives_every_connection_a_part() {
+        let c = base().max_connections(32).validate().unwrap();
+        assert_eq!(c.part_size, DEFAULT_PART_SIZE); // 256 MiB / 32 = 8 MiB
+        let c = base().validate().unwrap();
+        assert_eq!(c.part_size, 4 << 20); // 256 MiB / 64
+        let c = base()
+            .max_connections(3)
+            .slab_size(4096)
+            .max_bytes(5 * 4096)
+            .validate()
+            .unwrap();
+        assert_eq!(c.part_size, 4096);
+        assert_eq!(c.stream_threshold, 5 * 4096);
+        let c = base().part_size(1 << 20).validate().unwrap();
+        assert_eq!(c.part_size, 1 << 20);
     }
 
     /// The only test that reads the `AWS_*` variables, so setting them here races with nothing.

@@ -1,48 +1,68 @@
 //! The request driver and the ordered stream it feeds: the only place that knows all the pieces.
 //!
-//! Each `get_all` call spawns one driver task. For every input object, in order, it:
+//! Each `get_all` call spawns one driver task. It plans every input object, in order, into parts
+//! ([`plan`]: one plain GET up to `part_size`, ranged parts above it, a probe of one part when
+//! the size is unknown) and admits the parts in (object, part) order. For each object it first
+//! waits until `seq < next_out + window`, so the ring has a slot for it; then, for each part:
 //!
-//! 1. waits until `seq < next_out + window`, so the ring has a slot for it and the head of the
-//!    line can always complete;
-//! 2. reserves `ceil(size / slab)` slabs from the memory budget (FIFO across all requests);
-//! 3. takes one of the request's `max_connections_per_request` permits, then a connection unit
+//! 1. reserves the part's slabs from the memory budget (FIFO across all requests);
+//! 2. takes one of the request's `max_connections_per_request` permits, then a connection unit
 //!    from the client's pool (FIFO across all requests);
-//! 4. spawns the fetch, which puts its result — object or error — into the [`ReorderRing`].
+//! 3. spawns the part's fetch, whose result goes to the object's [`Assembly`], which delivers
+//!    the object — whole when its last part is in, streaming when its first is — or its error
+//!    into the [`ReorderRing`].
 //!
 //! The consumer pops results at `next_out` and so sees them in input order, exactly one per
-//! input. No step waits for something a later step holds: memory is taken in input order and a
-//! connection only for one transfer, so requests sharing a client cannot deadlock.
+//! input. The head of the line always moves: memory is taken in (object, part) order, a
+//! connection only for one transfer, and an object of unknown size that turns out to have more
+//! parts puts them on an urgent queue the driver serves before anything later (such an object
+//! streams, so its parts can reuse the memory its consumer frees). A streaming body's later parts
+//! wait for memory its reader returns, so a consumer that stops reading stops the downloads once
+//! the budget is full. Requests sharing a client cannot deadlock as long as their consumers read
+//! (or drop) each body before waiting for the next object.
 //!
 //! Dropping the [`ObjectStream`] aborts the driver, which owns every fetch task in a
 //! [`JoinSet`]; their slabs, permits and connections are released as the tasks unwind, and
 //! results not yet consumed are dropped with the ring. Other requests are not affected.
 
+mod assembly;
+mod plan;
+
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 
 use futures_core::Stream;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::client::ClientInner;
+use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::fetch::fetch_object;
+use crate::fetch::fetch_part;
 use crate::object::{IntoObjectRef, Object};
 use crate::reorder::ReorderRing;
 use crate::s3::BucketTarget;
 use crate::stats::Counters;
+use assembly::Assembly;
 
 type Item = Result<Object, Error>;
 
 /// The largest reorder window; beyond it, tiny objects would only pile up results.
 const MAX_WINDOW: usize = 1 << 16;
 
-struct Shared {
+/// What the driver, the fetches and the consumer of one request share.
+pub(crate) struct Shared {
     state: Mutex<State>,
     /// Signalled when the consumer pops, which may open the window for the driver.
     window: Notify,
+    /// Objects of unknown size that turned out to have more parts, by position, with the next
+    /// part to admit; the driver admits these before anything later in the input.
+    urgent: Mutex<BTreeMap<u64, (Arc<Assembly>, usize)>>,
+    /// Signalled when an urgent object is added.
+    urgent_added: Notify,
 }
 
 struct State {
@@ -65,6 +85,35 @@ impl Shared {
         }
     }
 
+    /// Queues the other parts of `asm` (its first is in flight) ahead of later objects.
+    fn push_urgent(&self, asm: Arc<Assembly>) {
+        self.lock_urgent().insert(asm.seq, (asm, 1));
+        self.urgent_added.notify_one();
+    }
+
+    /// The earliest urgent object and its next part.
+    fn first_urgent(&self) -> Option<(Arc<Assembly>, usize)> {
+        let mut urgent = self.lock_urgent();
+        while let Some(entry) = urgent.first_entry() {
+            let (asm, next) = entry.get();
+            if *next < asm.parts() && asm.wants_more() {
+                return Some((Arc::clone(asm), *next));
+            }
+            entry.remove();
+        }
+        None
+    }
+
+    fn urgent_admitted(&self, asm: &Assembly, next: usize) {
+        if let Some(entry) = self.lock_urgent().get_mut(&asm.seq) {
+            entry.1 = next;
+        }
+    }
+
+    fn lock_urgent(&self) -> MutexGuard<'_, BTreeMap<u64, (Arc<Assembly>, usize)>> {
+        self.urgent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn finish(&self, total: u64) {
         let waker = {
             let mut st = self.lock();
@@ -80,9 +129,9 @@ impl Shared {
 /// Puts exactly one result at its position: the fetch's, or — if the task is dropped or
 /// unwinds without one — an internal error, so the consumer never waits for a lost item.
 /// Errors get the object's key (unless they carry one) and position, and are counted here.
-struct Delivery {
+pub(crate) struct Delivery {
     shared: Arc<Shared>,
-    seq: u64,
+    pub(crate) seq: u64,
     key: Option<String>,
     delivered: bool,
 }
@@ -97,7 +146,7 @@ impl Delivery {
         }
     }
 
-    fn deliver(mut self, result: Item, counters: &Counters) {
+    pub(crate) fn deliver(mut self, result: Item, counters: &Counters) {
         self.delivered = true;
         let item = result.map_err(|e| {
             Counters::add(&counters.errors, 1);
@@ -157,13 +206,13 @@ pub struct ObjectStream {
 }
 
 impl ObjectStream {
-    pub(crate) fn start<S>(client: Arc<ClientInner>, bucket: String, objects: S) -> Self
+    pub(crate) fn start<S>(ctx: Arc<Context>, bucket: String, objects: S) -> Self
     where
         S: Stream + Send + 'static,
         S::Item: IntoObjectRef,
     {
-        let cfg = &client.config;
-        let window = (client.memory.total_slabs() as usize)
+        let cfg = &ctx.config;
+        let window = (ctx.memory.total_slabs() as usize)
             .max(cfg.max_connections_per_request * 2)
             .min(MAX_WINDOW);
         let shared = Arc::new(Shared {
@@ -173,8 +222,10 @@ impl ObjectStream {
                 consumer: None,
             }),
             window: Notify::new(),
+            urgent: Mutex::new(BTreeMap::new()),
+            urgent_added: Notify::new(),
         });
-        let driver = tokio::spawn(drive(client, bucket, objects, Arc::clone(&shared)));
+        let driver = tokio::spawn(Driver::new(ctx, bucket, Arc::clone(&shared)).run(objects));
         ObjectStream { shared, driver }
     }
 }
@@ -182,7 +233,7 @@ impl ObjectStream {
 impl Stream for ObjectStream {
     type Item = Item;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Item>> {
         let mut st = self.shared.lock();
         if let Some(item) = st.ring.pop() {
             drop(st);
@@ -217,62 +268,183 @@ impl std::fmt::Debug for ObjectStream {
     }
 }
 
-async fn drive<S>(client: Arc<ClientInner>, bucket: String, objects: S, shared: Arc<Shared>)
-where
-    S: Stream + Send + 'static,
-    S::Item: IntoObjectRef,
-{
-    let target = BucketTarget::new(&client.config, &bucket).map(Arc::new);
-    let per_request = Arc::new(Semaphore::new(client.config.max_connections_per_request));
-    let mut tasks = JoinSet::new();
-    let mut objects = std::pin::pin!(objects);
-    let mut seq = 0u64;
+/// An object whose parts are being admitted, and the next part to admit.
+struct Admitting {
+    asm: Arc<Assembly>,
+    next: usize,
+    /// Parts to admit from here: all of a known-size object, only the first (the probe) of an
+    /// object of unknown size, whose other parts come back through the urgent queue.
+    limit: usize,
+}
 
-    while let Some(input) = objects.next().await {
-        shared.wait_for_window(seq).await;
-        let counters = &client.counters;
+/// The request's driver: admits parts in (object, part) order and spawns their fetches.
+struct Driver {
+    ctx: Arc<Context>,
+    target: Result<Arc<BucketTarget>, Error>,
+    shared: Arc<Shared>,
+    per_request: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+}
+
+/// Waits for `fut`, unless an earlier object's parts become urgent first.
+async fn unless_urgent<T>(shared: &Shared, fut: impl Future<Output = T>) -> Woken<T> {
+    tokio::select! {
+        biased;
+        v = fut => Woken::Done(v),
+        () = shared.urgent_added.notified() => Woken::Urgent,
+    }
+}
+
+/// What the driver was waiting for when it stopped.
+enum Woken<T> {
+    Done(T),
+    Urgent,
+}
+
+impl Driver {
+    fn new(ctx: Arc<Context>, bucket: String, shared: Arc<Shared>) -> Self {
+        Driver {
+            target: BucketTarget::new(&ctx.config, &bucket).map(Arc::new),
+            per_request: Arc::new(Semaphore::new(ctx.config.max_connections_per_request)),
+            ctx,
+            shared,
+            tasks: JoinSet::new(),
+        }
+    }
+
+
+    async fn run<S>(mut self, objects: S)
+    where
+        S: Stream + Send + 'static,
+        S::Item: IntoObjectRef,
+    {
+        let mut objects = std::pin::pin!(objects);
+        let mut seq = 0u64;
+        let mut input_done = false;
+        let mut pending: Option<S::Item> = None;
+        let mut current: Option<Admitting> = None;
+        loop {
+            // Reap finished tasks so the set stays as small as the in-flight count.
+            while self.tasks.try_join_next().is_some() {}
+
+            // The parts of earlier objects of unknown size come first: the head of the line
+            // must always be able to move.
+            if let Some((asm, idx)) = self.shared.first_urgent() {
+                if self.admit(&asm, idx).await {
+                    self.shared.urgent_admitted(&asm, idx + 1);
+                }
+                continue;
+            }
+            if let Some(cur) = &mut current {
+                if cur.next >= cur.limit || !cur.asm.wants_more() {
+                    current = None;
+                } else {
+                    let asm = Arc::clone(&cur.asm);
+                    if self.admit(&asm, cur.next).await {
+                        cur.next += 1;
+                    }
+                }
+                continue;
+            }
+            if let Some(input) = pending.take() {
+                match unless_urgent(&self.shared, self.shared.wait_for_window(seq)).await {
+                    Woken::Urgent => pending = Some(input),
+                    Woken::Done(()) => {
+                        current = self.start_object(seq, input);
+                        seq += 1;
+                    }
+                }
+                continue;
+            }
+            if !input_done {
+                match unless_urgent(&self.shared, objects.next()).await {
+                    Woken::Urgent => {}
+                    Woken::Done(Some(input)) => pending = Some(input),
+                    Woken::Done(None) => {
+                        input_done = true;
+                        self.shared.finish(seq);
+                    }
+                }
+                continue;
+            }
+            // Everything is admitted; a probe still in flight may yet ask for more parts.
+            if self.tasks.is_empty() {
+                break;
+            }
+            let _ = unless_urgent(&self.shared, self.tasks.join_next()).await;
+        }
+    }
+
+    /// Plans the object at `seq`; `None` when it was settled at once (an input error, a bad
+    /// bucket).
+    fn start_object(&self, seq: u64, input: impl IntoObjectRef) -> Option<Admitting> {
+        let counters = &self.ctx.counters;
         let obj = match input.into_object_ref() {
             Ok(obj) => obj,
             Err(e) => {
                 // An error from upstream (a listing, a HEAD) keeps its position.
-                Delivery::new(&shared, seq, None).deliver(Err(e), counters);
-                seq += 1;
-                continue;
+                Delivery::new(&self.shared, seq, None).deliver(Err(e), counters);
+                return None;
             }
         };
-        let delivery = Delivery::new(&shared, seq, Some(obj.key.clone()));
-        seq += 1;
-        let target = match &target {
-            Ok(t) => Arc::clone(t),
-            Err(e) => {
-                delivery.deliver(Err(e.detached()), counters);
-                continue;
-            }
+        let delivery = Delivery::new(&self.shared, seq, Some(obj.key.clone()));
+        if let Err(e) = &self.target {
+            delivery.deliver(Err(e.detached()), counters);
+            return None;
+        }
+        let limit = match obj.size {
+            Some(size) => plan::part_count(size, self.ctx.config.part_size),
+            None => 1,
         };
-        let Some(slabs) = client.memory.slabs_for(obj.size) else {
-            let e = Error::new(ErrorKind::TooLarge).with_message(format!(
-                "{} bytes need more than the whole budget of {} bytes",
-                obj.size, client.config.max_bytes
-            ));
-            delivery.deliver(Err(e), counters);
-            continue;
-        };
-        let lease = client.memory.acquire(slabs, obj.size).await;
-        let permit = Arc::clone(&per_request)
-            .acquire_owned()
-            .await
-            .unwrap_or_else(|_| unreachable!("request semaphore is never closed"));
-        let unit = client.conns.unit().await;
-        let client = Arc::clone(&client);
-        tasks.spawn(async move {
-            let result = fetch_object(&client, &target, obj, delivery.seq, lease, unit).await;
-            drop(permit);
-            delivery.deliver(result, &client.counters);
-        });
-        // Reap finished tasks so the set stays as small as the in-flight count.
-        while tasks.try_join_next().is_some() {}
+        let asm = Assembly::new(&self.ctx, &self.shared, obj, delivery);
+        Some(Admitting {
+            asm,
+            next: 0,
+            limit,
+        })
     }
-    shared.finish(seq);
-    // Keep owning the fetches until they end, so dropping the stream still cancels them.
-    while tasks.join_next().await.is_some() {}
+
+    /// Takes memory, a request permit and a connection unit for part `idx` of `asm`, then
+    /// spawns its fetch. False when an urgent part came first (nothing is held then).
+    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize) -> bool {
+        let Ok(target) = &self.target else {
+            return true; // objects were settled in start_object
+        };
+        let spec = asm.spec(idx);
+        let ctx = &self.ctx;
+        let take = async {
+            let lease = ctx.memory.acquire(spec.len).await;
+            let permit = Arc::clone(&self.per_request)
+                .acquire_owned()
+                .await
+                .unwrap_or_else(|_| unreachable!("request semaphore is never closed"));
+            let unit = ctx.conns.unit().await;
+            (lease, permit, unit)
+        };
+        let (lease, permit, unit) = match unless_urgent(&self.shared, take).await {
+            Woken::Done(held) => held,
+            Woken::Urgent => return false,
+        };
+        let (ctx, target, task_asm) = (Arc::clone(ctx), Arc::clone(target), Arc::clone(asm));
+        let handle = self.tasks.spawn(async move {
+            let asm = task_asm;
+            let on_size = |size| asm.learned_size(size);
+            let result = fetch_part(
+                &ctx,
+                &target,
+                &asm.key,
+                asm.version_id.as_deref(),
+                spec,
+                lease,
+                unit,
+                &asm.pin,
+                &on_size,
+            )
+            .await;
+            drop(permit);
+            asm.part_done(idx, result);
+        });
+        asm.add_abort(idx, handle);
+        true
+    }
 }

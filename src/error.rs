@@ -41,8 +41,6 @@ pub enum ErrorKind {
     /// `Content-Range`) disagreed with it. The body was discarded; nothing was truncated
     /// silently. Not retried.
     LengthMismatch,
-    /// The object needs more memory than the client's whole `max_bytes` budget.
-    TooLarge,
     /// No connection could be established (DNS, TCP or TLS). Retryable.
     Connect,
     /// The connection broke or the reply was not valid HTTP. Retryable.
@@ -69,7 +67,6 @@ impl ErrorKind {
             ErrorKind::ChecksumMismatch => "checksum mismatch",
             ErrorKind::Changed => "object changed while being fetched",
             ErrorKind::LengthMismatch => "body length does not match the declared size",
-            ErrorKind::TooLarge => "object larger than the memory budget",
             ErrorKind::Connect => "could not connect",
             ErrorKind::Connection => "connection failed",
             ErrorKind::Credentials => "could not load credentials",
@@ -97,6 +94,7 @@ struct Inner {
     kind: ErrorKind,
     key: Option<String>,
     seq: Option<u64>,
+    part: Option<(usize, usize)>,
     attempts: u32,
     status: Option<StatusCode>,
     code: Option<String>,
@@ -114,6 +112,7 @@ impl Error {
                 kind,
                 key: None,
                 seq: None,
+                part: None,
                 attempts: 0,
                 status: None,
                 code: None,
@@ -174,6 +173,7 @@ impl Error {
                 kind: i.kind,
                 key: i.key.clone(),
                 seq: i.seq,
+                part: i.part,
                 attempts: i.attempts,
                 status: i.status,
                 code: i.code.clone(),
@@ -189,6 +189,12 @@ impl Error {
     /// Sets the position, keeping the key (if any).
     pub(crate) fn with_seq(mut self, seq: u64) -> Self {
         self.inner.seq = Some(seq);
+        self
+    }
+
+    /// Marks the error as part `idx` (0-based) of an object fetched in `of` parts.
+    pub(crate) fn with_part(mut self, idx: usize, of: usize) -> Self {
+        self.inner.part = Some((idx, of));
         self
     }
 
@@ -219,7 +225,13 @@ impl Error {
         self.inner.seq
     }
 
-    /// How many HTTP attempts were made for the object (0 if none was sent).
+    /// For an object fetched as ranged parts: the part that failed (0-based) and the number of
+    /// parts.
+    pub fn part(&self) -> Option<(usize, usize)> {
+        self.inner.part
+    }
+
+    /// How many HTTP attempts were made for the object (or its failed part; 0 if none was sent).
     pub fn attempts(&self) -> u32 {
         self.inner.attempts
     }
@@ -298,6 +310,9 @@ impl fmt::Debug for Error {
         if let Some(seq) = i.seq {
             d.field("seq", &seq);
         }
+        if let Some(part) = i.part {
+            d.field("part", &part);
+        }
         d.field("attempts", &i.attempts);
         if let Some(status) = i.status {
             d.field("status", &status);
@@ -326,8 +341,11 @@ impl fmt::Display for Error {
         let i = &self.inner;
         if let Some(key) = &i.key {
             write!(f, "object {key:?}")?;
-            if let Some(seq) = i.seq {
-                write!(f, " (#{seq})")?;
+            match (i.seq, i.part) {
+                (Some(seq), Some((idx, of))) => write!(f, " (#{seq}, part {} of {of})", idx + 1)?,
+                (Some(seq), None) => write!(f, " (#{seq})")?,
+                (None, Some((idx, of))) => write!(f, " (part {} of {of})", idx + 1)?,
+                (None, None) => {}
             }
             f.write_str(": ")?;
         }

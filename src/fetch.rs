@@ -1,76 +1,181 @@
-//! One object end to end: attempts until it is fetched whole or fails for good.
+//! One part of an object (or a whole small object) end to end: attempts until its bytes are in
+//! or it fails for good.
 //!
 //! Each attempt is signed afresh, sent on a pooled connection, and its body copied into the
-//! object's leased slabs, which the object keeps across attempts. The first reply's ETag is
-//! pinned: later attempts send `If-Match` and must come back with the same ETag, so a delivered
-//! body is never a mix of two versions. When an attempt breaks off mid-body and the ETag is
-//! known, the next one asks only for the missing bytes (`Range`), and the reply's
-//! `Content-Range` must match exactly.
+//! part's leased slabs, which the part keeps across attempts. All parts of an object share one
+//! [`ObjectPin`]: the first reply fixes the object's ETag, version and size, every request sent
+//! after that carries `If-Match`, and every reply must agree — so a body is never a mix of two
+//! versions. When an attempt breaks off mid-body and the ETag is known, the next one asks only for
+//! the part's missing bytes (`Range`), and the reply's `Content-Range` must match exactly.
 //!
-//! The body is accepted only if its length equals the declared size (and `Content-Length`), and
-//! — with checksum mode — its CRC matches the whole-object checksum the server sent. The stall
-//! timeout applies to the response head and to every gap between body frames, never to the
-//! whole transfer.
+//! An object of unknown size is probed by its first part: a GET for one part's range, whose
+//! `Content-Range` (or, from a server that ignores ranges, `Content-Length`) gives the size. A
+//! `416` without a size (`Content-Range: bytes */0`) to that first range is an empty object.
+//!
+//! A part is accepted only if its length equals what was asked for (and `Content-Length`), and —
+//! with checksum mode, for an object fetched in one GET — its CRC matches the whole-object
+//! checksum the server sent. The stall timeout applies to the response head and to every gap
+//! between body frames, never to the whole transfer.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, RANGE};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::checksum::Expected;
-use crate::client::ClientInner;
 use crate::conn::{Conn, Unit};
+use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::memory::{Body, Lease};
-use crate::object::{Object, ObjectRef};
+use crate::memory::Lease;
 use crate::retry::Retrier;
 use crate::s3::{parse_content_range, status_error, BucketTarget, MAX_ERROR_BODY};
 use crate::stats::Counters;
 
-/// What the first reply fixed for the following attempts.
-#[derive(Debug, Default)]
-struct Pinned {
-    etag: Option<HeaderValue>,
-    version_id: Option<String>,
-    checksum: Option<Expected>,
+/// The bytes of an object one part stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartSpec {
+    /// The part's first byte in the object.
+    pub(crate) start: u64,
+    /// The part's length; for the first part of an object of unknown size, the most it may hold.
+    pub(crate) len: u64,
+    /// Whether the first attempt asks for a range: every part except a known-size object fetched
+    /// in one GET.
+    pub(crate) ranged: bool,
 }
 
-/// Fetches `obj` into `lease`; `unit` is the connection right for the first attempt.
+/// What the replies fixed for every part and attempt of one object.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Pinned {
+    pub(crate) etag: Option<HeaderValue>,
+    pub(crate) version_id: Option<String>,
+    pub(crate) size: Option<u64>,
+}
+
+/// The [`Pinned`] state of one object, shared by its parts.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectPin(Mutex<Pinned>);
+
+impl ObjectPin {
+    /// A pin for an object of `size` bytes (`None`: learned from the first reply).
+    pub(crate) fn new(size: Option<u64>) -> Self {
+        ObjectPin(Mutex::new(Pinned {
+            size,
+            ..Pinned::default()
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pinned> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What is pinned now.
+    pub(crate) fn snapshot(&self) -> Pinned {
+        self.lock().clone()
+    }
+
+    /// Checks a success reply against what earlier replies pinned, pinning what was still open.
+    /// Returns true when this reply told the object's size for the first time.
+    fn check(&self, status: StatusCode, headers: &HeaderMap, total: u64) -> Result<bool, Error> {
+        let changed = |why: String| {
+            Error::new(ErrorKind::Changed)
+                .with_status(status)
+                .with_message(why)
+        };
+        let mut p = self.lock();
+        match (&p.etag, headers.get(ETAG)) {
+            (Some(first), Some(now)) if first != now => {
+                return Err(changed(format!("ETag changed from {first:?} to {now:?}")));
+            }
+            (Some(_), None) => {
+                return Err(changed(
+                    "a reply has no ETag to match the first one's".to_owned(),
+                ));
+            }
+            (None, Some(now)) => p.etag = Some(now.clone()),
+            _ => {}
+        }
+        let version = headers
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok());
+        match (&p.version_id, version) {
+            (Some(first), Some(now)) if first != now => {
+                return Err(changed(format!(
+                    "version changed from {first:?} to {now:?}"
+                )));
+            }
+            (None, Some(now)) => p.version_id = Some(now.to_owned()),
+            _ => {}
+        }
+        match p.size {
+            Some(size) if size != total => Err(changed(format!(
+                "size changed from {size} to {total} bytes"
+            ))),
+            Some(_) => Ok(false),
+            None => {
+                p.size = Some(total);
+                Ok(true)
+            }
+        }
+    }
+
+    fn learn_empty(&self) -> bool {
+        let mut p = self.lock();
+        let first = p.size.is_none();
+        p.size = Some(0);
+        first
+    }
+}
+
+/// Fetches one part of `key` into `lease`; `unit` is the connection right for the first
+/// attempt. `on_size` is called once, mid-download, if this part learns the object's size.
 ///
 /// # Errors
 ///
 /// The last attempt's error, with the attempt count and the earlier failures; the caller
 /// attaches the key and position.
-pub(crate) async fn fetch_object(
-    client: &ClientInner,
+#[allow(clippy::too_many_arguments)] // one part's whole context; grouping would only rename it
+pub(crate) async fn fetch_part(
+    ctx: &Context,
     target: &BucketTarget,
-    obj: ObjectRef,
-    seq: u64,
+    key: &str,
+    version_id: Option<&str>,
+    spec: PartSpec,
     mut lease: Lease,
     unit: Unit,
-) -> Result<Object, Error> {
-    let mut retrier = Retrier::new(&client.config.retry, &client.budget);
-    let mut pinned = Pinned::default();
+    pin: &ObjectPin,
+    on_size: &(dyn Fn(u64) + Sync),
+) -> Result<Lease, Error> {
+    let mut retrier = Retrier::new(&ctx.config.retry, &ctx.budget);
+    let mut checksum = None;
     let mut unit = Some(unit);
+    let req = PartRequest {
+        ctx,
+        target,
+        key,
+        version_id,
+        spec,
+        pin,
+        on_size,
+    };
     loop {
         retrier.start_attempt();
         let unit = match unit.take() {
             Some(u) => u,
-            None => client.conns.unit().await,
+            None => ctx.conns.unit().await,
         };
-        match attempt(client, target, &obj, &mut lease, unit, &mut pinned).await {
+        match req.attempt(&mut lease, unit, &mut checksum).await {
             Ok(()) => break,
             Err(e) => {
                 retrier.after_failure(e).await?;
-                Counters::add(&client.counters.retries, 1);
+                Counters::add(&ctx.counters.retries, 1);
             }
         }
     }
-    let body = Body::new(lease);
-    if let Some(expected) = pinned.checksum {
-        let got = expected.compute(body.chunks());
+    if let Some(expected) = checksum {
+        let got = expected.compute(lease.chunks());
         if got != expected.value {
             return Err(Error::new(ErrorKind::ChecksumMismatch)
                 .with_message(format!(
@@ -80,201 +185,290 @@ pub(crate) async fn fetch_object(
                 .with_attempts(retrier.attempts()));
         }
     }
-    Counters::add(&client.counters.objects, 1);
-    Counters::add(&client.counters.bytes, body.len() as u64);
-    Ok(Object {
-        etag: pinned.etag.and_then(|v| v.to_str().ok().map(str::to_owned)),
-        version_id: pinned.version_id,
-        key: obj.key,
-        seq,
-        body,
-    })
+    Counters::add(&ctx.counters.parts, 1);
+    Counters::add(&ctx.counters.bytes, lease.len() as u64);
+    Ok(lease)
 }
 
-/// One attempt: on success the lease holds the whole body.
-async fn attempt(
-    client: &ClientInner,
-    target: &BucketTarget,
-    obj: &ObjectRef,
-    lease: &mut Lease,
-    unit: Unit,
-    pinned: &mut Pinned,
-) -> Result<(), Error> {
-    let size = lease.size();
-    let stall = client.config.stall_timeout;
-    // Resume only what the pinned ETag guarantees is the same object.
-    let resume_from = match (&pinned.etag, lease.len() as u64) {
-        (Some(_), n) if n > 0 && n < size => n,
-        _ => {
+/// One part's request, as every attempt makes it.
+struct PartRequest<'a> {
+    ctx: &'a Context,
+    target: &'a BucketTarget,
+    key: &'a str,
+    version_id: Option<&'a str>,
+    spec: PartSpec,
+    pin: &'a ObjectPin,
+    on_size: &'a (dyn Fn(u64) + Sync),
+}
+
+impl PartRequest<'_> {
+    /// One attempt: on success the lease holds the whole part.
+    async fn attempt(
+        &self,
+        lease: &mut Lease,
+        unit: Unit,
+        checksum: &mut Option<Expected>,
+    ) -> Result<(), Error> {
+        let (ctx, spec) = (self.ctx, self.spec);
+        let stall = ctx.config.stall_timeout;
+        let pinned = self.pin.snapshot();
+        // One past the part's last byte: the object's end may come first.
+        let end = match pinned.size {
+            Some(size) => (spec.start + spec.len).min(size).max(spec.start),
+            None => spec.start + spec.len,
+        };
+        // Resume only what the pinned ETag guarantees is the same object.
+        let held = lease.len() as u64;
+        let from = if pinned.etag.is_some() && held > 0 && held < end - spec.start {
+            spec.start + held
+        } else {
             lease.clear();
-            0
+            spec.start
+        };
+        let ranged = spec.ranged || from > spec.start;
+
+        let mut req = self.target.get_object(self.key, self.version_id)?;
+        let headers = req.headers_mut();
+        if let Some(etag) = &pinned.etag {
+            headers.insert(IF_MATCH, etag.clone());
         }
-    };
+        if ranged {
+            let range = format!("bytes={from}-{}", end - 1);
+            headers.insert(
+                RANGE,
+                HeaderValue::try_from(range)
+                    .map_err(|e| Error::new(ErrorKind::Internal).with_source(e))?,
+            );
+        }
+        if ctx.config.checksum_mode {
+            headers.insert("x-amz-checksum-mode", HeaderValue::from_static("ENABLED"));
+        }
+        let (conn, resp) = send(ctx, &self.target.origin, unit, req).await?;
+        let status = resp.status();
+        let (parts, mut body) = resp.into_parts();
 
-    let mut req = target.get_object(&obj.key, obj.version_id.as_deref())?;
-    let headers = req.headers_mut();
-    if let Some(etag) = &pinned.etag {
-        headers.insert(IF_MATCH, etag.clone());
-    }
-    if resume_from > 0 {
-        let range = format!("bytes={resume_from}-{}", size - 1);
-        headers.insert(
-            RANGE,
-            HeaderValue::try_from(range)
-                .map_err(|e| Error::new(ErrorKind::Internal).with_source(e))?,
-        );
-    }
-    if client.config.checksum_mode {
-        headers.insert("x-amz-checksum-mode", HeaderValue::from_static("ENABLED"));
-    }
-    let (conn, resp) = send(client, &target.origin, unit, req).await?;
-    let status = resp.status();
-    let (parts, mut body) = resp.into_parts();
-
-    if !status.is_success() {
-        let read = tokio::time::timeout(stall, read_limited(&mut body, MAX_ERROR_BODY)).await;
-        let bytes = match read {
-            Ok((bytes, complete)) => {
-                if complete {
-                    conn.release();
+        if !status.is_success() {
+            let bytes = read_error_body(conn, &mut body, stall).await;
+            let probe = pinned.size.is_none() && from == 0;
+            if probe && is_empty_object_reply(status, parts.headers.get(CONTENT_RANGE)) {
+                // S3 refuses any range of a 0-byte object (S3-NOTES: "Ranged GET").
+                if self.pin.learn_empty() {
+                    lease.shrink_to(0);
+                    (self.on_size)(0);
                 }
-                bytes
+                return Ok(());
             }
-            Err(_) => Vec::new(),
+            return Err(status_error(status, &bytes));
+        }
+
+        let shape = check_reply(
+            status,
+            parts.headers.get(CONTENT_LENGTH).map(HeaderValue::as_bytes),
+            parts.headers.get(CONTENT_RANGE).map(HeaderValue::as_bytes),
+            Asked {
+                part_start: spec.start,
+                from,
+                end,
+                ranged,
+                size: pinned.size,
+            },
+        )?;
+        if shape.restart {
+            lease.clear(); // a full body, even if a range was asked for
+        }
+        if self.pin.check(status, &parts.headers, shape.total)? {
+            // This (first) reply told the size: keep only the slabs the part needs.
+            lease.shrink_to(spec.len.min(shape.total - spec.start.min(shape.total)));
+            (self.on_size)(shape.total);
+        }
+        if ctx.config.checksum_mode && status == StatusCode::OK {
+            *checksum = Expected::from_headers(&parts.headers);
+        }
+
+        let want = if shape.restart {
+            shape.total
+        } else {
+            from - spec.start + shape.len
         };
-        return Err(status_error(status, &bytes));
-    }
-
-    let length_error = |why: String| {
-        Error::new(ErrorKind::LengthMismatch)
-            .with_status(status)
-            .with_message(why)
-    };
-    let expected = expected_reply_len(
-        status,
-        parts.headers.get(CONTENT_LENGTH).map(HeaderValue::as_bytes),
-        parts.headers.get(CONTENT_RANGE).map(HeaderValue::as_bytes),
-        resume_from,
-        size,
-    )?;
-    if expected.restart {
-        lease.clear(); // a full body, even if a range was asked for
-    }
-
-    // The same object on every attempt, or an error.
-    let etag = parts.headers.get(ETAG);
-    match (&pinned.etag, etag) {
-        (Some(first), Some(now)) if first != now => {
-            return Err(Error::new(ErrorKind::Changed)
-                .with_status(status)
-                .with_message(format!("ETag changed from {first:?} to {now:?}")));
-        }
-        (Some(_), None) => {
-            return Err(Error::new(ErrorKind::Changed)
-                .with_status(status)
-                .with_message("a retry's reply has no ETag to match the first one"));
-        }
-        (None, Some(now)) => pinned.etag = Some(now.clone()),
-        _ => {}
-    }
-    if pinned.version_id.is_none() {
-        pinned.version_id = parts
-            .headers
-            .get("x-amz-version-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-    }
-    if client.config.checksum_mode && status == StatusCode::OK {
-        pinned.checksum = Expected::from_headers(&parts.headers);
-    }
-
-    loop {
-        let frame = match tokio::time::timeout(stall, body.frame()).await {
-            Ok(None) => break,
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => {
-                return Err(Error::new(ErrorKind::Connection)
-                    .with_status(status)
-                    .with_message(format!(
-                        "body broke off after {} of {size} bytes",
-                        lease.len()
-                    ))
-                    .with_source(e))
+        loop {
+            let frame = match tokio::time::timeout(stall, body.frame()).await {
+                Ok(None) => break,
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(e))) => {
+                    return Err(Error::new(ErrorKind::Connection)
+                        .with_status(status)
+                        .with_message(format!(
+                            "body broke off after {} of {want} bytes",
+                            lease.len()
+                        ))
+                        .with_source(e))
+                }
+                Err(_) => {
+                    return Err(Error::new(ErrorKind::Timeout)
+                        .with_status(status)
+                        .with_message(format!(
+                            "body stalled for {} after {} of {want} bytes",
+                            fmt_duration(stall),
+                            lease.len()
+                        )))
+                }
+            };
+            if let Ok(data) = frame.into_data() {
+                lease.write(&data).map_err(|_| {
+                    length_error(status, format!("body is longer than the {want} bytes asked for"))
+                })?;
             }
-            Err(_) => {
-                return Err(Error::new(ErrorKind::Timeout)
-                    .with_status(status)
-                    .with_message(format!(
-                        "body stalled for {} after {} of {size} bytes",
-                        fmt_duration(stall),
-                        lease.len()
-                    )))
-            }
-        };
-        if let Ok(data) = frame.into_data() {
-            lease.write(&data).map_err(|_| {
-                length_error(format!("body is longer than the declared size {size}"))
-            })?;
         }
+        if lease.len() as u64 != want {
+            return Err(length_error(
+                status,
+                format!("body ended after {} of {want} bytes", lease.len()),
+            ));
+        }
+        conn.release();
+        Ok(())
     }
-    if lease.len() as u64 != size {
-        return Err(length_error(format!(
-            "body ended after {} of the declared {size} bytes",
-            lease.len()
-        )));
-    }
-    conn.release();
-    Ok(())
 }
 
-/// What a success reply must carry.
+fn length_error(status: StatusCode, why: String) -> Error {
+    Error::new(ErrorKind::LengthMismatch)
+        .with_status(status)
+        .with_message(why)
+}
+
+/// Reads (a bounded prefix of) an error reply's body; the connection is reused only if the
+/// body ended within the bound.
+async fn read_error_body(conn: Conn, body: &mut Incoming, stall: Duration) -> Vec<u8> {
+    match tokio::time::timeout(stall, read_limited(body, MAX_ERROR_BODY)).await {
+        Ok((bytes, complete)) => {
+            if complete {
+                conn.release();
+            }
+            bytes
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// True for S3's answer to a range of an empty object: `416` with no `Content-Range`, or
+/// `Content-Range: bytes */0`.
+pub(crate) fn is_empty_object_reply(status: StatusCode, content_range: Option<&HeaderValue>) -> bool {
+    status == StatusCode::RANGE_NOT_SATISFIABLE
+        && content_range.is_none_or(|v| v.as_bytes().trim_ascii() == b"bytes */0")
+}
+
+/// What one request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ExpectedLen {
+pub(crate) struct Asked {
+    /// The part's first byte in the object.
+    pub(crate) part_start: u64,
+    /// The first byte asked for: the part's start, or later when resuming.
+    pub(crate) from: u64,
+    /// One past the last byte the part may hold.
+    pub(crate) end: u64,
+    /// The request carried `Range: bytes=from-(end-1)`.
+    pub(crate) ranged: bool,
+    /// The object's size, when known.
+    pub(crate) size: Option<u64>,
+}
+
+/// What a success reply carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplyShape {
     /// Body bytes the reply must carry.
     pub(crate) len: u64,
-    /// The body is the whole object (discard any partial one), not the rest from `resume_from`.
+    /// The body is the whole object from byte 0 (discard any partial part), not the asked range.
     pub(crate) restart: bool,
+    /// The object's size, as the reply states it.
+    pub(crate) total: u64,
 }
 
-/// Checks a success reply's status, `Content-Length` and `Content-Range` against the request
-/// (resuming at `resume_from`, 0 for a whole GET) and the declared `size`.
+/// Checks a success reply's status, `Content-Length` and `Content-Range` against the request.
+///
+/// A `206` must carry exactly the asked range (clamped to the object's end) of an object of the
+/// known size. A `200` is the whole object; it is accepted only where the whole object fits the
+/// part (a part at byte 0 that covers the object — a server that ignores `Range` can serve
+/// nothing larger).
 ///
 /// # Errors
 ///
-/// [`ErrorKind::LengthMismatch`] when the lengths or the range disagree with the declared size;
-/// [`ErrorKind::InvalidResponse`] for a success status other than 200, or 206 to a GET that
-/// asked for no range.
-pub(crate) fn expected_reply_len(
+/// [`ErrorKind::LengthMismatch`] when the lengths or the range disagree with the request or the
+/// declared size; [`ErrorKind::InvalidResponse`] for a success status other than 200 and 206, a
+/// 206 to a GET that asked for no range, a 200 where a part of a larger object was asked for, or
+/// a 200 of unknown size without `Content-Length`.
+pub(crate) fn check_reply(
     status: StatusCode,
     content_length: Option<&[u8]>,
     content_range: Option<&[u8]>,
-    resume_from: u64,
-    size: u64,
-) -> Result<ExpectedLen, Error> {
-    let mismatch = |why: String| {
-        Error::new(ErrorKind::LengthMismatch)
+    asked: Asked,
+) -> Result<ReplyShape, Error> {
+    let mismatch = |why: String| length_error(status, why);
+    let invalid = |why: String| {
+        Error::new(ErrorKind::InvalidResponse)
             .with_status(status)
             .with_message(why)
     };
-    let expected = match status {
-        StatusCode::OK => ExpectedLen {
-            len: size,
-            restart: true,
-        },
-        StatusCode::PARTIAL_CONTENT if resume_from > 0 && resume_from < size => {
+    let content_length = content_length.map(|raw| {
+        std::str::from_utf8(raw)
+            .ok()
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    let shape = match status {
+        StatusCode::OK => {
+            let total = match (asked.size, content_length) {
+                (Some(size), _) => size,
+                (None, Some(Some(len))) => len,
+                (None, _) => {
+                    return Err(invalid(
+                        "a whole-object reply of unknown size has no valid Content-Length".into(),
+                    ))
+                }
+            };
+            if asked.part_start != 0 || total > asked.end {
+                return Err(invalid(format!(
+                    "the server ignored Range: it sent the whole object ({total} bytes) for \
+                     bytes {}-{}",
+                    asked.from,
+                    asked.end.saturating_sub(1)
+                )));
+            }
+            ReplyShape {
+                len: total,
+                restart: true,
+                total,
+            }
+        }
+        StatusCode::PARTIAL_CONTENT if asked.ranged => {
             let range = content_range
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(parse_content_range);
-            if range != Some((resume_from, size - 1, size)) {
+            let shown = || content_range.map(String::from_utf8_lossy);
+            let Some((first, last, total)) = range else {
                 return Err(mismatch(format!(
-                    "asked for bytes {resume_from}-{} of {size}, got Content-Range {:?}",
-                    size - 1,
-                    content_range.map(String::from_utf8_lossy)
+                    "asked for bytes {}-{}, got Content-Range {:?}",
+                    asked.from,
+                    asked.end - 1,
+                    shown()
+                )));
+            };
+            let end = asked.end.min(total);
+            let size_ok = asked.size.is_none_or(|s| s == total);
+            if !size_ok || first != asked.from || asked.from >= end || last != end - 1 {
+                return Err(mismatch(format!(
+                    "asked for bytes {}-{} of {}, got Content-Range {:?}",
+                    asked.from,
+                    asked.end - 1,
+                    asked
+                        .size
+                        .map_or_else(|| "an object of unknown size".to_owned(), |s| s.to_string()),
+                    shown()
                 )));
             }
-            ExpectedLen {
-                len: size - resume_from,
+            ReplyShape {
+                len: last - first + 1,
                 restart: false,
+                total,
             }
         }
         other => {
@@ -283,34 +477,30 @@ pub(crate) fn expected_reply_len(
                 .with_message("unexpected success status for this GET"))
         }
     };
-    if let Some(raw) = content_length {
-        let len = std::str::from_utf8(raw)
-            .ok()
-            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|v| v.parse::<u64>().ok());
-        if len != Some(expected.len) {
+    match content_length {
+        Some(len) if len != Some(shape.len) => {
             let shown = len.map_or_else(|| "invalid".to_owned(), |l| l.to_string());
-            return Err(mismatch(format!(
-                "Content-Length is {shown}, expected {} (declared size {size})",
-                expected.len
-            )));
+            Err(mismatch(format!(
+                "Content-Length is {shown}, expected {}",
+                shape.len
+            )))
         }
+        _ => Ok(shape),
     }
-    Ok(expected)
 }
 
 /// Signs `req` afresh, gets a connection to `origin` with `unit`, sends, and waits at most the
 /// stall timeout for the response head. Counts the request.
 async fn send(
-    client: &ClientInner,
+    ctx: &Context,
     origin: &http::Uri,
     unit: Unit,
     mut req: http::Request<http_body_util::Empty<bytes::Bytes>>,
 ) -> Result<(Conn, http::Response<Incoming>), Error> {
-    client.signer.sign(&mut req).await?;
+    ctx.signer.sign(&mut req).await?;
     let mut conn = unit.connect(origin).await.map_err(|(_, e)| e)?;
-    Counters::add(&client.counters.requests, 1);
-    let stall = client.config.stall_timeout;
+    Counters::add(&ctx.counters.requests, 1);
+    let stall = ctx.config.stall_timeout;
     match tokio::time::timeout(stall, conn.send(req)).await {
         Ok(Ok(resp)) => Ok((conn, resp)),
         Ok(Err(e)) => Err(Error::new(ErrorKind::Connection)
@@ -333,37 +523,37 @@ fn fmt_duration(d: Duration) -> String {
 /// A typed error for a non-success status (parsed from the S3 error body), a connection
 /// failure or stall, or [`ErrorKind::InvalidResponse`] for a body over `limit`.
 pub(crate) async fn request_whole(
-    client: &ClientInner,
+    ctx: &Context,
     origin: &http::Uri,
     req: http::Request<http_body_util::Empty<bytes::Bytes>>,
     limit: usize,
 ) -> Result<(http::response::Parts, Vec<u8>), Error> {
-    let mut retrier = Retrier::new(&client.config.retry, &client.budget);
+    let mut retrier = Retrier::new(&ctx.config.retry, &ctx.budget);
     loop {
         retrier.start_attempt();
         let mut attempt_req = http::Request::new(http_body_util::Empty::new());
         *attempt_req.method_mut() = req.method().clone();
         *attempt_req.uri_mut() = req.uri().clone();
         *attempt_req.headers_mut() = req.headers().clone();
-        match whole_once(client, origin, attempt_req, limit).await {
+        match whole_once(ctx, origin, attempt_req, limit).await {
             Ok(ok) => return Ok(ok),
             Err(e) => {
                 retrier.after_failure(e).await?;
-                Counters::add(&client.counters.retries, 1);
+                Counters::add(&ctx.counters.retries, 1);
             }
         }
     }
 }
 
 async fn whole_once(
-    client: &ClientInner,
+    ctx: &Context,
     origin: &http::Uri,
     req: http::Request<http_body_util::Empty<bytes::Bytes>>,
     limit: usize,
 ) -> Result<(http::response::Parts, Vec<u8>), Error> {
-    let stall = client.config.stall_timeout;
-    let unit = client.conns.unit().await;
-    let (conn, resp) = send(client, origin, unit, req).await?;
+    let stall = ctx.config.stall_timeout;
+    let unit = ctx.conns.unit().await;
+    let (conn, resp) = send(ctx, origin, unit, req).await?;
     let (parts, mut body) = resp.into_parts();
     let limit = if parts.status.is_success() {
         limit
@@ -421,61 +611,148 @@ mod tests {
         status: u16,
         cl: Option<&str>,
         cr: Option<&str>,
-        from: u64,
-        size: u64,
-    ) -> Result<ExpectedLen, ErrorKind> {
-        expected_reply_len(
+        asked: Asked,
+    ) -> Result<(u64, bool, u64), ErrorKind> {
+        check_reply(
             StatusCode::from_u16(status).unwrap(),
             cl.map(str::as_bytes),
             cr.map(str::as_bytes),
-            from,
-            size,
+            asked,
         )
+        .map(|s| (s.len, s.restart, s.total))
         .map_err(|e| e.kind())
+    }
+
+    /// A whole known-size object asked for in one GET, resuming at `from`.
+    fn whole(from: u64, size: u64) -> Asked {
+        Asked {
+            part_start: 0,
+            from,
+            end: size,
+            ranged: from > 0,
+            size: Some(size),
+        }
+    }
+
+    /// Part `[start, end)` of an object of `size` bytes (`None`: unknown).
+    fn part(start: u64, end: u64, size: Option<u64>) -> Asked {
+        Asked {
+            part_start: start,
+            from: start,
+            end,
+            ranged: true,
+            size,
+        }
     }
 
     #[test]
     fn whole_and_resumed_replies() {
-        let whole = Ok(ExpectedLen {
-            len: 100,
-            restart: true,
-        });
-        assert_eq!(check(200, Some("100"), None, 0, 100), whole);
-        assert_eq!(check(200, None, None, 0, 100), whole);
+        assert_eq!(check(200, Some("100"), None, whole(0, 100)), Ok((100, true, 100)));
+        assert_eq!(check(200, None, None, whole(0, 100)), Ok((100, true, 100)));
+        assert_eq!(check(200, Some("0"), None, whole(0, 0)), Ok((0, true, 0)));
         // A server that ignores Range sends everything again.
-        assert_eq!(check(200, Some("100"), None, 40, 100), whole);
+        assert_eq!(check(200, Some("100"), None, whole(40, 100)), Ok((100, true, 100)));
         assert_eq!(
-            check(206, Some("60"), Some("bytes 40-99/100"), 40, 100),
-            Ok(ExpectedLen {
-                len: 60,
-                restart: false
-            })
+            check(206, Some("60"), Some("bytes 40-99/100"), whole(40, 100)),
+            Ok((60, false, 100))
+        );
+    }
+
+    #[test]
+    fn parts_and_probes() {
+        let p = part(100, 200, Some(250));
+        assert_eq!(
+            check(206, Some("100"), Some("bytes 100-199/250"), p),
+            Ok((100, false, 250))
+        );
+        // A probe learns the size; a short object ends inside the asked range.
+        let probe = part(0, 100, None);
+        assert_eq!(
+            check(206, Some("100"), Some("bytes 0-99/1000"), probe),
+            Ok((100, false, 1000))
+        );
+        assert_eq!(
+            check(206, Some("7"), Some("bytes 0-6/7"), probe),
+            Ok((7, false, 7))
+        );
+        // A server that ignores Range: fine if the whole object fits the part.
+        assert_eq!(check(200, Some("7"), None, probe), Ok((7, true, 7)));
+        assert_eq!(
+            check(200, Some("101"), None, probe),
+            Err(ErrorKind::InvalidResponse)
+        );
+        assert_eq!(check(200, None, None, probe), Err(ErrorKind::InvalidResponse));
+        // ...and never for a part other than the first.
+        assert_eq!(
+            check(200, Some("250"), None, p),
+            Err(ErrorKind::InvalidResponse)
+        );
+        // Resuming inside a part asks for the rest of the part only.
+        let resume = Asked { from: 150, ..p };
+        assert_eq!(
+            check(206, Some("50"), Some("bytes 150-199/250"), resume),
+            Ok((50, false, 250))
         );
     }
 
     #[test]
     fn disagreements_are_typed_errors() {
         use ErrorKind::*;
-        assert_eq!(check(200, Some("101"), None, 0, 100), Err(LengthMismatch));
-        assert_eq!(check(200, Some("+100"), None, 0, 100), Err(LengthMismatch));
-        assert_eq!(check(200, Some("abc"), None, 0, 100), Err(LengthMismatch));
+        let w = whole(0, 100);
+        assert_eq!(check(200, Some("101"), None, w), Err(LengthMismatch));
+        assert_eq!(check(200, Some("+100"), None, w), Err(LengthMismatch));
+        assert_eq!(check(200, Some("abc"), None, w), Err(LengthMismatch));
+        let r = whole(40, 100);
+        for cr in ["bytes 41-99/100", "bytes 40-99/101", "bytes 40-98/100"] {
+            assert_eq!(check(206, None, Some(cr), r), Err(LengthMismatch), "{cr}");
+        }
         assert_eq!(
-            check(206, Some("60"), Some("bytes 41-99/100"), 40, 100),
+            check(206, Some("59"), Some("bytes 40-99/100"), r),
             Err(LengthMismatch)
         );
+        assert_eq!(check(206, Some("60"), None, r), Err(LengthMismatch));
         assert_eq!(
-            check(206, Some("60"), Some("bytes 40-99/101"), 40, 100),
-            Err(LengthMismatch)
-        );
-        assert_eq!(
-            check(206, Some("59"), Some("bytes 40-99/100"), 40, 100),
-            Err(LengthMismatch)
-        );
-        assert_eq!(check(206, Some("60"), None, 40, 100), Err(LengthMismatch));
-        assert_eq!(
-            check(206, Some("100"), Some("bytes 0-99/100"), 0, 100),
+            check(206, Some("100"), Some("bytes 0-99/100"), w),
             Err(InvalidResponse)
         );
-        assert_eq!(check(204, None, None, 0, 0), Err(InvalidResponse));
+        assert_eq!(check(204, None, None, whole(0, 0)), Err(InvalidResponse));
+        let p = part(100, 200, Some(250));
+        for cr in ["bytes 100-198/250", "bytes 100-199/251", "bytes 0-99/250", "bytes */250"] {
+            assert_eq!(check(206, None, Some(cr), p), Err(LengthMismatch), "{cr}");
+        }
+    }
+
+    #[test]
+    fn empty_object_replies() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let r416 = StatusCode::RANGE_NOT_SATISFIABLE;
+        assert!(is_empty_object_reply(r416, None));
+        assert!(is_empty_object_reply(r416, Some(&v("bytes */0"))));
+        assert!(!is_empty_object_reply(r416, Some(&v("bytes */10"))));
+        assert!(!is_empty_object_reply(StatusCode::NOT_FOUND, None));
+    }
+
+    #[test]
+    fn the_pin_catches_a_changed_object() {
+        let mut h = HeaderMap::new();
+        h.insert(ETAG, HeaderValue::from_static("\"a\""));
+        let pin = ObjectPin::new(None);
+        let kind = |r: Result<bool, Error>| r.map_err(|e| e.kind());
+        assert_eq!(kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 10)), Ok(true));
+        assert_eq!(kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 10)), Ok(false));
+        assert_eq!(
+            kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 11)),
+            Err(ErrorKind::Changed)
+        );
+        let mut other = HeaderMap::new();
+        other.insert(ETAG, HeaderValue::from_static("\"b\""));
+        assert_eq!(
+            kind(pin.check(StatusCode::PARTIAL_CONTENT, &other, 10)),
+            Err(ErrorKind::Changed)
+        );
+        assert_eq!(
+            kind(pin.check(StatusCode::PARTIAL_CONTENT, &HeaderMap::new(), 10)),
+            Err(ErrorKind::Changed)
+        );
     }
 }

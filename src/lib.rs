@@ -7,6 +7,19 @@
 //! * `max_connections_per_request` — GETs one [`Client::get_all`] call may have in flight;
 //! * `max_bytes` — body memory held at once: being downloaded, or delivered and not yet dropped.
 //!
+//! Objects larger than [`ClientBuilder::part_size`] (8 MiB by default) are fetched as ranged
+//! GETs, one per part, in parallel, each part on its own connection and all parts pinned to one
+//! version with `If-Match`. An object that fits [`ClientBuilder::stream_threshold`] (the whole
+//! budget, by default) is delivered whole; a larger one is delivered as a **streaming** [`Body`]
+//! as soon as its first part is in, and its parts' memory returns to the budget as they are read.
+//! [`Body::next_chunk`] reads both kinds alike. An [`ObjectRef`] may leave the size out: the
+//! first GET asks for one part and learns the size from the reply (no HEAD).
+//!
+//! **The one rule for consumers**: memory comes back only when bodies (and their chunks) are
+//! dropped, so read or drop each body — a streaming one to its end — before waiting for the next
+//! object. A consumer that stops reading stops the downloads once the budget is full; one that
+//! holds bodies adding up to the whole budget while waiting for the next object waits forever.
+//!
 //! [`Client::get_all`] takes a list (or [`Client::get_stream`] a stream) of [`ObjectRef`]s and
 //! returns an [`ObjectStream`] with exactly one `Result<Object, Error>` per input, in input order.
 //! A missing or forbidden object is an [`Error`] at its own position; the rest still arrive.
@@ -22,8 +35,21 @@
 //! ([`ClientBuilder::checksum_mode`]). Every [`Error`] says how many attempts were made and why each
 //! failed.
 //!
-//! What it does not do (yet): objects larger than the whole memory budget fail with
-//! [`ErrorKind::TooLarge`] rather than streaming.
+//! ```no_run
+//! # use futures::StreamExt;
+//! # async fn run(client: s3_ordered::Client) -> Result<(), s3_ordered::Error> {
+//! // Any object, whole or streaming, chunk by chunk: each chunk's memory returns when dropped.
+//! let mut results = client.get_all("my-bucket", ["video/big.mp4", "logs/small.json"]);
+//! while let Some(object) = results.next().await {
+//!     let mut object = object?;
+//!     while let Some(chunk) = object.body.next_chunk().await {
+//!         let chunk: bytes::Bytes = chunk?;
+//!         // write `chunk` somewhere
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -58,6 +84,7 @@ mod checksum;
 mod client;
 mod config;
 mod conn;
+mod context;
 mod engine;
 mod error;
 mod fetch;
@@ -73,7 +100,7 @@ mod stats;
 pub use client::Client;
 pub use config::{
     Addressing, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_REGION, DEFAULT_SLAB_SIZE, DEFAULT_STALL_TIMEOUT, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
+    DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_SLAB_SIZE, DEFAULT_STALL_TIMEOUT, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
 };
 pub use engine::ObjectStream;
 pub use error::{ConfigError, Error, ErrorKind};
@@ -110,17 +137,29 @@ pub mod __internals {
         crate::s3::parse_content_range(value)
     }
 
-    /// `(body length, whole object)` a success reply must carry; see `fetch::expected_reply_len`.
-    pub fn expected_reply_len(
+    /// `(body length, whole object from byte 0, object size)` a success reply must carry for
+    /// a GET of bytes `from..end` of the part starting at `part_start`; see `fetch::check_reply`.
+    #[allow(clippy::too_many_arguments)] // mirrors the checked request field by field
+    pub fn check_reply(
         status: u16,
         content_length: Option<&[u8]>,
         content_range: Option<&[u8]>,
-        resume_from: u64,
-        size: u64,
-    ) -> Result<(u64, bool), crate::Error> {
+        part_start: u64,
+        from: u64,
+        end: u64,
+        ranged: bool,
+        size: Option<u64>,
+    ) -> Result<(u64, bool, u64), crate::Error> {
         let status = http::StatusCode::from_u16(status)
             .map_err(|e| crate::Error::invalid_input(e.to_string()))?;
-        crate::fetch::expected_reply_len(status, content_length, content_range, resume_from, size)
-            .map(|e| (e.len, e.restart))
+        let asked = crate::fetch::Asked {
+            part_start,
+            from,
+            end,
+            ranged,
+            size,
+        };
+        crate::fetch::check_reply(status, content_length, content_range, asked)
+            .map(|s| (s.len, s.restart, s.total))
     }
 }

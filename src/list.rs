@@ -11,11 +11,11 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use futures_core::Stream;
 
-use crate::client::ClientInner;
+use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::request_whole;
 use crate::object::ObjectRef;
@@ -31,7 +31,7 @@ pub struct ListStream {
 }
 
 struct State {
-    client: Arc<ClientInner>,
+    ctx: Arc<Context>,
     bucket: String,
     prefix: String,
     token: Option<String>,
@@ -40,9 +40,9 @@ struct State {
 }
 
 impl ListStream {
-    pub(crate) fn start(client: Arc<ClientInner>, bucket: String, prefix: String) -> Self {
+    pub(crate) fn start(ctx: Arc<Context>, bucket: String, prefix: String) -> Self {
         let state = State {
-            client,
+            ctx,
             bucket,
             prefix,
             token: None,
@@ -70,9 +70,9 @@ impl ListStream {
 }
 
 async fn next_page(st: &mut State) -> Result<(), Error> {
-    let target = BucketTarget::new(&st.client.config, &st.bucket)?;
+    let target = BucketTarget::new(&st.ctx.config, &st.bucket)?;
     let req = target.list_objects_v2(&st.prefix, st.token.as_deref())?;
-    let (_, body) = request_whole(&st.client, &target.origin, req, MAX_LIST_PAGE).await?;
+    let (_, body) = request_whole(&st.ctx, &target.origin, req, MAX_LIST_PAGE).await?;
     let page = parse_list_page(&body)?;
     if page.next_token.is_some() && page.next_token == st.token {
         return Err(Error::new(ErrorKind::InvalidResponse)
@@ -87,7 +87,7 @@ async fn next_page(st: &mut State) -> Result<(), Error> {
 impl Stream for ListStream {
     type Item = Item;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Item>> {
         self.inner.as_mut().poll_next(cx)
     }
 }

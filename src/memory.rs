@@ -1,22 +1,34 @@
-//! The memory budget: a pool of fixed-size slabs, the [`Lease`] of slabs one object holds, and
-//! the [`Body`] handed to the consumer.
+//! The memory budget: a pool of fixed-size slabs, the [`Lease`] of slabs one part of an object
+//! holds, and the [`Body`] handed to the consumer.
 //!
 //! `max_bytes` is divided into `max_bytes / slab_size` slabs. A [`tokio::sync::Semaphore`] with one
-//! permit per slab does the accounting: an object takes `ceil(size / slab_size)` permits with
-//! `acquire_many`, which is fair (FIFO across every request of the client), so a large object is
+//! permit per slab does the accounting: a part takes `ceil(len / slab_size)` permits with
+//! `acquire_many`, which is fair (FIFO across every request of the client), so a large part is
 //! never starved by a stream of small ones. Slab buffers are allocated the first time a permit
 //! needs one and kept on a free list afterwards, so a warm client allocates nothing per object and
 //! its resident memory never exceeds the budget.
 //!
-//! Response bytes are copied straight into the leased slabs. The lease travels inside the
-//! [`Body`]; the slabs and permits come back when the consumer drops the body, not when the
+//! Permits are not tied to a guard: a lease takes them, and every slab gives its own permit back
+//! when it returns to the free list — when its [`Lease`] is dropped, when a lease is trimmed, or
+//! when a chunk handed out by [`Body::next_chunk`] is dropped. So memory comes back slab by slab,
+//! as soon as the consumer is done with it, and the count of permits in use is always the count of
+//! slabs held.
+//!
+//! Response bytes are copied straight into the leased slabs. The leases travel inside the
+//! [`Body`]; their slabs come back when the consumer drops the body (or its chunks), not when the
 //! download ends, so memory held by delivered-but-unconsumed objects counts against the budget.
 
-use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+mod body;
 
-use bytes::{Buf, Bytes};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+pub use body::{Body, Chunks};
+pub(crate) use body::PartQueue;
 
 /// The shared slab pool of one client.
 #[derive(Clone)]
@@ -25,10 +37,37 @@ pub(crate) struct MemoryPool {
 }
 
 struct PoolInner {
-    permits: Arc<Semaphore>,
+    permits: Semaphore,
     free: Mutex<Vec<Box<[u8]>>>,
     slab_size: usize,
     total: u32,
+    /// Slabs held by the parts of streaming bodies.
+    streaming: AtomicUsize,
+}
+
+impl PoolInner {
+    fn lock_free(&self) -> MutexGuard<'_, Vec<Box<[u8]>>> {
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts `slabs` back on the free list, then returns their permits (in that order, so a
+    /// woken waiter finds the buffers free).
+    fn give_back(&self, slabs: impl Iterator<Item = Box<[u8]>>, streaming: bool) {
+        let mut n = 0;
+        {
+            let mut free = self.lock_free();
+            for slab in slabs.filter(|s| !s.is_empty()) {
+                free.push(slab);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            if streaming {
+                self.streaming.fetch_sub(n, Ordering::Relaxed);
+            }
+            self.permits.add_permits(n);
+        }
+    }
 }
 
 impl MemoryPool {
@@ -36,10 +75,11 @@ impl MemoryPool {
     pub(crate) fn new(slab_size: usize, total: u32) -> Self {
         MemoryPool {
             inner: Arc::new(PoolInner {
-                permits: Arc::new(Semaphore::new(total as usize)),
+                permits: Semaphore::new(total as usize),
                 free: Mutex::new(Vec::new()),
                 slab_size,
                 total,
+                streaming: AtomicUsize::new(0),
             }),
         }
     }
@@ -54,40 +94,48 @@ impl MemoryPool {
         self.inner.total
     }
 
-    /// Slabs currently leased (by downloads in flight or bodies not yet dropped).
+    /// Slabs currently leased (by downloads in flight, bodies and chunks not yet dropped).
     pub(crate) fn slabs_in_use(&self) -> usize {
         self.inner.total as usize - self.inner.permits.available_permits()
     }
 
+    /// Slabs currently held by the parts of streaming bodies.
+    pub(crate) fn streaming_slabs(&self) -> usize {
+        self.inner.streaming.load(Ordering::Relaxed)
+    }
+
     /// Slab buffers allocated so far (at most the total, never freed while the pool lives).
     pub(crate) fn slabs_allocated(&self) -> usize {
-        let free = self.lock_free().len();
+        let free = self.inner.lock_free().len();
         free + self.slabs_in_use()
     }
 
-    /// How many slabs an object of `size` bytes needs, or `None` if more than the whole budget.
-    pub(crate) fn slabs_for(&self, size: u64) -> Option<u32> {
-        let n = size.div_ceil(self.inner.slab_size as u64);
+    /// How many slabs `len` bytes need, or `None` if more than the whole budget.
+    pub(crate) fn slabs_for(&self, len: u64) -> Option<u32> {
+        let n = len.div_ceil(self.inner.slab_size as u64);
         u32::try_from(n).ok().filter(|n| *n <= self.inner.total)
     }
 
-    /// Waits for `slabs` slabs (as counted by [`slabs_for`](Self::slabs_for)) and leases them
-    /// for an object of `size` bytes.
+    /// Waits for the slabs `len` bytes need and leases them. `len` must fit the budget
+    /// ([`slabs_for`](Self::slabs_for) is `Some`).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future gives up the place in the queue and takes nothing.
-    pub(crate) async fn acquire(&self, slabs: u32, size: u64) -> Lease {
-        debug_assert!(slabs <= self.inner.total);
-        debug_assert_eq!(self.slabs_for(size), Some(slabs));
-        let permit = Arc::clone(&self.inner.permits)
-            .acquire_many_owned(slabs)
+    pub(crate) async fn acquire(&self, len: u64) -> Lease {
+        let slabs = self.slabs_for(len).unwrap_or(self.inner.total);
+        debug_assert_eq!(self.slabs_for(len), Some(slabs), "{len} bytes exceed the budget");
+        self.inner
+            .permits
+            .acquire_many(slabs)
             .await
             // The semaphore lives as long as the pool and is never closed.
-            .unwrap_or_else(|_| unreachable!("memory semaphore is never closed"));
+            .unwrap_or_else(|_| unreachable!("memory semaphore is never closed"))
+            // Each slab returns its own permit (see the module docs).
+            .forget();
         let mut bufs = Vec::with_capacity(slabs as usize);
         {
-            let mut free = self.lock_free();
+            let mut free = self.inner.lock_free();
             let keep = free.len().saturating_sub(slabs as usize);
             bufs.extend(free.drain(keep..));
         }
@@ -97,17 +145,10 @@ impl MemoryPool {
         Lease {
             pool: Arc::clone(&self.inner),
             slabs: bufs,
-            _permit: permit,
             len: 0,
-            size,
+            size: len,
+            streaming: false,
         }
-    }
-
-    fn lock_free(&self) -> std::sync::MutexGuard<'_, Vec<Box<[u8]>>> {
-        self.inner
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -121,21 +162,21 @@ impl fmt::Debug for MemoryPool {
     }
 }
 
-/// The write would take the body past its declared size.
+/// The write would take the lease past its declared size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Overflow;
 
-/// The slabs leased for one object, filled front to back up to the object's declared size.
+/// The slabs leased for one part (or a whole object), filled front to back up to a declared size.
 ///
-/// Dropping it returns the slabs to the free list and the permits to the budget.
+/// Dropping it returns its slabs to the free list and their permits to the budget.
 #[must_use = "dropping a lease returns its memory at once"]
 pub(crate) struct Lease {
     pool: Arc<PoolInner>,
+    /// Slab buffers; an empty box marks a slab already handed out as a chunk.
     slabs: Vec<Box<[u8]>>,
-    // Released after `Drop::drop` has put the slabs back, so a woken waiter finds them free.
-    _permit: OwnedSemaphorePermit,
     len: usize,
     size: u64,
+    streaming: bool,
 }
 
 impl Lease {
@@ -165,126 +206,108 @@ impl Lease {
         self.len = 0;
     }
 
-    /// The declared size this lease was taken for.
+    /// The declared size this lease was taken (or trimmed) for.
+    #[cfg(test)]
     pub(crate) fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Lowers the declared size to `size` (at least what is written) and returns the slabs it no
+    /// longer needs to the budget at once.
+    pub(crate) fn shrink_to(&mut self, size: u64) {
+        debug_assert!(size <= self.size && size >= self.len as u64);
+        self.size = size;
+        let keep = size.div_ceil(self.pool.slab_size as u64) as usize;
+        if keep < self.slabs.len() {
+            let extra: Vec<_> = self.slabs.drain(keep..).collect();
+            self.pool.give_back(extra.into_iter(), self.streaming);
+        }
+    }
+
+    /// Appends `next`'s bytes after this lease's, which must be full (every slab filled), so the
+    /// slabs of both stay one contiguous run of bytes.
+    pub(crate) fn append(&mut self, mut next: Lease) {
+        debug_assert_eq!(self.len, self.slabs.len() * self.pool.slab_size);
+        debug_assert!(Arc::ptr_eq(&self.pool, &next.pool));
+        self.slabs.append(&mut next.slabs);
+        self.len += next.len;
+        self.size += next.size;
+    }
+
+    /// Counts this lease's slabs as held by a streaming body (see [`MemoryPool::streaming_slabs`]).
+    pub(crate) fn mark_streaming(&mut self) {
+        if !self.streaming {
+            self.streaming = true;
+            let held = self.slabs.iter().filter(|s| !s.is_empty()).count();
+            self.pool.streaming.fetch_add(held, Ordering::Relaxed);
+        }
+    }
+
+    fn slab_size(&self) -> usize {
+        self.pool.slab_size
+    }
+
+    /// The written bytes of slab `idx` (empty once handed out).
+    fn slab_bytes(&self, idx: usize) -> &[u8] {
+        let start = idx * self.slab_size();
+        let end = self.len.min(start + self.slab_size());
+        match self.slabs.get(idx) {
+            Some(slab) if !slab.is_empty() && end > start => &slab[..end - start],
+            _ => &[],
+        }
+    }
+
+    /// Moves slab `idx`'s bytes `[off..]` out as zero-copy [`Bytes`]; the slab (and its permit)
+    /// returns to the budget when the last clone of them is dropped.
+    fn take_chunk(&mut self, idx: usize, off: usize) -> Bytes {
+        let end = self.len.min((idx + 1) * self.slab_size()) - idx * self.slab_size();
+        let buf = std::mem::take(&mut self.slabs[idx]);
+        Bytes::from_owner(SlabChunk {
+            pool: Arc::clone(&self.pool),
+            buf,
+            start: off,
+            end,
+            streaming: self.streaming,
+        })
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.slabs.is_empty() {
-            return;
-        }
-        let mut free = self
-            .pool
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        free.append(&mut self.slabs);
+        let slabs = std::mem::take(&mut self.slabs);
+        self.pool.give_back(slabs.into_iter(), self.streaming);
     }
 }
 
-/// The bytes of one object, held in slabs leased from the client's memory budget.
-///
-/// Read it as a [`bytes::Buf`], walk its [`chunks`](Body::chunks), or copy it out with
-/// [`to_vec`](Body::to_vec) / [`to_bytes`](Body::to_bytes). Its memory returns to the budget
-/// when the `Body` is dropped: keep it only as long as you need it.
-pub struct Body {
-    lease: Lease,
-    pos: usize,
-}
-
-impl Body {
-    pub(crate) fn new(lease: Lease) -> Self {
-        Body { lease, pos: 0 }
-    }
-
-    /// Total length of the body in bytes (unaffected by reading through [`Buf`]).
-    pub fn len(&self) -> usize {
-        self.lease.len
-    }
-
-    /// True for an empty object.
-    pub fn is_empty(&self) -> bool {
-        self.lease.len == 0
-    }
-
-    /// The body's contiguous pieces, front to back (each at most one slab long).
-    pub fn chunks(&self) -> Chunks<'_> {
-        Chunks {
-            slabs: self.lease.slabs.iter(),
-            remaining: self.lease.len,
-        }
-    }
-
-    /// Copies the whole body into a new `Vec<u8>`.
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.len());
-        for c in self.chunks() {
-            v.extend_from_slice(c);
-        }
-        v
-    }
-
-    /// Copies the whole body into a new [`Bytes`].
-    pub fn to_bytes(&self) -> Bytes {
-        Bytes::from(self.to_vec())
-    }
-}
-
-impl Buf for Body {
-    fn remaining(&self) -> usize {
-        self.lease.len - self.pos
-    }
-
-    fn chunk(&self) -> &[u8] {
-        if self.pos >= self.lease.len {
-            return &[];
-        }
-        let slab_size = self.lease.pool.slab_size;
-        let (idx, off) = (self.pos / slab_size, self.pos % slab_size);
-        let end = slab_size.min(self.lease.len - idx * slab_size);
-        &self.lease.slabs[idx][off..end]
-    }
-
-    fn advance(&mut self, cnt: usize) {
-        assert!(
-            cnt <= self.remaining(),
-            "advance past the end of the body: {cnt} > {}",
-            self.remaining()
-        );
-        self.pos += cnt;
-    }
-}
-
-impl fmt::Debug for Body {
+impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Body")
-            .field("len", &self.lease.len)
-            .field("slabs", &self.lease.slabs.len())
+        f.debug_struct("Lease")
+            .field("len", &self.len)
+            .field("size", &self.size)
+            .field("slabs", &self.slabs.len())
             .finish()
     }
 }
 
-/// Iterator over a [`Body`]'s contiguous pieces; see [`Body::chunks`].
-#[derive(Debug)]
-pub struct Chunks<'a> {
-    slabs: std::slice::Iter<'a, Box<[u8]>>,
-    remaining: usize,
+/// One slab handed out as a chunk; gives the slab and its permit back on drop.
+struct SlabChunk {
+    pool: Arc<PoolInner>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    streaming: bool,
 }
 
-impl<'a> Iterator for Chunks<'a> {
-    type Item = &'a [u8];
+impl AsRef<[u8]> for SlabChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
 
-    fn next(&mut self) -> Option<&'a [u8]> {
-        if self.remaining == 0 {
-            return None;
-        }
-        let slab = self.slabs.next()?;
-        let n = slab.len().min(self.remaining);
-        self.remaining -= n;
-        Some(&slab[..n])
+impl Drop for SlabChunk {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.pool.give_back(std::iter::once(buf), self.streaming);
     }
 }
 
@@ -305,11 +328,9 @@ pub(crate) mod bench {
 
         /// Leases room for `data`, copies it in, and drops the body; returns its length.
         pub async fn cycle(&self, data: &[u8]) -> usize {
-            let size = data.len() as u64;
-            let slabs = self.0.slabs_for(size).expect("fits the budget");
-            let mut lease = self.0.acquire(slabs, size).await;
+            let mut lease = self.0.acquire(data.len() as u64).await;
             lease.write(data).expect("declared size");
-            Body::new(lease).len()
+            Body::whole(lease).len() as usize
         }
     }
 }
@@ -317,20 +338,20 @@ pub(crate) mod bench {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
     use proptest::prelude::*;
 
     #[tokio::test]
     async fn body_spans_slabs_and_returns_them_on_drop() {
         let pool = MemoryPool::new(4, 8);
-        let n = pool.slabs_for(10).unwrap();
-        assert_eq!(n, 3);
-        let mut lease = pool.acquire(n, 10).await;
+        assert_eq!(pool.slabs_for(10), Some(3));
+        let mut lease = pool.acquire(10).await;
         lease.write(b"hello").unwrap();
         lease.write(b"worl").unwrap();
         assert_eq!(lease.write(b"d!"), Err(Overflow));
         lease.write(b"d").unwrap();
         assert_eq!(pool.slabs_in_use(), 3);
-        let mut body = Body::new(lease);
+        let mut body = Body::whole(lease);
         assert_eq!(body.to_vec(), b"helloworld");
         let chunks: Vec<&[u8]> = body.chunks().collect();
         assert_eq!(chunks, vec![&b"hell"[..], b"owor", b"ld"]);
@@ -343,9 +364,52 @@ mod tests {
         assert_eq!(pool.slabs_in_use(), 0);
         assert_eq!(pool.slabs_allocated(), 3);
         // Reuse: no new allocation for the next lease.
-        let again = pool.acquire(2, 8).await;
+        let again = pool.acquire(8).await;
         assert_eq!(pool.slabs_allocated(), 3);
         drop(again);
+    }
+
+    #[tokio::test]
+    async fn chunks_return_their_slab_one_by_one() {
+        let pool = MemoryPool::new(4, 8);
+        let mut lease = pool.acquire(10).await;
+        lease.write(b"helloworld").unwrap();
+        let mut body = Body::whole(lease);
+        let a = body.next_chunk().await.unwrap().unwrap();
+        assert_eq!(&a[..], b"hell");
+        assert_eq!(pool.slabs_in_use(), 3);
+        // What is left of the body no longer holds the chunk's slab.
+        assert_eq!(body.to_vec(), b"oworld");
+        let b = body.next_chunk().await.unwrap().unwrap();
+        let c = body.next_chunk().await.unwrap().unwrap();
+        assert!(body.next_chunk().await.is_none());
+        assert_eq!((&b[..], &c[..]), (&b"owor"[..], &b"ld"[..]));
+        drop(body);
+        assert_eq!(pool.slabs_in_use(), 3, "chunks still hold their slabs");
+        drop(a);
+        assert_eq!(pool.slabs_in_use(), 2);
+        let tail = c.slice(1..);
+        drop((b, c));
+        assert_eq!(pool.slabs_in_use(), 1, "a slice keeps its slab");
+        drop(tail);
+        assert_eq!(pool.slabs_in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn shrink_and_append_keep_the_count_exact() {
+        let pool = MemoryPool::new(4, 8);
+        let mut first = pool.acquire(16).await;
+        assert_eq!(pool.slabs_in_use(), 4);
+        first.write(b"abcdefgh").unwrap();
+        first.shrink_to(8);
+        assert_eq!(pool.slabs_in_use(), 2);
+        assert_eq!(first.write(b"x"), Err(Overflow));
+        let mut second = pool.acquire(3).await;
+        second.write(b"xyz").unwrap();
+        first.append(second);
+        assert_eq!((first.len(), first.size()), (11, 11));
+        assert_eq!(Body::whole(first).to_vec(), b"abcdefghxyz");
+        assert_eq!(pool.slabs_in_use(), 0);
     }
 
     #[test]
@@ -361,13 +425,13 @@ mod tests {
     #[tokio::test]
     async fn acquire_waits_fifo_until_memory_returns() {
         let pool = MemoryPool::new(1, 4);
-        let first = pool.acquire(3, 3).await;
+        let first = pool.acquire(3).await;
         let p = pool.clone();
-        let big = tokio::spawn(async move { p.acquire(4, 4).await });
+        let big = tokio::spawn(async move { p.acquire(4).await });
         tokio::task::yield_now().await;
         // A small request queued behind the big one must not overtake it.
         let p = pool.clone();
-        let small = tokio::spawn(async move { p.acquire(1, 1).await });
+        let small = tokio::spawn(async move { p.acquire(1).await });
         tokio::task::yield_now().await;
         assert!(!big.is_finished() && !small.is_finished());
         drop(first);
@@ -385,25 +449,31 @@ mod tests {
     enum Op {
         Acquire(u64),
         Release(usize),
+        TakeChunk(usize),
     }
 
     proptest! {
         /// Against a counter model: in-use never exceeds the total, every byte written reads
-        /// back, and everything returns once all leases are dropped.
+        /// back (whole or chunk by chunk), and everything returns once all leases are dropped.
         #[test]
         fn matches_counter_model(
             slab in 1usize..64,
             total in 1u32..32,
             ops in proptest::collection::vec(
-                prop_oneof![(0u64..2048).prop_map(Op::Acquire), (0usize..16).prop_map(Op::Release)],
+                prop_oneof![
+                    (0u64..2048).prop_map(Op::Acquire),
+                    (0usize..16).prop_map(Op::Release),
+                    (0usize..16).prop_map(Op::TakeChunk),
+                ],
                 0..64,
             ),
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
                 let pool = MemoryPool::new(slab, total);
-                let mut held: Vec<(Body, Vec<u8>)> = Vec::new();
-                let mut used = 0u32;
+                // Each held body, the bytes it must still yield, and the chunks taken from it.
+                let mut held: Vec<(Body, Vec<u8>, Vec<Bytes>)> = Vec::new();
+                let mut used = 0usize;
                 for op in ops {
                     match op {
                         Op::Acquire(size) => {
@@ -411,26 +481,35 @@ mod tests {
                                 prop_assert!(size.div_ceil(slab as u64) > total as u64);
                                 continue;
                             };
-                            if used + n > total {
+                            if used + n as usize > total as usize {
                                 continue; // would wait forever in this single-task model
                             }
-                            let mut lease = pool.acquire(n, size).await;
-                            used += n;
+                            let mut lease = pool.acquire(size).await;
+                            used += n as usize;
                             let data: Vec<u8> = (0..size).map(|i| (i * 31 + size) as u8).collect();
                             for part in data.chunks(7) {
                                 prop_assert!(lease.write(part).is_ok());
                             }
                             prop_assert_eq!(lease.write(b"x"), Err(Overflow));
-                            held.push((Body::new(lease), data));
+                            held.push((Body::whole(lease), data, Vec::new()));
+                        }
+                        Op::TakeChunk(i) if !held.is_empty() => {
+                            let n = held.len();
+                            let (body, _, taken) = &mut held[i % n];
+                            if let Some(chunk) = body.next_chunk().await {
+                                taken.push(chunk.expect("a whole body never fails"));
+                            }
                         }
                         Op::Release(i) if !held.is_empty() => {
-                            let (body, data) = held.swap_remove(i % held.len());
-                            prop_assert_eq!(body.to_vec(), data);
-                            used -= pool.slabs_for(body.len() as u64).unwrap_or(0);
+                            let (body, data, taken) = held.swap_remove(i % held.len());
+                            let mut got: Vec<u8> = taken.iter().flat_map(|c| c.to_vec()).collect();
+                            got.extend(body.to_vec());
+                            prop_assert_eq!(got, data);
+                            used -= pool.slabs_for(body.len()).unwrap_or(0) as usize;
                         }
-                        Op::Release(_) => {}
+                        _ => {}
                     }
-                    prop_assert_eq!(pool.slabs_in_use(), used as usize);
+                    prop_assert_eq!(pool.slabs_in_use(), used);
                     prop_assert!(pool.slabs_allocated() <= total as usize);
                 }
                 drop(held);

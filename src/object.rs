@@ -1,5 +1,5 @@
-//! What goes in ([`ObjectRef`]: a key, its size, optionally a version) and what comes out
-//! ([`Object`]: the key, its position in the input, its ETag and its [`Body`]).
+//! What goes in ([`ObjectRef`]: a key, its size if known, optionally a version) and what comes
+//! out ([`Object`]: the key, its position in the input, its ETag and its [`Body`]).
 
 use crate::error::Error;
 use crate::memory::Body;
@@ -7,24 +7,36 @@ use crate::memory::Body;
 /// One object to fetch.
 ///
 /// `size` is the object's length in bytes as listed (ListObjectsV2 `Size`, HeadObject
-/// `Content-Length`): it decides how much memory is reserved before the GET starts, and the body
-/// received must match it exactly.
+/// `Content-Length`): it decides how the object is split into parts and how much memory is
+/// reserved before its GETs start, and the bytes received must match it exactly. Without a size
+/// (`None`), the first GET asks for one part's range and learns the size from the reply's
+/// `Content-Range`: a small object then costs that one request (no HEAD), a large one goes on
+/// with its other parts — and streams, see [`ClientBuilder::stream_threshold`](crate::ClientBuilder::stream_threshold).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectRef {
     /// The object key, unencoded (`photos/2024/a b.jpg`).
     pub key: String,
-    /// The object's size in bytes.
-    pub size: u64,
+    /// The object's size in bytes, if known.
+    pub size: Option<u64>,
     /// A specific version to fetch; `None` fetches the current one.
     pub version_id: Option<String>,
 }
 
 impl ObjectRef {
-    /// An object at its current version.
+    /// An object of `size` bytes, at its current version.
     pub fn new(key: impl Into<String>, size: u64) -> Self {
         ObjectRef {
             key: key.into(),
-            size,
+            size: Some(size),
+            version_id: None,
+        }
+    }
+
+    /// An object whose size is not known; its first GET learns it.
+    pub fn without_size(key: impl Into<String>) -> Self {
+        ObjectRef {
+            key: key.into(),
+            size: None,
             version_id: None,
         }
     }
@@ -51,6 +63,20 @@ impl IntoObjectRef for ObjectRef {
     }
 }
 
+/// A bare key: an object of unknown size ([`ObjectRef::without_size`]).
+impl IntoObjectRef for String {
+    fn into_object_ref(self) -> Result<ObjectRef, Error> {
+        Ok(ObjectRef::without_size(self))
+    }
+}
+
+/// A bare key: an object of unknown size ([`ObjectRef::without_size`]).
+impl IntoObjectRef for &str {
+    fn into_object_ref(self) -> Result<ObjectRef, Error> {
+        Ok(ObjectRef::without_size(self))
+    }
+}
+
 impl IntoObjectRef for Result<ObjectRef, Error> {
     fn into_object_ref(self) -> Result<ObjectRef, Error> {
         self
@@ -69,6 +95,7 @@ pub struct Object {
     pub etag: Option<String>,
     /// The version id the server sent (`x-amz-version-id`), if any.
     pub version_id: Option<String>,
-    /// The object's bytes. Dropping it returns its memory to the client's budget.
+    /// The object's bytes, held whole or streaming ([`Body::is_streaming`]). Dropping it returns
+    /// its memory to the client's budget (and cancels what a streaming body still had to fetch).
     pub body: Body,
 }

@@ -11,6 +11,7 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) retries: AtomicU64,
+    pub(crate) parts: AtomicU64,
 }
 
 impl Counters {
@@ -25,8 +26,11 @@ impl Counters {
 pub struct Stats {
     /// Objects fetched successfully.
     pub objects: u64,
-    /// Body bytes received for those objects.
+    /// Body bytes received (counted as each part completes).
     pub bytes: u64,
+    /// GETs completed: one per object fetched in one GET, one per part of an object fetched
+    /// as ranged parts.
+    pub parts: u64,
     /// HTTP requests sent.
     pub requests: u64,
     /// Objects that ended in an error.
@@ -43,6 +47,9 @@ pub struct Stats {
     pub slabs_in_use: usize,
     /// Body memory leased now, in bytes (`slabs_in_use × slab_size`).
     pub bytes_in_use: u64,
+    /// The part of `bytes_in_use` held by streaming bodies: parts received and not yet read
+    /// (or read as chunks not yet dropped).
+    pub streaming_bytes_in_use: u64,
     /// Slab buffers allocated so far; they are reused, never more than the budget holds.
     pub slabs_allocated: usize,
 }
@@ -55,6 +62,7 @@ impl Counters {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            parts: self.parts.load(Ordering::Relaxed),
             ..Stats::default()
         }
     }

@@ -20,7 +20,7 @@ pub(crate) struct FetchArgs {
     #[arg(value_name = "S3_URL", value_parser = source::parse_s3_url)]
     pub(crate) url: S3Url,
     /// Fetch the keys listed in FILE instead (one per line: KEY, KEY<TAB>SIZE or
-    /// KEY<TAB>SIZE<TAB>VERSION_ID; a missing size is learned with HEAD); `-` reads stdin
+    /// KEY<TAB>SIZE<TAB>VERSION_ID; a missing size is learned from the first GET); `-` reads stdin
     #[arg(long, value_name = "FILE")]
     pub(crate) keys_from: Option<String>,
     /// No progress bar and no summary line
@@ -38,9 +38,7 @@ impl FetchArgs {
             Some(path) if path != "-" && Tally::visible(self.quiet) => count_lines(path).ok(),
             _ => None,
         };
-        let per_request = self.conn.max_connections;
-        let inputs =
-            source::inputs(&client, &self.url, self.keys_from.as_deref(), per_request).await?;
+        let inputs = source::inputs(&client, &self.url, self.keys_from.as_deref()).await?;
         let results = client.get_stream(self.url.bucket.clone(), inputs);
         Ok((client, results, Tally::new(total, self.quiet)))
     }
@@ -71,13 +69,38 @@ pub(crate) async fn cat(args: FetchArgs, env: &Env) -> anyhow::Result<ExitCode> 
         };
         let Some(result) = next else { break };
         match result {
+            Ok(mut obj) if obj.body.is_streaming() => {
+                // Part by part, as the parts arrive; each chunk's memory returns once written.
+                let mut written = 0u64;
+                loop {
+                    match obj.body.next_chunk().await {
+                        None => {
+                            tally.ok(written);
+                            break;
+                        }
+                        Some(Ok(chunk)) => {
+                            if let Err(e) = out.write_all(&chunk).await {
+                                return closed_or_failed(e, tally);
+                            }
+                            written += chunk.len() as u64;
+                        }
+                        Some(Err(e)) => {
+                            tally.failed(&format!(
+                                "{} (after {written} bytes were written)",
+                                chain(&e)
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
             Ok(obj) => {
                 for chunk in obj.body.chunks() {
                     if let Err(e) = out.write_all(chunk).await {
                         return closed_or_failed(e, tally);
                     }
                 }
-                tally.ok(obj.body.len() as u64);
+                tally.ok(obj.body.len());
             }
             Err(e) => tally.failed(&chain(&e)),
         }
@@ -122,14 +145,9 @@ pub(crate) async fn get(args: GetArgs, env: &Env) -> anyhow::Result<ExitCode> {
             }
         };
         let key = obj.key.clone();
-        let len = obj.body.len() as u64;
-        let dir = args.out.clone();
+        let len = obj.body.len();
         let rel = key.strip_prefix(prefix.as_str()).unwrap_or(&key).to_owned();
-        let written = tokio::task::spawn_blocking(move || save(&dir, &rel, obj))
-            .await
-            .context("the writer task failed")
-            .and_then(|r| r);
-        match written {
+        match save(&args.out, &rel, obj).await {
             Ok(()) => tally.ok(len),
             Err(e) => tally.failed(&format!("object {key:?}: {e:#}")),
         }
@@ -159,10 +177,58 @@ pub(crate) fn safe_segments(rel: &str) -> Result<(Vec<&str>, bool), String> {
     Ok((segments, is_dir))
 }
 
-/// Writes `obj` to `dir/rel` through a temporary file and a rename.
-fn save(dir: &Path, rel: &str, obj: Object) -> anyhow::Result<()> {
+/// Where an object's bytes go: a temporary name beside the final one.
+struct Target {
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+/// Writes `obj` to `dir/rel` through a temporary file and a rename; a streaming body is written
+/// part by part as it arrives, and renamed only once complete.
+async fn save(dir: &Path, rel: &str, obj: Object) -> anyhow::Result<()> {
+    let (dir, rel, seq, empty) = (dir.to_path_buf(), rel.to_owned(), obj.seq, obj.body.is_empty());
+    let target = tokio::task::spawn_blocking(move || prepare(&dir, &rel, seq, empty))
+        .await
+        .context("the writer task failed")??;
+    let Some(target) = target else {
+        return Ok(()); // a directory marker
+    };
+    let written = if obj.body.is_streaming() {
+        write_streaming(&target.tmp, obj.body).await
+    } else {
+        let tmp = target.tmp.clone();
+        tokio::task::spawn_blocking(move || write_whole(&tmp, &obj.body))
+            .await
+            .context("the writer task failed")
+            .and_then(|r| r)
+    };
+    let result = match written {
+        Ok(()) => {
+            let (tmp, dest) = (target.tmp.clone(), target.dest.clone());
+            tokio::task::spawn_blocking(move || {
+                if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                    anyhow::bail!("refused: {} is a directory", dest.display());
+                }
+                std::fs::rename(&tmp, &dest)
+                    .with_context(|| format!("renaming into {}", dest.display()))
+            })
+            .await
+            .context("the writer task failed")
+            .and_then(|r| r)
+        }
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&target.tmp).await;
+    }
+    result
+}
+
+/// Checks `rel` and creates its parent directories under `dir`; `None` for a directory marker
+/// (a key ending in `/`), which needs nothing written.
+fn prepare(dir: &Path, rel: &str, seq: u64, empty: bool) -> anyhow::Result<Option<Target>> {
     let (segments, is_dir) = safe_segments(rel).map_err(|why| anyhow::anyhow!("refused: {why}"))?;
-    if is_dir && !obj.body.is_empty() {
+    if is_dir && !empty {
         anyhow::bail!("refused: a key ending in `/` has a body");
     }
     let (name, parents) = if is_dir {
@@ -190,39 +256,52 @@ fn save(dir: &Path, rel: &str, obj: Object) -> anyhow::Result<()> {
         }
     }
     let Some(name) = name else {
-        return Ok(());
+        return Ok(None);
     };
-    let dest = path.join(name);
-    let tmp = path.join(format!(
-        ".{name}.s3-ordered-{}-{}.tmp",
-        std::process::id(),
-        obj.seq
-    ));
-    let result = write_new(&tmp, &obj.body).and_then(|()| {
-        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-            anyhow::bail!("refused: {} is a directory", dest.display());
-        }
-        std::fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    Ok(Some(Target {
+        tmp: path.join(format!(
+            ".{name}.s3-ordered-{}-{seq}.tmp",
+            std::process::id()
+        )),
+        dest: path.join(name),
+    }))
 }
 
-fn write_new(path: &Path, body: &Body) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    // create_new refuses an existing file or symlink at the temporary name.
-    let mut f = std::fs::OpenOptions::new()
+/// Opens `path` for writing; refuses an existing file or symlink at the temporary name.
+fn create_new(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+fn write_whole(path: &Path, body: &Body) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f = create_new(path)?;
     for chunk in body.chunks() {
         f.write_all(chunk)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+async fn write_streaming(path: &Path, mut body: Body) -> anyhow::Result<()> {
+    let file = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || create_new(&path))
+            .await
+            .context("the writer task failed")??
+    };
+    let mut file = tokio::fs::File::from_std(file);
+    while let Some(chunk) = body.next_chunk().await {
+        file.write_all(&chunk?)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    file.flush()
+        .await
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// What `bench` takes.
@@ -240,7 +319,19 @@ pub(crate) async fn bench(args: BenchArgs, env: &Env) -> anyhow::Result<ExitCode
     let (client, mut results, mut tally) = args.fetch.start(env).await?;
     while let Some(result) = results.next().await {
         match result {
-            Ok(obj) => tally.ok(obj.body.len() as u64),
+            Ok(mut obj) if obj.body.is_streaming() => {
+                let mut failed = None;
+                while let Some(chunk) = obj.body.next_chunk().await {
+                    if let Err(e) = chunk {
+                        failed = Some(e);
+                    }
+                }
+                match failed {
+                    None => tally.ok(obj.body.len()),
+                    Some(e) => tally.failed(&chain(&e)),
+                }
+            }
+            Ok(obj) => tally.ok(obj.body.len()),
             Err(e) => tally.failed(&chain(&e)),
         }
     }
@@ -262,6 +353,7 @@ pub(crate) async fn bench(args: BenchArgs, env: &Env) -> anyhow::Result<ExitCode
                 "cpu_seconds": cpu,
                 "peak_rss_bytes": rss,
                 "requests": stats.requests,
+                "parts": stats.parts,
                 "connections_opened": stats.connections_opened,
             })
         );

@@ -27,7 +27,8 @@ pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
     while let Some(item) = listing.next().await {
         match item {
             Ok(obj) => {
-                let line = format!("{}\t{}\n", obj.size, obj.key);
+                let size = obj.size.map_or_else(|| "-".to_owned(), |n| n.to_string());
+                let line = format!("{size}\t{}\n", obj.key);
                 if let Err(e) = out.write_all(line.as_bytes()).await {
                     return closed(e);
                 }

@@ -34,6 +34,10 @@ pub(crate) struct ConnectOpts {
     /// Memory for object bodies held at once: bytes, or with a unit (512MiB, 2GiB)
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     max_bytes: u64,
+    /// Objects larger than this are fetched as parallel ranged GETs of this size
+    /// [default: 8MiB, less when --max-bytes cannot give every connection a part]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    part_size: Option<u64>,
 }
 
 /// What the environment says, read once so tests can supply it.
@@ -73,6 +77,9 @@ impl ConnectOpts {
             .max_bytes(self.max_bytes);
         if let Some(n) = self.max_connections_per_request {
             b = b.max_connections_per_request(n);
+        }
+        if let Some(n) = self.part_size {
+            b = b.part_size(n);
         }
         if let Some(url) = self
             .endpoint_url

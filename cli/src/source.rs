@@ -74,12 +74,11 @@ pub(crate) fn parse_key_line(line: &str) -> Result<Option<KeyLine>, String> {
 pub(crate) type Inputs = Pin<Box<dyn Stream<Item = Result<ObjectRef, Error>> + Send>>;
 
 /// Opens the input: a listing of `url`, or the lines of `keys_from` (`-` for stdin). Lines
-/// without a size are sized with HEAD, `concurrency` at a time, keeping their order.
+/// without a size become objects of unknown size, whose first GET learns it.
 pub(crate) async fn inputs(
     client: &Client,
     url: &S3Url,
     keys_from: Option<&str>,
-    concurrency: usize,
 ) -> anyhow::Result<Inputs> {
     let Some(path) = keys_from else {
         return Ok(Box::pin(
@@ -95,48 +94,28 @@ pub(crate) async fn inputs(
         Box::pin(tokio::io::BufReader::new(file))
     };
     let lines = tokio_lines(reader);
-    let client = client.clone();
-    let bucket = url.bucket.clone();
     let path = path.to_owned();
-    let items = lines
-        .enumerate()
-        .filter_map(move |(n, line)| {
-            let parsed = match line {
-                Err(e) => Some(Err(Error::invalid_input(format!(
-                    "reading {path} line {}: {e}",
+    let items = lines.enumerate().filter_map(move |(n, line)| {
+        let parsed = match line {
+            Err(e) => Some(Err(Error::invalid_input(format!(
+                "reading {path} line {}: {e}",
+                n + 1
+            )))),
+            Ok(text) => match parse_key_line(&text) {
+                Ok(None) => None,
+                Ok(Some(l)) => Some(Ok(ObjectRef {
+                    key: l.key,
+                    size: l.size,
+                    version_id: l.version_id,
+                })),
+                Err(why) => Some(Err(Error::invalid_input(format!(
+                    "{path} line {}: {why}",
                     n + 1
                 )))),
-                Ok(text) => match parse_key_line(&text) {
-                    Ok(None) => None,
-                    Ok(Some(l)) => Some(Ok(l)),
-                    Err(why) => Some(Err(Error::invalid_input(format!(
-                        "{path} line {}: {why}",
-                        n + 1
-                    )))),
-                },
-            };
-            futures::future::ready(parsed)
-        })
-        .map(move |line| {
-            let client = client.clone();
-            let bucket = bucket.clone();
-            async move {
-                let line = line?;
-                match line.size {
-                    Some(size) => Ok(ObjectRef {
-                        key: line.key,
-                        size,
-                        version_id: line.version_id,
-                    }),
-                    None => {
-                        client
-                            .head(&bucket, &line.key, line.version_id.as_deref())
-                            .await
-                    }
-                }
-            }
-        })
-        .buffered(concurrency.max(1));
+            },
+        };
+        futures::future::ready(parsed)
+    });
     Ok(Box::pin(items))
 }
 

@@ -1,0 +1,57 @@
+//! [`Context`]: what every request of one client shares — the validated configuration, the
+//! connection pool, the memory pool, the signer, the retry budget and the counters.
+//!
+//! Every module below the public [`Client`](crate::Client) takes a `Context` (or an
+//! `Arc<Context>` when a task outlives the call), never the `Client` itself, so data and imports
+//! flow one way: client → engine / list → fetch → context's parts.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::conn::ConnPool;
+use crate::error::ConfigError;
+use crate::memory::MemoryPool;
+use crate::retry::RetryBudget;
+use crate::sign::Signer;
+use crate::stats::{Counters, Stats};
+
+/// The state shared by every request of one client.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) config: Config,
+    pub(crate) memory: MemoryPool,
+    pub(crate) conns: ConnPool,
+    pub(crate) signer: Signer,
+    pub(crate) counters: Counters,
+    pub(crate) budget: RetryBudget,
+}
+
+impl Context {
+    /// Builds the pools, signer and budget for a validated `config`.
+    pub(crate) fn new(config: Config) -> Result<Arc<Self>, ConfigError> {
+        Ok(Arc::new(Context {
+            memory: MemoryPool::new(config.slab_size, config.total_slabs),
+            conns: ConnPool::new(config.max_connections, config.connect_timeout)?,
+            signer: Signer::new(Arc::clone(&config.region), &config.credentials),
+            counters: Counters::default(),
+            budget: RetryBudget::new(&config.retry),
+            config,
+        }))
+    }
+
+    /// A snapshot of the counters and of what the client holds now.
+    pub(crate) fn stats(&self) -> Stats {
+        let slabs_in_use = self.memory.slabs_in_use();
+        let slab = self.memory.slab_size() as u64;
+        Stats {
+            connections_opened: self.conns.opened(),
+            open_connections: self.conns.open(),
+            busy_connections: self.conns.in_use(),
+            slabs_in_use,
+            bytes_in_use: slabs_in_use as u64 * slab,
+            streaming_bytes_in_use: self.memory.streaming_slabs() as u64 * slab,
+            slabs_allocated: self.memory.slabs_allocated(),
+            ..self.counters.snapshot()
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! [`Assembly`]: one object of a request while its parts are fetched — where the parts' results
+//! meet and become the object's one result at its position.
+//!
+//! * A **whole** object keeps each finished part's lease; when the last one is in, the leases
+//!   are joined in order into one [`Body`] and delivered.
+//! * A **streaming** object is delivered as soon as its first part is in, with a body reading
+//!   from a [`PartQueue`]; later parts go into the queue as they finish.
+//! * An object of unknown size is **probing** until its first part's reply tells the size; it
+//!   then becomes whole (one part) or streaming, and asks the driver, through the request's
+//!   urgent queue, to admit its other parts before anything later in the input.
+//!
+//! A part that fails for good fails the object: one error at its position and every other part
+//! cancelled — or, once a streaming body is out, an error read from the body after the parts
+//! before it, with the parts after it cancelled. Dropping a streaming body cancels the parts
+//! still to come. Either way the driver admits no more parts of the object.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use tokio::task::AbortHandle;
+
+use super::plan::{self, Mode};
+use super::{Delivery, Shared};
+use crate::context::Context;
+use crate::error::{Error, ErrorKind};
+use crate::fetch::{ObjectPin, PartSpec};
+use crate::memory::{Body, Lease, PartQueue};
+use crate::object::{Object, ObjectRef};
+use crate::stats::Counters;
+
+/// One object of a request, from its first part's admission to its last part's end.
+pub(crate) struct Assembly {
+    pub(crate) seq: u64,
+    pub(crate) key: String,
+    pub(crate) version_id: Option<String>,
+    pub(crate) pin: ObjectPin,
+    ctx: Arc<Context>,
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Present until the object's result (or its streaming body) is delivered.
+    delivery: Option<Delivery>,
+    kind: Kind,
+    /// Parts in all, once known (1 while probing).
+    parts: usize,
+    /// No more parts are wanted: the object failed or its streaming body was dropped.
+    finished: bool,
+    aborts: Vec<(usize, AbortHandle)>,
+}
+
+enum Kind {
+    Whole {
+        leases: Vec<Option<Lease>>,
+        received: usize,
+    },
+    Streaming {
+        queue: Arc<PartQueue>,
+        received: usize,
+    },
+    Probing,
+}
+
+impl Assembly {
+    /// Plans `obj` (whose result goes to `delivery`).
+    pub(crate) fn new(
+        ctx: &Arc<Context>,
+        shared: &Arc<Shared>,
+        obj: ObjectRef,
+        delivery: Delivery,
+    ) -> Arc<Self> {
+        let seq = delivery.seq;
+        Arc::new_cyclic(|me: &Weak<Assembly>| {
+            let (kind, parts) = match obj.size {
+                Some(size) => plan_known(ctx, me, size, true),
+                None => (Kind::Probing, 1),
+            };
+            Assembly {
+                seq,
+                key: obj.key,
+                version_id: obj.version_id,
+                pin: ObjectPin::new(obj.size),
+                ctx: Arc::clone(ctx),
+                shared: Arc::clone(shared),
+                state: Mutex::new(State {
+                    delivery: Some(delivery),
+                    kind,
+                    parts,
+                    finished: false,
+                    aborts: Vec::new(),
+                }),
+            }
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Parts in all, as far as known now (1 while the size is being learned).
+    pub(crate) fn parts(&self) -> usize {
+        self.lock().parts
+    }
+
+    /// False once the object failed or its streaming body was dropped.
+    pub(crate) fn wants_more(&self) -> bool {
+        !self.lock().finished
+    }
+
+    /// The bytes part `idx` stands for.
+    pub(crate) fn spec(&self, idx: usize) -> PartSpec {
+        let size = self.pin.snapshot().size;
+        plan::part_spec(size, self.ctx.config.part_size, idx)
+    }
+
+    /// Registers the task fetching part `idx`, so a failure or a dropped body can cancel it.
+    pub(crate) fn add_abort(&self, idx: usize, handle: AbortHandle) {
+        let mut st = self.lock();
+        if st.finished {
+            handle.abort();
+        } else {
+            st.aborts.push((idx, handle));
+        }
+    }
+
+    /// The first part's reply told the object's size (objects of unknown size only).
+    pub(crate) fn learned_size(self: &Arc<Self>, size: u64) {
+        let more = {
+            let mut st = self.lock();
+            if !matches!(st.kind, Kind::Probing) {
+                return;
+            }
+            let (kind, parts) = plan_known(&self.ctx, &Arc::downgrade(self), size, false);
+            st.kind = kind;
+            st.parts = parts;
+            parts > 1 && !st.finished
+        };
+        if more {
+            self.shared.push_urgent(Arc::clone(self));
+        }
+    }
+
+    /// Takes part `idx`'s result: fills in the object, delivers it when it is complete (or
+    /// streamable), or fails it.
+    pub(crate) fn part_done(&self, idx: usize, result: Result<Lease, Error>) {
+        let mut out = Outcome::default();
+        {
+            let mut st = self.lock();
+            match result {
+                Ok(lease) => self.part_in(&mut st, idx, lease, &mut out),
+                Err(e) => self.part_failed(&mut st, idx, e, &mut out),
+            }
+        }
+        // Outside the lock: delivering wakes the consumer, aborting and dropping return memory.
+        for (_, handle) in out.abort {
+            handle.abort();
+        }
+        if let Some((queue, idx, part)) = out.queue_put {
+            queue.put(idx, part);
+        }
+        if let Some((delivery, item)) = out.deliver {
+            delivery.deliver(item, &self.ctx.counters);
+        }
+        drop(out.dropped);
+    }
+
+    fn part_in(&self, st: &mut State, idx: usize, lease: Lease, out: &mut Outcome) {
+        let parts = st.parts;
+        match &mut st.kind {
+            Kind::Whole { leases, received } => {
+                if st.delivery.is_none() {
+                    out.dropped.push(lease); // the object already failed
+                    return;
+                }
+                leases[idx] = Some(lease);
+                *received += 1;
+                if *received < leases.len() {
+                    return;
+                }
+                let mut joined = leases.iter_mut().filter_map(Option::take);
+                let Some(mut body) = joined.next() else {
+                    return;
+                };
+                for next in joined {
+                    body.append(next);
+                }
+                Counters::add(&self.ctx.counters.objects, 1);
+                let object = self.object(Body::whole(body));
+                out.deliver = st.delivery.take().map(|d| (d, Ok(object)));
+            }
+            Kind::Streaming { queue, received } => {
+                *received += 1;
+                if *received == parts {
+                    Counters::add(&self.ctx.counters.objects, 1);
+                }
+                if idx == 0 {
+                    if let Some(delivery) = st.delivery.take() {
+                        let size = self.pin.snapshot().size.unwrap_or_default();
+                        let body = Body::streaming(size, Arc::clone(queue));
+                        out.deliver = Some((delivery, Ok(self.object(body))));
+                    }
+                }
+                out.queue_put = Some((Arc::clone(queue), idx, Ok(lease)));
+            }
+            Kind::Probing => {
+                // The size is learned before a part's body is read, so this cannot happen.
+                let e = Error::new(ErrorKind::Internal)
+                    .with_message("a part finished before the object's size was known");
+                out.dropped.push(lease);
+                self.part_failed(st, idx, e, out);
+            }
+        }
+    }
+
+    fn part_failed(&self, st: &mut State, idx: usize, e: Error, out: &mut Outcome) {
+        let parts = st.parts;
+        let e = if parts > 1 {
+            e.with_part(idx, parts)
+        } else {
+            e
+        };
+        st.finished = true;
+        if let Some(delivery) = st.delivery.take() {
+            // Nothing handed out yet: the object fails as a whole at its position.
+            out.abort = std::mem::take(&mut st.aborts);
+            if let Kind::Whole { leases, .. } = &mut st.kind {
+                out.dropped.extend(leases.iter_mut().filter_map(Option::take));
+            }
+            out.deliver = Some((delivery, Err(e)));
+            return;
+        }
+        // A streaming body is out: it reads the error after the parts before it, whose
+        // downloads go on; the parts after it are cancelled.
+        let (later, earlier) = std::mem::take(&mut st.aborts)
+            .into_iter()
+            .partition(|(i, _)| *i > idx);
+        st.aborts = earlier;
+        out.abort = later;
+        if let Kind::Streaming { queue, .. } = &st.kind {
+            Counters::add(&self.ctx.counters.errors, 1);
+            let e = e.with_key(&self.key).with_seq(self.seq);
+            out.queue_put = Some((Arc::clone(queue), idx, Err(e)));
+        }
+    }
+
+    /// The streaming body was dropped before its end: cancel what is still to come.
+    fn close(&self) {
+        let aborts = {
+            let mut st = self.lock();
+            st.finished = true;
+            std::mem::take(&mut st.aborts)
+        };
+        for (_, handle) in aborts {
+            handle.abort();
+        }
+    }
+
+    fn object(&self, body: Body) -> Object {
+        let pinned = self.pin.snapshot();
+        Object {
+            key: self.key.clone(),
+            seq: self.seq,
+            etag: pinned
+                .etag
+                .and_then(|v| v.to_str().ok().map(str::to_owned)),
+            version_id: pinned.version_id,
+            body,
+        }
+    }
+}
+
+/// What a part's end does once the assembly's lock is released.
+#[derive(Default)]
+struct Outcome {
+    deliver: Option<(Delivery, Result<Object, Error>)>,
+    queue_put: Option<(Arc<PartQueue>, usize, Result<Lease, Error>)>,
+    abort: Vec<(usize, AbortHandle)>,
+    dropped: Vec<Lease>,
+}
+
+/// The kind and part count of an object of `size` bytes; a streaming one gets its queue, whose
+/// close hook cancels the object's remaining parts.
+fn plan_known(ctx: &Context, me: &Weak<Assembly>, size: u64, sized: bool) -> (Kind, usize) {
+    let cfg = &ctx.config;
+    let parts = plan::part_count(size, cfg.part_size);
+    let kind = match plan::mode(size, sized, cfg.part_size, cfg.stream_threshold) {
+        Mode::Whole => Kind::Whole {
+            leases: (0..parts).map(|_| None).collect(),
+            received: 0,
+        },
+        Mode::Streaming => {
+            let queue = PartQueue::new(parts);
+            let me = Weak::clone(me);
+            queue.on_close(Box::new(move || {
+                if let Some(asm) = me.upgrade() {
+                    asm.close();
+                }
+            }));
+            Kind::Streaming { queue, received: 0 }
+        }
+    };
+    (kind, parts)
+}
+
+impl std::fmt::Debug for Assembly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assembly")
+            .field("seq", &self.seq)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
