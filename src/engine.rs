@@ -287,11 +287,15 @@ struct Driver {
 }
 
 /// Waits for `fut`, unless an earlier object's parts become urgent first.
+///
+/// The urgent signal is checked first on every wake-up: the memory semaphore hands freed
+/// permits to its first waiter when they are released, so a later object's acquisition may
+/// already hold the memory an urgent part needs. Dropping it gives that memory back.
 async fn unless_urgent<T>(shared: &Shared, fut: impl Future<Output = T>) -> Woken<T> {
     tokio::select! {
         biased;
-        v = fut => Woken::Done(v),
         () = shared.urgent_added.notified() => Woken::Urgent,
+        v = fut => Woken::Done(v),
     }
 }
 

@@ -4,6 +4,7 @@
 mod budgets;
 mod cancel;
 mod integrity;
+mod parts;
 #[path = "../support/quiescent.rs"]
 mod quiescent;
 mod real_s3;

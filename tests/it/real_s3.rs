@@ -44,9 +44,9 @@ async fn thousand_mixed_objects_arrive_in_order_with_the_right_bytes() {
         let obj = item.unwrap_or_else(|e| panic!("item {n}: {e}"));
         assert_eq!(obj.seq, n as u64);
         assert_eq!(obj.key, objects[n].key);
-        assert_eq!(obj.body.len() as u64, objects[n].size);
+        assert_eq!(Some(obj.body.len()), objects[n].size);
         assert!(
-            obj.body.to_vec() == content(&obj.key, objects[n].size as usize),
+            obj.body.to_vec() == content(&obj.key, objects[n].size.unwrap() as usize),
             "bytes of {}",
             obj.key
         );
@@ -90,7 +90,7 @@ async fn awkward_keys_are_encoded_and_signed_correctly() {
         let obj = r.unwrap_or_else(|e| panic!("{:?}: {e} / {e:?}", o.key));
         assert_eq!(obj.key, o.key);
         assert!(
-            obj.body.to_vec() == content(&o.key, o.size as usize),
+            obj.body.to_vec() == content(&o.key, o.size.unwrap() as usize),
             "bytes of {:?}",
             o.key
         );
@@ -210,11 +210,12 @@ async fn stream_input_and_empty_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn object_larger_than_budget_fails_alone() {
+async fn object_larger_than_budget_streams_between_whole_ones() {
     let server = S3Server::start().await;
     server.create_bucket("bkt");
     server.put("bkt", "small", b"abc");
-    server.put("bkt", "huge", &vec![7u8; 300_000]);
+    let huge = content("huge", 300_000);
+    server.put("bkt", "huge", &huge);
     let client = server
         .builder()
         .max_connections(2)
@@ -222,23 +223,30 @@ async fn object_larger_than_budget_fails_alone() {
         .max_bytes(64 * 1024)
         .build()
         .unwrap();
-    let results: Vec<_> = client
-        .get_all(
-            "bkt",
-            vec![
-                ObjectRef::new("small", 3),
-                ObjectRef::new("huge", 300_000),
-                ObjectRef::new("small", 3),
-            ],
-        )
-        .collect()
-        .await;
-    assert_eq!(results[0].as_ref().unwrap().body.to_vec(), b"abc");
-    let e = results[1].as_ref().unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::TooLarge);
-    assert_eq!(e.key(), Some("huge"));
-    assert_eq!(results[2].as_ref().unwrap().body.to_vec(), b"abc");
-    drop(results);
+    let mut results = client.get_all(
+        "bkt",
+        vec![
+            ObjectRef::new("small", 3),
+            ObjectRef::new("huge", 300_000),
+            ObjectRef::new("small", 3),
+        ],
+    );
+    let first = results.next().await.unwrap().unwrap();
+    assert!(!first.body.is_streaming());
+    assert_eq!(first.body.to_vec(), b"abc");
+    let mut big = results.next().await.unwrap().unwrap();
+    assert!(big.body.is_streaming());
+    assert_eq!(big.body.len(), 300_000);
+    let mut got = Vec::new();
+    while let Some(chunk) = big.body.next_chunk().await {
+        got.extend_from_slice(&chunk.unwrap());
+        assert!(client.stats().bytes_in_use <= 64 * 1024);
+    }
+    assert!(got == huge, "streamed bytes differ");
+    let last = results.next().await.unwrap().unwrap();
+    assert_eq!(last.body.to_vec(), b"abc");
+    assert!(results.next().await.is_none());
+    drop((first, big, last));
     assert_quiescent(&client).await;
 }
 
@@ -292,7 +300,7 @@ async fn listing_pages_through_continuation_tokens_and_feeds_get_stream() {
 
     let listed: Vec<(String, u64)> = client
         .list("lst", "p/")
-        .map(|r| r.map(|o| (o.key, o.size)).expect("listing"))
+        .map(|r| r.map(|o| (o.key, o.size.expect("size"))).expect("listing"))
         .collect()
         .await;
     assert_eq!(listed, expected);

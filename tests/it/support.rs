@@ -50,6 +50,25 @@ impl Reply {
         }
     }
 
+    /// What S3 sends for `data` to a request with `seen`'s `Range` header (none: all of it):
+    /// `206` with `Content-Range` for a range starting inside the object (clamped at its end),
+    /// `416` with `Content-Range: bytes */len` for one past it (any range of an empty object).
+    pub fn ranged(data: &[u8], seen: &Seen) -> Self {
+        let len = data.len() as u64;
+        let Some((first, last)) = seen.range() else {
+            return Reply::ok(data.to_vec());
+        };
+        if first >= len {
+            let mut r = Reply::ok(b"<Error><Code>InvalidRange</Code></Error>".to_vec());
+            r.status = 416;
+            return r.header("content-range", format!("bytes */{len}"));
+        }
+        let last = last.min(len - 1);
+        let mut r = Reply::ok(data[first as usize..=last as usize].to_vec());
+        r.status = 206;
+        r.header("content-range", format!("bytes {first}-{last}/{len}"))
+    }
+
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
@@ -69,6 +88,15 @@ pub struct Seen {
     /// The raw query string, if any.
     pub query: Option<String>,
     pub headers: http::HeaderMap,
+}
+
+impl Seen {
+    /// The `Range: bytes=A-B` asked for, if any.
+    pub fn range(&self) -> Option<(u64, u64)> {
+        let v = self.headers.get("range")?.to_str().ok()?;
+        let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
 }
 
 type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
