@@ -58,11 +58,18 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Signalled when the consumer pops, which may open the window for the driver.
     window: Notify,
-    /// Objects of unknown size that turned out to have more parts, by position, with the next
-    /// part to admit; the driver admits these before anything later in the input.
-    urgent: Mutex<BTreeMap<u64, (Arc<Assembly>, usize)>>,
-    /// Signalled when an urgent object is added.
-    urgent_added: Notify,
+}
+
+/// Objects of unknown size that turned out to have more parts, by position, with the next part
+/// to admit: the driver admits these before anything later in the input.
+///
+/// Only the driver holds it strongly (assemblies hold a `Weak`), so when the driver is dropped
+/// the queued assemblies — and the memory they hold — go with it.
+#[derive(Default)]
+pub(crate) struct Urgent {
+    queue: Mutex<BTreeMap<u64, (Arc<Assembly>, usize)>>,
+    /// Signalled when an object is added.
+    added: Notify,
 }
 
 struct State {
@@ -85,15 +92,28 @@ impl Shared {
         }
     }
 
+    fn finish(&self, total: u64) {
+        let waker = {
+            let mut st = self.lock();
+            st.total = Some(total);
+            st.consumer.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Urgent {
     /// Queues the other parts of `asm` (its first is in flight) ahead of later objects.
-    fn push_urgent(&self, asm: Arc<Assembly>) {
-        self.lock_urgent().insert(asm.seq, (asm, 1));
-        self.urgent_added.notify_one();
+    fn push(&self, asm: Arc<Assembly>) {
+        self.lock().insert(asm.seq, (asm, 1));
+        self.added.notify_one();
     }
 
     /// The earliest urgent object and its next part.
-    fn first_urgent(&self) -> Option<(Arc<Assembly>, usize)> {
-        let mut urgent = self.lock_urgent();
+    fn first(&self) -> Option<(Arc<Assembly>, usize)> {
+        let mut urgent = self.lock();
         while let Some(entry) = urgent.first_entry() {
             let (asm, next) = entry.get();
             if *next < asm.parts() && asm.wants_more() {
@@ -104,25 +124,14 @@ impl Shared {
         None
     }
 
-    fn urgent_admitted(&self, asm: &Assembly, next: usize) {
-        if let Some(entry) = self.lock_urgent().get_mut(&asm.seq) {
+    fn admitted(&self, asm: &Assembly, next: usize) {
+        if let Some(entry) = self.lock().get_mut(&asm.seq) {
             entry.1 = next;
         }
     }
 
-    fn lock_urgent(&self) -> MutexGuard<'_, BTreeMap<u64, (Arc<Assembly>, usize)>> {
-        self.urgent.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn finish(&self, total: u64) {
-        let waker = {
-            let mut st = self.lock();
-            st.total = Some(total);
-            st.consumer.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, (Arc<Assembly>, usize)>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -222,8 +231,6 @@ impl ObjectStream {
                 consumer: None,
             }),
             window: Notify::new(),
-            urgent: Mutex::new(BTreeMap::new()),
-            urgent_added: Notify::new(),
         });
         let driver = tokio::spawn(Driver::new(ctx, bucket, Arc::clone(&shared)).run(objects));
         ObjectStream { shared, driver }
@@ -282,6 +289,7 @@ struct Driver {
     ctx: Arc<Context>,
     target: Result<Arc<BucketTarget>, Error>,
     shared: Arc<Shared>,
+    urgent: Arc<Urgent>,
     per_request: Arc<Semaphore>,
     tasks: JoinSet<()>,
 }
@@ -291,10 +299,10 @@ struct Driver {
 /// The urgent signal is checked first on every wake-up: the memory semaphore hands freed
 /// permits to its first waiter when they are released, so a later object's acquisition may
 /// already hold the memory an urgent part needs. Dropping it gives that memory back.
-async fn unless_urgent<T>(shared: &Shared, fut: impl Future<Output = T>) -> Woken<T> {
+async fn unless_urgent<T>(urgent: &Urgent, fut: impl Future<Output = T>) -> Woken<T> {
     tokio::select! {
         biased;
-        () = shared.urgent_added.notified() => Woken::Urgent,
+        () = urgent.added.notified() => Woken::Urgent,
         v = fut => Woken::Done(v),
     }
 }
@@ -312,6 +320,7 @@ impl Driver {
             per_request: Arc::new(Semaphore::new(ctx.config.max_connections_per_request)),
             ctx,
             shared,
+            urgent: Arc::default(),
             tasks: JoinSet::new(),
         }
     }
@@ -333,9 +342,9 @@ impl Driver {
 
             // The parts of earlier objects of unknown size come first: the head of the line
             // must always be able to move.
-            if let Some((asm, idx)) = self.shared.first_urgent() {
+            if let Some((asm, idx)) = self.urgent.first() {
                 if self.admit(&asm, idx).await {
-                    self.shared.urgent_admitted(&asm, idx + 1);
+                    self.urgent.admitted(&asm, idx + 1);
                 }
                 continue;
             }
@@ -351,7 +360,7 @@ impl Driver {
                 continue;
             }
             if let Some(input) = pending.take() {
-                match unless_urgent(&self.shared, self.shared.wait_for_window(seq)).await {
+                match unless_urgent(&self.urgent, self.shared.wait_for_window(seq)).await {
                     Woken::Urgent => pending = Some(input),
                     Woken::Done(()) => {
                         current = self.start_object(seq, input);
@@ -361,7 +370,7 @@ impl Driver {
                 continue;
             }
             if !input_done {
-                match unless_urgent(&self.shared, objects.next()).await {
+                match unless_urgent(&self.urgent, objects.next()).await {
                     Woken::Urgent => {}
                     Woken::Done(Some(input)) => pending = Some(input),
                     Woken::Done(None) => {
@@ -375,7 +384,7 @@ impl Driver {
             if self.tasks.is_empty() {
                 break;
             }
-            let _ = unless_urgent(&self.shared, self.tasks.join_next()).await;
+            let _ = unless_urgent(&self.urgent, self.tasks.join_next()).await;
         }
     }
 
@@ -400,7 +409,7 @@ impl Driver {
             Some(size) => plan::part_count(size, self.ctx.config.part_size),
             None => 1,
         };
-        let asm = Assembly::new(&self.ctx, &self.shared, obj, delivery);
+        let asm = Assembly::new(&self.ctx, &self.urgent, obj, delivery);
         Some(Admitting {
             asm,
             next: 0,
@@ -425,7 +434,7 @@ impl Driver {
             let unit = ctx.conns.unit().await;
             (lease, permit, unit)
         };
-        let (lease, permit, unit) = match unless_urgent(&self.shared, take).await {
+        let (lease, permit, unit) = match unless_urgent(&self.urgent, take).await {
             Woken::Done(held) => held,
             Woken::Urgent => return false,
         };

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::task::AbortHandle;
 
 use super::plan::{self, Mode};
-use super::{Delivery, Shared};
+use super::{Delivery, Urgent};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::{ObjectPin, PartSpec};
@@ -34,7 +34,8 @@ pub(crate) struct Assembly {
     pub(crate) version_id: Option<String>,
     pub(crate) pin: ObjectPin,
     ctx: Arc<Context>,
-    shared: Arc<Shared>,
+    /// The driver's urgent queue; gone once the driver is.
+    urgent: Weak<Urgent>,
     state: Mutex<State>,
 }
 
@@ -65,7 +66,7 @@ impl Assembly {
     /// Plans `obj` (whose result goes to `delivery`).
     pub(crate) fn new(
         ctx: &Arc<Context>,
-        shared: &Arc<Shared>,
+        urgent: &Arc<Urgent>,
         obj: ObjectRef,
         delivery: Delivery,
     ) -> Arc<Self> {
@@ -81,7 +82,7 @@ impl Assembly {
                 version_id: obj.version_id,
                 pin: ObjectPin::new(obj.size),
                 ctx: Arc::clone(ctx),
-                shared: Arc::clone(shared),
+                urgent: Arc::downgrade(urgent),
                 state: Mutex::new(State {
                     delivery: Some(delivery),
                     kind,
@@ -135,8 +136,8 @@ impl Assembly {
             st.parts = parts;
             parts > 1 && !st.finished
         };
-        if more {
-            self.shared.push_urgent(Arc::clone(self));
+        if let Some(urgent) = self.urgent.upgrade().filter(|_| more) {
+            urgent.push(Arc::clone(self));
         }
     }
 

@@ -3,8 +3,13 @@
 //! stall mid-body, send garbage status lines. It serves `GET /bucket/KEY` (with `Range` and
 //! `If-Match`) from an in-memory map and keeps connections alive between clean responses.
 //!
-//! Which fault a request meets is a pure function of (seed, key, attempt number of that key),
-//! so a run is replayable from its seed whatever order the requests arrive in.
+//! Ranges follow S3: a range starting inside the object is served (clamped at its end) as `206`,
+//! one starting at or past its end — any range of an empty object — is `416` with
+//! `Content-Range: bytes */len`.
+//!
+//! Which fault a request meets is a pure function of (seed, key, first byte asked for, attempt
+//! number of that range), so a run is replayable from its seed whatever order the requests — and
+//! the parts of one object — arrive in.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -205,13 +210,15 @@ async fn respond(socket: &mut TcpStream, shared: &Shared, head: &str) -> bool {
     let (range, if_match) = (header("range"), header("if-match"));
     let _ = lines;
 
+    let asked = range.as_deref().and_then(parse_range);
+    let attempt_key = format!("{key}@{}", asked.map_or(0, |r| r.0));
     let attempt = {
         let mut a = shared.attempts.lock().expect("attempts");
-        let n = a.entry(key.clone()).or_insert(0);
+        let n = a.entry(attempt_key.clone()).or_insert(0);
         *n += 1;
         *n - 1
     };
-    let fault = fault_for(shared.seed, &key, attempt);
+    let fault = fault_for(shared.seed, &attempt_key, attempt);
     let Some(obj) = shared.objects.get(&key) else {
         return write_all(socket, &simple(404, "NoSuchKey")).await;
     };
@@ -241,8 +248,17 @@ async fn respond(socket: &mut TcpStream, shared: &Shared, head: &str) -> bool {
         }
     }
     let len = obj.data.len() as u64;
-    let (status, first, last) = match range.as_deref().and_then(parse_range) {
-        Some((a, b)) if a <= b && b < len => (206, a, b),
+    let (status, first, last) = match asked {
+        Some((a, _)) if a >= len => {
+            let body = "<Error><Code>InvalidRange</Code></Error>";
+            let reply = format!(
+                "HTTP/1.1 416 Range Not Satisfiable\r\ncontent-range: bytes */{len}\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            return write_all(socket, reply.as_bytes()).await;
+        }
+        Some((a, b)) if a <= b => (206, a, b.min(len - 1)),
         _ => (200, 0, len.saturating_sub(1)),
     };
     let body: &[u8] = if len == 0 {

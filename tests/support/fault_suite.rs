@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{Client, ErrorKind, ObjectRef, RetryConfig};
+use s3_ordered::{Client, ErrorKind, Object, ObjectRef, RetryConfig};
 
 use crate::fault_server::{mix, FaultServer, FaultTiming};
 use crate::quiescent::assert_quiescent_for;
@@ -75,6 +75,10 @@ pub async fn run_seed(seed: u64) -> RunReport {
         .max_connections_per_request(2)
         .slab_size(SLAB)
         .max_bytes(SLABS * SLAB as u64)
+        // Objects of up to six slabs are fetched as up to three parts; some runs stream those
+        // above three slabs.
+        .part_size(2 * SLAB as u64)
+        .stream_threshold(if r(5) % 3 == 0 { 3 * SLAB as u64 } else { SLABS * SLAB as u64 })
         .stall_timeout(Duration::from_millis(150))
         .checksum_mode(r(2) % 2 == 0)
         .retry(RetryConfig {
@@ -171,9 +175,14 @@ async fn consume(
     cancel_after: Option<usize>,
     salt: u64,
 ) -> (usize, usize, bool) {
+    // Some sizes are left for the first GET to learn.
     let inputs: Vec<ObjectRef> = objects
         .iter()
-        .map(|(k, d)| ObjectRef::new(k.clone(), d.len() as u64))
+        .enumerate()
+        .map(|(i, (k, d))| match mix(seed ^ salt << 8 ^ i as u64) % 3 {
+            0 => ObjectRef::without_size(k.clone()),
+            _ => ObjectRef::new(k.clone(), d.len() as u64),
+        })
         .collect();
     let mut stream = client.get_all("bucket", inputs);
     let (mut ok, mut failed) = (0, 0);
@@ -184,17 +193,23 @@ async fn consume(
             return (ok, failed, true);
         }
         let (key, data) = &objects[i];
+        // A streaming body is read to its end here (its bytes, or the error a part ended it with).
+        let item = match item {
+            Ok(mut obj) if obj.body.is_streaming() => read_streaming(&mut obj)
+                .await
+                .map(|bytes| (obj, Some(bytes))),
+            Ok(obj) => Ok((obj, None)),
+            Err(e) => Err(e),
+        };
         match item {
-            Ok(obj) => {
+            Ok((obj, streamed)) => {
                 assert_eq!(
                     (obj.seq, obj.key.as_str()),
                     (i as u64, key.as_str()),
                     "seed {seed}"
                 );
-                assert!(
-                    obj.body.to_vec() == *data,
-                    "seed {seed}: bytes of {key} differ"
-                );
+                let bytes = streamed.unwrap_or_else(|| obj.body.to_vec());
+                assert!(bytes == *data, "seed {seed}: bytes of {key} differ");
                 ok += 1;
                 // Hold a body for a while, as a slow consumer would. Each request's held body
                 // and next object (6 slabs at most each) fit the 24-slab budget together;
@@ -239,6 +254,15 @@ async fn consume(
         objects.len()
     );
     (ok, failed, false)
+}
+
+/// Reads a streaming body to its end: its bytes, or the error a part ended it with.
+async fn read_streaming(obj: &mut Object) -> Result<Vec<u8>, s3_ordered::Error> {
+    let mut got = Vec::new();
+    while let Some(chunk) = obj.body.next_chunk().await {
+        got.extend_from_slice(&chunk?);
+    }
+    Ok(got)
 }
 
 /// The /proc/net/tcp rows counted by [`open_client_sockets`] (for failure messages).
