@@ -483,6 +483,51 @@ async fn bench_reports_json() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_stream_through_cat_get_and_bench_in_parts() {
+    let f = fixture().await;
+    let huge = content("big/huge", 3 << 20);
+    f.server.put("bkt", "big/huge", &huge);
+    f.server.put("bkt", "big/small", b"tail");
+    // A 1 MiB budget: the 3 MiB object can only stream, in 256 KiB parts.
+    let budget = ["--max-connections", "4", "--max-bytes", "1MiB", "--part-size", "256KiB"];
+    let cmd = |args: &[&str]| {
+        let mut c = f.cmd(args);
+        c.args(budget);
+        c
+    };
+    let mut both = huge.clone();
+    both.extend_from_slice(b"tail");
+
+    let out = output(cmd(&["cat", "s3://bkt/big/", "-q"]), None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == both, "cat wrote {} bytes", out.stdout.len());
+
+    let out_dir = f.home.path().join("big-out");
+    let out = output(
+        cmd(&["get", "s3://bkt/big/", "--out", out_dir.to_str().unwrap(), "-q"]),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read(out_dir.join("huge")).unwrap() == huge);
+    assert_eq!(std::fs::read(out_dir.join("small")).unwrap(), b"tail");
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 2, "no leftovers");
+
+    // Keys without sizes: the first GET of each learns it, with no HEAD.
+    let out = output(
+        cmd(&["bench", "s3://bkt", "--keys-from", "-", "--json", "-q"]),
+        Some(b"big/huge\nbig/small\n".to_vec()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["objects"], 2);
+    assert_eq!(v["bytes"], (3 << 20) + 4);
+    assert_eq!(v["parts"], 12 + 1);
+    assert_eq!(v["requests"], 12 + 1);
+}
+
 #[test]
 fn demo_fetches_and_verifies_every_object() {
     let home = tempfile::tempdir().unwrap();
