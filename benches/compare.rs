@@ -1,11 +1,18 @@
 //! Side-by-side comparison in one run: throughput, client CPU seconds and peak RSS of
-//! `s3_ordered` and of `buffered(n)` over hyper-util, each client in its own child process so
+//! `s3_ordered` and of other clients over hyper-util, each client in its own child process so
 //! CPU and RSS are the client's alone (the server runs in this parent process).
 //!
+//! * `hyper_util_buffered`: `buffered(n)` whole-object GETs, each body collected (the baseline);
+//! * `s3_ordered` (and `s3_ordered_unsigned`, without SigV4);
+//! * `ranged_ceiling`: what the link carries — every object cut into part-size ranged GETs, `n`
+//!   at a time, bodies counted and never held (paced scenarios only).
+//!
 //! `cargo bench --bench compare` prints a Markdown table; `--rounds N` repeats each scenario
-//! (median reported), `--quick` runs smaller scenarios. For profiling one client alone,
-//! `--serve SIZE` runs only the server for 120 s and prints its address, and
-//! `--child MODE ADDR COUNT SIZE N MAX_BYTES` runs only one client against it.
+//! (median reported), `--quick` runs smaller scenarios, `--only TEXT` the scenarios whose name
+//! contains TEXT. Paced scenarios imitate S3 seen from one instance: 20 ms to first byte and
+//! 50 MB/s per connection. For profiling one client alone, `--serve SIZE` runs only the server
+//! for 120 s and prints its address, and `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs
+//! only one client against it.
 
 #[path = "support/clients.rs"]
 mod clients;
@@ -13,17 +20,31 @@ mod clients;
 mod server;
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use server::Pace;
 
 struct Scenario {
     name: &'static str,
     count: usize,
     size: usize,
+    /// Connections (and `buffered(n)`'s n).
     n: usize,
     max_bytes: u64,
+    /// Part size for `s3_ordered` (0: its default) and the ceiling.
+    part: u64,
+    pace: Option<Pace>,
+    modes: &'static [&'static str],
 }
 
-const MODES: [&str; 3] = ["hyper_util_buffered", "s3_ordered", "s3_ordered_unsigned"];
+const UNPACED: &[&str] = &["hyper_util_buffered", "s3_ordered", "s3_ordered_unsigned"];
+const PACED: &[&str] = &["ranged_ceiling", "hyper_util_buffered", "s3_ordered"];
+
+/// S3 seen from one instance (issue figures; S3 performance guidelines).
+const S3_LINK: Pace = Pace {
+    first_byte: Duration::from_millis(20),
+    rate: 50_000_000,
+};
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -45,15 +66,18 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(256 << 10);
         println!("{}", server::start(size));
-        std::thread::sleep(std::time::Duration::from_secs(120));
+        std::thread::sleep(Duration::from_secs(120));
         return;
     }
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let rounds = value("--rounds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(3usize);
+    let only = value("--only").cloned().unwrap_or_default();
     let quick = args.iter().any(|a| a == "--quick");
     let scale = if quick { 10 } else { 1 };
     let scenarios = [
@@ -63,6 +87,9 @@ fn main() {
             size: 256 << 10,
             n: 16,
             max_bytes: 32 << 20,
+            part: 0,
+            pace: None,
+            modes: UNPACED,
         },
         Scenario {
             name: "200 x 8 MiB",
@@ -70,29 +97,52 @@ fn main() {
             size: 8 << 20,
             n: 16,
             max_bytes: 64 << 20,
+            part: 0,
+            pace: None,
+            modes: UNPACED,
+        },
+        Scenario {
+            name: "16 x 64 MiB paced",
+            count: 16 / if quick { 4 } else { 1 },
+            size: 64 << 20,
+            n: 32,
+            max_bytes: 256 << 20,
+            part: 8 << 20,
+            pace: Some(S3_LINK),
+            modes: PACED,
+        },
+        Scenario {
+            name: "1 x 1 GiB, 64 MiB budget",
+            count: 1,
+            size: (1 << 30) / scale,
+            n: 16,
+            max_bytes: 64 << 20,
+            part: 0,
+            pace: None,
+            modes: &["hyper_util_buffered", "s3_ordered"],
         },
     ];
-    println!("| scenario | client | MB/s | client CPU s | CPU s per GB | peak RSS MiB | budget MiB | speed vs baseline | CPU vs baseline |");
+    println!("| scenario | client | MB/s | client CPU s | CPU s per GB | peak RSS MiB | budget MiB | speed vs first | CPU vs first |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    for sc in &scenarios {
-        let addr = server::start(sc.size);
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); MODES.len()];
+    for sc in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
+        let addr = server::start_paced(sc.size, sc.pace);
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sc.modes.len()];
         for _ in 0..rounds {
             // Interleave modes so drift on a noisy machine hits all of them alike.
-            for (m, mode) in MODES.iter().enumerate() {
+            for (m, mode) in sc.modes.iter().enumerate() {
                 samples[m].push(run_child(mode, &addr.to_string(), sc));
             }
         }
         let med: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
         let base = med[0];
-        for (m, mode) in MODES.iter().enumerate() {
+        for (m, mode) in sc.modes.iter().enumerate() {
             let s = med[m];
             let mbps = s.bytes as f64 / s.secs / 1e6;
             let gb = s.bytes as f64 / 1e9;
-            let budget = if m == 0 {
-                "none".to_owned()
-            } else {
+            let budget = if mode.starts_with("s3_ordered") {
                 (sc.max_bytes >> 20).to_string()
+            } else {
+                "none".to_owned()
             };
             println!(
                 "| {} | {mode} | {mbps:.0} | {:.2} | {:.3} | {:.0} | {budget} | {:.2}x | {:.2}x |",
@@ -125,7 +175,7 @@ fn run_child(mode: &str, addr: &str, sc: &Scenario) -> Sample {
     let out = Command::new(exe)
         .args(["--child", mode, addr])
         .args([sc.count, sc.size, sc.n].map(|v| v.to_string()))
-        .arg(sc.max_bytes.to_string())
+        .args([sc.max_bytes, sc.part].map(|v| v.to_string()))
         .output()
         .expect("run child");
     assert!(
@@ -150,7 +200,8 @@ fn child(args: &[String]) {
     let mode = args[0].as_str();
     let addr: std::net::SocketAddr = args[1].parse().expect("addr");
     let num = |i: usize| args[i].parse::<u64>().expect("number");
-    let (count, size, n, max_bytes) = (num(2) as usize, num(3) as usize, num(4) as usize, num(5));
+    let (count, size, n) = (num(2) as usize, num(3) as usize, num(4) as usize);
+    let (max_bytes, part) = (num(5), num(6));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (bytes, secs) = rt.block_on(async {
         let objects = clients::objects(count, size);
@@ -160,8 +211,14 @@ fn child(args: &[String]) {
                 let c = clients::baseline_client(n);
                 clients::run_baseline(&c, addr, objects, n).await
             }
+            "ranged_ceiling" => {
+                let c = clients::baseline_client(n);
+                clients::run_ranged_ceiling(&c, addr, objects, n, part).await
+            }
             "s3_ordered" | "s3_ordered_unsigned" => {
-                let c = clients::s3_ordered_client(addr, n, max_bytes, mode == "s3_ordered");
+                let part = (part > 0).then_some(part);
+                let signed = mode == "s3_ordered";
+                let c = clients::s3_ordered_client(addr, n, max_bytes, signed, part);
                 let got = clients::run_s3_ordered(&c, objects).await;
                 assert!(c.stats().bytes_in_use <= max_bytes);
                 got

@@ -2,6 +2,7 @@
 //! `futures::stream::iter(..).buffered(n)` over a plain hyper-util client, same server, same n.
 
 #[path = "support/clients.rs"]
+#[allow(dead_code)] // the ranged ceiling client is the compare bench's
 mod clients;
 #[path = "support/server.rs"]
 mod server;
@@ -19,7 +20,7 @@ fn end_to_end(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let ours = clients::s3_ordered_client(addr, N, 64 << 20, true);
+    let ours = clients::s3_ordered_client(addr, N, 64 << 20, true, None);
     let baseline = clients::baseline_client(N);
 
     let mut g = c.benchmark_group("end_to_end_2000x256KiB");

@@ -55,9 +55,14 @@ impl Client {
     /// the order given. A failed object is an `Err` at its own position (carrying its key) and
     /// the stream goes on. The iterator is consumed lazily, as memory and the window allow.
     ///
-    /// Bodies count against `max_bytes` until dropped. A consumer that holds bodies adding up
-    /// to the whole budget while it waits for the next object waits forever: drop (or copy
-    /// out) what you are done with.
+    /// Objects larger than the part size are fetched as parallel ranged parts; those larger than
+    /// the streaming threshold (or of unknown size and larger than a part) arrive as streaming
+    /// bodies, read with [`Body::next_chunk`](crate::Body::next_chunk).
+    ///
+    /// Bodies count against `max_bytes` until dropped. **Read or drop each body — a streaming
+    /// one to its end — before waiting for the next object**: a consumer that holds bodies adding
+    /// up to the whole budget, or sits on an unread streaming body, while it waits for the next
+    /// object waits forever.
     ///
     /// # Panics
     ///

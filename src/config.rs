@@ -219,7 +219,7 @@ impl ClientBuilder {
     /// whole. At most `max_bytes` (a whole body must fit the budget). Default: `max_bytes`, so
     /// that only objects that cannot be held at all stream.
     ///
-    /// Objects whose size is not given ([`ObjectRef::unsized`](crate::ObjectRef::unsized)) and
+    /// Objects whose size is not given ([`ObjectRef::without_size`](crate::ObjectRef::without_size)) and
     /// turn out larger than one part always stream.
     pub fn stream_threshold(mut self, n: u64) -> Self {
         self.stream_threshold = Some(n);

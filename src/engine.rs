@@ -13,10 +13,10 @@
 //!    into the [`ReorderRing`].
 //!
 //! The consumer pops results at `next_out` and so sees them in input order, exactly one per
-//! input. The head of the line always moves: memory is taken in (object, part) order, a
-//! connection only for one transfer, and an object of unknown size that turns out to have more
-//! parts puts them on an urgent queue the driver serves before anything later (such an object
-//! streams, so its parts can reuse the memory its consumer frees). A streaming body's later parts
+//! input. The head of the line always moves: memory is taken in (object, part) order and a
+//! connection only for one transfer. An object of unknown size is probed with its first part;
+//! nothing after it is admitted until the probe's reply tells the size, so its other parts, if
+//! any, are still admitted in order. A streaming body's later parts
 //! wait for memory its reader returns, so a consumer that stops reading stops the downloads once
 //! the budget is full. Requests sharing a client cannot deadlock as long as their consumers read
 //! (or drop) each body before waiting for the next object.
@@ -28,8 +28,6 @@
 mod assembly;
 mod plan;
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
@@ -58,18 +56,6 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Signalled when the consumer pops, which may open the window for the driver.
     window: Notify,
-}
-
-/// Objects of unknown size that turned out to have more parts, by position, with the next part
-/// to admit: the driver admits these before anything later in the input.
-///
-/// Only the driver holds it strongly (assemblies hold a `Weak`), so when the driver is dropped
-/// the queued assemblies — and the memory they hold — go with it.
-#[derive(Default)]
-pub(crate) struct Urgent {
-    queue: Mutex<BTreeMap<u64, (Arc<Assembly>, usize)>>,
-    /// Signalled when an object is added.
-    added: Notify,
 }
 
 struct State {
@@ -101,37 +87,6 @@ impl Shared {
         if let Some(w) = waker {
             w.wake();
         }
-    }
-}
-
-impl Urgent {
-    /// Queues the other parts of `asm` (its first is in flight) ahead of later objects.
-    fn push(&self, asm: Arc<Assembly>) {
-        self.lock().insert(asm.seq, (asm, 1));
-        self.added.notify_one();
-    }
-
-    /// The earliest urgent object and its next part.
-    fn first(&self) -> Option<(Arc<Assembly>, usize)> {
-        let mut urgent = self.lock();
-        while let Some(entry) = urgent.first_entry() {
-            let (asm, next) = entry.get();
-            if *next < asm.parts() && asm.wants_more() {
-                return Some((Arc::clone(asm), *next));
-            }
-            entry.remove();
-        }
-        None
-    }
-
-    fn admitted(&self, asm: &Assembly, next: usize) {
-        if let Some(entry) = self.lock().get_mut(&asm.seq) {
-            entry.1 = next;
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, (Arc<Assembly>, usize)>> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -279,9 +234,11 @@ impl std::fmt::Debug for ObjectStream {
 struct Admitting {
     asm: Arc<Assembly>,
     next: usize,
-    /// Parts to admit from here: all of a known-size object, only the first (the probe) of an
-    /// object of unknown size, whose other parts come back through the urgent queue.
+    /// Parts to admit: all of a known-size object; for an object of unknown size, the first
+    /// (the probe) until its reply tells the size, then all.
     limit: usize,
+    /// The size is still to be learned from the probe.
+    probing: bool,
 }
 
 /// The request's driver: admits parts in (object, part) order and spawns their fetches.
@@ -289,28 +246,8 @@ struct Driver {
     ctx: Arc<Context>,
     target: Result<Arc<BucketTarget>, Error>,
     shared: Arc<Shared>,
-    urgent: Arc<Urgent>,
     per_request: Arc<Semaphore>,
     tasks: JoinSet<()>,
-}
-
-/// Waits for `fut`, unless an earlier object's parts become urgent first.
-///
-/// The urgent signal is checked first on every wake-up: the memory semaphore hands freed
-/// permits to its first waiter when they are released, so a later object's acquisition may
-/// already hold the memory an urgent part needs. Dropping it gives that memory back.
-async fn unless_urgent<T>(urgent: &Urgent, fut: impl Future<Output = T>) -> Woken<T> {
-    tokio::select! {
-        biased;
-        () = urgent.added.notified() => Woken::Urgent,
-        v = fut => Woken::Done(v),
-    }
-}
-
-/// What the driver was waiting for when it stopped.
-enum Woken<T> {
-    Done(T),
-    Urgent,
 }
 
 impl Driver {
@@ -320,11 +257,9 @@ impl Driver {
             per_request: Arc::new(Semaphore::new(ctx.config.max_connections_per_request)),
             ctx,
             shared,
-            urgent: Arc::default(),
             tasks: JoinSet::new(),
         }
     }
-
 
     async fn run<S>(mut self, objects: S)
     where
@@ -333,59 +268,38 @@ impl Driver {
     {
         let mut objects = std::pin::pin!(objects);
         let mut seq = 0u64;
-        let mut input_done = false;
-        let mut pending: Option<S::Item> = None;
         let mut current: Option<Admitting> = None;
         loop {
             // Reap finished tasks so the set stays as small as the in-flight count.
             while self.tasks.try_join_next().is_some() {}
 
-            // The parts of earlier objects of unknown size come first: the head of the line
-            // must always be able to move.
-            if let Some((asm, idx)) = self.urgent.first() {
-                if self.admit(&asm, idx).await {
-                    self.urgent.admitted(&asm, idx + 1);
-                }
-                continue;
-            }
             if let Some(cur) = &mut current {
-                if cur.next >= cur.limit || !cur.asm.wants_more() {
-                    current = None;
-                } else {
+                if cur.next < cur.limit && cur.asm.wants_more() {
                     let asm = Arc::clone(&cur.asm);
-                    if self.admit(&asm, cur.next).await {
-                        cur.next += 1;
-                    }
+                    self.admit(&asm, cur.next).await;
+                    cur.next += 1;
+                } else if cur.probing {
+                    // Nothing after an object of unknown size is admitted before its size is
+                    // known: if it turns out large, its parts must come first, so that the head
+                    // of the line can always get memory.
+                    cur.asm.size_known().await;
+                    cur.probing = false;
+                    cur.limit = cur.asm.parts();
+                } else {
+                    current = None;
                 }
                 continue;
             }
-            if let Some(input) = pending.take() {
-                match unless_urgent(&self.urgent, self.shared.wait_for_window(seq)).await {
-                    Woken::Urgent => pending = Some(input),
-                    Woken::Done(()) => {
-                        current = self.start_object(seq, input);
-                        seq += 1;
-                    }
-                }
-                continue;
-            }
-            if !input_done {
-                match unless_urgent(&self.urgent, objects.next()).await {
-                    Woken::Urgent => {}
-                    Woken::Done(Some(input)) => pending = Some(input),
-                    Woken::Done(None) => {
-                        input_done = true;
-                        self.shared.finish(seq);
-                    }
-                }
-                continue;
-            }
-            // Everything is admitted; a probe still in flight may yet ask for more parts.
-            if self.tasks.is_empty() {
+            let Some(input) = objects.next().await else {
                 break;
-            }
-            let _ = unless_urgent(&self.urgent, self.tasks.join_next()).await;
+            };
+            self.shared.wait_for_window(seq).await;
+            current = self.start_object(seq, input);
+            seq += 1;
         }
+        self.shared.finish(seq);
+        // Keep owning the fetches until they end, so dropping the stream still cancels them.
+        while self.tasks.join_next().await.is_some() {}
     }
 
     /// Plans the object at `seq`; `None` when it was settled at once (an input error, a bad
@@ -405,39 +319,33 @@ impl Driver {
             delivery.deliver(Err(e.detached()), counters);
             return None;
         }
-        let limit = match obj.size {
-            Some(size) => plan::part_count(size, self.ctx.config.part_size),
-            None => 1,
+        let (limit, probing) = match obj.size {
+            Some(size) => (plan::part_count(size, self.ctx.config.part_size), false),
+            None => (1, true),
         };
-        let asm = Assembly::new(&self.ctx, &self.urgent, obj, delivery);
+        let asm = Assembly::new(&self.ctx, obj, delivery);
         Some(Admitting {
             asm,
             next: 0,
             limit,
+            probing,
         })
     }
 
     /// Takes memory, a request permit and a connection unit for part `idx` of `asm`, then
-    /// spawns its fetch. False when an urgent part came first (nothing is held then).
-    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize) -> bool {
+    /// spawns its fetch.
+    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize) {
         let Ok(target) = &self.target else {
-            return true; // objects were settled in start_object
+            return; // objects were settled in start_object
         };
         let spec = asm.spec(idx);
         let ctx = &self.ctx;
-        let take = async {
-            let lease = ctx.memory.acquire(spec.len).await;
-            let permit = Arc::clone(&self.per_request)
-                .acquire_owned()
-                .await
-                .unwrap_or_else(|_| unreachable!("request semaphore is never closed"));
-            let unit = ctx.conns.unit().await;
-            (lease, permit, unit)
-        };
-        let (lease, permit, unit) = match unless_urgent(&self.urgent, take).await {
-            Woken::Done(held) => held,
-            Woken::Urgent => return false,
-        };
+        let lease = ctx.memory.acquire(spec.len).await;
+        let permit = Arc::clone(&self.per_request)
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("request semaphore is never closed"));
+        let unit = ctx.conns.unit().await;
         let (ctx, target, task_asm) = (Arc::clone(ctx), Arc::clone(target), Arc::clone(asm));
         let handle = self.tasks.spawn(async move {
             let asm = task_asm;
@@ -458,6 +366,5 @@ impl Driver {
             asm.part_done(idx, result);
         });
         asm.add_abort(idx, handle);
-        true
     }
 }

@@ -315,7 +315,10 @@ impl PartRequest<'_> {
             };
             if let Ok(data) = frame.into_data() {
                 lease.write(&data).map_err(|_| {
-                    length_error(status, format!("body is longer than the {want} bytes asked for"))
+                    length_error(
+                        status,
+                        format!("body is longer than the {want} bytes asked for"),
+                    )
                 })?;
             }
         }
@@ -352,7 +355,10 @@ async fn read_error_body(conn: Conn, body: &mut Incoming, stall: Duration) -> Ve
 
 /// True for S3's answer to a range of an empty object: `416` with no `Content-Range`, or
 /// `Content-Range: bytes */0`.
-pub(crate) fn is_empty_object_reply(status: StatusCode, content_range: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_empty_object_reply(
+    status: StatusCode,
+    content_range: Option<&HeaderValue>,
+) -> bool {
     status == StatusCode::RANGE_NOT_SATISFIABLE
         && content_range.is_none_or(|v| v.as_bytes().trim_ascii() == b"bytes */0")
 }
@@ -647,11 +653,17 @@ mod tests {
 
     #[test]
     fn whole_and_resumed_replies() {
-        assert_eq!(check(200, Some("100"), None, whole(0, 100)), Ok((100, true, 100)));
+        assert_eq!(
+            check(200, Some("100"), None, whole(0, 100)),
+            Ok((100, true, 100))
+        );
         assert_eq!(check(200, None, None, whole(0, 100)), Ok((100, true, 100)));
         assert_eq!(check(200, Some("0"), None, whole(0, 0)), Ok((0, true, 0)));
         // A server that ignores Range sends everything again.
-        assert_eq!(check(200, Some("100"), None, whole(40, 100)), Ok((100, true, 100)));
+        assert_eq!(
+            check(200, Some("100"), None, whole(40, 100)),
+            Ok((100, true, 100))
+        );
         assert_eq!(
             check(206, Some("60"), Some("bytes 40-99/100"), whole(40, 100)),
             Ok((60, false, 100))
@@ -681,7 +693,10 @@ mod tests {
             check(200, Some("101"), None, probe),
             Err(ErrorKind::InvalidResponse)
         );
-        assert_eq!(check(200, None, None, probe), Err(ErrorKind::InvalidResponse));
+        assert_eq!(
+            check(200, None, None, probe),
+            Err(ErrorKind::InvalidResponse)
+        );
         // ...and never for a part other than the first.
         assert_eq!(
             check(200, Some("250"), None, p),
@@ -717,7 +732,12 @@ mod tests {
         );
         assert_eq!(check(204, None, None, whole(0, 0)), Err(InvalidResponse));
         let p = part(100, 200, Some(250));
-        for cr in ["bytes 100-198/250", "bytes 100-199/251", "bytes 0-99/250", "bytes */250"] {
+        for cr in [
+            "bytes 100-198/250",
+            "bytes 100-199/251",
+            "bytes 0-99/250",
+            "bytes */250",
+        ] {
             assert_eq!(check(206, None, Some(cr), p), Err(LengthMismatch), "{cr}");
         }
     }
@@ -738,8 +758,14 @@ mod tests {
         h.insert(ETAG, HeaderValue::from_static("\"a\""));
         let pin = ObjectPin::new(None);
         let kind = |r: Result<bool, Error>| r.map_err(|e| e.kind());
-        assert_eq!(kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 10)), Ok(true));
-        assert_eq!(kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 10)), Ok(false));
+        assert_eq!(
+            kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 10)),
+            Ok(true)
+        );
+        assert_eq!(
+            kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 10)),
+            Ok(false)
+        );
         assert_eq!(
             kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 11)),
             Err(ErrorKind::Changed)

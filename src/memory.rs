@@ -1,34 +1,34 @@
 //! The memory budget: a pool of fixed-size slabs, the [`Lease`] of slabs one part of an object
 //! holds, and the [`Body`] handed to the consumer.
 //!
-//! `max_bytes` is divided into `max_bytes / slab_size` slabs. A [`tokio::sync::Semaphore`] with one
-//! permit per slab does the accounting: a part takes `ceil(len / slab_size)` permits with
-//! `acquire_many`, which is fair (FIFO across every request of the client), so a large part is
-//! never starved by a stream of small ones. Slab buffers are allocated the first time a permit
+//! `max_bytes` is divided into `max_bytes / slab_size` slabs. A FIFO slab budget does the
+//! accounting: a part waits for `ceil(len / slab_size)` slabs in arrival order across every
+//! request of the client, so a large part is never starved by a stream of small ones. Slab buffers are allocated the first time one
 //! needs one and kept on a free list afterwards, so a warm client allocates nothing per object and
 //! its resident memory never exceeds the budget.
 //!
-//! Permits are not tied to a guard: a lease takes them, and every slab gives its own permit back
-//! when it returns to the free list — when its [`Lease`] is dropped, when a lease is trimmed, or
+//! Slabs are counted, not tied to a guard: a lease takes them, and every slab gives its own count
+//! back when it returns to the free list — when its [`Lease`] is dropped, when a lease is trimmed, or
 //! when a chunk handed out by [`Body::next_chunk`] is dropped. So memory comes back slab by slab,
-//! as soon as the consumer is done with it, and the count of permits in use is always the count of
-//! slabs held.
+//! as soon as the consumer is done with it, and the count in use is always the count of slabs
+//! held.
 //!
 //! Response bytes are copied straight into the leased slabs. The leases travel inside the
 //! [`Body`]; their slabs come back when the consumer drops the body (or its chunks), not when the
 //! download ends, so memory held by delivered-but-unconsumed objects counts against the budget.
 
 mod body;
+mod budget;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
-pub use body::{Body, Chunks};
 pub(crate) use body::PartQueue;
+pub use body::{Body, Chunks};
+use budget::SlabBudget;
 
 /// The shared slab pool of one client.
 #[derive(Clone)]
@@ -37,7 +37,7 @@ pub(crate) struct MemoryPool {
 }
 
 struct PoolInner {
-    permits: Semaphore,
+    budget: SlabBudget,
     free: Mutex<Vec<Box<[u8]>>>,
     slab_size: usize,
     total: u32,
@@ -50,7 +50,7 @@ impl PoolInner {
         self.free.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts `slabs` back on the free list, then returns their permits (in that order, so a
+    /// Puts `slabs` back on the free list, then returns them to the budget (in that order, so a
     /// woken waiter finds the buffers free).
     fn give_back(&self, slabs: impl Iterator<Item = Box<[u8]>>, streaming: bool) {
         let mut n = 0;
@@ -65,7 +65,7 @@ impl PoolInner {
             if streaming {
                 self.streaming.fetch_sub(n, Ordering::Relaxed);
             }
-            self.permits.add_permits(n);
+            self.budget.release(n);
         }
     }
 }
@@ -75,7 +75,7 @@ impl MemoryPool {
     pub(crate) fn new(slab_size: usize, total: u32) -> Self {
         MemoryPool {
             inner: Arc::new(PoolInner {
-                permits: Semaphore::new(total as usize),
+                budget: SlabBudget::new(total as usize),
                 free: Mutex::new(Vec::new()),
                 slab_size,
                 total,
@@ -96,7 +96,7 @@ impl MemoryPool {
 
     /// Slabs currently leased (by downloads in flight, bodies and chunks not yet dropped).
     pub(crate) fn slabs_in_use(&self) -> usize {
-        self.inner.total as usize - self.inner.permits.available_permits()
+        self.inner.total as usize - self.inner.budget.free()
     }
 
     /// Slabs currently held by the parts of streaming bodies.
@@ -124,15 +124,13 @@ impl MemoryPool {
     /// Cancel safe: dropping the future gives up the place in the queue and takes nothing.
     pub(crate) async fn acquire(&self, len: u64) -> Lease {
         let slabs = self.slabs_for(len).unwrap_or(self.inner.total);
-        debug_assert_eq!(self.slabs_for(len), Some(slabs), "{len} bytes exceed the budget");
-        self.inner
-            .permits
-            .acquire_many(slabs)
-            .await
-            // The semaphore lives as long as the pool and is never closed.
-            .unwrap_or_else(|_| unreachable!("memory semaphore is never closed"))
-            // Each slab returns its own permit (see the module docs).
-            .forget();
+        debug_assert_eq!(
+            self.slabs_for(len),
+            Some(slabs),
+            "{len} bytes exceed the budget"
+        );
+        // Each slab returns its own count (see the module docs).
+        self.inner.budget.acquire(slabs as usize).await;
         let mut bufs = Vec::with_capacity(slabs as usize);
         {
             let mut free = self.inner.lock_free();
@@ -158,6 +156,7 @@ impl fmt::Debug for MemoryPool {
             .field("slab_size", &self.inner.slab_size)
             .field("total", &self.inner.total)
             .field("in_use", &self.slabs_in_use())
+            .field("budget", &self.inner.budget)
             .finish()
     }
 }
@@ -168,7 +167,7 @@ pub(crate) struct Overflow;
 
 /// The slabs leased for one part (or a whole object), filled front to back up to a declared size.
 ///
-/// Dropping it returns its slabs to the free list and their permits to the budget.
+/// Dropping it returns its slabs to the free list and to the budget.
 #[must_use = "dropping a lease returns its memory at once"]
 pub(crate) struct Lease {
     pool: Arc<PoolInner>,
@@ -257,8 +256,7 @@ impl Lease {
         }
     }
 
-    /// Moves slab `idx`'s bytes `[off..]` out as zero-copy [`Bytes`]; the slab (and its permit)
-    /// returns to the budget when the last clone of them is dropped.
+    /// Moves slab `idx`'s bytes `[off..]` out as zero-copy [`Bytes`]; the slab returns to the budget when the last clone of them is dropped.
     fn take_chunk(&mut self, idx: usize, off: usize) -> Bytes {
         let end = self.len.min((idx + 1) * self.slab_size()) - idx * self.slab_size();
         let buf = std::mem::take(&mut self.slabs[idx]);
@@ -289,7 +287,7 @@ impl fmt::Debug for Lease {
     }
 }
 
-/// One slab handed out as a chunk; gives the slab and its permit back on drop.
+/// One slab handed out as a chunk; gives the slab back on drop.
 struct SlabChunk {
     pool: Arc<PoolInner>,
     buf: Box<[u8]>,

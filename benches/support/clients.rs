@@ -1,5 +1,5 @@
-//! The two clients compared by the benchmarks, fetching the same objects from the same server
-//! with the same concurrency `n`, and discarding each body as it arrives in order.
+//! The clients compared by the benchmarks, fetching the same objects from the same server with
+//! the same concurrency `n`, and discarding each body as it arrives in order.
 
 use std::net::SocketAddr;
 
@@ -18,12 +18,22 @@ pub fn objects(count: usize, size: usize) -> Vec<ObjectRef> {
         .collect()
 }
 
-/// `s3_ordered` with `n` connections, signing every request; returns bytes received.
-pub fn s3_ordered_client(addr: SocketAddr, n: usize, max_bytes: u64, signed: bool) -> Client {
-    let b = Client::builder()
+/// `s3_ordered` with `n` connections (signing every request unless `signed` is false), and the
+/// default part size for that budget unless `part_size` is given.
+pub fn s3_ordered_client(
+    addr: SocketAddr,
+    n: usize,
+    max_bytes: u64,
+    signed: bool,
+    part_size: Option<u64>,
+) -> Client {
+    let mut b = Client::builder()
         .endpoint_url(format!("http://{addr}"))
         .max_connections(n)
         .max_bytes(max_bytes);
+    if let Some(p) = part_size {
+        b = b.part_size(p);
+    }
     let b = if signed {
         b.static_credentials("AKIDBENCH", "bench-secret", None)
     } else {
@@ -32,11 +42,20 @@ pub fn s3_ordered_client(addr: SocketAddr, n: usize, max_bytes: u64, signed: boo
     b.build().expect("client")
 }
 
+/// Fetches `objects` in order, reading each body (whole or streaming) to its end; returns bytes
+/// received.
 pub async fn run_s3_ordered(client: &Client, objects: Vec<ObjectRef>) -> u64 {
     let mut total = 0u64;
     let mut s = client.get_all(BUCKET, objects);
     while let Some(item) = s.next().await {
-        total += item.expect("object").body.len() as u64;
+        let mut obj = item.expect("object");
+        if obj.body.is_streaming() {
+            while let Some(chunk) = obj.body.next_chunk().await {
+                total += chunk.expect("chunk").len() as u64;
+            }
+        } else {
+            total += obj.body.len();
+        }
     }
     total
 }
@@ -52,6 +71,12 @@ pub fn baseline_client(n: usize) -> Baseline {
         .build(http)
 }
 
+fn uri(addr: SocketAddr, key: &str) -> hyper::Uri {
+    format!("http://{addr}/{BUCKET}/{key}")
+        .parse()
+        .expect("uri")
+}
+
 /// `futures::stream::iter(..).buffered(n)` over the hyper-util client; each body is collected
 /// into one buffer, as a caller needing whole objects would.
 pub async fn run_baseline(
@@ -62,18 +87,49 @@ pub async fn run_baseline(
 ) -> u64 {
     let mut total = 0u64;
     let mut s = futures::stream::iter(objects)
-        .map(|o| {
-            let uri: hyper::Uri = format!("http://{addr}/{BUCKET}/{}", o.key)
-                .parse()
-                .expect("uri");
-            async move {
-                let resp = client.get(uri).await.expect("response");
-                resp.into_body().collect().await.expect("body").to_bytes()
-            }
+        .map(|o| async move {
+            let resp = client.get(uri(addr, &o.key)).await.expect("response");
+            resp.into_body().collect().await.expect("body").to_bytes()
         })
         .buffered(n);
     while let Some(body) = s.next().await {
         total += body.len() as u64;
     }
     total
+}
+
+/// What the link carries: every object cut into `part`-byte ranged GETs, `n` at a time over the
+/// hyper-util client, each body counted frame by frame and never held.
+pub async fn run_ranged_ceiling(
+    client: &Baseline,
+    addr: SocketAddr,
+    objects: Vec<ObjectRef>,
+    n: usize,
+    part: u64,
+) -> u64 {
+    let ranges = objects.into_iter().flat_map(|o| {
+        let size = o.size.expect("sized");
+        (0..size.div_ceil(part)).map(move |i| {
+            let first = i * part;
+            (o.key.clone(), first, (first + part).min(size) - 1)
+        })
+    });
+    futures::stream::iter(ranges)
+        .map(|(key, first, last)| async move {
+            let req = hyper::Request::get(uri(addr, &key))
+                .header("range", format!("bytes={first}-{last}"))
+                .body(Empty::new())
+                .expect("request");
+            let mut body = client.request(req).await.expect("response").into_body();
+            let mut got = 0u64;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.expect("frame").into_data() {
+                    got += data.len() as u64;
+                }
+            }
+            got
+        })
+        .buffer_unordered(n)
+        .fold(0, |sum, got| async move { sum + got })
+        .await
 }

@@ -1,16 +1,41 @@
-//! A minimal in-process object server for benchmarks: every GET gets the same in-memory payload
-//! (zero-copy `Bytes` clones), so the client is what is measured. Loopback only, `TCP_NODELAY`.
+//! A minimal in-process object server for benchmarks: every GET gets (a range of) the same
+//! in-memory payload (zero-copy `Bytes` slices), so the client is what is measured. Loopback
+//! only, `TCP_NODELAY`. It serves `Range` as S3 does (206 with `Content-Range`, clamped at the
+//! end).
+//!
+//! With a [`Pace`] it imitates a remote link: each response waits before its first byte and each
+//! connection sends at most a fixed rate (a frame every `frame / rate` seconds), as one S3
+//! connection does seen from one instance.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-/// Starts the server on its own runtime thread (one core's worth) and returns its address.
+/// How the server imitates a remote link.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Wait before the response head.
+    pub first_byte: Duration,
+    /// Bytes per second per connection.
+    pub rate: u64,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// Starts an unpaced server on its own runtime thread and returns its address.
 pub fn start(object_size: usize) -> SocketAddr {
+    start_paced(object_size, None)
+}
+
+/// Starts the server on its own runtime thread (one core's worth) and returns its address.
+pub fn start_paced(object_size: usize, pace: Option<Pace>) -> SocketAddr {
     let payload = Bytes::from((0..object_size).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -31,9 +56,9 @@ pub fn start(object_size: usize) -> SocketAddr {
                 let _ = socket.set_nodelay(true);
                 let payload = payload.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |_req| {
-                        let body = Full::new(payload.clone());
-                        async move { Ok::<_, Infallible>(hyper::Response::new(body)) }
+                    let service = service_fn(move |req| {
+                        let payload = payload.clone();
+                        async move { Ok::<_, Infallible>(respond(&req, payload, pace).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(socket), service)
@@ -43,4 +68,57 @@ pub fn start(object_size: usize) -> SocketAddr {
         });
     });
     rx.recv().expect("server address")
+}
+
+async fn respond<B>(
+    req: &hyper::Request<B>,
+    payload: Bytes,
+    pace: Option<Pace>,
+) -> hyper::Response<Body> {
+    let len = payload.len() as u64;
+    let range = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    let mut resp = hyper::Response::builder().header("etag", "\"bench\"");
+    let body = match range {
+        Some((first, last)) if first < len && first <= last => {
+            let last = last.min(len - 1);
+            resp = resp
+                .status(206)
+                .header("content-range", format!("bytes {first}-{last}/{len}"));
+            payload.slice(first as usize..=last as usize)
+        }
+        Some(_) => {
+            return resp
+                .status(416)
+                .header("content-range", format!("bytes */{len}"))
+                .body(Full::new(Bytes::new()).boxed())
+                .expect("response");
+        }
+        None => payload,
+    };
+    resp = resp.header("content-length", body.len());
+    let Some(pace) = pace else {
+        return resp.body(Full::new(body).boxed()).expect("response");
+    };
+    tokio::time::sleep(pace.first_byte).await;
+    // Frames on a fixed schedule from the first byte, so the rate holds on average whatever the
+    // timer's granularity.
+    const FRAME: usize = 64 << 10;
+    let start = tokio::time::Instant::now();
+    let frames = (0..body.len().div_ceil(FRAME)).map(move |i| {
+        let at = start + Duration::from_secs_f64((i * FRAME) as f64 / pace.rate as f64);
+        let chunk = body.slice(i * FRAME..((i + 1) * FRAME).min(body.len()));
+        (at, chunk)
+    });
+    let stream = futures::stream::iter(frames).then(|(at, chunk)| async move {
+        tokio::time::sleep_until(at).await;
+        Ok::<_, Infallible>(Frame::data(chunk))
+    });
+    resp.body(BodyExt::boxed(StreamBody::new(stream)))
+        .expect("response")
 }

@@ -111,7 +111,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         match item {
             Ok(obj)
                 if obj.key == objects[seq].key
-                    && obj.body.to_vec() == content(seq, objects[seq].size.unwrap_or_default() as usize) =>
+                    && obj.body.to_vec()
+                        == content(seq, objects[seq].size.unwrap_or_default() as usize) =>
             {
                 ok += 1
             }

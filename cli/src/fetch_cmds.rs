@@ -186,7 +186,12 @@ struct Target {
 /// Writes `obj` to `dir/rel` through a temporary file and a rename; a streaming body is written
 /// part by part as it arrives, and renamed only once complete.
 async fn save(dir: &Path, rel: &str, obj: Object) -> anyhow::Result<()> {
-    let (dir, rel, seq, empty) = (dir.to_path_buf(), rel.to_owned(), obj.seq, obj.body.is_empty());
+    let (dir, rel, seq, empty) = (
+        dir.to_path_buf(),
+        rel.to_owned(),
+        obj.seq,
+        obj.body.is_empty(),
+    );
     let target = tokio::task::spawn_blocking(move || prepare(&dir, &rel, seq, empty))
         .await
         .context("the writer task failed")??;

@@ -490,7 +490,14 @@ async fn large_objects_stream_through_cat_get_and_bench_in_parts() {
     f.server.put("bkt", "big/huge", &huge);
     f.server.put("bkt", "big/small", b"tail");
     // A 1 MiB budget: the 3 MiB object can only stream, in 256 KiB parts.
-    let budget = ["--max-connections", "4", "--max-bytes", "1MiB", "--part-size", "256KiB"];
+    let budget = [
+        "--max-connections",
+        "4",
+        "--max-bytes",
+        "1MiB",
+        "--part-size",
+        "256KiB",
+    ];
     let cmd = |args: &[&str]| {
         let mut c = f.cmd(args);
         c.args(budget);
@@ -505,14 +512,24 @@ async fn large_objects_stream_through_cat_get_and_bench_in_parts() {
 
     let out_dir = f.home.path().join("big-out");
     let out = output(
-        cmd(&["get", "s3://bkt/big/", "--out", out_dir.to_str().unwrap(), "-q"]),
+        cmd(&[
+            "get",
+            "s3://bkt/big/",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "-q",
+        ]),
         None,
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(std::fs::read(out_dir.join("huge")).unwrap() == huge);
     assert_eq!(std::fs::read(out_dir.join("small")).unwrap(), b"tail");
-    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 2, "no leftovers");
+    assert_eq!(
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        2,
+        "no leftovers"
+    );
 
     // Keys without sizes: the first GET of each learns it, with no HEAD.
     let out = output(

@@ -6,8 +6,8 @@
 //! * A **streaming** object is delivered as soon as its first part is in, with a body reading
 //!   from a [`PartQueue`]; later parts go into the queue as they finish.
 //! * An object of unknown size is **probing** until its first part's reply tells the size; it
-//!   then becomes whole (one part) or streaming, and asks the driver, through the request's
-//!   urgent queue, to admit its other parts before anything later in the input.
+//!   then becomes whole (one part) or streaming, and the driver, which waits for that before
+//!   admitting anything later, admits its other parts.
 //!
 //! A part that fails for good fails the object: one error at its position and every other part
 //! cancelled — or, once a streaming body is out, an error read from the body after the parts
@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::task::AbortHandle;
 
 use super::plan::{self, Mode};
-use super::{Delivery, Urgent};
+use tokio::sync::Notify;
+
+use super::Delivery;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::{ObjectPin, PartSpec};
@@ -34,8 +36,8 @@ pub(crate) struct Assembly {
     pub(crate) version_id: Option<String>,
     pub(crate) pin: ObjectPin,
     ctx: Arc<Context>,
-    /// The driver's urgent queue; gone once the driver is.
-    urgent: Weak<Urgent>,
+    /// Signalled when the size becomes known or the object ends.
+    sized: Notify,
     state: Mutex<State>,
 }
 
@@ -64,12 +66,7 @@ enum Kind {
 
 impl Assembly {
     /// Plans `obj` (whose result goes to `delivery`).
-    pub(crate) fn new(
-        ctx: &Arc<Context>,
-        urgent: &Arc<Urgent>,
-        obj: ObjectRef,
-        delivery: Delivery,
-    ) -> Arc<Self> {
+    pub(crate) fn new(ctx: &Arc<Context>, obj: ObjectRef, delivery: Delivery) -> Arc<Self> {
         let seq = delivery.seq;
         Arc::new_cyclic(|me: &Weak<Assembly>| {
             let (kind, parts) = match obj.size {
@@ -82,7 +79,7 @@ impl Assembly {
                 version_id: obj.version_id,
                 pin: ObjectPin::new(obj.size),
                 ctx: Arc::clone(ctx),
-                urgent: Arc::downgrade(urgent),
+                sized: Notify::new(),
                 state: Mutex::new(State {
                     delivery: Some(delivery),
                     kind,
@@ -126,7 +123,7 @@ impl Assembly {
 
     /// The first part's reply told the object's size (objects of unknown size only).
     pub(crate) fn learned_size(self: &Arc<Self>, size: u64) {
-        let more = {
+        {
             let mut st = self.lock();
             if !matches!(st.kind, Kind::Probing) {
                 return;
@@ -134,10 +131,24 @@ impl Assembly {
             let (kind, parts) = plan_known(&self.ctx, &Arc::downgrade(self), size, false);
             st.kind = kind;
             st.parts = parts;
-            parts > 1 && !st.finished
-        };
-        if let Some(urgent) = self.urgent.upgrade().filter(|_| more) {
-            urgent.push(Arc::clone(self));
+        }
+        self.sized.notify_waiters();
+    }
+
+    /// Waits until the size is known, or the object ended without it.
+    pub(crate) async fn size_known(&self) {
+        loop {
+            let notified = self.sized.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a signal between the two is not missed.
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.finished || !matches!(st.kind, Kind::Probing) {
+                    return;
+                }
+            }
+            notified.await;
         }
     }
 
@@ -163,6 +174,9 @@ impl Assembly {
             delivery.deliver(item, &self.ctx.counters);
         }
         drop(out.dropped);
+        // A probe that ended (in failure) without telling the size must not leave the driver
+        // waiting for it.
+        self.sized.notify_waiters();
     }
 
     fn part_in(&self, st: &mut State, idx: usize, lease: Lease, out: &mut Outcome) {
@@ -225,7 +239,8 @@ impl Assembly {
             // Nothing handed out yet: the object fails as a whole at its position.
             out.abort = std::mem::take(&mut st.aborts);
             if let Kind::Whole { leases, .. } = &mut st.kind {
-                out.dropped.extend(leases.iter_mut().filter_map(Option::take));
+                out.dropped
+                    .extend(leases.iter_mut().filter_map(Option::take));
             }
             out.deliver = Some((delivery, Err(e)));
             return;
@@ -261,9 +276,7 @@ impl Assembly {
         Object {
             key: self.key.clone(),
             seq: self.seq,
-            etag: pinned
-                .etag
-                .and_then(|v| v.to_str().ok().map(str::to_owned)),
+            etag: pinned.etag.and_then(|v| v.to_str().ok().map(str::to_owned)),
             version_id: pinned.version_id,
             body,
         }

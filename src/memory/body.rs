@@ -74,7 +74,11 @@ impl PartQueue {
                 (None, Some(part))
             } else {
                 st.parts[idx] = Some(part);
-                let waker = if idx == st.head { st.waker.take() } else { None };
+                let waker = if idx == st.head {
+                    st.waker.take()
+                } else {
+                    None
+                };
                 (waker, None)
             }
         };

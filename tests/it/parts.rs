@@ -91,7 +91,10 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
                 let streams = if sized { *size > BUDGET } else { *size > PART };
                 assert_eq!(obj.body.is_streaming(), streams, "sized {sized}: {key}");
                 let bytes = read_all(&client, &mut obj).await.unwrap();
-                assert!(bytes == content(key, *size as usize), "sized {sized}: {key}");
+                assert!(
+                    bytes == content(key, *size as usize),
+                    "sized {sized}: {key}"
+                );
                 n += 1;
             }
             n
@@ -104,7 +107,11 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
         // One GET per part, and no HEAD for the sizes that were not given.
         let parts: u64 = objects.iter().map(|(_, s)| s.div_ceil(PART).max(1)).sum();
         let stats = client.stats();
-        assert_eq!((stats.requests, stats.parts), (parts, parts), "sized {sized}");
+        assert_eq!(
+            (stats.requests, stats.parts),
+            (parts, parts),
+            "sized {sized}"
+        );
         assert_eq!(stats.objects, objects.len() as u64);
         drop(results);
         assert_quiescent(&client).await;
@@ -147,7 +154,10 @@ async fn changing_object(len: usize) -> Mock {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etag_that_changes_between_parts_fails_the_object_alone() {
     let mock = changing_object(3 * PART as usize).await;
-    let client = small_budget(mock.builder()).max_connections(4).build().unwrap();
+    let client = small_budget(mock.builder())
+        .max_connections(4)
+        .build()
+        .unwrap();
     let inputs = vec![ObjectRef::new("obj", 3 * PART), ObjectRef::new("small", 4)];
     let results: Vec<_> = client.get_all("bucket", inputs).collect().await;
     let e = results[0].as_ref().unwrap_err();
@@ -182,10 +192,16 @@ async fn a_streaming_body_reads_an_error_where_the_object_changed() {
     };
     assert!(got == content("obj", 5 * PART as usize)[..PART as usize]);
     assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
-    assert_eq!((e.key(), e.seq(), e.part()), (Some("obj"), Some(0), Some((1, 5))));
+    assert_eq!(
+        (e.key(), e.seq(), e.part()),
+        (Some("obj"), Some(0), Some((1, 5)))
+    );
     assert!(obj.body.next_chunk().await.is_none());
     drop(obj);
-    assert_eq!(results.next().await.unwrap().unwrap().body.to_vec(), b"fine");
+    assert_eq!(
+        results.next().await.unwrap().unwrap().body.to_vec(),
+        b"fine"
+    );
     assert_eq!(client.stats().errors, 1);
     drop(results);
     assert_quiescent(&client).await;
@@ -241,7 +257,10 @@ async fn a_part_cut_short_resumes_inside_the_part() {
         r
     })
     .await;
-    let client = small_budget(mock.builder()).max_connections(4).build().unwrap();
+    let client = small_budget(mock.builder())
+        .max_connections(4)
+        .build()
+        .unwrap();
     let mut results = client.get_all("bucket", vec![ObjectRef::new("obj", 3 * PART)]);
     let obj = results.next().await.unwrap().unwrap();
     assert!(obj.body.to_vec() == data);
@@ -273,7 +292,10 @@ async fn a_wrong_content_range_is_a_typed_error_of_its_part() {
         r
     })
     .await;
-    let client = small_budget(mock.builder()).max_connections(4).build().unwrap();
+    let client = small_budget(mock.builder())
+        .max_connections(4)
+        .build()
+        .unwrap();
     let results: Vec<_> = client
         .get_all("bucket", vec![ObjectRef::new("obj", 3 * PART)])
         .collect()
@@ -302,8 +324,17 @@ async fn unknown_sizes_handle_empty_objects_and_servers_that_ignore_range() {
         _ => Reply::ranged(b"short", seen),
     })
     .await;
-    let client = small_budget(mock.builder()).max_connections(4).build().unwrap();
-    let keys = ["empty", "empty-bare", "ignored-small", "ignored-big", "short"];
+    let client = small_budget(mock.builder())
+        .max_connections(4)
+        .build()
+        .unwrap();
+    let keys = [
+        "empty",
+        "empty-bare",
+        "ignored-small",
+        "ignored-big",
+        "short",
+    ];
     let results: Vec<_> = client.get_all("bucket", keys).collect().await;
     let bodies: Vec<_> = results
         .iter()
@@ -328,10 +359,9 @@ async fn unknown_sizes_handle_empty_objects_and_servers_that_ignore_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_count_against_the_per_request_cap() {
     let data = content("big/obj", 12 * PART as usize);
-    let mock = Mock::start(move |seen| {
-        Reply::ranged(&data, seen).delayed(Duration::from_millis(20))
-    })
-    .await;
+    let mock =
+        Mock::start(move |seen| Reply::ranged(&data, seen).delayed(Duration::from_millis(20)))
+            .await;
     let client = small_budget(mock.builder())
         .max_connections(8)
         .max_connections_per_request(3)
@@ -343,7 +373,10 @@ async fn parts_count_against_the_per_request_cap() {
     let bytes = read_all(&client, &mut obj).await.unwrap();
     assert!(bytes == content("big/obj", 12 * PART as usize));
     let most = mock.counts.max_in_flight("big");
-    assert!((2..=3).contains(&most), "{most} parts were in flight at once");
+    assert!(
+        (2..=3).contains(&most),
+        "{most} parts were in flight at once"
+    );
     assert_eq!(mock.counts.requests.load(Ordering::SeqCst), 12);
     drop((obj, results));
     assert_quiescent(&client).await;
@@ -355,7 +388,10 @@ async fn a_paused_reader_stops_the_transfer_and_the_budget_holds_throughout() {
     let data = content("huge", SIZE as usize);
     let d = data.clone();
     let mock = Mock::start(move |seen| Reply::ranged(&d, seen)).await;
-    let client = small_budget(mock.builder()).max_connections(4).build().unwrap();
+    let client = small_budget(mock.builder())
+        .max_connections(4)
+        .build()
+        .unwrap();
     let sampler = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -388,9 +424,15 @@ async fn a_paused_reader_stops_the_transfer_and_the_budget_holds_throughout() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let paused = requests();
-    assert_eq!(paused, settled, "parts were fetched while the reader paused");
+    assert_eq!(
+        paused, settled,
+        "parts were fetched while the reader paused"
+    );
     let total_parts = (SIZE / PART) as usize;
-    assert!(paused < total_parts, "{paused} of {total_parts} parts fetched");
+    assert!(
+        paused < total_parts,
+        "{paused} of {total_parts} parts fetched"
+    );
     assert!(client.stats().bytes_in_use <= BUDGET);
 
     // It reads again: the transfer resumes and ends with every byte.
@@ -417,7 +459,10 @@ async fn dropping_a_streaming_body_or_the_stream_anywhere_returns_everything() {
         key => Reply::ok(content(key, 300)),
     })
     .await;
-    let client = small_budget(mock.builder()).max_connections(4).build().unwrap();
+    let client = small_budget(mock.builder())
+        .max_connections(4)
+        .build()
+        .unwrap();
     let inputs = || {
         vec![
             ObjectRef::new("before", 300),
@@ -450,7 +495,10 @@ async fn dropping_a_streaming_body_or_the_stream_anywhere_returns_everything() {
     }
     // Nothing ran on after the drops: the big object was never fetched twelve times over.
     let requests = mock.counts.requests.load(Ordering::SeqCst);
-    assert!(requests < 12 * (SIZE / PART) as usize, "{requests} requests");
+    assert!(
+        requests < 12 * (SIZE / PART) as usize,
+        "{requests} requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,11 +529,17 @@ async fn unknown_sizes_never_wedge_the_head_of_the_line() {
         // First parts answer later than the rest, so probes pile up behind a large object.
         let mock = Mock::start(move |seen| {
             let first = seen.range().is_some_and(|r| r.0 == 0);
-            Reply::ranged(&store[&seen.key], seen)
-                .delayed(Duration::from_millis(if first { 3 } else { 0 }))
+            Reply::ranged(&store[&seen.key], seen).delayed(Duration::from_millis(if first {
+                3
+            } else {
+                0
+            }))
         })
         .await;
-        let client = small_budget(mock.builder()).max_connections(4).build().unwrap();
+        let client = small_budget(mock.builder())
+            .max_connections(4)
+            .build()
+            .unwrap();
         let mut results = client.get_all("bucket", keys.clone());
         let run = async {
             let mut n = 0;
@@ -493,7 +547,10 @@ async fn unknown_sizes_never_wedge_the_head_of_the_line() {
                 let mut obj = item.unwrap();
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 let bytes = read_all(&client, &mut obj).await.unwrap();
-                assert!(bytes == content(&keys[n], sizes[n] as usize), "seed {seed} #{n}");
+                assert!(
+                    bytes == content(&keys[n], sizes[n] as usize),
+                    "seed {seed} #{n}"
+                );
                 n += 1;
             }
             n

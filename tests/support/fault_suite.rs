@@ -78,7 +78,11 @@ pub async fn run_seed(seed: u64) -> RunReport {
         // Objects of up to six slabs are fetched as up to three parts; some runs stream those
         // above three slabs.
         .part_size(2 * SLAB as u64)
-        .stream_threshold(if r(5) % 3 == 0 { 3 * SLAB as u64 } else { SLABS * SLAB as u64 })
+        .stream_threshold(if r(5) % 3 == 0 {
+            3 * SLAB as u64
+        } else {
+            SLABS * SLAB as u64
+        })
         .stall_timeout(Duration::from_millis(150))
         .checksum_mode(r(2) % 2 == 0)
         .retry(RetryConfig {
