@@ -217,10 +217,9 @@ impl ClientBuilder {
     /// as their first part is in, read part by part with [`Body::next_chunk`](crate::Body::next_chunk),
     /// each part's memory returning to the budget as it is read. Smaller ones are delivered
     /// whole. At most `max_bytes` (a whole body must fit the budget). Default: `max_bytes`, so
-    /// that only objects that cannot be held at all stream.
-    ///
-    /// Objects whose size is not given ([`ObjectRef::without_size`](crate::ObjectRef::without_size)) and
-    /// turn out larger than one part always stream.
+    /// that only objects that cannot be held at all stream. Objects whose size is not given
+    /// ([`ObjectRef::without_size`](crate::ObjectRef::without_size)) follow the same rule once
+    /// their first reply tells the size.
     pub fn stream_threshold(mut self, n: u64) -> Self {
         self.stream_threshold = Some(n);
         self

@@ -16,9 +16,8 @@
 //! input. The head of the line always moves: memory is taken in (object, part) order and a
 //! connection only for one transfer. An object of unknown size is probed with its first part;
 //! nothing after it is admitted until the probe's reply tells the size, so its other parts, if
-//! any, are still admitted in order. A streaming body's later parts
-//! wait for memory its reader returns, so a consumer that stops reading stops the downloads once
-//! the budget is full. Requests sharing a client cannot deadlock as long as their consumers read
+//! any, are still admitted in order. A streaming body's later parts wait for memory its reader
+//! returns, so a consumer that stops reading stops the downloads once the budget is full. Requests sharing a client cannot deadlock as long as their consumers read
 //! (or drop) each body before waiting for the next object.
 //!
 //! Dropping the [`ObjectStream`] aborts the driver, which owns every fetch task in a

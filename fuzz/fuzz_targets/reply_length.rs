@@ -11,8 +11,13 @@ struct Reply<'a> {
     status: u16,
     content_length: Option<&'a [u8]>,
     content_range: Option<&'a str>,
-    resume_from: u64,
-    size: u64,
+    part_start: u64,
+    /// Offset of the first byte asked for, from the part's start.
+    resume: u32,
+    /// The part's length.
+    len: u32,
+    ranged: bool,
+    size: Option<u64>,
 }
 
 fuzz_target!(|r: Reply<'_>| {
@@ -26,36 +31,53 @@ fuzz_target!(|r: Reply<'_>| {
             );
         }
     }
-    let result = internals::expected_reply_len(
+    // A well-formed request: `from` inside the part, the part non-empty.
+    let len = u64::from(r.len).max(1);
+    let Some(end) = r.part_start.checked_add(len) else {
+        return;
+    };
+    let from = r.part_start + u64::from(r.resume) % len;
+    let ranged = r.ranged || from > r.part_start;
+    let result = internals::check_reply(
         r.status,
         r.content_length,
         r.content_range.map(str::as_bytes),
-        r.resume_from,
+        r.part_start,
+        from,
+        end,
+        ranged,
         r.size,
     );
     match &result {
-        Ok((len, true)) => {
+        Ok((got, true, total)) => {
+            // The whole object, from byte 0, fitting the part.
             assert_eq!(r.status, 200);
-            assert_eq!(*len, r.size);
+            assert_eq!(r.part_start, 0);
+            assert_eq!(got, total);
+            assert!(*total <= end);
+            assert!(r.size.is_none_or(|s| s == *total));
         }
-        Ok((len, false)) => {
+        Ok((got, false, total)) => {
+            // Exactly the asked range, clamped at the object's end.
             assert_eq!(r.status, 206);
-            assert!(r.resume_from > 0 && r.resume_from < r.size);
-            assert_eq!(*len, r.size - r.resume_from);
+            assert!(ranged);
+            assert!(r.size.is_none_or(|s| s == *total));
+            let last = end.min(*total) - 1;
+            assert_eq!(*got, last - from + 1);
             let cr = r.content_range.and_then(internals::parse_content_range);
-            assert_eq!(cr, Some((r.resume_from, r.size - 1, r.size)));
+            assert_eq!(cr, Some((from, last, *total)));
         }
         Err(e) => assert!(matches!(
             e.kind(),
             ErrorKind::LengthMismatch | ErrorKind::InvalidResponse | ErrorKind::InvalidRequest
         )),
     }
-    if let (Ok((len, _)), Some(cl)) = (result.as_ref(), r.content_length) {
+    if let (Ok((got, _, _)), Some(cl)) = (result.as_ref(), r.content_length) {
         assert_eq!(
             std::str::from_utf8(cl)
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok()),
-            Some(*len)
+            Some(*got)
         );
     }
 });

@@ -6,8 +6,8 @@
 //! * A **streaming** object is delivered as soon as its first part is in, with a body reading
 //!   from a [`PartQueue`]; later parts go into the queue as they finish.
 //! * An object of unknown size is **probing** until its first part's reply tells the size; it
-//!   then becomes whole (one part) or streaming, and the driver, which waits for that before
-//!   admitting anything later, admits its other parts.
+//!   is then planned like any other, and the driver, which waits for that before admitting
+//!   anything later, admits its other parts.
 //!
 //! A part that fails for good fails the object: one error at its position and every other part
 //! cancelled — or, once a streaming body is out, an error read from the body after the parts
@@ -70,7 +70,7 @@ impl Assembly {
         let seq = delivery.seq;
         Arc::new_cyclic(|me: &Weak<Assembly>| {
             let (kind, parts) = match obj.size {
-                Some(size) => plan_known(ctx, me, size, true),
+                Some(size) => plan_known(ctx, me, size),
                 None => (Kind::Probing, 1),
             };
             Assembly {
@@ -128,7 +128,7 @@ impl Assembly {
             if !matches!(st.kind, Kind::Probing) {
                 return;
             }
-            let (kind, parts) = plan_known(&self.ctx, &Arc::downgrade(self), size, false);
+            let (kind, parts) = plan_known(&self.ctx, &Arc::downgrade(self), size);
             st.kind = kind;
             st.parts = parts;
         }
@@ -294,10 +294,10 @@ struct Outcome {
 
 /// The kind and part count of an object of `size` bytes; a streaming one gets its queue, whose
 /// close hook cancels the object's remaining parts.
-fn plan_known(ctx: &Context, me: &Weak<Assembly>, size: u64, sized: bool) -> (Kind, usize) {
+fn plan_known(ctx: &Context, me: &Weak<Assembly>, size: u64) -> (Kind, usize) {
     let cfg = &ctx.config;
     let parts = plan::part_count(size, cfg.part_size);
-    let kind = match plan::mode(size, sized, cfg.part_size, cfg.stream_threshold) {
+    let kind = match plan::mode(size, cfg.stream_threshold) {
         Mode::Whole => Kind::Whole {
             leases: (0..parts).map(|_| None).collect(),
             received: 0,

@@ -46,11 +46,9 @@ pub(crate) fn part_spec(size: Option<u64>, part_size: u64, idx: usize) -> PartSp
     }
 }
 
-/// Whole or streaming, for an object of `size` bytes; `sized` says whether the size was given
-/// up front (an object that had to learn it streams as soon as it is more than one part, since
-/// later objects may already hold the memory a whole body would need).
-pub(crate) fn mode(size: u64, sized: bool, part_size: u64, stream_threshold: u64) -> Mode {
-    if size > stream_threshold || (!sized && size > part_size) {
+/// Whole or streaming, for an object of `size` bytes.
+pub(crate) fn mode(size: u64, stream_threshold: u64) -> Mode {
+    if size > stream_threshold {
         Mode::Streaming
     } else {
         Mode::Whole
@@ -74,13 +72,12 @@ mod tests {
     }
 
     #[test]
-    fn delivery_follows_the_threshold_and_knowledge_of_the_size() {
+    fn delivery_follows_the_threshold() {
         use Mode::*;
-        assert_eq!(mode(1000, true, 100, 1000), Whole);
-        assert_eq!(mode(1001, true, 100, 1000), Streaming);
-        assert_eq!(mode(100, false, 100, 1000), Whole);
-        assert_eq!(mode(101, false, 100, 1000), Streaming);
-        assert_eq!(mode(50, true, 100, 10), Streaming);
+        assert_eq!(mode(0, 0), Whole);
+        assert_eq!(mode(1000, 1000), Whole);
+        assert_eq!(mode(1001, 1000), Streaming);
+        assert_eq!(mode(50, 10), Streaming);
     }
 
     proptest! {

@@ -143,8 +143,7 @@ impl fmt::Debug for PartQueue {
 ///
 /// An object that fits the client's streaming threshold comes **whole**: read it as a
 /// [`bytes::Buf`], walk its [`chunks`](Body::chunks), or copy it out with
-/// [`to_vec`](Body::to_vec) / [`to_bytes`](Body::to_bytes). A larger object (or one whose size
-/// was not given and turned out larger than a part) comes **streaming**
+/// [`to_vec`](Body::to_vec) / [`to_bytes`](Body::to_bytes). A larger object comes **streaming**
 /// ([`is_streaming`](Body::is_streaming)): it is handed out as soon as its first part is in, and
 /// its bytes are read in order with [`next_chunk`](Body::next_chunk) as the later parts arrive.
 ///
@@ -179,7 +178,7 @@ enum Repr {
 }
 
 const STREAMING: &str = "this is a streaming body (an object larger than the client's \
-                         stream_threshold or one part of unknown size); read it with next_chunk()";
+                         stream_threshold); read it with next_chunk()";
 
 impl Body {
     /// A whole body over `lease`, which holds every byte of the object.

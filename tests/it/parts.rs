@@ -88,8 +88,11 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
                 let mut obj = item.unwrap_or_else(|e| panic!("sized {sized}: {e}"));
                 assert_eq!((obj.seq, obj.key.as_str()), (n as u64, key.as_str()));
                 assert_eq!(obj.body.len(), *size, "{key}");
-                let streams = if sized { *size > BUDGET } else { *size > PART };
-                assert_eq!(obj.body.is_streaming(), streams, "sized {sized}: {key}");
+                assert_eq!(
+                    obj.body.is_streaming(),
+                    *size > BUDGET,
+                    "sized {sized}: {key}"
+                );
                 let bytes = read_all(&client, &mut obj).await.unwrap();
                 assert!(
                     bytes == content(key, *size as usize),
