@@ -233,6 +233,10 @@ fn child(args: &[String]) {
 }
 
 /// User + system CPU seconds and peak RSS (KiB) of this process.
+///
+/// The peak comes from `VmHWM` in `/proc/self/status`, which belongs to this program's own
+/// address space: `ru_maxrss` survives `execve` and would report the parent's resident size at
+/// `fork` (the server's payload) for every child.
 fn rusage() -> (f64, u64) {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which points to
@@ -242,5 +246,11 @@ fn rusage() -> (f64, u64) {
         ru.assume_init()
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(ru.ru_utime) + secs(ru.ru_stime), ru.ru_maxrss as u64)
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let hwm_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    (secs(ru.ru_utime) + secs(ru.ru_stime), hwm_kib)
 }
