@@ -250,7 +250,8 @@ impl ClientBuilder {
     /// the server sends for the whole object is checked against the bytes received, and a
     /// mismatch is [`ErrorKind::ChecksumMismatch`](crate::ErrorKind::ChecksumMismatch).
     /// Composite checksums of multipart uploads (`…-N`) cannot be checked this way and are
-    /// skipped. Default: off.
+    /// skipped, and so are objects fetched as ranged parts (S3 sends no whole-object checksum
+    /// with a range). Default: off.
     pub fn checksum_mode(mut self, enabled: bool) -> Self {
         self.checksum_mode = enabled;
         self

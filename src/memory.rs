@@ -328,7 +328,7 @@ pub(crate) mod bench {
         pub async fn cycle(&self, data: &[u8]) -> usize {
             let mut lease = self.0.acquire(data.len() as u64).await;
             lease.write(data).expect("declared size");
-            Body::whole(lease).len() as usize
+            Body::whole(lease).len()
         }
     }
 }
@@ -503,7 +503,7 @@ mod tests {
                             let mut got: Vec<u8> = taken.iter().flat_map(|c| c.to_vec()).collect();
                             got.extend(body.to_vec());
                             prop_assert_eq!(got, data);
-                            used -= pool.slabs_for(body.len()).unwrap_or(0) as usize;
+                            used -= pool.slabs_for(body.size()).unwrap_or(0) as usize;
                         }
                         _ => {}
                     }

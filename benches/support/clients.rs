@@ -54,7 +54,7 @@ pub async fn run_s3_ordered(client: &Client, objects: Vec<ObjectRef>) -> u64 {
                 total += chunk.expect("chunk").len() as u64;
             }
         } else {
-            total += obj.body.len();
+            total += obj.body.size();
         }
     }
     total

@@ -100,7 +100,7 @@ pub(crate) async fn cat(args: FetchArgs, env: &Env) -> anyhow::Result<ExitCode> 
                         return closed_or_failed(e, tally);
                     }
                 }
-                tally.ok(obj.body.len());
+                tally.ok(obj.body.size());
             }
             Err(e) => tally.failed(&chain(&e)),
         }
@@ -145,7 +145,7 @@ pub(crate) async fn get(args: GetArgs, env: &Env) -> anyhow::Result<ExitCode> {
             }
         };
         let key = obj.key.clone();
-        let len = obj.body.len();
+        let len = obj.body.size();
         let rel = key.strip_prefix(prefix.as_str()).unwrap_or(&key).to_owned();
         match save(&args.out, &rel, obj).await {
             Ok(()) => tally.ok(len),
@@ -332,11 +332,11 @@ pub(crate) async fn bench(args: BenchArgs, env: &Env) -> anyhow::Result<ExitCode
                     }
                 }
                 match failed {
-                    None => tally.ok(obj.body.len()),
+                    None => tally.ok(obj.body.size()),
                     Some(e) => tally.failed(&chain(&e)),
                 }
             }
-            Ok(obj) => tally.ok(obj.body.len()),
+            Ok(obj) => tally.ok(obj.body.size()),
             Err(e) => tally.failed(&chain(&e)),
         }
     }

@@ -201,8 +201,15 @@ impl Body {
         }
     }
 
-    /// The object's size in bytes (unaffected by reading).
-    pub fn len(&self) -> u64 {
+    /// The object's size in bytes (unaffected by reading). On a 32-bit target an object larger
+    /// than `usize::MAX` (which can only stream) reports `usize::MAX`; [`size`](Body::size) is
+    /// exact everywhere.
+    pub fn len(&self) -> usize {
+        usize::try_from(self.len).unwrap_or(usize::MAX)
+    }
+
+    /// The object's size in bytes, as a `u64` (unaffected by reading).
+    pub fn size(&self) -> u64 {
         self.len
     }
 

@@ -282,7 +282,7 @@ async fn throttling_is_retried_and_reported_with_its_code() {
     let ok = fetch(&client, "twice")
         .await
         .expect("third attempt succeeds");
-    assert_eq!(ok.body.len(), LEN as u64);
+    assert_eq!(ok.body.len(), LEN);
     let e = fetch(&client, "always").await.unwrap_err();
     assert_eq!(
         (e.kind(), e.attempts(), e.code()),

@@ -87,7 +87,7 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
                 let (key, size) = &objects[n];
                 let mut obj = item.unwrap_or_else(|e| panic!("sized {sized}: {e}"));
                 assert_eq!((obj.seq, obj.key.as_str()), (n as u64, key.as_str()));
-                assert_eq!(obj.body.len(), *size, "{key}");
+                assert_eq!(obj.body.size(), *size, "{key}");
                 assert_eq!(
                     obj.body.is_streaming(),
                     *size > BUDGET,
