@@ -151,6 +151,9 @@ pub(crate) fn human_bytes(n: u64) -> String {
 }
 
 /// User + system CPU seconds and peak resident set size in bytes of this process.
+///
+/// The peak is `VmHWM` of this program's own address space where `/proc` has it: `ru_maxrss`
+/// survives `execve`, so it reports the parent's size at `fork` when that was larger.
 pub(crate) fn cpu_and_peak_rss() -> (f64, u64) {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the whole `rusage` behind the pointer, which points to zeroed
@@ -162,10 +165,19 @@ pub(crate) fn cpu_and_peak_rss() -> (f64, u64) {
         ru.assume_init()
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    // Linux reports ru_maxrss in KiB.
+    // Both are in KiB.
+    let peak_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(ru.ru_maxrss as u64);
     (
         secs(ru.ru_utime) + secs(ru.ru_stime),
-        (ru.ru_maxrss as u64).saturating_mul(1024),
+        peak_kib.saturating_mul(1024),
     )
 }
 
