@@ -38,6 +38,42 @@ async fn read_all(client: &Client, obj: &mut Object) -> Result<Vec<u8>, s3_order
     Ok(out)
 }
 
+/// Reads every result in order, as a consumer that follows the rule does, checking position,
+/// key and bytes against `expected` (key, size) and running `check` on each object. A request
+/// that stops delivering (a head of the line that cannot get memory) fails after 30 s instead of
+/// hanging.
+async fn read_in_order(
+    client: &Client,
+    mut results: s3_ordered::ObjectStream,
+    expected: &[(String, u64)],
+    context: &str,
+    check: impl Fn(&Object, u64),
+) {
+    let run = async {
+        let mut n = 0;
+        while let Some(item) = results.next().await {
+            let (key, size) = &expected[n];
+            let mut obj = item.unwrap_or_else(|e| panic!("{context}: {e}"));
+            assert_eq!(
+                (obj.seq, obj.key.as_str()),
+                (n as u64, key.as_str()),
+                "{context}"
+            );
+            check(&obj, *size);
+            // A slow consumer lets later objects pile up behind this one.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let bytes = read_all(client, &mut obj).await.unwrap();
+            assert!(bytes == content(key, *size as usize), "{context}: {key}");
+            n += 1;
+        }
+        n
+    };
+    let n = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap_or_else(|_| panic!("{context}: the request wedged"));
+    assert_eq!(n, expected.len(), "{context}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
     let server = S3Server::start().await;
@@ -80,33 +116,18 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
                 false => ObjectRef::without_size(k.clone()),
             })
             .collect();
-        let mut results = client.get_all("bkt", inputs);
-        let run = async {
-            let mut n = 0;
-            while let Some(item) = results.next().await {
-                let (key, size) = &objects[n];
-                let mut obj = item.unwrap_or_else(|e| panic!("sized {sized}: {e}"));
-                assert_eq!((obj.seq, obj.key.as_str()), (n as u64, key.as_str()));
-                assert_eq!(obj.body.size(), *size, "{key}");
-                assert_eq!(
-                    obj.body.is_streaming(),
-                    *size > BUDGET,
-                    "sized {sized}: {key}"
-                );
-                let bytes = read_all(&client, &mut obj).await.unwrap();
-                assert!(
-                    bytes == content(key, *size as usize),
-                    "sized {sized}: {key}"
-                );
-                n += 1;
-            }
-            n
-        };
-        // A head of the line that cannot get memory would wait forever: fail instead.
-        let n = tokio::time::timeout(Duration::from_secs(30), run)
-            .await
-            .unwrap_or_else(|_| panic!("sized {sized}, rotation {rotation}: the request wedged"));
-        assert_eq!(n, objects.len());
+        let results = client.get_all("bkt", inputs);
+        let context = format!("sized {sized}, rotation {rotation}");
+        read_in_order(&client, results, &objects, &context, |obj, size| {
+            assert_eq!(obj.body.size(), size, "{context}: {}", obj.key);
+            assert_eq!(
+                obj.body.is_streaming(),
+                size > BUDGET,
+                "{context}: {}",
+                obj.key
+            );
+        })
+        .await;
         // One GET per part, and no HEAD for the sizes that were not given.
         let parts: u64 = objects.iter().map(|(_, s)| s.div_ceil(PART).max(1)).sum();
         let stats = client.stats();
@@ -116,7 +137,6 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
             "sized {sized}"
         );
         assert_eq!(stats.objects, objects.len() as u64);
-        drop(results);
         assert_quiescent(&client).await;
     }
 }
@@ -543,25 +563,16 @@ async fn unknown_sizes_never_wedge_the_head_of_the_line() {
             .max_connections(4)
             .build()
             .unwrap();
-        let mut results = client.get_all("bucket", keys.clone());
-        let run = async {
-            let mut n = 0;
-            while let Some(item) = results.next().await {
-                let mut obj = item.unwrap();
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let bytes = read_all(&client, &mut obj).await.unwrap();
-                assert!(
-                    bytes == content(&keys[n], sizes[n] as usize),
-                    "seed {seed} #{n}"
-                );
-                n += 1;
-            }
-            n
-        };
-        let n = tokio::time::timeout(Duration::from_secs(20), run)
-            .await
-            .unwrap_or_else(|_| panic!("seed {seed}: the request wedged"));
-        assert_eq!(n, sizes.len());
+        let results = client.get_all("bucket", keys.clone());
+        let expected: Vec<(String, u64)> = keys.into_iter().zip(sizes).collect();
+        read_in_order(
+            &client,
+            results,
+            &expected,
+            &format!("seed {seed}"),
+            |_, _| {},
+        )
+        .await;
         assert_quiescent(&client).await;
     }
 }
