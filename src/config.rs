@@ -78,7 +78,7 @@ impl std::fmt::Debug for CredentialSource {
     }
 }
 
-/// Builds a [`Client`]; start with [`Client::builder`].
+/// Builds a [`Client`](crate::Client); start with [`Client::builder`](crate::Client::builder).
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct ClientBuilder {
