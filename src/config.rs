@@ -219,7 +219,8 @@ impl ClientBuilder {
     /// whole. At most `max_bytes` (a whole body must fit the budget). Default: `max_bytes`, so
     /// that only objects that cannot be held at all stream. Objects whose size is not given
     /// ([`ObjectRef::without_size`](crate::ObjectRef::without_size)) follow the same rule once
-    /// their first reply tells the size.
+    /// their first reply tells the size; until then, later objects are requested only within
+    /// `max_bytes` less this threshold, so half the budget lets unsized objects overlap.
     pub fn stream_threshold(mut self, n: u64) -> Self {
         self.stream_threshold = Some(n);
         self

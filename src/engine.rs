@@ -14,10 +14,12 @@
 //!
 //! The consumer pops results at `next_out` and so sees them in input order, exactly one per
 //! input. The head of the line always moves: memory is taken in (object, part) order and a
-//! connection only for one transfer. An object of unknown size is probed with its first part;
-//! nothing after it is admitted until the probe's reply tells the size, so its other parts, if
-//! any, are still admitted in order. A streaming body's later parts wait for memory its reader
-//! returns, so a consumer that stops reading stops the downloads once the budget is full. Requests sharing a client cannot deadlock as long as their consumers read
+//! connection only for one transfer. An object of unknown size is probed with its first part.
+//! Until the probe's reply tells the size, the driver admits after it only one-part objects whose
+//! memory is free at once, and only up to the budget less the streaming threshold — so whatever
+//! the size turns out to be, the object fits beside them — and then its other parts come next.
+//! A streaming body's later parts wait for memory its reader returns, so a consumer that stops
+//! reading stops the downloads once the budget is full. Requests sharing a client cannot deadlock as long as their consumers read
 //! (or drop) each body before waiting for the next object.
 //!
 //! Dropping the [`ObjectStream`] aborts the driver, which owns every fetch task in a
@@ -27,6 +29,7 @@
 mod assembly;
 mod plan;
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
@@ -233,11 +236,24 @@ impl std::fmt::Debug for ObjectStream {
 struct Admitting {
     asm: Arc<Assembly>,
     next: usize,
-    /// Parts to admit: all of a known-size object; for an object of unknown size, the first
-    /// (the probe) until its reply tells the size, then all.
+    /// Parts to admit: all of a known-size object, only the probe of an object of unknown size.
     limit: usize,
-    /// The size is still to be learned from the probe.
-    probing: bool,
+}
+
+impl Admitting {
+    /// Its size is to be learned from its first part.
+    fn probing(&self) -> bool {
+        !self.asm.is_resolved()
+    }
+}
+
+/// Whether an admission may wait for memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Queue for memory (FIFO) until it is free.
+    Queue,
+    /// Take memory only if it is free now; admit nothing otherwise.
+    NoQueue,
 }
 
 /// The request's driver: admits parts in (object, part) order and spawns their fetches.
@@ -267,38 +283,110 @@ impl Driver {
     {
         let mut objects = std::pin::pin!(objects);
         let mut seq = 0u64;
+        let mut input_done = false;
+        // The object whose parts are being admitted (in order, waiting for memory).
         let mut current: Option<Admitting> = None;
+        // The next object, planned but not admitted yet.
+        let mut next: Option<Admitting> = None;
+        // Objects of unknown size whose probe is out, oldest first, each with the bytes admitted
+        // up to and including its probe.
+        let mut probes: VecDeque<(Arc<Assembly>, u64)> = VecDeque::new();
+        let mut admitted = 0u64;
+        let room = self.lookahead_room();
         loop {
             // Reap finished tasks so the set stays as small as the in-flight count.
             while self.tasks.try_join_next().is_some() {}
 
+            // A probe that has told its size: its other parts come before anything later.
+            if current.is_none() && probes.front().is_some_and(|(a, _)| a.is_resolved()) {
+                if let Some((asm, _)) = probes.pop_front() {
+                    let parts = asm.parts();
+                    if parts > 1 && asm.wants_more() {
+                        current = Some(Admitting {
+                            asm,
+                            next: 1,
+                            limit: parts,
+                        });
+                    }
+                }
+                continue;
+            }
             if let Some(cur) = &mut current {
                 if cur.next < cur.limit && cur.asm.wants_more() {
                     let asm = Arc::clone(&cur.asm);
-                    self.admit(&asm, cur.next).await;
+                    admitted += self.admit(&asm, cur.next, Wait::Queue).await;
                     cur.next += 1;
-                } else if cur.probing {
-                    // Nothing after an object of unknown size is admitted before its size is
-                    // known: if it turns out large, its parts must come first, so that the head
-                    // of the line can always get memory.
-                    cur.asm.size_known().await;
-                    cur.probing = false;
-                    cur.limit = cur.asm.parts();
                 } else {
                     current = None;
                 }
                 continue;
             }
-            let Some(input) = objects.next().await else {
-                break;
+            if next.is_none() {
+                if input_done {
+                    match probes.front() {
+                        Some((asm, _)) => asm.size_known().await,
+                        None => break,
+                    }
+                    continue;
+                }
+                match objects.next().await {
+                    Some(input) => {
+                        self.shared.wait_for_window(seq).await;
+                        next = self.start_object(seq, input);
+                        seq += 1;
+                    }
+                    None => {
+                        input_done = true;
+                        self.shared.finish(seq);
+                    }
+                }
+                continue;
+            }
+            let Some(obj) = next.take() else { continue };
+            let Some((oldest, mark)) = probes.front() else {
+                // Nothing unresolved ahead: admit in order, waiting for memory as needed.
+                if obj.probing() {
+                    admitted += self.admit(&obj.asm, 0, Wait::Queue).await;
+                    probes.push_back((obj.asm, admitted));
+                } else {
+                    current = Some(obj);
+                }
+                continue;
             };
-            self.shared.wait_for_window(seq).await;
-            current = self.start_object(seq, input);
-            seq += 1;
+            // Past a probe still out, admit only one-part objects whose memory is free now,
+            // within `room`: then however large the probed object turns out, what was admitted
+            // after it leaves it the memory it needs.
+            let len = self.slab_bytes(obj.asm.spec(0).len);
+            if obj.limit == 1 && admitted - mark + len <= room {
+                let got = self.admit(&obj.asm, 0, Wait::NoQueue).await;
+                if got > 0 || len == 0 {
+                    admitted += got;
+                    if obj.probing() {
+                        probes.push_back((obj.asm, admitted));
+                    }
+                    continue;
+                }
+            }
+            next = Some(obj);
+            let oldest = Arc::clone(oldest);
+            oldest.size_known().await;
         }
-        self.shared.finish(seq);
         // Keep owning the fetches until they end, so dropping the stream still cancels them.
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// How far the driver may run ahead of an object whose size is still being learned: the
+    /// budget less the most such an object can hold whole (the streaming threshold), so that it
+    /// fits beside everything admitted after it.
+    fn lookahead_room(&self) -> u64 {
+        let budget = self.ctx.memory.total_slabs() as u64 * self.ctx.memory.slab_size() as u64;
+        budget.saturating_sub(self.slab_bytes(self.ctx.config.stream_threshold))
+    }
+
+    /// `len` rounded up to whole slabs.
+    fn slab_bytes(&self, len: u64) -> u64 {
+        let slab = self.ctx.memory.slab_size() as u64;
+        len.div_ceil(slab) * slab
     }
 
     /// Plans the object at `seq`; `None` when it was settled at once (an input error, a bad
@@ -318,28 +406,35 @@ impl Driver {
             delivery.deliver(Err(e.detached()), counters);
             return None;
         }
-        let (limit, probing) = match obj.size {
-            Some(size) => (plan::part_count(size, self.ctx.config.part_size), false),
-            None => (1, true),
+        let limit = match obj.size {
+            Some(size) => plan::part_count(size, self.ctx.config.part_size),
+            None => 1,
         };
         let asm = Assembly::new(&self.ctx, obj, delivery);
         Some(Admitting {
             asm,
             next: 0,
             limit,
-            probing,
         })
     }
 
     /// Takes memory, a request permit and a connection unit for part `idx` of `asm`, then
-    /// spawns its fetch.
-    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize) {
+    /// spawns its fetch; returns the bytes of memory taken (0 when `wait` is
+    /// [`Wait::NoQueue`] and the memory was not free).
+    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> u64 {
         let Ok(target) = &self.target else {
-            return; // objects were settled in start_object
+            return 0; // objects were settled in start_object
         };
         let spec = asm.spec(idx);
         let ctx = &self.ctx;
-        let lease = ctx.memory.acquire(spec.len).await;
+        let lease = match wait {
+            Wait::Queue => ctx.memory.acquire(spec.len).await,
+            Wait::NoQueue => match ctx.memory.try_acquire(spec.len) {
+                Some(lease) => lease,
+                None => return 0,
+            },
+        };
+        let taken = self.slab_bytes(spec.len);
         let permit = Arc::clone(&self.per_request)
             .acquire_owned()
             .await
@@ -365,5 +460,6 @@ impl Driver {
             asm.part_done(idx, result);
         });
         asm.add_abort(idx, handle);
+        taken
     }
 }

@@ -116,6 +116,16 @@ impl MemoryPool {
         u32::try_from(n).ok().filter(|n| *n <= self.inner.total)
     }
 
+    /// Leases the slabs `len` bytes need if they are free now and nobody waits for memory;
+    /// never queues.
+    pub(crate) fn try_acquire(&self, len: u64) -> Option<Lease> {
+        let slabs = self.slabs_for(len)?;
+        self.inner
+            .budget
+            .try_acquire(slabs as usize)
+            .then(|| self.lease(slabs, len))
+    }
+
     /// Waits for the slabs `len` bytes need and leases them. `len` must fit the budget
     /// ([`slabs_for`](Self::slabs_for) is `Some`).
     ///
@@ -131,6 +141,11 @@ impl MemoryPool {
         );
         // Each slab returns its own count (see the module docs).
         self.inner.budget.acquire(slabs as usize).await;
+        self.lease(slabs, len)
+    }
+
+    /// A lease of `slabs` slabs already taken from the budget, for `len` bytes.
+    fn lease(&self, slabs: u32, len: u64) -> Lease {
         let mut bufs = Vec::with_capacity(slabs as usize);
         {
             let mut free = self.inner.lock_free();

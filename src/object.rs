@@ -11,9 +11,10 @@ use crate::memory::Body;
 /// reserved before its GETs start, and the bytes received must match it exactly. Without a size
 /// (`None`), the first GET asks for one part's range and learns the size from the reply's
 /// `Content-Range`: a small object then costs that one request (no HEAD), a large one goes on
-/// with its other parts. Nothing after such an object is requested until its size is known, so
-/// a run of unsized objects costs one time-to-first-byte each, in sequence: give sizes when the
-/// latency is high.
+/// with its other parts. Until its size is known, only one-part objects within the budget less
+/// the [streaming threshold](crate::ClientBuilder::stream_threshold) are requested after it:
+/// with the default threshold none are, so a run of unsized objects costs one time-to-first-byte
+/// each, in sequence; lower the threshold (or give sizes) when the latency is high.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectRef {
     /// The object key, unencoded (`photos/2024/a b.jpg`).

@@ -72,9 +72,12 @@ impl ConnectOpts {
         let load_profile =
             |name: &str| profile::load(name, cred_path.as_deref(), config_path.as_deref());
 
+        // Objects above half the budget stream (the commands write both kinds alike), which
+        // lets keys without sizes overlap within the other half.
         let mut b = Client::builder()
             .max_connections(self.max_connections)
-            .max_bytes(self.max_bytes);
+            .max_bytes(self.max_bytes)
+            .stream_threshold(self.max_bytes / 2);
         if let Some(n) = self.max_connections_per_request {
             b = b.max_connections_per_request(n);
         }

@@ -135,6 +135,12 @@ impl Assembly {
         self.sized.notify_waiters();
     }
 
+    /// True once the size is known, or the object ended without it.
+    pub(crate) fn is_resolved(&self) -> bool {
+        let st = self.lock();
+        st.finished || !matches!(st.kind, Kind::Probing)
+    }
+
     /// Waits until the size is known, or the object ended without it.
     pub(crate) async fn size_known(&self) {
         loop {

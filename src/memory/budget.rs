@@ -79,6 +79,17 @@ impl SlabBudget {
         wake.into_iter().for_each(Waker::wake);
     }
 
+    /// Takes `n` slabs now if they are free and nobody is waiting; never queues.
+    pub(super) fn try_acquire(&self, n: usize) -> bool {
+        let mut st = self.lock();
+        if st.queue.iter().all(|w| w.granted) && st.free >= n {
+            st.free -= n;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Waits (FIFO) until `n` slabs are granted; the caller then holds them until it releases
     /// them.
     pub(super) fn acquire(&self, n: usize) -> Acquire<'_> {

@@ -101,12 +101,23 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
     for (key, size) in &all {
         server.put("bkt", key, &content(key, *size as usize));
     }
-    let passes = [(true, 0), (false, 0), (false, 5), (false, 7), (true, 3)];
-    for (sized, rotation) in passes {
+    // (sizes given, rotation, streaming threshold): at half the budget, the driver runs ahead of
+    // objects of unknown size.
+    let passes = [
+        (true, 0, BUDGET),
+        (false, 0, BUDGET),
+        (false, 5, BUDGET),
+        (false, 7, BUDGET / 2),
+        (true, 3, BUDGET / 2),
+        (false, 1, BUDGET / 2),
+        (false, 9, 2 * PART),
+    ];
+    for (sized, rotation, threshold) in passes {
         let mut objects = all.clone();
         objects.rotate_left(rotation);
         let client = small_budget(server.builder())
             .max_connections(4)
+            .stream_threshold(threshold)
             .build()
             .unwrap();
         let inputs: Vec<ObjectRef> = objects
@@ -117,12 +128,12 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
             })
             .collect();
         let results = client.get_all("bkt", inputs);
-        let context = format!("sized {sized}, rotation {rotation}");
+        let context = format!("sized {sized}, rotation {rotation}, threshold {threshold}");
         read_in_order(&client, results, &objects, &context, |obj, size| {
             assert_eq!(obj.body.size(), size, "{context}: {}", obj.key);
             assert_eq!(
                 obj.body.is_streaming(),
-                size > BUDGET,
+                size > threshold,
                 "{context}: {}",
                 obj.key
             );
@@ -575,4 +586,31 @@ async fn unknown_sizes_never_wedge_the_head_of_the_line() {
         .await;
         assert_quiescent(&client).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsized_objects_overlap_only_within_the_budget_left_by_the_threshold() {
+    let keys: Vec<String> = (0..24).map(|i| format!("g/{i}")).collect();
+    let mock = Mock::start(|seen| {
+        Reply::ranged(&content(&seen.key, 3000), seen).delayed(Duration::from_millis(10))
+    })
+    .await;
+    let mut most = Vec::new();
+    for threshold in [BUDGET, BUDGET / 2] {
+        let client = small_budget(mock.builder())
+            .max_connections(4)
+            .stream_threshold(threshold)
+            .build()
+            .unwrap();
+        let before = mock.counts.max_in_flight("g");
+        let results = client.get_all("bucket", keys.clone());
+        let expected: Vec<(String, u64)> = keys.iter().map(|k| (k.clone(), 3000)).collect();
+        read_in_order(&client, results, &expected, "overlap", |_, _| {}).await;
+        assert_quiescent(&client).await;
+        most.push((before, mock.counts.max_in_flight("g")));
+    }
+    // With the default threshold (the whole budget) sizes are learned one at a time; at half
+    // the budget the probes overlap, up to the request's connections.
+    assert_eq!(most[0], (0, 1), "{most:?}");
+    assert!(most[1].1 >= 3, "{most:?}");
 }
