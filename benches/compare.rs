@@ -15,6 +15,7 @@
 //! only one client against it.
 
 #[path = "support/clients.rs"]
+#[allow(dead_code)] // the plain client constructor is the criterion bench's
 mod clients;
 #[path = "support/server.rs"]
 mod server;
@@ -22,6 +23,7 @@ mod server;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use s3_ordered::ObjectRef;
 use server::Pace;
 
 struct Scenario {
@@ -39,6 +41,13 @@ struct Scenario {
 
 const UNPACED: &[&str] = &["hyper_util_buffered", "s3_ordered", "s3_ordered_unsigned"];
 const PACED: &[&str] = &["ranged_ceiling", "hyper_util_buffered", "s3_ordered"];
+/// Sizes given, left out (default streaming threshold), left out with half the budget as
+/// threshold (room to run ahead of the probes).
+const UNSIZED: &[&str] = &[
+    "s3_ordered",
+    "s3_ordered_unsized",
+    "s3_ordered_unsized_half",
+];
 
 /// S3 seen from one instance (issue figures; S3 performance guidelines).
 const S3_LINK: Pace = Pace {
@@ -110,6 +119,16 @@ fn main() {
             part: 8 << 20,
             pace: Some(S3_LINK),
             modes: PACED,
+        },
+        Scenario {
+            name: "1000 x 4 KiB paced, sizes left out",
+            count: 1000 / scale,
+            size: 4 << 10,
+            n: 32,
+            max_bytes: 256 << 20,
+            part: 1 << 20,
+            pace: Some(S3_LINK),
+            modes: UNSIZED,
         },
         Scenario {
             name: "1 x 1 GiB, 64 MiB budget",
@@ -215,10 +234,25 @@ fn child(args: &[String]) {
                 let c = clients::baseline_client(n);
                 clients::run_ranged_ceiling(&c, addr, objects, n, part).await
             }
-            "s3_ordered" | "s3_ordered_unsigned" => {
+            "s3_ordered"
+            | "s3_ordered_unsigned"
+            | "s3_ordered_unsized"
+            | "s3_ordered_unsized_half" => {
                 let part = (part > 0).then_some(part);
-                let signed = mode == "s3_ordered";
-                let c = clients::s3_ordered_client(addr, n, max_bytes, signed, part);
+                let signed = mode != "s3_ordered_unsigned";
+                let mut c = clients::s3_ordered_builder(addr, n, max_bytes, signed, part);
+                if mode.ends_with("_half") {
+                    c = c.stream_threshold(max_bytes / 2);
+                }
+                let c = c.build().expect("client");
+                let objects = if mode.contains("unsized") {
+                    objects
+                        .into_iter()
+                        .map(|o| ObjectRef::without_size(o.key))
+                        .collect()
+                } else {
+                    objects
+                };
                 let got = clients::run_s3_ordered(&c, objects).await;
                 assert!(c.stats().bytes_in_use <= max_bytes);
                 got

@@ -27,6 +27,19 @@ pub fn s3_ordered_client(
     signed: bool,
     part_size: Option<u64>,
 ) -> Client {
+    s3_ordered_builder(addr, n, max_bytes, signed, part_size)
+        .build()
+        .expect("client")
+}
+
+/// The builder behind [`s3_ordered_client`], for settings of its own.
+pub fn s3_ordered_builder(
+    addr: SocketAddr,
+    n: usize,
+    max_bytes: u64,
+    signed: bool,
+    part_size: Option<u64>,
+) -> s3_ordered::ClientBuilder {
     let mut b = Client::builder()
         .endpoint_url(format!("http://{addr}"))
         .max_connections(n)
@@ -34,12 +47,11 @@ pub fn s3_ordered_client(
     if let Some(p) = part_size {
         b = b.part_size(p);
     }
-    let b = if signed {
+    if signed {
         b.static_credentials("AKIDBENCH", "bench-secret", None)
     } else {
         b.anonymous()
-    };
-    b.build().expect("client")
+    }
 }
 
 /// Fetches `objects` in order, reading each body (whole or streaming) to its end; returns bytes
