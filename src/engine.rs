@@ -19,8 +19,8 @@
 //! memory is free at once, and only up to the budget less the streaming threshold — so whatever
 //! the size turns out to be, the object fits beside them — and then its other parts come next.
 //! A streaming body's later parts wait for memory its reader returns, so a consumer that stops
-//! reading stops the downloads once the budget is full. Requests sharing a client cannot deadlock as long as their consumers read
-//! (or drop) each body before waiting for the next object.
+//! reading stops the downloads once the budget is full. Requests sharing a client cannot deadlock
+//! as long as their consumers read (or drop) each body before waiting for the next object.
 //!
 //! Dropping the [`ObjectStream`] aborts the driver, which owns every fetch task in a
 //! [`JoinSet`]; their slabs, permits and connections are released as the tasks unwind, and
@@ -119,6 +119,11 @@ impl Delivery {
             self.attach(e)
         });
         self.put(item);
+    }
+
+    /// Hands over the object's key for a delivered object, so it is not copied again.
+    pub(crate) fn take_key(&mut self) -> Option<String> {
+        self.key.take()
     }
 
     fn attach(&self, e: Error) -> Error {
@@ -314,7 +319,7 @@ impl Driver {
             if let Some(cur) = &mut current {
                 if cur.next < cur.limit && cur.asm.wants_more() {
                     let asm = Arc::clone(&cur.asm);
-                    admitted += self.admit(&asm, cur.next, Wait::Queue).await;
+                    admitted += self.admit(&asm, cur.next, Wait::Queue).await.unwrap_or(0);
                     cur.next += 1;
                 } else {
                     current = None;
@@ -346,7 +351,7 @@ impl Driver {
             let Some((oldest, mark)) = probes.front() else {
                 // Nothing unresolved ahead: admit in order, waiting for memory as needed.
                 if obj.probing() {
-                    admitted += self.admit(&obj.asm, 0, Wait::Queue).await;
+                    admitted += self.admit(&obj.asm, 0, Wait::Queue).await.unwrap_or(0);
                     probes.push_back((obj.asm, admitted));
                 } else {
                     current = Some(obj);
@@ -356,11 +361,10 @@ impl Driver {
             // Past a probe still out, admit only one-part objects whose memory is free now,
             // within `room`: then however large the probed object turns out, what was admitted
             // after it leaves it the memory it needs.
-            let len = self.slab_bytes(obj.asm.spec(0).len);
+            let len = self.ctx.memory.slab_bytes(obj.asm.spec(0).len);
             if obj.limit == 1 && admitted - mark + len <= room {
-                let got = self.admit(&obj.asm, 0, Wait::NoQueue).await;
-                if got > 0 || len == 0 {
-                    admitted += got;
+                if let Some(taken) = self.admit(&obj.asm, 0, Wait::NoQueue).await {
+                    admitted += taken;
                     if obj.probing() {
                         probes.push_back((obj.asm, admitted));
                     }
@@ -379,14 +383,9 @@ impl Driver {
     /// budget less the most such an object can hold whole (the streaming threshold), so that it
     /// fits beside everything admitted after it.
     fn lookahead_room(&self) -> u64 {
-        let budget = self.ctx.memory.total_slabs() as u64 * self.ctx.memory.slab_size() as u64;
-        budget.saturating_sub(self.slab_bytes(self.ctx.config.stream_threshold))
-    }
-
-    /// `len` rounded up to whole slabs.
-    fn slab_bytes(&self, len: u64) -> u64 {
-        let slab = self.ctx.memory.slab_size() as u64;
-        len.div_ceil(slab) * slab
+        let memory = &self.ctx.memory;
+        let budget = memory.total_slabs() as u64 * memory.slab_size() as u64;
+        budget.saturating_sub(memory.slab_bytes(self.ctx.config.stream_threshold))
     }
 
     /// Plans the object at `seq`; `None` when it was settled at once (an input error, a bad
@@ -419,22 +418,19 @@ impl Driver {
     }
 
     /// Takes memory, a request permit and a connection unit for part `idx` of `asm`, then
-    /// spawns its fetch; returns the bytes of memory taken (0 when `wait` is
-    /// [`Wait::NoQueue`] and the memory was not free).
-    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> u64 {
+    /// spawns its fetch; returns the bytes of memory taken, or `None` when nothing was admitted
+    /// (`wait` is [`Wait::NoQueue`] and the memory was not free).
+    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> Option<u64> {
         let Ok(target) = &self.target else {
-            return 0; // objects were settled in start_object
+            return Some(0); // a bad bucket settles every object in start_object
         };
         let spec = asm.spec(idx);
         let ctx = &self.ctx;
         let lease = match wait {
             Wait::Queue => ctx.memory.acquire(spec.len).await,
-            Wait::NoQueue => match ctx.memory.try_acquire(spec.len) {
-                Some(lease) => lease,
-                None => return 0,
-            },
+            Wait::NoQueue => ctx.memory.try_acquire(spec.len)?,
         };
-        let taken = self.slab_bytes(spec.len);
+        let taken = ctx.memory.slab_bytes(spec.len);
         let permit = Arc::clone(&self.per_request)
             .acquire_owned()
             .await
@@ -460,6 +456,6 @@ impl Driver {
             asm.part_done(idx, result);
         });
         asm.add_abort(idx, handle);
-        taken
+        Some(taken)
     }
 }

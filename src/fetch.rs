@@ -76,6 +76,11 @@ impl ObjectPin {
         self.lock().clone()
     }
 
+    /// The object's size, once given or learned.
+    pub(crate) fn size(&self) -> Option<u64> {
+        self.lock().size
+    }
+
     /// Checks a success reply against what earlier replies pinned, pinning what was still open.
     /// Returns true when this reply told the object's size for the first time.
     fn check(&self, status: StatusCode, headers: &HeaderMap, total: u64) -> Result<bool, Error> {

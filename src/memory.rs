@@ -110,6 +110,12 @@ impl MemoryPool {
         free + self.slabs_in_use()
     }
 
+    /// `len` rounded up to whole slabs: the memory `len` bytes take from the budget.
+    pub(crate) fn slab_bytes(&self, len: u64) -> u64 {
+        let slab = self.inner.slab_size as u64;
+        len.div_ceil(slab).saturating_mul(slab)
+    }
+
     /// How many slabs `len` bytes need, or `None` if more than the whole budget.
     pub(crate) fn slabs_for(&self, len: u64) -> Option<u32> {
         let n = len.div_ceil(self.inner.slab_size as u64);

@@ -107,8 +107,7 @@ impl Assembly {
 
     /// The bytes part `idx` stands for.
     pub(crate) fn spec(&self, idx: usize) -> PartSpec {
-        let size = self.pin.snapshot().size;
-        plan::part_spec(size, self.ctx.config.part_size, idx)
+        plan::part_spec(self.pin.size(), self.ctx.config.part_size, idx)
     }
 
     /// Registers the task fetching part `idx`, so a failure or a dropped body can cancel it.
@@ -116,7 +115,9 @@ impl Assembly {
         let mut st = self.lock();
         if st.finished {
             handle.abort();
-        } else {
+        } else if st.parts > 1 || matches!(st.kind, Kind::Probing) {
+            // A known one-part object has nothing else to cancel when it fails, and is whole or
+            // already delivered when its body could be dropped: no handle to keep.
             st.aborts.push((idx, handle));
         }
     }
@@ -148,11 +149,8 @@ impl Assembly {
             let mut notified = std::pin::pin!(notified);
             // Registered before the check, so a signal between the two is not missed.
             notified.as_mut().enable();
-            {
-                let st = self.lock();
-                if st.finished || !matches!(st.kind, Kind::Probing) {
-                    return;
-                }
+            if self.is_resolved() {
+                return;
             }
             notified.await;
         }
@@ -206,8 +204,10 @@ impl Assembly {
                     body.append(next);
                 }
                 Counters::add(&self.ctx.counters.objects, 1);
-                let object = self.object(Body::whole(body));
-                out.deliver = st.delivery.take().map(|d| (d, Ok(object)));
+                if let Some(mut delivery) = st.delivery.take() {
+                    let object = self.object(&mut delivery, Body::whole(body));
+                    out.deliver = Some((delivery, Ok(object)));
+                }
             }
             Kind::Streaming { queue, received } => {
                 *received += 1;
@@ -215,10 +215,11 @@ impl Assembly {
                     Counters::add(&self.ctx.counters.objects, 1);
                 }
                 if idx == 0 {
-                    if let Some(delivery) = st.delivery.take() {
-                        let size = self.pin.snapshot().size.unwrap_or_default();
+                    if let Some(mut delivery) = st.delivery.take() {
+                        let size = self.pin.size().unwrap_or_default();
                         let body = Body::streaming(size, Arc::clone(queue));
-                        out.deliver = Some((delivery, Ok(self.object(body))));
+                        let object = self.object(&mut delivery, body);
+                        out.deliver = Some((delivery, Ok(object)));
                     }
                 }
                 out.queue_put = Some((Arc::clone(queue), idx, Ok(lease)));
@@ -277,10 +278,11 @@ impl Assembly {
         }
     }
 
-    fn object(&self, body: Body) -> Object {
+    /// The delivered object; its key comes from `delivery`, which holds the object's one copy.
+    fn object(&self, delivery: &mut Delivery, body: Body) -> Object {
         let pinned = self.pin.snapshot();
         Object {
-            key: self.key.clone(),
+            key: delivery.take_key().unwrap_or_else(|| self.key.clone()),
             seq: self.seq,
             etag: pinned.etag.and_then(|v| v.to_str().ok().map(str::to_owned)),
             version_id: pinned.version_id,

@@ -614,3 +614,32 @@ async fn unsized_objects_overlap_only_within_the_budget_left_by_the_threshold() 
     assert_eq!(most[0], (0, 1), "{most:?}");
     assert!(most[1].1 >= 3, "{most:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_fails_for_good_cancels_its_other_parts() {
+    let data = content("obj", 4 * PART as usize);
+    let mock = Mock::start(move |seen| match seen.range() {
+        // Part 1 is refused at once; the others would take far longer than the test's bound.
+        Some((first, _)) if first == PART => {
+            let mut r = Reply::ok(b"<Error><Code>AccessDenied</Code></Error>".to_vec());
+            r.status = 403;
+            r
+        }
+        _ => Reply::ranged(&data, seen).delayed(Duration::from_secs(30)),
+    })
+    .await;
+    let client = small_budget(mock.builder())
+        .max_connections(4)
+        .build()
+        .unwrap();
+    let mut results = client.get_all("bucket", vec![ObjectRef::new("obj", 4 * PART)]);
+    let e = results.next().await.unwrap().unwrap_err();
+    assert_eq!(
+        (e.kind(), e.part()),
+        (ErrorKind::AccessDenied, Some((1, 4)))
+    );
+    // The three slow parts were aborted: their memory and connections come back at once, not
+    // after the server's 30 s.
+    assert_quiescent(&client).await;
+    assert!(results.next().await.is_none());
+}
