@@ -1,12 +1,14 @@
 //! Fault soak: many more seeded runs of the fault suite than CI does.
 //!
 //! ```sh
-//! cargo run --release --example soak -- --runs 5000 [--start 1] [--parallel 8]
+//! cargo run --release --example soak -- --runs 5000 [--start 1] [--parallel 8] [--throttle-heavy]
 //! ```
 //!
 //! Each run checks every invariant of the suite (order, bytes, typed errors, budgets, sockets,
 //! nothing held afterwards); the first failure prints its seed and stops. Replay one seed with
-//! `S3O_FAULT_SEED=N cargo test --test faults`.
+//! `S3O_FAULT_SEED=N cargo test --test faults`. With `--throttle-heavy`, the runs are those of
+//! `tests/throttle_faults.rs` instead (default settings, nothing may fail); replay with
+//! `S3O_FAULT_SEED=N cargo test --test throttle_faults`.
 
 #[path = "../tests/support/fault_server.rs"]
 mod fault_server;
@@ -34,19 +36,31 @@ fn main() {
     let runs = arg("--runs", 2000);
     let start = arg("--start", 1);
     let parallel = arg("--parallel", 8).max(1) as usize;
+    let throttle_heavy = std::env::args().any(|a| a == "--throttle-heavy");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let began = Instant::now();
-    let (mut ok, mut failed, mut cancelled, mut requests) = (0, 0, 0, 0);
+    let (mut ok, mut failed, mut cancelled, mut requests, mut throttled) = (0, 0, 0, 0, 0);
     let seeds: Vec<u64> = (start..start + runs).collect();
     for (n, batch) in seeds.chunks(parallel).enumerate() {
         rt.block_on(async {
             let handles: Vec<_> = batch
                 .iter()
-                .map(|&s| tokio::spawn(fault_suite::run_seed(s)))
+                .map(|&s| {
+                    tokio::spawn(async move {
+                        if throttle_heavy {
+                            let r = fault_suite::run_defaults_seed(s).await;
+                            assert_eq!(r.failed, 0, "seed {s}: an object was lost: {r:?}");
+                            r
+                        } else {
+                            fault_suite::run_seed(s).await
+                        }
+                    })
+                })
                 .collect();
             for h in handles {
                 match h.await {
                     Ok(r) => {
+                        throttled += r.throttled;
                         ok += r.ok;
                         failed += r.failed;
                         cancelled += usize::from(r.cancelled);
@@ -66,7 +80,7 @@ fn main() {
     }
     println!(
         "soak: {runs} runs (seeds {start}..{}), {ok} objects ok, {failed} failed with typed \
-         errors, {cancelled} runs cancelled, {requests} requests, {:.1} s",
+         errors, {cancelled} runs cancelled, {requests} requests ({throttled} throttled), {:.1} s",
         start + runs,
         began.elapsed().as_secs_f64()
     );

@@ -11,7 +11,7 @@ use aws_credential_types::Credentials;
 use http::uri::{Scheme, Uri};
 
 use crate::error::ConfigError;
-use crate::retry::RetryConfig;
+use crate::retry::{RetryConfig, ThrottleConfig};
 
 /// Default `max_connections`: enough parallel GETs to fill a 10 Gbit/s link at S3's typical
 /// ~85-90 MB/s per connection (S3 performance guidelines, "Horizontal scaling of connections").
@@ -95,6 +95,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     stall_timeout: Duration,
     retry: RetryConfig,
+    throttle: ThrottleConfig,
     checksum_mode: bool,
 }
 
@@ -114,6 +115,7 @@ impl Default for ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             retry: RetryConfig::default(),
+            throttle: ThrottleConfig::default(),
             checksum_mode: false,
         }
     }
@@ -247,6 +249,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Behaviour under throttling: the adaptive limit on requests in flight, its bounds, and
+    /// how long an object may be refused before it fails. Default: [`ThrottleConfig::default`].
+    pub fn throttle(mut self, throttle: ThrottleConfig) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
     /// Ask for and verify object checksums (`x-amz-checksum-mode: ENABLED`): a CRC32C or CRC32
     /// the server sends for the whole object is checked against the bytes received, and a
     /// mismatch is [`ErrorKind::ChecksumMismatch`](crate::ErrorKind::ChecksumMismatch).
@@ -356,6 +365,7 @@ impl ClientBuilder {
                 ),
             ));
         }
+        validate_throttle(&self.throttle, self.max_connections)?;
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::new(
                 "connect_timeout",
@@ -411,9 +421,38 @@ impl ClientBuilder {
             connect_timeout: self.connect_timeout,
             stall_timeout: self.stall_timeout,
             retry: self.retry,
+            throttle: self.throttle,
             checksum_mode: self.checksum_mode,
         })
     }
+}
+
+fn validate_throttle(t: &ThrottleConfig, max_connections: usize) -> Result<(), ConfigError> {
+    let max = t.max_concurrency.unwrap_or(max_connections);
+    if max == 0 || max > max_connections {
+        return Err(ConfigError::new(
+            "throttle.max_concurrency",
+            format!("{max} is outside 1..=max_connections ({max_connections})"),
+        ));
+    }
+    if t.min_concurrency == 0 || t.min_concurrency > max {
+        return Err(ConfigError::new(
+            "throttle.min_concurrency",
+            format!(
+                "{} is outside 1..=max_concurrency ({max})",
+                t.min_concurrency
+            ),
+        ));
+    }
+    for (field, value) in [
+        ("throttle.recovery", t.recovery),
+        ("throttle.timeout", t.timeout),
+    ] {
+        if value.is_zero() {
+            return Err(ConfigError::new(field, "must be greater than 0"));
+        }
+    }
+    Ok(())
 }
 
 fn parse_endpoint(url: &str) -> Result<Uri, ConfigError> {
@@ -472,6 +511,7 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) stall_timeout: Duration,
     pub(crate) retry: RetryConfig,
+    pub(crate) throttle: ThrottleConfig,
     pub(crate) checksum_mode: bool,
 }
 
@@ -584,6 +624,68 @@ mod tests {
                 Some("connect_timeout"),
             ),
             ("zero part size", |b| b.part_size(0), Some("part_size")),
+            (
+                "throttle floor zero",
+                |b| {
+                    b.throttle(ThrottleConfig {
+                        min_concurrency: 0,
+                        ..ThrottleConfig::default()
+                    })
+                },
+                Some("throttle.min_concurrency"),
+            ),
+            (
+                "throttle floor above the ceiling",
+                |b| {
+                    b.max_connections(8).throttle(ThrottleConfig {
+                        min_concurrency: 9,
+                        ..ThrottleConfig::default()
+                    })
+                },
+                Some("throttle.min_concurrency"),
+            ),
+            (
+                "throttle ceiling above max_connections",
+                |b| {
+                    b.max_connections(8).throttle(ThrottleConfig {
+                        max_concurrency: Some(9),
+                        ..ThrottleConfig::default()
+                    })
+                },
+                Some("throttle.max_concurrency"),
+            ),
+            (
+                "throttle bounded and off",
+                |b| {
+                    b.max_connections(8).throttle(ThrottleConfig {
+                        adaptive: false,
+                        min_concurrency: 2,
+                        max_concurrency: Some(4),
+                        ..ThrottleConfig::default()
+                    })
+                },
+                None,
+            ),
+            (
+                "zero throttle timeout",
+                |b| {
+                    b.throttle(ThrottleConfig {
+                        timeout: Duration::ZERO,
+                        ..ThrottleConfig::default()
+                    })
+                },
+                Some("throttle.timeout"),
+            ),
+            (
+                "zero recovery",
+                |b| {
+                    b.throttle(ThrottleConfig {
+                        recovery: Duration::ZERO,
+                        ..ThrottleConfig::default()
+                    })
+                },
+                Some("throttle.recovery"),
+            ),
             (
                 "part size not whole slabs",
                 |b| b.slab_size(4096).part_size(4096 * 3 + 1),

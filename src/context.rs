@@ -1,5 +1,6 @@
 //! [`Context`]: what every request of one client shares — the validated configuration, the
-//! connection pool, the memory pool, the signer, the retry budget and the counters.
+//! connection pool, the memory pool, the signer, the retry budget, the concurrency limiter and
+//! the counters.
 //!
 //! Every module below the public [`Client`](crate::Client) takes a `Context` (or an
 //! `Arc<Context>` when a task outlives the call), never the `Client` itself, so data and imports
@@ -8,8 +9,9 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::conn::ConnPool;
+use crate::conn::{ConnPool, Unit};
 use crate::error::ConfigError;
+use crate::limiter::{Limiter, Queue, Slot};
 use crate::memory::MemoryPool;
 use crate::retry::RetryBudget;
 use crate::sign::Signer;
@@ -24,6 +26,7 @@ pub(crate) struct Context {
     pub(crate) signer: Signer,
     pub(crate) counters: Counters,
     pub(crate) budget: RetryBudget,
+    pub(crate) limiter: Limiter,
 }
 
 impl Context {
@@ -35,8 +38,20 @@ impl Context {
             signer: Signer::new(Arc::clone(&config.region), &config.credentials),
             counters: Counters::default(),
             budget: RetryBudget::new(&config.retry),
+            limiter: Limiter::new(&config.throttle, config.max_connections),
             config,
         }))
+    }
+
+    /// What one attempt needs: a slot under the adaptive limit, then a connection unit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a slot taken before the future is dropped is given back.
+    pub(crate) async fn ticket(&self, queue: Queue) -> (Slot, Unit) {
+        let slot = self.limiter.acquire(queue).await;
+        let unit = self.conns.unit().await;
+        (slot, unit)
     }
 
     /// A snapshot of the counters and of what the client holds now.
@@ -51,6 +66,7 @@ impl Context {
             bytes_in_use: slabs_in_use as u64 * slab,
             streaming_bytes_in_use: self.memory.streaming_slabs() as u64 * slab,
             slabs_allocated: self.memory.slabs_allocated(),
+            concurrency_limit: self.limiter.limit(),
             ..self.counters.snapshot()
         }
     }

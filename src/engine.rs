@@ -6,8 +6,9 @@
 //! waits until `seq < next_out + window`, so the ring has a slot for it; then, for each part:
 //!
 //! 1. reserves the part's slabs from the memory budget (FIFO across all requests);
-//! 2. takes one of the request's `max_connections_per_request` permits, then a connection unit
-//!    from the client's pool (FIFO across all requests);
+//! 2. takes one of the request's `max_connections_per_request` permits, then a slot under the
+//!    client's adaptive concurrency limit, then a connection unit from the client's pool (both
+//!    FIFO across all requests);
 //! 3. spawns the part's fetch, whose result goes to the object's [`Assembly`], which delivers
 //!    the object — whole when its last part is in, streaming when its first is — or its error
 //!    into the [`ReorderRing`].
@@ -38,10 +39,12 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::fetch_part;
+use crate::limiter::Queue;
 use crate::object::{IntoObjectRef, Object};
 use crate::reorder::ReorderRing;
 use crate::s3::BucketTarget;
@@ -417,7 +420,7 @@ impl Driver {
         })
     }
 
-    /// Takes memory, a request permit and a connection unit for part `idx` of `asm`, then
+    /// Takes memory, a request permit, a limiter slot and a connection unit for part `idx` of `asm`, then
     /// spawns its fetch; returns the bytes of memory taken, or `None` when nothing was admitted
     /// (`wait` is [`Wait::NoQueue`] and the memory was not free).
     async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> Option<u64> {
@@ -435,9 +438,10 @@ impl Driver {
             .acquire_owned()
             .await
             .unwrap_or_else(|_| unreachable!("request semaphore is never closed"));
-        let unit = ctx.conns.unit().await;
+        let ticket = ctx.ticket(Queue::Back).await;
         let (ctx, target, task_asm) = (Arc::clone(ctx), Arc::clone(target), Arc::clone(asm));
-        let handle = self.tasks.spawn(async move {
+        let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
+        let fetch = async move {
             let asm = task_asm;
             let on_size = |size| asm.learned_size(size);
             let result = fetch_part(
@@ -447,14 +451,15 @@ impl Driver {
                 asm.version_id.as_deref(),
                 spec,
                 lease,
-                unit,
+                ticket,
                 &asm.pin,
                 &on_size,
             )
             .await;
             drop(permit);
             asm.part_done(idx, result);
-        });
+        };
+        let handle = self.tasks.spawn(fetch.instrument(span));
         asm.add_abort(idx, handle);
         Some(taken)
     }

@@ -27,7 +27,9 @@ pub enum ErrorKind {
     /// [`Error::code`] say which. Retried for 500, 502, 504 and 408.
     Status,
     /// The server asked to slow down (HTTP 503, 429, or an S3 throttling code such as
-    /// `SlowDown`). Retried, after a longer backoff than other failures.
+    /// `SlowDown`). Tried again under the client's adaptive concurrency limit without spending
+    /// attempts; an object fails with this kind only once the server has refused it for the
+    /// throttle timeout ([`ThrottleConfig::timeout`](crate::ThrottleConfig::timeout)).
     Throttled,
     /// No response, or no body bytes, within the stall timeout. Retried.
     Timeout,
@@ -96,6 +98,7 @@ struct Inner {
     seq: Option<u64>,
     part: Option<(usize, usize)>,
     attempts: u32,
+    throttled: u32,
     status: Option<StatusCode>,
     code: Option<String>,
     message: Option<String>,
@@ -114,6 +117,7 @@ impl Error {
                 seq: None,
                 part: None,
                 attempts: 0,
+                throttled: 0,
                 status: None,
                 code: None,
                 message: None,
@@ -175,6 +179,7 @@ impl Error {
                 seq: i.seq,
                 part: i.part,
                 attempts: i.attempts,
+                throttled: i.throttled,
                 status: i.status,
                 code: i.code.clone(),
                 message,
@@ -200,6 +205,11 @@ impl Error {
 
     pub(crate) fn with_attempts(mut self, attempts: u32) -> Self {
         self.inner.attempts = attempts;
+        self
+    }
+
+    pub(crate) fn with_throttled(mut self, throttled: u32) -> Self {
+        self.inner.throttled = throttled;
         self
     }
 
@@ -231,9 +241,18 @@ impl Error {
         self.inner.part
     }
 
-    /// How many HTTP attempts were made for the object (or its failed part; 0 if none was sent).
+    /// How many HTTP attempts were made for the object (or its failed part; 0 if none was
+    /// sent), not counting throttled ones: the count that
+    /// [`RetryConfig::max_attempts`](crate::RetryConfig::max_attempts) bounds.
     pub fn attempts(&self) -> u32 {
         self.inner.attempts
+    }
+
+    /// How many of the object's (or its failed part's) attempts the server throttled; these
+    /// are bounded by [`ThrottleConfig::timeout`](crate::ThrottleConfig::timeout), not by
+    /// `max_attempts`.
+    pub fn throttled_attempts(&self) -> u32 {
+        self.inner.throttled
     }
 
     /// The HTTP status of the failed response, if one arrived.
@@ -314,6 +333,9 @@ impl fmt::Debug for Error {
             d.field("part", &part);
         }
         d.field("attempts", &i.attempts);
+        if i.throttled > 0 {
+            d.field("throttled", &i.throttled);
+        }
         if let Some(status) = i.status {
             d.field("status", &status);
         }
@@ -359,8 +381,17 @@ impl fmt::Display for Error {
         if let Some(message) = &i.message {
             write!(f, ": {message}")?;
         }
-        if i.attempts > 1 {
-            write!(f, " (after {} attempts", i.attempts)?;
+        if i.attempts > 1 || i.throttled > 0 {
+            f.write_str(" (")?;
+            if i.attempts > 1 {
+                write!(f, "after {} attempts", i.attempts)?;
+                if i.throttled > 0 {
+                    f.write_str(", ")?;
+                }
+            }
+            if i.throttled > 0 {
+                write!(f, "{} throttled", i.throttled)?;
+            }
             if !i.earlier.is_empty() {
                 write!(f, "; earlier: {}", i.earlier.join("; "))?;
             }

@@ -29,8 +29,9 @@ use crate::checksum::Expected;
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
+use crate::limiter::{Change, Limiter, Queue, Slot};
 use crate::memory::Lease;
-use crate::retry::Retrier;
+use crate::retry::{classify, Class, Next, Retrier};
 use crate::s3::{parse_content_range, status_error, BucketTarget, MAX_ERROR_BODY};
 use crate::stats::Counters;
 
@@ -134,8 +135,8 @@ impl ObjectPin {
     }
 }
 
-/// Fetches one part of `key` into `lease`; `unit` is the connection right for the first
-/// attempt. `on_size` is called once, mid-download, if this part learns the object's size.
+/// Fetches one part of `key` into `lease`; `first` is the slot and connection right for the
+/// first attempt. `on_size` is called once, mid-download, if this part learns the object's size.
 ///
 /// # Errors
 ///
@@ -149,13 +150,14 @@ pub(crate) async fn fetch_part(
     version_id: Option<&str>,
     spec: PartSpec,
     mut lease: Lease,
-    unit: Unit,
+    first: (Slot, Unit),
     pin: &ObjectPin,
     on_size: &(dyn Fn(u64) + Sync),
 ) -> Result<Lease, Error> {
-    let mut retrier = Retrier::new(&ctx.config.retry, &ctx.budget);
+    let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
     let mut checksum = None;
-    let mut unit = Some(unit);
+    let mut ticket = Some(first);
+    let mut queue = Queue::Front;
     let req = PartRequest {
         ctx,
         target,
@@ -167,16 +169,16 @@ pub(crate) async fn fetch_part(
     };
     loop {
         retrier.start_attempt();
-        let unit = match unit.take() {
-            Some(u) => u,
-            None => ctx.conns.unit().await,
+        let (slot, unit) = match ticket.take() {
+            Some(t) => t,
+            None => ctx.ticket(queue).await,
         };
         match req.attempt(&mut lease, unit, &mut checksum).await {
-            Ok(()) => break,
-            Err(e) => {
-                retrier.after_failure(e).await?;
-                Counters::add(&ctx.counters.retries, 1);
+            Ok(()) => {
+                trace_change(slot.succeeded(), &ctx.limiter);
+                break;
             }
+            Err(e) => queue = after_failure(ctx, &mut retrier, slot, e).await?,
         }
     }
     if let Some(expected) = checksum {
@@ -193,6 +195,59 @@ pub(crate) async fn fetch_part(
     Counters::add(&ctx.counters.parts, 1);
     Counters::add(&ctx.counters.bytes, lease.len() as u64);
     Ok(lease)
+}
+
+/// After a failed attempt: where the next attempt queues for a slot, once it may be made, or
+/// the final error.
+///
+/// A transient failure gives its slot back and waits its backoff (spending an attempt and
+/// retry budget); its next attempt goes to the front of the queue, as its object was admitted
+/// before those waiting. A throttled one tells the limiter, which cuts the limit; at the limit's
+/// floor the slot is kept through a backoff delay, so nothing else starts meanwhile. Its next
+/// attempt queues at the back: the server refused it, and may accept another.
+async fn after_failure(
+    ctx: &Context,
+    retrier: &mut Retrier<'_>,
+    mut slot: Slot,
+    e: Error,
+) -> Result<Queue, Error> {
+    if classify(&e) != Class::Throttle {
+        drop(slot);
+        retrier.after_failure(e).await?;
+        Counters::add(&ctx.counters.retries, 1);
+        return Ok(Queue::Front);
+    }
+    Counters::add(&ctx.counters.throttled, 1);
+    let (change, hold) = slot.throttled();
+    tracing::debug!(
+        status = e.status().map(|s| s.as_u16()),
+        code = e.code(),
+        hold_ms = hold.map(|d| d.as_millis() as u64),
+        "throttled"
+    );
+    trace_change(change, &ctx.limiter);
+    if let Next::Throttled { left } = retrier.after_failure(e).await? {
+        if let Some(hold) = hold {
+            tokio::time::sleep(hold.min(left)).await;
+        }
+    }
+    Ok(Queue::Back)
+}
+
+/// Reports a move of the concurrency limit.
+fn trace_change(change: Change, limiter: &Limiter) {
+    match change {
+        Change::None => {}
+        Change::Lowered { from, to } => {
+            tracing::info!(from, to, "throttled: concurrency limit lowered");
+        }
+        Change::Raised { from, to } if to == limiter.max() => {
+            tracing::info!(from, to, "concurrency limit back at its maximum");
+        }
+        Change::Raised { from, to } => {
+            tracing::debug!(from, to, "concurrency limit raised");
+        }
+    }
 }
 
 /// One part's request, as every attempt makes it.
@@ -248,6 +303,13 @@ impl PartRequest<'_> {
         if ctx.config.checksum_mode {
             headers.insert("x-amz-checksum-mode", HeaderValue::from_static("ENABLED"));
         }
+        tracing::debug!(
+            from,
+            to = end.saturating_sub(1),
+            ranged,
+            if_match = pinned.etag.is_some(),
+            "GET sent"
+        );
         let (conn, resp) = send(ctx, &self.target.origin, unit, req).await?;
         let status = resp.status();
         let (parts, mut body) = resp.into_parts();
@@ -334,6 +396,7 @@ impl PartRequest<'_> {
             ));
         }
         conn.release();
+        tracing::debug!(status = status.as_u16(), bytes = want, "GET done");
         Ok(())
     }
 }
@@ -539,19 +602,21 @@ pub(crate) async fn request_whole(
     req: http::Request<http_body_util::Empty<bytes::Bytes>>,
     limit: usize,
 ) -> Result<(http::response::Parts, Vec<u8>), Error> {
-    let mut retrier = Retrier::new(&ctx.config.retry, &ctx.budget);
+    let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
+    let mut queue = Queue::Back;
     loop {
         retrier.start_attempt();
+        let (slot, unit) = ctx.ticket(queue).await;
         let mut attempt_req = http::Request::new(http_body_util::Empty::new());
         *attempt_req.method_mut() = req.method().clone();
         *attempt_req.uri_mut() = req.uri().clone();
         *attempt_req.headers_mut() = req.headers().clone();
-        match whole_once(ctx, origin, attempt_req, limit).await {
-            Ok(ok) => return Ok(ok),
-            Err(e) => {
-                retrier.after_failure(e).await?;
-                Counters::add(&ctx.counters.retries, 1);
+        match whole_once(ctx, origin, unit, attempt_req, limit).await {
+            Ok(ok) => {
+                trace_change(slot.succeeded(), &ctx.limiter);
+                return Ok(ok);
             }
+            Err(e) => queue = after_failure(ctx, &mut retrier, slot, e).await?,
         }
     }
 }
@@ -559,11 +624,11 @@ pub(crate) async fn request_whole(
 async fn whole_once(
     ctx: &Context,
     origin: &http::Uri,
+    unit: Unit,
     req: http::Request<http_body_util::Empty<bytes::Bytes>>,
     limit: usize,
 ) -> Result<(http::response::Parts, Vec<u8>), Error> {
     let stall = ctx.config.stall_timeout;
-    let unit = ctx.conns.unit().await;
     let (conn, resp) = send(ctx, origin, unit, req).await?;
     let (parts, mut body) = resp.into_parts();
     let limit = if parts.status.is_success() {

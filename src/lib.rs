@@ -88,6 +88,7 @@ mod context;
 mod engine;
 mod error;
 mod fetch;
+mod limiter;
 mod list;
 mod memory;
 mod object;
@@ -109,7 +110,7 @@ pub use list::ListStream;
 pub use memory::{Body, Chunks};
 pub use object::{IntoObjectRef, Object, ObjectRef};
 pub use reorder::{ReorderRing, RingError};
-pub use retry::RetryConfig;
+pub use retry::{RetryConfig, ThrottleConfig};
 pub use stats::Stats;
 
 pub use aws_credential_types::Credentials;

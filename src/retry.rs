@@ -1,17 +1,21 @@
-//! Retry policy: which failures are retried, how long to wait, and the client-wide budget that
-//! keeps a sick endpoint from turning into a retry storm.
+//! Retry policy: which failures are retried, how long to wait, the client-wide budget that keeps
+//! a sick endpoint from turning into a retry storm, and the separate bound on throttling.
 //!
 //! * **What**: decided by [`ErrorKind`] alone (never by message text). Transient kinds —
-//!   connect and connection failures, stalls, HTTP 500/502/504/408 — and throttling (503, 429,
-//!   S3's `SlowDown` and friends) are retried; every other 4xx, length and checksum mismatches
-//!   and a changed object are not.
+//!   connect and connection failures, stalls, HTTP 500/502/504/408 — are retried; every other
+//!   4xx, length and checksum mismatches and a changed object are not. Throttling (503, 429,
+//!   S3's `SlowDown` and friends) is neither: it is the server asking for fewer requests, so a
+//!   throttled attempt is tried again under the client's adaptive concurrency limit
+//!   ([`ThrottleConfig`]) and spends neither the object's attempts nor the retry budget.
 //! * **How long**: exponential backoff with full jitter (a uniformly random delay between zero
 //!   and `min(max_delay, base × 2^(attempt-1))`, "Exponential Backoff And Jitter", AWS
-//!   Architecture Blog, 2015). Throttling uses the larger `throttle_base_delay`.
+//!   Architecture Blog, 2015).
 //! * **How many**: at most `max_attempts` per object, and each retry spends tokens from a
 //!   bucket shared by the whole client that refills at a fixed rate (the AWS SDKs' standard
 //!   retry mode: 500 tokens, 5 per retry, 10 per timeout). When the bucket is empty, failures
-//!   are returned instead of retried until it refills.
+//!   are returned instead of retried until it refills. Throttling has its own bound, in time:
+//!   a part fails as [`ErrorKind::Throttled`] only once the server has refused it for
+//!   [`ThrottleConfig::timeout`].
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,8 +29,6 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     /// Backoff base for transient failures. Default: 50 ms.
     pub base_delay: Duration,
-    /// Backoff base for throttling (503 `SlowDown`, 429). Default: 500 ms.
-    pub throttle_base_delay: Duration,
     /// Longest wait between two attempts. Default: 20 s.
     pub max_delay: Duration,
     /// Tokens in the client-wide retry budget when full. Default: 500.
@@ -42,7 +44,6 @@ impl Default for RetryConfig {
         RetryConfig {
             max_attempts: 5,
             base_delay: Duration::from_millis(50),
-            throttle_base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(20),
             budget_capacity: 500,
             budget_retry_cost: 5,
@@ -57,6 +58,55 @@ impl RetryConfig {
         RetryConfig {
             max_attempts: 1,
             ..RetryConfig::default()
+        }
+    }
+}
+
+/// How the client behaves when the server throttles (503 `SlowDown`, 429 and S3's other
+/// throttling codes); [`Default`] suits S3.
+///
+/// Throttled attempts are tried again without spending the object's `max_attempts` or the
+/// retry budget. Instead, a client-wide limit on requests in flight adapts: each throttled
+/// reply to a request sent since the last cut multiplies it by 0.7, and it grows back over
+/// [`recovery`](Self::recovery), CUBIC-style (the AWS SDKs' adaptive retry mode, applied to
+/// concurrency). At its floor, a throttled request keeps its place for a backoff delay, so the
+/// request rate can fall below one request in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrottleConfig {
+    /// Adapt the limit to throttling. Off, it stays at `max_concurrency` and every throttled
+    /// attempt waits out a backoff delay (from [`base_delay`](Self::base_delay)) before it is
+    /// tried again. Default: on.
+    pub adaptive: bool,
+    /// The lowest the limit falls. Default: 1.
+    pub min_concurrency: usize,
+    /// The highest the limit grows, and where it starts; `None` is `max_connections`, the
+    /// hard cap it always sits under. Default: `None`.
+    pub max_concurrency: Option<usize>,
+    /// How long the limit takes, after a cut, to grow back to where it was cut; it then probes
+    /// above, slowly at first. Shorter follows a server that scales up sooner, at the cost of
+    /// more throttled replies. Default: 1 s.
+    pub recovery: Duration,
+    /// How long one part may be refused, counted from its first throttled reply, before it
+    /// fails with [`ErrorKind::Throttled`]. Default: 5 minutes.
+    pub timeout: Duration,
+    /// Backoff base when throttled at the lowest limit (or with `adaptive` off): the delay is
+    /// uniformly random up to `base_delay × 2^n`, where `n` counts throttled replies since the
+    /// last success. Default: 500 ms.
+    pub base_delay: Duration,
+    /// The longest such delay. Default: 20 s.
+    pub max_delay: Duration,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            adaptive: true,
+            min_concurrency: 1,
+            max_concurrency: None,
+            recovery: Duration::from_secs(1),
+            timeout: Duration::from_secs(300),
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
         }
     }
 }
@@ -79,20 +129,12 @@ pub(crate) fn classify(e: &Error) -> Class {
     }
 }
 
-/// The wait before attempt `attempt + 1`, after `attempt` failures (`attempt >= 1`);
-/// `unit_random` is uniform in `[0, 1)` (injected, so tests are deterministic).
-pub(crate) fn backoff_delay(
-    cfg: &RetryConfig,
-    class: Class,
-    attempt: u32,
-    unit_random: f64,
-) -> Duration {
-    let base = match class {
-        Class::Throttle => cfg.throttle_base_delay,
-        Class::Transient | Class::Fatal => cfg.base_delay,
-    };
-    let exp = attempt.saturating_sub(1).min(30);
-    let cap = base.saturating_mul(1u32 << exp).min(cfg.max_delay);
+/// Exponential backoff with full jitter: uniform in `[0, min(max, base × 2^(n-1)))` after `n`
+/// failures (`n >= 1`); `unit_random` is uniform in `[0, 1)` (injected, so tests are
+/// deterministic).
+pub(crate) fn backoff_delay(base: Duration, max: Duration, n: u32, unit_random: f64) -> Duration {
+    let exp = n.saturating_sub(1).min(30);
+    let cap = base.saturating_mul(1u32 << exp).min(max);
     cap.mul_f64(unit_random.clamp(0.0, 1.0))
 }
 
@@ -132,22 +174,43 @@ impl RetryBudget {
     }
 }
 
+/// What to do after a failed attempt that may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// A transient failure: the backoff has passed; go again.
+    Retry,
+    /// A throttled reply: go again under the concurrency limit, within `left` of the throttle
+    /// timeout.
+    Throttled { left: Duration },
+}
+
 /// One call's way through its attempts: decides after each failure whether to go again, waits
-/// the backoff, and remembers why each attempt failed.
+/// the backoff of transient failures, bounds throttling in time, and remembers why each attempt
+/// failed.
 #[derive(Debug)]
 pub(crate) struct Retrier<'a> {
     cfg: &'a RetryConfig,
     budget: &'a RetryBudget,
+    throttle_timeout: Duration,
     attempt: u32,
+    throttled: u32,
+    first_throttled: Option<Instant>,
     earlier: Vec<String>,
 }
 
 impl<'a> Retrier<'a> {
-    pub(crate) fn new(cfg: &'a RetryConfig, budget: &'a RetryBudget) -> Self {
+    pub(crate) fn new(
+        cfg: &'a RetryConfig,
+        throttle_timeout: Duration,
+        budget: &'a RetryBudget,
+    ) -> Self {
         Retrier {
             cfg,
             budget,
+            throttle_timeout,
             attempt: 0,
+            throttled: 0,
+            first_throttled: None,
             earlier: Vec::new(),
         }
     }
@@ -157,34 +220,75 @@ impl<'a> Retrier<'a> {
         self.attempt += 1;
     }
 
-    /// After a failed attempt: `Ok(())` once the backoff has passed and another attempt may
-    /// be made, or the final error, carrying the attempt count and the earlier failures.
-    pub(crate) async fn after_failure(&mut self, e: Error) -> Result<(), Error> {
-        let class = classify(&e);
-        let cost = match e.kind() {
-            ErrorKind::Timeout => self.cfg.budget_retry_cost.saturating_mul(2),
-            _ => self.cfg.budget_retry_cost,
-        };
-        if class == Class::Fatal || self.attempt >= self.cfg.max_attempts {
-            return Err(self.finish(e));
+    /// After a failed attempt: what to do next, or the final error, carrying the attempt
+    /// count and the earlier failures. A transient failure's backoff is waited here.
+    pub(crate) async fn after_failure(&mut self, e: Error) -> Result<Next, Error> {
+        match classify(&e) {
+            Class::Throttle => self.after_throttle(e, Instant::now()),
+            Class::Fatal => Err(self.finish(e)),
+            Class::Transient => {
+                if self.attempt >= self.cfg.max_attempts {
+                    return Err(self.finish(e));
+                }
+                let cost = match e.kind() {
+                    ErrorKind::Timeout => self.cfg.budget_retry_cost.saturating_mul(2),
+                    _ => self.cfg.budget_retry_cost,
+                };
+                if !self.budget.try_take(cost) {
+                    let e = self.finish(e);
+                    return Err(e.with_budget_exhausted());
+                }
+                let delay = backoff_delay(
+                    self.cfg.base_delay,
+                    self.cfg.max_delay,
+                    self.attempt,
+                    fastrand::f64(),
+                );
+                tracing::debug!(
+                    attempt = self.attempt,
+                    backoff_ms = delay.as_millis() as u64,
+                    reason = %e,
+                    "retrying after a transient failure"
+                );
+                self.earlier.push(e.to_string());
+                tokio::time::sleep(delay).await;
+                Ok(Next::Retry)
+            }
         }
-        if !self.budget.try_take(cost) {
-            let e = self.finish(e);
-            return Err(e.with_budget_exhausted());
-        }
-        self.earlier.push(e.to_string());
-        let delay = backoff_delay(self.cfg, class, self.attempt, fastrand::f64());
-        tokio::time::sleep(delay).await;
-        Ok(())
     }
 
-    /// Attempts made so far.
+    /// A throttled attempt does not count against `max_attempts`; the part fails only once the
+    /// throttle timeout has passed since its first throttled reply.
+    fn after_throttle(&mut self, e: Error, now: Instant) -> Result<Next, Error> {
+        self.attempt -= 1;
+        self.throttled += 1;
+        let since = *self.first_throttled.get_or_insert(now);
+        let refused = now.saturating_duration_since(since);
+        match self.throttle_timeout.checked_sub(refused) {
+            Some(left) if !left.is_zero() => Ok(Next::Throttled { left }),
+            _ => {
+                let why = format!(
+                    "the server refused it for {:.1}s, the throttle timeout",
+                    refused.as_secs_f64()
+                );
+                let message = match e.message() {
+                    Some(m) => format!("{m}; {why}"),
+                    None => why,
+                };
+                let e = e.with_message(message);
+                Err(self.finish(e))
+            }
+        }
+    }
+
+    /// Attempts made so far, throttled ones excepted.
     pub(crate) fn attempts(&self) -> u32 {
         self.attempt
     }
 
     fn finish(&mut self, e: Error) -> Error {
-        e.with_attempts(self.attempt)
+        e.with_attempts(self.attempt.max(1))
+            .with_throttled(self.throttled)
             .with_earlier(std::mem::take(&mut self.earlier))
     }
 }
@@ -229,27 +333,13 @@ mod tests {
 
     #[test]
     fn backoff_is_exponential_capped_and_jittered() {
-        let cfg = RetryConfig {
-            base_delay: Duration::from_millis(100),
-            throttle_base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(5),
-            ..RetryConfig::default()
-        };
-        let t = Class::Transient;
-        assert_eq!(backoff_delay(&cfg, t, 1, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff_delay(&cfg, t, 2, 1.0), Duration::from_millis(200));
-        assert_eq!(backoff_delay(&cfg, t, 4, 1.0), Duration::from_millis(800));
-        assert_eq!(backoff_delay(&cfg, t, 4, 0.5), Duration::from_millis(400));
-        assert_eq!(backoff_delay(&cfg, t, 4, 0.0), Duration::ZERO);
-        assert_eq!(backoff_delay(&cfg, t, 40, 1.0), Duration::from_secs(5));
-        assert_eq!(
-            backoff_delay(&cfg, Class::Throttle, 1, 1.0),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            backoff_delay(&cfg, Class::Throttle, 3, 1.0),
-            Duration::from_secs(4)
-        );
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        assert_eq!(backoff_delay(base, max, 1, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff_delay(base, max, 2, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff_delay(base, max, 4, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff_delay(base, max, 4, 0.5), Duration::from_millis(400));
+        assert_eq!(backoff_delay(base, max, 4, 0.0), Duration::ZERO);
+        assert_eq!(backoff_delay(base, max, 40, 1.0), Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]
@@ -259,23 +349,49 @@ mod tests {
             ..RetryConfig::default()
         };
         let budget = RetryBudget::new(&cfg);
-        let mut r = Retrier::new(&cfg, &budget);
+        let mut r = Retrier::new(&cfg, Duration::from_secs(60), &budget);
         let started = tokio::time::Instant::now();
         r.start_attempt();
-        r.after_failure(Error::new(ErrorKind::Connection).with_message("reset"))
-            .await
-            .unwrap();
+        let next = r.after_failure(Error::new(ErrorKind::Connection).with_message("reset"));
+        assert_eq!(next.await.unwrap(), Next::Retry);
         r.start_attempt();
-        r.after_failure(status(503)).await.unwrap();
+        r.after_failure(status(502)).await.unwrap();
         r.start_attempt();
         let e = r.after_failure(status(500)).await.unwrap_err();
         assert_eq!(e.attempts(), 3);
         assert_eq!(e.earlier_attempts().len(), 2);
         assert!(e.earlier_attempts()[0].contains("reset"), "{e:?}");
-        assert!(e.earlier_attempts()[1].contains("503"), "{e:?}");
-        // Backoff is bounded: transient ≤ 50 ms, then throttle ≤ 1 s.
-        assert!(started.elapsed() <= Duration::from_millis(1050));
+        assert!(e.earlier_attempts()[1].contains("502"), "{e:?}");
+        // Backoff is bounded: at most 50 ms, then 100 ms.
+        assert!(started.elapsed() <= Duration::from_millis(150));
         assert!(e.to_string().contains("after 3 attempts"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn throttling_spends_no_attempts_and_is_bounded_in_time() {
+        let cfg = RetryConfig {
+            max_attempts: 2,
+            budget_capacity: 0,
+            ..RetryConfig::default()
+        };
+        let budget = RetryBudget::new(&cfg);
+        let mut r = Retrier::new(&cfg, Duration::from_secs(10), &budget);
+        let t0 = Instant::now();
+        for i in 0..50u64 {
+            r.start_attempt();
+            let next = r.after_throttle(status(503), t0 + Duration::from_millis(100 * i));
+            let left = Duration::from_secs(10) - Duration::from_millis(100 * i);
+            assert_eq!(next.unwrap(), Next::Throttled { left });
+        }
+        assert_eq!(r.attempts(), 0, "throttled attempts are not counted");
+        r.start_attempt();
+        let e = r
+            .after_throttle(status(503), t0 + Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Throttled);
+        assert_eq!(e.throttled_attempts(), 51);
+        assert!(e.to_string().contains("refused it for 10.0s"), "{e}");
+        assert!(e.to_string().contains("51 throttled"), "{e}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -286,12 +402,12 @@ mod tests {
             ..RetryConfig::default()
         };
         let budget = RetryBudget::new(&cfg);
-        let mut r = Retrier::new(&cfg, &budget);
+        let mut r = Retrier::new(&cfg, Duration::from_secs(60), &budget);
         r.start_attempt();
         let e = r.after_failure(status(404)).await.unwrap_err();
         assert_eq!((e.kind(), e.attempts()), (ErrorKind::NotFound, 1));
 
-        let mut r = Retrier::new(&cfg, &budget);
+        let mut r = Retrier::new(&cfg, Duration::from_secs(60), &budget);
         r.start_attempt();
         r.after_failure(status(500)).await.unwrap(); // spends the only 5 tokens
         r.start_attempt();

@@ -11,6 +11,7 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) retries: AtomicU64,
+    pub(crate) throttled: AtomicU64,
     pub(crate) parts: AtomicU64,
 }
 
@@ -35,8 +36,15 @@ pub struct Stats {
     pub requests: u64,
     /// Objects that ended in an error.
     pub errors: u64,
-    /// Attempts made again after a retryable failure (GETs, listings and HEADs).
+    /// Attempts made again after a transient failure (GETs, listings and HEADs); throttled
+    /// attempts are counted in `throttled` instead.
     pub retries: u64,
+    /// Replies in which the server throttled a request (503 `SlowDown`, 429, …); each one's
+    /// request was made again under the adaptive concurrency limit.
+    pub throttled: u64,
+    /// The adaptive limit on requests in flight now: `max_connections` (or the configured
+    /// ceiling) until the server throttles, lower after.
+    pub concurrency_limit: usize,
     /// Connections dialed so far.
     pub connections_opened: u64,
     /// Sockets open (or being opened) now; never more than `max_connections`.
@@ -62,6 +70,7 @@ impl Counters {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
             parts: self.parts.load(Ordering::Relaxed),
             ..Stats::default()
         }

@@ -7,6 +7,7 @@
 #[path = "support/fault_server.rs"]
 mod fault_server;
 #[path = "support/fault_suite.rs"]
+#[allow(dead_code)] // the throttle-heavy runs are tests/throttle_faults.rs
 mod fault_suite;
 #[path = "support/quiescent.rs"]
 #[allow(dead_code)]

@@ -15,7 +15,6 @@ pub fn fast_retries(max_attempts: u32) -> RetryConfig {
     RetryConfig {
         max_attempts,
         base_delay: Duration::from_millis(1),
-        throttle_base_delay: Duration::from_millis(2),
         max_delay: Duration::from_millis(20),
         budget_capacity: 100_000,
         ..RetryConfig::default()

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{Client, ErrorKind, Object, ObjectRef, RetryConfig};
+use s3_ordered::{Client, ErrorKind, Object, ObjectRef, RetryConfig, ThrottleConfig};
 
 use crate::budgets::fast_retries;
 use crate::support::{assert_quiescent, content, Mock, Reply, Seen};
@@ -265,34 +265,56 @@ async fn stalls_time_out_and_retry_but_slow_healthy_bodies_do_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_is_retried_and_reported_with_its_code() {
+async fn throttling_spends_no_attempts_and_fails_only_after_the_throttle_timeout() {
     let (mock, _log) = scripted(|r, n| {
         let slow = Reply {
             status: 503,
             ..Reply::ok(b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".to_vec())
         };
         match (r.key.as_str(), n) {
-            ("twice", 0 | 1) => slow,
+            // More throttled replies than max_attempts allows failures.
+            ("often", 0..=5) => slow,
             ("always", _) => slow,
             _ => Reply::ok(content(&r.key, LEN)),
         }
     })
     .await;
-    let client = client(&mock, fast_retries(4));
-    let ok = fetch(&client, "twice")
+    let client = mock
+        .builder()
+        .max_connections(2)
+        .retry(RetryConfig {
+            budget_capacity: 0, // no retry budget at all: throttling must not need it
+            ..fast_retries(3)
+        })
+        .throttle(ThrottleConfig {
+            timeout: Duration::from_millis(300),
+            base_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(20),
+            ..ThrottleConfig::default()
+        })
+        .build()
+        .unwrap();
+    let ok = fetch(&client, "often")
         .await
-        .expect("third attempt succeeds");
-    assert_eq!(ok.body.len(), LEN);
+        .expect("arrives after 6 throttled replies");
+    assert!(ok.body.to_vec() == content("often", LEN));
+    let started = std::time::Instant::now();
     let e = fetch(&client, "always").await.unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(
-        (e.kind(), e.attempts(), e.code()),
-        (ErrorKind::Throttled, 4, Some("SlowDown"))
+        (e.kind(), e.code()),
+        (ErrorKind::Throttled, Some("SlowDown"))
     );
-    assert_eq!(e.earlier_attempts().len(), 3);
-    assert!(
-        e.earlier_attempts().iter().all(|a| a.contains("SlowDown")),
-        "{e:?}"
+    assert!(e.throttled_attempts() > 3, "{e:?}");
+    assert!(!e.retry_budget_exhausted(), "{e:?}");
+    assert!(e.to_string().contains("throttle timeout"), "{e}");
+    let stats = client.stats();
+    assert_eq!(
+        stats.retries, 0,
+        "throttled attempts are not retries: {stats:?}"
     );
+    assert_eq!(stats.throttled, 6 + u64::from(e.throttled_attempts()));
+    assert_eq!(stats.concurrency_limit, 1, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,6 +348,51 @@ async fn an_empty_retry_budget_stops_a_retry_storm() {
         .filter(|r| r.as_ref().unwrap_err().retry_budget_exhausted())
         .count();
     assert!(exhausted >= 3, "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_stops_a_storm_of_refused_connections() {
+    // A port nobody listens on: every connection is refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let client = Client::builder()
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .static_credentials("AKID", "SECRET", None)
+        .max_connections(2)
+        .retry(RetryConfig {
+            budget_capacity: 10,
+            budget_retry_cost: 5,
+            budget_refill_per_sec: 0,
+            ..fast_retries(10)
+        })
+        .build()
+        .unwrap();
+    let results: Vec<_> = client
+        .get_all(
+            "bucket",
+            (0..5).map(|i| ObjectRef::new(format!("k{i}"), LEN as u64)),
+        )
+        .collect()
+        .await;
+    let errors: Vec<_> = results.iter().map(|r| r.as_ref().unwrap_err()).collect();
+    assert!(
+        errors.iter().all(|e| e.kind() == ErrorKind::Connect),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].to_string().contains("could not connect"),
+        "{}",
+        errors[0]
+    );
+    // 5 first attempts plus the 2 retries the budget pays for, and nothing throttled.
+    let attempts: u32 = errors.iter().map(|e| e.attempts()).sum();
+    assert_eq!(attempts, 7, "{errors:?}");
+    assert!(errors.iter().filter(|e| e.retry_budget_exhausted()).count() >= 3);
+    let stats = client.stats();
+    assert_eq!((stats.retries, stats.throttled), (2, 0), "{stats:?}");
+    assert_eq!(stats.concurrency_limit, 2, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,4 +10,7 @@ mod quiescent;
 mod real_s3;
 #[path = "../support/s3_server.rs"]
 mod s3_server;
+#[path = "../support/shed_server.rs"]
+mod shed_server;
 mod support;
+mod throttle;

@@ -58,20 +58,47 @@ fn hash_str(s: &str) -> u64 {
     })
 }
 
+/// Which faults a run draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Every kind of fault, 40 % of requests in all.
+    Hostile,
+    /// What a throttled prefix behind a flaky network does: 5 % 503 SlowDown, 3 % resets after
+    /// the head, 3 % bodies cut short, 1 % bodies that stall; and one key in 20 is hot, refused
+    /// with SlowDown for [`HOT_FOR`] after its first request, however often it is asked for.
+    ThrottleHeavy,
+}
+
+/// How long a hot key of [`Mix::ThrottleHeavy`] is refused.
+pub const HOT_FOR: Duration = Duration::from_millis(300);
+
+fn is_hot(faults: Mix, seed: u64, key: &str) -> bool {
+    faults == Mix::ThrottleHeavy && mix(seed ^ hash_str(key) ^ 0x4807) % 20 == 0
+}
+
 /// The fault for attempt `attempt` (0-based) at `key` in the run of `seed`.
-pub fn fault_for(seed: u64, key: &str, attempt: u32) -> Fault {
+pub fn fault_for(mix_of: Mix, seed: u64, key: &str, attempt: u32) -> Fault {
     let r = mix(seed ^ mix(hash_str(key) ^ u64::from(attempt))) % 100;
-    match r {
-        0..=59 => Fault::None,
-        60..=64 => Fault::CloseBeforeHead,
-        65..=69 => Fault::CloseAfterHead,
-        70..=75 => Fault::CutMidBody,
-        76..=80 => Fault::InternalError,
-        81..=85 => Fault::SlowDown,
-        86..=88 => Fault::StallMidBody,
-        89..=93 => Fault::SlowFirstByte,
-        94..=97 => Fault::GarbageStatus,
-        _ => Fault::EtagChanged,
+    match mix_of {
+        Mix::Hostile => match r {
+            0..=59 => Fault::None,
+            60..=64 => Fault::CloseBeforeHead,
+            65..=69 => Fault::CloseAfterHead,
+            70..=75 => Fault::CutMidBody,
+            76..=80 => Fault::InternalError,
+            81..=85 => Fault::SlowDown,
+            86..=88 => Fault::StallMidBody,
+            89..=93 => Fault::SlowFirstByte,
+            94..=97 => Fault::GarbageStatus,
+            _ => Fault::EtagChanged,
+        },
+        Mix::ThrottleHeavy => match r {
+            0..=4 => Fault::SlowDown,
+            5..=7 => Fault::CloseAfterHead,
+            8..=10 => Fault::CutMidBody,
+            11 => Fault::StallMidBody,
+            _ => Fault::None,
+        },
     }
 }
 
@@ -112,18 +139,27 @@ impl Drop for FaultServer {
 
 struct Shared {
     seed: u64,
+    mix: Mix,
     timing: FaultTiming,
     objects: HashMap<String, Stored>,
     attempts: Mutex<HashMap<String, u32>>,
+    first_asked: Mutex<HashMap<String, std::time::Instant>>,
     counts: Arc<SocketCounts>,
 }
 
 impl FaultServer {
-    /// Serves `objects` (key → bytes) in bucket `bucket`, with the faults of `seed`.
-    pub async fn start(seed: u64, timing: FaultTiming, objects: Vec<(String, Vec<u8>)>) -> Self {
+    /// Serves `objects` (key → bytes) in bucket `bucket`, with the faults of `seed` drawn from
+    /// `mix`.
+    pub async fn start(
+        seed: u64,
+        faults: Mix,
+        timing: FaultTiming,
+        objects: Vec<(String, Vec<u8>)>,
+    ) -> Self {
         let counts = Arc::new(SocketCounts::default());
         let shared = Arc::new(Shared {
             seed,
+            mix: faults,
             timing,
             objects: objects
                 .into_iter()
@@ -134,6 +170,7 @@ impl FaultServer {
                 })
                 .collect(),
             attempts: Mutex::new(HashMap::new()),
+            first_asked: Mutex::new(HashMap::new()),
             counts: Arc::clone(&counts),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -218,7 +255,16 @@ async fn respond(socket: &mut TcpStream, shared: &Shared, head: &str) -> bool {
         *n += 1;
         *n - 1
     };
-    let fault = fault_for(shared.seed, &attempt_key, attempt);
+    let mut fault = fault_for(shared.mix, shared.seed, &attempt_key, attempt);
+    if is_hot(shared.mix, shared.seed, &key) {
+        let mut first = shared.first_asked.lock().expect("first_asked");
+        let since = *first
+            .entry(key.clone())
+            .or_insert_with(std::time::Instant::now);
+        if since.elapsed() < HOT_FOR {
+            fault = Fault::SlowDown;
+        }
+    }
     let Some(obj) = shared.objects.get(&key) else {
         return write_all(socket, &simple(404, "NoSuchKey")).await;
     };

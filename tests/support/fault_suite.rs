@@ -13,9 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{Client, ErrorKind, Object, ObjectRef, RetryConfig};
+use s3_ordered::{Client, ErrorKind, Object, ObjectRef, RetryConfig, ThrottleConfig};
 
-use crate::fault_server::{mix, FaultServer, FaultTiming};
+use crate::fault_server::{mix, FaultServer, FaultTiming, Mix};
 use crate::quiescent::assert_quiescent_for;
 
 /// Settings of the suite (kept small so hundreds of runs fit in seconds).
@@ -32,6 +32,8 @@ pub struct RunReport {
     pub failed: usize,
     pub cancelled: bool,
     pub requests: usize,
+    /// Throttled replies the client met.
+    pub throttled: usize,
 }
 
 /// Prints how to replay a seed if the run panics.
@@ -67,7 +69,7 @@ pub async fn run_seed(seed: u64) -> RunReport {
         stall: Duration::from_millis(400),
         slow_first_byte: Duration::from_millis(30),
     };
-    let server = FaultServer::start(seed, timing, objects.clone()).await;
+    let server = FaultServer::start(seed, Mix::Hostile, timing, objects.clone()).await;
     let client = Client::builder()
         .endpoint_url(format!("http://{}", server.addr))
         .static_credentials("AKIDFAULT", "fault-secret", None)
@@ -88,10 +90,15 @@ pub async fn run_seed(seed: u64) -> RunReport {
         .retry(RetryConfig {
             max_attempts: MAX_ATTEMPTS,
             base_delay: Duration::from_millis(1),
-            throttle_base_delay: Duration::from_millis(3),
             max_delay: Duration::from_millis(30),
             budget_capacity: 1_000_000,
             ..RetryConfig::default()
+        })
+        .throttle(ThrottleConfig {
+            recovery: Duration::from_millis(100),
+            base_delay: Duration::from_millis(3),
+            max_delay: Duration::from_millis(30),
+            ..ThrottleConfig::default()
         })
         .build()
         .expect("client");
@@ -170,6 +177,57 @@ pub async fn run_seed(seed: u64) -> RunReport {
     report
 }
 
+/// One run of the throttle-heavy mix ([`Mix::ThrottleHeavy`]) against a client with default
+/// settings but for the endpoint and credentials: every object must arrive, in order and right.
+pub async fn run_defaults_seed(seed: u64) -> RunReport {
+    let _guard = SeedGuard(seed);
+    let r = |salt: u64| mix(seed ^ mix(salt));
+    let count = 30 + (r(1) % 20) as usize;
+    let objects: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|i| {
+            let key = format!("obj-{seed}-{i}");
+            let len = (r(100 + i as u64) % (24 << 10)) as usize;
+            let data = (0..len)
+                .map(|j| (mix(seed ^ j as u64) & 0xff) as u8)
+                .collect();
+            (key, data)
+        })
+        .collect();
+    let timing = FaultTiming {
+        stall: Duration::from_secs(2),
+        slow_first_byte: Duration::ZERO,
+    };
+    let server = FaultServer::start(seed, Mix::ThrottleHeavy, timing, objects.clone()).await;
+    let client = Client::builder()
+        .endpoint_url(format!("http://{}", server.addr))
+        .static_credentials("AKIDFAULT", "fault-secret", None)
+        .build()
+        .expect("client");
+    let (first, second): (Vec<_>, Vec<_>) = objects
+        .iter()
+        .cloned()
+        .partition(|(k, _)| k.bytes().last().is_some_and(|b| b % 2 == 0));
+    let run = async {
+        let (a, b) = futures::join!(
+            consume(seed, &client, &first, None, 1),
+            consume(seed, &client, &second, None, 2)
+        );
+        (a.0 + b.0, a.1 + b.1)
+    };
+    let (ok, failed) = tokio::time::timeout(RUN_BOUND, run)
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: run exceeded {RUN_BOUND:?}"));
+    assert_quiescent_for(&client, &format!("seed {seed}")).await;
+    let stats = client.stats();
+    RunReport {
+        ok,
+        failed,
+        cancelled: false,
+        requests: server.counts.requests.load(Ordering::SeqCst),
+        throttled: stats.throttled as usize,
+    }
+}
+
 /// Reads one request's stream, checking order, bytes and error kinds; returns
 /// (ok, failed, cancelled).
 async fn consume(
@@ -232,11 +290,12 @@ async fn consume(
                     (Some(i as u64), Some(key.as_str())),
                     "seed {seed}: {e}"
                 );
+                // Throttling is not among them: it waits, spending no attempts, and the
+                // throttle timeout is far beyond a run.
                 match e.kind() {
                     ErrorKind::Connect
                     | ErrorKind::Connection
                     | ErrorKind::Timeout
-                    | ErrorKind::Throttled
                     | ErrorKind::Status => {
                         assert!(e.is_retryable(), "seed {seed}: {e}");
                         assert_eq!(e.attempts(), MAX_ATTEMPTS, "seed {seed}: {e}");

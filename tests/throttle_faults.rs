@@ -1,0 +1,55 @@
+//! The throttle-heavy fault mix (5 % 503 SlowDown, 3 % resets, 3 % truncated bodies, 1 % 2-second
+//! stalls) against clients with default settings: nothing may be lost, over every seed.
+//!
+//! A test binary of its own, like the main fault suite, so its sockets and timing are not
+//! shared with other tests.
+
+#[path = "support/fault_server.rs"]
+#[allow(dead_code)]
+mod fault_server;
+#[path = "support/fault_suite.rs"]
+#[allow(dead_code)]
+mod fault_suite;
+#[path = "support/quiescent.rs"]
+#[allow(dead_code)]
+mod quiescent;
+
+use fault_suite::run_defaults_seed;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_flaky_server_loses_nothing_with_default_settings() {
+    // RUST_LOG=s3_ordered=debug shows what the client does (with one seed, S3O_FAULT_SEED).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let seeds: Vec<u64> = match std::env::var("S3O_FAULT_SEED") {
+        Ok(s) => vec![s.parse().expect("S3O_FAULT_SEED is a number")],
+        Err(_) => (1..=16).collect(),
+    };
+    let (mut ok, mut requests, mut throttled) = (0, 0, 0);
+    for batch in seeds.chunks(8) {
+        let handles: Vec<_> = batch
+            .iter()
+            .map(|&s| tokio::spawn(run_defaults_seed(s)))
+            .collect();
+        for h in handles {
+            let r = match h.await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            assert_eq!(r.failed, 0, "an object was lost: {r:?}");
+            ok += r.ok;
+            requests += r.requests;
+            throttled += r.throttled;
+        }
+    }
+    eprintln!(
+        "throttle-heavy mix: {} runs, {ok} objects, {requests} requests, {throttled} throttled",
+        seeds.len()
+    );
+    if seeds.len() > 1 {
+        assert!(throttled > 0, "no throttling happened");
+        assert!(requests > ok, "no faults happened");
+    }
+}
