@@ -216,10 +216,15 @@ impl Unit {
             }
         };
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%origin, open = self.pool.max - self.pool.sockets.available_permits(), "connection opened");
+        let origin = origin.clone();
         tokio::spawn(async move {
             // Resolves when the socket is closed: by the peer, by an error, or because every
             // sender was dropped. Only then is the socket's permit released.
-            let _ = conn.await;
+            match conn.await {
+                Ok(()) => tracing::debug!(%origin, "connection closed"),
+                Err(e) => tracing::debug!(%origin, error = %e, "connection closed"),
+            }
             drop(socket);
         });
         Ok(sender)

@@ -197,7 +197,9 @@ impl ObjectStream {
             }),
             window: Notify::new(),
         });
-        let driver = tokio::spawn(Driver::new(ctx, bucket, Arc::clone(&shared)).run(objects));
+        let span = tracing::debug_span!("get_all", %bucket);
+        let driver = Driver::new(ctx, bucket, Arc::clone(&shared)).run(objects);
+        let driver = tokio::spawn(driver.instrument(span));
         ObjectStream { shared, driver }
     }
 }
@@ -420,18 +422,34 @@ impl Driver {
         })
     }
 
-    /// Takes memory, a request permit, a limiter slot and a connection unit for part `idx` of `asm`, then
-    /// spawns its fetch; returns the bytes of memory taken, or `None` when nothing was admitted
-    /// (`wait` is [`Wait::NoQueue`] and the memory was not free).
+    /// Takes memory, a request permit, a limiter slot and a connection unit for part `idx` of
+    /// `asm`, then spawns its fetch; returns the bytes of memory taken, or `None` when nothing
+    /// was admitted (`wait` is [`Wait::NoQueue`] and the memory was not free).
     async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> Option<u64> {
         let Ok(target) = &self.target else {
             return Some(0); // a bad bucket settles every object in start_object
         };
         let spec = asm.spec(idx);
         let ctx = &self.ctx;
-        let lease = match wait {
-            Wait::Queue => ctx.memory.acquire(spec.len).await,
-            Wait::NoQueue => ctx.memory.try_acquire(spec.len)?,
+        let lease = match (wait, ctx.memory.try_acquire(spec.len)) {
+            (_, Some(lease)) => lease,
+            (Wait::NoQueue, None) => return None,
+            (Wait::Queue, None) => {
+                tracing::debug!(
+                    key = %asm.key,
+                    part = idx,
+                    bytes = spec.len,
+                    in_use = ctx.memory.slabs_in_use() as u64 * ctx.memory.slab_size() as u64,
+                    "waiting for memory"
+                );
+                let started = std::time::Instant::now();
+                let lease = ctx.memory.acquire(spec.len).await;
+                tracing::debug!(
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "memory granted"
+                );
+                lease
+            }
         };
         let taken = ctx.memory.slab_bytes(spec.len);
         let permit = Arc::clone(&self.per_request)

@@ -611,8 +611,14 @@ pub(crate) async fn request_whole(
         *attempt_req.method_mut() = req.method().clone();
         *attempt_req.uri_mut() = req.uri().clone();
         *attempt_req.headers_mut() = req.headers().clone();
+        tracing::debug!(method = %req.method(), path = req.uri().path(), "request sent");
         match whole_once(ctx, origin, unit, attempt_req, limit).await {
             Ok(ok) => {
+                tracing::debug!(
+                    status = ok.0.status.as_u16(),
+                    bytes = ok.1.len(),
+                    "request done"
+                );
                 trace_change(slot.succeeded(), &ctx.limiter);
                 return Ok(ok);
             }

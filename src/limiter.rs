@@ -255,6 +255,11 @@ impl Future for Acquire<'_> {
                     st.in_flight += 1;
                     return Poll::Ready(inner.slot(st.generation));
                 }
+                tracing::trace!(
+                    limit = st.cap(),
+                    in_flight = st.in_flight,
+                    "waiting for a slot under the concurrency limit"
+                );
                 let id = st.next_id;
                 st.next_id += 1;
                 let waiter = Waiter {

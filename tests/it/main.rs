@@ -14,3 +14,4 @@ mod s3_server;
 mod shed_server;
 mod support;
 mod throttle;
+mod tracing;

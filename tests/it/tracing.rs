@@ -1,0 +1,133 @@
+//! What the client tells a `tracing` subscriber: requests, throttling, retries and connections —
+//! and never a secret.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use s3_ordered::{ObjectRef, ThrottleConfig};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
+
+use crate::budgets::fast_retries;
+use crate::support::{content, Mock, Reply, ACCESS_KEY, SECRET_KEY};
+
+const LEN: usize = 5_000;
+const SESSION_TOKEN: &str = "session-token-that-must-not-leak";
+
+/// Every event and span, as one line of text each: level, target, name or message, fields.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let m = event.metadata();
+        let mut f = Fields(format!("{} {}:", m.level(), m.target()));
+        event.record(&mut f);
+        self.0.lock().unwrap().push(f.0);
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+        let mut f = Fields(format!("SPAN {}:", attrs.metadata().name()));
+        attrs.record(&mut f);
+        self.0.lock().unwrap().push(f.0);
+    }
+
+    fn on_record(&self, _: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        let mut f = Fields("RECORD:".to_owned());
+        values.record(&mut f);
+        self.0.lock().unwrap().push(f.0);
+    }
+}
+
+// A current-thread runtime: the subscriber set for this thread sees every task of the test.
+#[tokio::test]
+async fn a_subscriber_sees_throttling_retries_and_connections_and_no_secret() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(
+        capture
+            .clone()
+            .with_filter(tracing_subscriber::filter::LevelFilter::TRACE),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let attempts = Arc::new(Mutex::new(std::collections::HashMap::<String, u32>::new()));
+    let mock = Mock::start(move |r| {
+        let n = {
+            let mut a = attempts.lock().unwrap();
+            let n = a.entry(r.key.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        match (r.key.as_str(), n) {
+            ("slow", 0 | 1) => Reply {
+                status: 503,
+                ..Reply::ok(b"<Error><Code>SlowDown</Code></Error>".to_vec())
+            },
+            ("broken", 0) => Reply {
+                cut_after: Some(1000),
+                ..Reply::ok(content(&r.key, LEN))
+            },
+            _ => Reply::ok(content(&r.key, LEN)),
+        }
+    })
+    .await;
+    let client = Mock::builder(&mock)
+        .static_credentials(ACCESS_KEY, SECRET_KEY, Some(SESSION_TOKEN.to_owned()))
+        .max_connections(2)
+        .retry(fast_retries(3))
+        .throttle(ThrottleConfig {
+            base_delay: Duration::from_millis(2),
+            ..ThrottleConfig::default()
+        })
+        .build()
+        .unwrap();
+    let keys = ["fine", "slow", "broken"].map(|k| ObjectRef::new(k, LEN as u64));
+    let results: Vec<_> = client.get_all("bucket", keys).collect().await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    drop(results);
+    drop(client);
+    // Let the connections' tasks see their sockets close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let lines = capture.0.lock().unwrap().clone();
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    for needle in [
+        "SPAN get_all: bucket=bucket",
+        "SPAN part: key=slow seq=1 part=0",
+        "DEBUG s3_ordered::fetch: message=GET sent",
+        "DEBUG s3_ordered::fetch: message=GET done status=200",
+        "DEBUG s3_ordered::fetch: message=throttled status=503 code=\"SlowDown\"",
+        "INFO s3_ordered::fetch: message=throttled: concurrency limit lowered",
+        "DEBUG s3_ordered::retry: message=retrying after a transient failure attempt=1",
+        "body broke off",
+        "DEBUG s3_ordered::conn: message=connection opened",
+        "DEBUG s3_ordered::conn: message=connection closed",
+    ] {
+        assert!(has(needle), "no {needle:?} in:\n{}", lines.join("\n"));
+    }
+    for secret in [
+        SECRET_KEY,
+        SESSION_TOKEN,
+        "Signature=",
+        "Credential=",
+        "AWS4-HMAC",
+    ] {
+        assert!(!has(secret), "{secret:?} leaked:\n{}", lines.join("\n"));
+    }
+    // Nothing per byte: a handful of lines per request (the signer's own trace is left out).
+    let ours: Vec<_> = lines.iter().filter(|l| l.contains("s3_ordered")).collect();
+    assert!(ours.len() < 40, "{} lines:\n{ours:#?}", ours.len());
+}
