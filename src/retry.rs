@@ -244,7 +244,7 @@ impl<'a> Retrier<'a> {
                     self.attempt,
                     fastrand::f64(),
                 );
-                tracing::debug!(
+                tracing::info!(
                     attempt = self.attempt,
                     backoff_ms = delay.as_millis() as u64,
                     reason = %e,

@@ -150,8 +150,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         seq as f64 / secs
     );
     println!(
-        "verified {ok} ok, {failed} failed; requests {}, errors {}, connections opened {}",
-        stats.requests, stats.errors, stats.connections_opened
+        "verified {ok} ok, {failed} failed; requests {}, retries {}, throttled {}, errors {}, \
+         connections opened {}",
+        stats.requests, stats.retries, stats.throttled, stats.errors, stats.connections_opened
     );
     println!(
         "peak body memory {:.1} MiB of {:.1} MiB budget; peak open connections {peak_conns} of {}",

@@ -40,7 +40,8 @@ impl FetchArgs {
         };
         let inputs = source::inputs(&client, &self.url, self.keys_from.as_deref()).await?;
         let results = client.get_stream(self.url.bucket.clone(), inputs);
-        Ok((client, results, Tally::new(total, self.quiet)))
+        let tally = Tally::new(total, self.quiet, client.clone());
+        Ok((client, results, tally))
     }
 }
 
@@ -358,6 +359,8 @@ pub(crate) async fn bench(args: BenchArgs, env: &Env) -> anyhow::Result<ExitCode
                 "cpu_seconds": cpu,
                 "peak_rss_bytes": rss,
                 "requests": stats.requests,
+                "retries": stats.retries,
+                "throttled": stats.throttled,
                 "parts": stats.parts,
                 "connections_opened": stats.connections_opened,
             })

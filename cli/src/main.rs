@@ -7,6 +7,7 @@
 
 mod demo;
 mod fetch_cmds;
+mod log;
 mod ls;
 mod opts;
 mod output;
@@ -23,11 +24,16 @@ use clap::{Parser, Subcommand};
     name = "s3-ordered",
     version,
     about = "Fetch many S3 objects concurrently, in order, under connection and memory budgets",
-    after_help = "Exit status: 0 all objects ok, 1 some objects failed, 2 usage or configuration error."
+    after_help = "Exit status: 0 all objects ok, 1 some objects failed, 2 usage or configuration error.\n\
+                  Diagnostics: -v, -vv, -vvv, or RUST_LOG (e.g. RUST_LOG=s3_ordered=debug)."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Show what the client does on stderr: -v retries and throttling, -vv every request and
+    /// connection, -vvv everything. RUST_LOG, when set, takes precedence (e.g. s3_ordered=debug)
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,6 +67,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    log::init(cli.verbose, std::env::var("RUST_LOG").ok().as_deref());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

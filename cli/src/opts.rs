@@ -2,7 +2,9 @@
 //! conventions for endpoint, region, profile and credentials.
 
 use anyhow::{bail, Context as _};
-use s3_ordered::{Addressing, Client};
+use std::time::Duration;
+
+use s3_ordered::{Addressing, Client, ThrottleConfig};
 
 use crate::profile;
 use crate::size::parse_size;
@@ -38,6 +40,20 @@ pub(crate) struct ConnectOpts {
     /// [default: 8MiB, less when --max-bytes cannot give every connection a part]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     part_size: Option<u64>,
+    /// Fail an object once the server has throttled it (503 SlowDown, 429) for this long
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0, value_parser = parse_seconds)]
+    throttle_timeout: f64,
+    /// Keep --max-connections requests in flight even when throttled, instead of slowing down
+    /// to what the server accepts (throttled requests then back off one by one)
+    #[arg(long)]
+    fixed_concurrency: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds greater than 0")),
+    }
 }
 
 /// What the environment says, read once so tests can supply it.
@@ -84,6 +100,11 @@ impl ConnectOpts {
         if let Some(n) = self.part_size {
             b = b.part_size(n);
         }
+        b = b.throttle(ThrottleConfig {
+            adaptive: !self.fixed_concurrency,
+            timeout: Duration::from_secs_f64(self.throttle_timeout),
+            ..ThrottleConfig::default()
+        });
         if let Some(url) = self
             .endpoint_url
             .as_deref()

@@ -5,6 +5,7 @@ use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use s3_ordered::{Client, Stats};
 
 /// Counts objects and bytes, draws the progress bar, prints failures and the summary.
 pub(crate) struct Tally {
@@ -14,12 +15,14 @@ pub(crate) struct Tally {
     started: Instant,
     bar: ProgressBar,
     quiet: bool,
+    /// The client whose retries and throttling the bar and the summary show.
+    client: Client,
 }
 
 impl Tally {
     /// A tally; the bar is drawn only when stderr is a terminal and `quiet` is off.
     /// `total` (objects) enables a bar with an ETA; without it a spinner counts.
-    pub(crate) fn new(total: Option<u64>, quiet: bool) -> Self {
+    pub(crate) fn new(total: Option<u64>, quiet: bool, client: Client) -> Self {
         let show = !quiet && std::io::stderr().is_terminal();
         let bar = match total {
             Some(n) => ProgressBar::new(n).with_style(
@@ -40,6 +43,7 @@ impl Tally {
         });
         if show {
             bar.enable_steady_tick(Duration::from_millis(200));
+            crate::log::set_bar(Some(bar.clone()));
         }
         Tally {
             ok: 0,
@@ -48,6 +52,7 @@ impl Tally {
             started: Instant::now(),
             bar,
             quiet,
+            client,
         }
     }
 
@@ -59,9 +64,10 @@ impl Tally {
         if self.ok % 64 == 1 {
             let secs = self.started.elapsed().as_secs_f64().max(1e-9);
             self.bar.set_message(format!(
-                "{}, {}/s",
+                "{}, {}/s{}",
                 human_bytes(self.bytes),
-                human_bytes((self.bytes as f64 / secs) as u64)
+                human_bytes((self.bytes as f64 / secs) as u64),
+                trouble(&self.client.stats(), false)
             ));
         }
     }
@@ -75,12 +81,13 @@ impl Tally {
 
     /// Removes the bar from the terminal (before printing a report).
     pub(crate) fn clear(&self) {
+        crate::log::set_bar(None);
         self.bar.finish_and_clear();
     }
 
     /// Stops without a summary (the reader went away).
     pub(crate) fn abandon(self) {
-        self.bar.finish_and_clear();
+        self.clear();
     }
 
     /// True when a bar would be drawn.
@@ -95,15 +102,16 @@ impl Tally {
 
     /// Clears the bar and prints the one-line summary (unless quiet); returns the exit status.
     pub(crate) fn finish(self) -> std::process::ExitCode {
-        self.bar.finish_and_clear();
+        self.clear();
         if !self.quiet {
             let secs = self.elapsed().max(1e-9);
             eprintln!(
-                "{} objects ok, {} failed, {} in {secs:.2} s ({}/s)",
+                "{} objects ok, {} failed, {} in {secs:.2} s ({}/s){}",
                 self.ok,
                 self.failed,
                 human_bytes(self.bytes),
-                human_bytes((self.bytes as f64 / secs) as u64)
+                human_bytes((self.bytes as f64 / secs) as u64),
+                trouble(&self.client.stats(), true)
             );
         }
         if self.failed > 0 {
@@ -112,6 +120,19 @@ impl Tally {
             std::process::ExitCode::SUCCESS
         }
     }
+}
+
+/// `; 3 retries, 40 throttled (limit 6 of 64)`: the retries and throttled replies so far, and
+/// the concurrency limit if throttling lowered it. Empty when there were none, unless `always`.
+pub(crate) fn trouble(stats: &Stats, always: bool) -> String {
+    if stats.retries == 0 && stats.throttled == 0 && !always {
+        return String::new();
+    }
+    let mut out = format!("; {} retries, {} throttled", stats.retries, stats.throttled);
+    if stats.throttled > 0 {
+        out.push_str(&format!(" (concurrency limit {})", stats.concurrency_limit));
+    }
+    out
 }
 
 /// `err: cause: cause…`, skipping a cause whose text the previous line already ends with.
@@ -191,6 +212,20 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn trouble_shows_retries_throttling_and_the_limit() {
+        let mut calm = Stats::default();
+        calm.concurrency_limit = 64;
+        assert_eq!(trouble(&calm, false), "");
+        assert_eq!(trouble(&calm, true), "; 0 retries, 0 throttled");
+        let mut rough = calm;
+        (rough.retries, rough.throttled, rough.concurrency_limit) = (3, 40, 6);
+        assert_eq!(
+            trouble(&rough, false),
+            "; 3 retries, 40 throttled (concurrency limit 6)"
+        );
     }
 
     #[test]

@@ -3,6 +3,9 @@
 #[path = "../../tests/support/s3_server.rs"]
 #[allow(dead_code)]
 mod s3_server;
+#[path = "../../tests/support/shed_server.rs"]
+#[allow(dead_code)]
+mod shed_server;
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
@@ -581,4 +584,48 @@ fn every_command_has_help_with_an_example() {
             "{cmd} --help has no example:\n{help}"
         );
     }
+}
+
+/// `cat` with 32 connections from a server that takes 2 requests at once (503 SlowDown above):
+/// every object arrives, `-v` shows the limit coming down, and the summary counts the throttling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_slows_down_to_what_a_throttling_server_accepts() {
+    const LEN: usize = 2000;
+    let server = shed_server::ShedServer::start(2, std::time::Duration::from_millis(2), LEN).await;
+    let home = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("k/{i:04}")).collect();
+    let list = home.path().join("keys.tsv");
+    let lines: String = keys.iter().map(|k| format!("{k}\t{LEN}\n")).collect();
+    std::fs::write(&list, lines).unwrap();
+    let endpoint = format!("http://{}", server.addr);
+    let cat = |extra: &[&str]| {
+        let mut c = with_keys(bin(home.path()), SECRET_KEY);
+        c.args(["cat", "s3://bkt", "--keys-from"])
+            .arg(&list)
+            .args(["--endpoint-url", &endpoint, "--max-connections", "32"])
+            .args(extra)
+            .env_remove("RUST_LOG");
+        c
+    };
+
+    let out = output(cat(&["-v"]), None).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let want: Vec<u8> = keys.iter().flat_map(|k| shed_server::body_of(k, LEN)).collect();
+    assert!(out.stdout == want, "the bodies, in order");
+    assert!(err.contains("throttled: concurrency limit lowered"), "{err}");
+    assert!(!err.contains("GET sent"), "-v is not -vv: {err}");
+    assert!(err.contains("300 objects ok, 0 failed"), "{err}");
+    let throttled = server.throttled_and_requests().0;
+    assert!(throttled > 0);
+    assert!(err.contains(&format!("{throttled} throttled")), "{err}");
+
+    // RUST_LOG instead of -v: every request.
+    let mut c = cat(&["--quiet"]);
+    c.env("RUST_LOG", "s3_ordered=debug");
+    let out = output(c, None).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("GET sent") && err.contains("connection opened"), "{err}");
+    assert!(!err.contains(SECRET_KEY), "{err}");
 }

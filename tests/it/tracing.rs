@@ -111,7 +111,7 @@ async fn a_subscriber_sees_throttling_retries_and_connections_and_no_secret() {
         "DEBUG s3_ordered::fetch: message=GET done status=200",
         "DEBUG s3_ordered::fetch: message=throttled status=503 code=\"SlowDown\"",
         "INFO s3_ordered::fetch: message=throttled: concurrency limit lowered",
-        "DEBUG s3_ordered::retry: message=retrying after a transient failure attempt=1",
+        "INFO s3_ordered::retry: message=retrying after a transient failure attempt=1",
         "body broke off",
         "DEBUG s3_ordered::conn: message=connection opened",
         "DEBUG s3_ordered::conn: message=connection closed",
