@@ -241,6 +241,13 @@ fn trace_change(change: Change, limiter: &Limiter) {
         Change::Lowered { from, to } => {
             tracing::info!(from, to, "throttled: concurrency limit lowered");
         }
+        Change::Refined { from, to } => {
+            tracing::debug!(
+                from,
+                to,
+                "throttled: concurrency limit lowered to what was accepted"
+            );
+        }
         Change::Raised { from, to } if to == limiter.max() => {
             tracing::info!(from, to, "concurrency limit back at its maximum");
         }

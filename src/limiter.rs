@@ -101,8 +101,10 @@ pub(crate) enum Queue {
 pub(crate) enum Change {
     /// No visible change.
     None,
-    /// Cut (or a cut refined) from one whole limit to another.
+    /// Cut from one whole limit to another.
     Lowered { from: usize, to: usize },
+    /// The last cut refined lower by the replies to requests sent before it.
+    Refined { from: usize, to: usize },
     /// Grown from one whole limit to another.
     Raised { from: usize, to: usize },
 }
@@ -357,7 +359,8 @@ impl Slot {
         st.grow(inner, now);
         let from = st.cap();
         let at_floor = st.cap() as f64 <= inner.min;
-        if self.generation == st.generation {
+        let cut = self.generation == st.generation;
+        if cut {
             // Sent under the limit now in force: cut it — from what was in use, if that was
             // less (a limit never reached says nothing about what the server takes).
             st.generation += 1;
@@ -402,10 +405,10 @@ impl Slot {
         } else {
             None
         };
-        let change = if to < from {
-            Change::Lowered { from, to }
-        } else {
-            Change::None
+        let change = match (to < from, cut) {
+            (false, _) => Change::None,
+            (true, true) => Change::Lowered { from, to },
+            (true, false) => Change::Refined { from, to },
         };
         (change, hold)
     }

@@ -611,9 +611,15 @@ async fn cat_slows_down_to_what_a_throttling_server_accepts() {
     let out = output(cat(&["-v"]), None).await;
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let want: Vec<u8> = keys.iter().flat_map(|k| shed_server::body_of(k, LEN)).collect();
+    let want: Vec<u8> = keys
+        .iter()
+        .flat_map(|k| shed_server::body_of(k, LEN))
+        .collect();
     assert!(out.stdout == want, "the bodies, in order");
-    assert!(err.contains("throttled: concurrency limit lowered"), "{err}");
+    assert!(
+        err.contains("throttled: concurrency limit lowered"),
+        "{err}"
+    );
     assert!(!err.contains("GET sent"), "-v is not -vv: {err}");
     assert!(err.contains("300 objects ok, 0 failed"), "{err}");
     let throttled = server.throttled_and_requests().0;
@@ -626,6 +632,9 @@ async fn cat_slows_down_to_what_a_throttling_server_accepts() {
     let out = output(c, None).await;
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("GET sent") && err.contains("connection opened"), "{err}");
+    assert!(
+        err.contains("GET sent") && err.contains("connection opened"),
+        "{err}"
+    );
     assert!(!err.contains(SECRET_KEY), "{err}");
 }
