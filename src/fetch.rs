@@ -218,7 +218,7 @@ async fn after_failure(
         return Ok(Queue::Front);
     }
     Counters::add(&ctx.counters.throttled, 1);
-    let (change, hold) = slot.throttled();
+    let (change, hold) = slot.throttled(retrier.throttled() + 1);
     tracing::debug!(
         status = e.status().map(|s| s.as_u16()),
         code = e.code(),

@@ -28,12 +28,20 @@
 //! HTTP/1.1 connections (rustls for https). Bodies are copied straight into slabs reserved before
 //! each GET, and the slabs return to the budget when the [`Body`] is dropped.
 //!
-//! Failures are survived where they can be: connection errors, stalls ([`ClientBuilder::stall_timeout`]),
-//! 5xx and throttling are retried with backoff under a client-wide budget ([`RetryConfig`]); a
-//! broken body resumes with a `Range` request pinned to the first reply's ETag, so a body is never a
-//! mix of two versions; lengths are always checked and CRC32C/CRC32 checksums optionally
+//! Failures are survived where they can be: connection errors, stalls ([`ClientBuilder::stall_timeout`])
+//! and 5xx are retried with backoff under a client-wide budget ([`RetryConfig`]); a broken body
+//! resumes with a `Range` request pinned to the first reply's ETag, so a body is never a mix of two
+//! versions; lengths are always checked and CRC32C/CRC32 checksums optionally
 //! ([`ClientBuilder::checksum_mode`]). Every [`Error`] says how many attempts were made and why each
 //! failed.
+//!
+//! Throttling (503 `SlowDown`, 429) slows the client down instead of failing objects: every
+//! request takes a slot under an adaptive limit on requests in flight, below `max_connections`,
+//! which throttled replies cut and time grows back, CUBIC-style. Throttled attempts spend neither
+//! attempts nor retry budget; an object fails from throttling only after the server has refused it
+//! for a configurable time ([`ThrottleConfig`]). [`Stats`] shows the limit and the throttled
+//! replies. The client reports what it does through `tracing` (spans per request and part; retries,
+//! throttling, connections), never with a secret.
 //!
 //! ```no_run
 //! # use futures::StreamExt;

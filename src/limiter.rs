@@ -346,14 +346,19 @@ impl Slot {
         // The slot's drop releases it and grants the room the growth made.
     }
 
-    /// The request was throttled: cuts (or refines the last cut of) the limit. Returns how the
-    /// limit moved, and — at the floor — how long the caller should keep this slot before it
-    /// tries again.
-    pub(crate) fn throttled(&mut self) -> (Change, Option<Duration>) {
-        self.throttled_at(Instant::now(), fastrand::f64())
+    /// The request was throttled, the `part_throttled`-th time in a row for its part: cuts (or
+    /// refines the last cut of) the limit. Returns how the limit moved, and — at the floor —
+    /// how long the caller should keep this slot before it tries again.
+    pub(crate) fn throttled(&mut self, part_throttled: u32) -> (Change, Option<Duration>) {
+        self.throttled_at(part_throttled, Instant::now(), fastrand::f64())
     }
 
-    fn throttled_at(&mut self, now: Instant, unit_random: f64) -> (Change, Option<Duration>) {
+    fn throttled_at(
+        &mut self,
+        part_throttled: u32,
+        now: Instant,
+        unit_random: f64,
+    ) -> (Change, Option<Duration>) {
         let inner = &*self.inner;
         let mut st = inner.lock();
         st.grow(inner, now);
@@ -391,17 +396,17 @@ impl Slot {
         }
         let to = st.cap();
         // At the floor, one throttled reply among successes costs only itself; two with no
-        // success between mean even the floor is too much, and the holds begin.
+        // success between mean even the floor is too much, and the holds begin. A fixed limit
+        // (floor and ceiling alike) holds many slots at once, so each part backs off on its own
+        // count instead of the client's.
         let hold = if at_floor {
             st.strikes += 1;
-            (st.strikes > 1).then(|| {
-                backoff_delay(
-                    inner.base_delay,
-                    inner.max_delay,
-                    st.strikes - 1,
-                    unit_random,
-                )
-            })
+            let n = if inner.min >= inner.max {
+                part_throttled
+            } else {
+                st.strikes
+            };
+            (n > 1).then(|| backoff_delay(inner.base_delay, inner.max_delay, n - 1, unit_random))
         } else {
             None
         };
@@ -454,12 +459,12 @@ mod tests {
         assert!(l.acquire(Queue::Back).now_or_never().is_none());
         let t0 = Instant::now();
         // The first throttled reply cuts to 0.7 × 32.
-        let (change, hold) = slots[31].throttled_at(t0, 0.5);
+        let (change, hold) = slots[31].throttled_at(1, t0, 0.5);
         assert_eq!(change, Change::Lowered { from: 32, to: 22 });
         assert_eq!(hold, None);
         // 29 more of the same 32 come back throttled: the server took 2 at once.
         for s in &mut slots[2..31] {
-            s.throttled_at(t0, 0.5);
+            s.throttled_at(1, t0, 0.5);
         }
         assert_eq!(raw_limit(&l), 2.0);
         slots.truncate(2);
@@ -468,7 +473,7 @@ mod tests {
         drop(slots.pop());
         let mut next = take(&l, 1);
         // A throttled reply to a request of the new generation cuts again, to the floor.
-        let (change, hold) = next[0].throttled_at(t0, 0.5);
+        let (change, hold) = next[0].throttled_at(1, t0, 0.5);
         assert_eq!(change, Change::Lowered { from: 2, to: 1 });
         assert_eq!(hold, None, "the limit was above the floor when it was sent");
     }
@@ -479,7 +484,7 @@ mod tests {
         let mut slots = take(&l, 10);
         // Slots given back with the real clock must not move the curve: start it later.
         let t0 = Instant::now() + Duration::from_secs(3600);
-        let _ = slots[0].throttled_at(t0, 0.5);
+        let _ = slots[0].throttled_at(1, t0, 0.5);
         drop(slots);
         assert_eq!(raw_limit(&l), 7.0);
         let at = |ms: u64| {
@@ -504,13 +509,13 @@ mod tests {
         let t0 = Instant::now();
         // Throttled with one request in flight: that one is the measure, whatever the limit.
         let mut s = take(&l, 1).pop().unwrap();
-        let (change, hold) = s.throttled_at(t0, 1.0);
+        let (change, hold) = s.throttled_at(1, t0, 1.0);
         assert_eq!((change, hold), (Change::Lowered { from: 4, to: 1 }, None));
         drop(s);
         let mut delays = Vec::new();
         for _ in 0..4 {
             let mut s = take(&l, 1).pop().unwrap();
-            let (_, hold) = s.throttled_at(t0, 1.0);
+            let (_, hold) = s.throttled_at(1, t0, 1.0);
             delays.push(hold);
             // Nothing else may start while it is held.
             assert!(l.acquire(Queue::Back).now_or_never().is_none());
@@ -523,24 +528,31 @@ mod tests {
         // A success forgets the strikes.
         let _ = take(&l, 1).pop().unwrap().succeeded_at(t0);
         let mut s = take(&l, 1).pop().unwrap();
-        assert_eq!(s.throttled_at(t0, 1.0).1, None);
+        assert_eq!(s.throttled_at(1, t0, 1.0).1, None);
         drop(s);
         let mut s = take(&l, 1).pop().unwrap();
-        assert_eq!(s.throttled_at(t0, 1.0).1, Some(Duration::from_millis(100)));
+        assert_eq!(
+            s.throttled_at(1, t0, 1.0).1,
+            Some(Duration::from_millis(100))
+        );
     }
 
     #[test]
-    fn off_the_limit_stays_put_and_throttled_requests_back_off() {
+    fn off_the_limit_stays_put_and_throttled_parts_back_off_each_on_its_own() {
         let cfg = ThrottleConfig {
             adaptive: false,
             ..ThrottleConfig::default()
         };
         let l = Limiter::new(&cfg, 8);
+        // Each part backs off on its own count: 8 first throttles hold nothing, thirds do.
         let mut slots = take(&l, 8);
-        for (i, s) in slots.iter_mut().enumerate() {
-            let (change, hold) = s.throttled_at(Instant::now(), 0.5);
-            assert_eq!(change, Change::None);
-            assert_eq!(hold.is_some(), i > 0);
+        for s in &mut slots {
+            let (change, hold) = s.throttled_at(1, Instant::now(), 0.5);
+            assert_eq!((change, hold), (Change::None, None));
+        }
+        for s in &mut slots {
+            let (_, hold) = s.throttled_at(3, Instant::now(), 1.0);
+            assert_eq!(hold, Some(Duration::from_millis(1000)));
         }
         drop(slots);
         assert_eq!(l.limit(), 8);

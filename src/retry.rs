@@ -281,6 +281,11 @@ impl<'a> Retrier<'a> {
         }
     }
 
+    /// Throttled replies so far.
+    pub(crate) fn throttled(&self) -> u32 {
+        self.throttled
+    }
+
     /// Attempts made so far, throttled ones excepted.
     pub(crate) fn attempts(&self) -> u32 {
         self.attempt
