@@ -214,11 +214,13 @@ impl Inner {
     }
 
     /// Gives a slot back and grants it to the next waiter.
-    fn release(&self, now: Instant) {
+    fn release(&self) {
         let wake = {
             let mut st = self.lock();
             st.in_flight -= 1;
-            st.grow(self, now);
+            if st.cut.is_some() {
+                st.grow(self, Instant::now());
+            }
             st.grant()
         };
         wake.into_iter().for_each(Waker::wake);
@@ -228,6 +230,7 @@ impl Inner {
         Slot {
             inner: Arc::clone(self),
             generation,
+            released: false,
         }
     }
 }
@@ -321,29 +324,37 @@ impl Drop for Acquire<'_> {
 pub(crate) struct Slot {
     inner: Arc<Inner>,
     generation: u64,
+    /// Given back already (by [`succeeded`](Self::succeeded)).
+    released: bool,
 }
 
 impl Slot {
     /// The request succeeded: the limit may grow, and throttling at the floor is forgotten.
     pub(crate) fn succeeded(self) -> Change {
-        self.succeeded_at(Instant::now())
+        self.succeeded_at(None)
     }
 
-    fn succeeded_at(self, now: Instant) -> Change {
-        let mut st = self.inner.lock();
-        st.strikes = 0;
-        if st.cut.is_none() {
-            return Change::None;
-        }
-        let from = st.cap();
-        st.grow(&self.inner, now);
-        let to = st.cap();
-        if to > from {
-            Change::Raised { from, to }
-        } else {
-            Change::None
-        }
-        // The slot's drop releases it and grants the room the growth made.
+    /// Gives the slot back after a success (at `now`, or the clock's now), under one lock.
+    fn succeeded_at(mut self, now: Option<Instant>) -> Change {
+        let inner = &*self.inner;
+        let (change, wake) = {
+            let mut st = inner.lock();
+            st.strikes = 0;
+            st.in_flight -= 1;
+            let mut change = Change::None;
+            if st.cut.is_some() {
+                let from = st.cap();
+                st.grow(inner, now.unwrap_or_else(Instant::now));
+                let to = st.cap();
+                if to > from {
+                    change = Change::Raised { from, to };
+                }
+            }
+            (change, st.grant())
+        };
+        self.released = true;
+        wake.into_iter().for_each(Waker::wake);
+        change
     }
 
     /// The request was throttled, the `part_throttled`-th time in a row for its part: cuts (or
@@ -421,7 +432,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.inner.release(Instant::now());
+        if !self.released {
+            self.inner.release();
+        }
     }
 }
 
@@ -489,7 +502,7 @@ mod tests {
         assert_eq!(raw_limit(&l), 7.0);
         let at = |ms: u64| {
             let s = take(&l, 1).pop().unwrap();
-            let _ = s.succeeded_at(t0 + Duration::from_millis(ms));
+            let _ = s.succeeded_at(Some(t0 + Duration::from_millis(ms)));
             raw_limit(&l)
         };
         let half = at(500);
@@ -526,7 +539,7 @@ mod tests {
             "the first costs only itself; then doubling from the base"
         );
         // A success forgets the strikes.
-        let _ = take(&l, 1).pop().unwrap().succeeded_at(t0);
+        let _ = take(&l, 1).pop().unwrap().succeeded_at(Some(t0));
         let mut s = take(&l, 1).pop().unwrap();
         assert_eq!(s.throttled_at(1, t0, 1.0).1, None);
         drop(s);
