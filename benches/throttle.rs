@@ -9,8 +9,9 @@
 //! Each serves the same objects (1 KiB, 5 ms of service time each) and must deliver every one,
 //! in order. `cargo bench --bench throttle` prints a Markdown table: time against the oracle,
 //! requests sent, and the share of them the server throttled. `--seconds S` sizes each scenario
-//! to take about S seconds for the oracle (default 2). `--serve K` runs only the server (for
-//! 10 minutes), for other clients such as the CLI: it prints its address.
+//! to take about S seconds for the oracle (default 2). `--serve K [--service-ms MS]` runs only
+//! the server (for 10 minutes), for other clients such as the CLI: it prints its address, then
+//! its request and throttle counts as they change.
 
 #[path = "../tests/support/shed_server.rs"]
 #[allow(dead_code)] // changing K while it runs is the tests'
@@ -89,10 +90,29 @@ fn main() {
         .and_then(|i| args.get(i + 1))
     {
         let k: usize = k.parse().expect("--serve takes K");
+        let service = args
+            .iter()
+            .position(|a| a == "--service-ms")
+            .and_then(|i| args.get(i + 1))
+            .map_or(SERVICE, |v| {
+                Duration::from_millis(v.parse().expect("--service-ms takes a number"))
+            });
         rt.block_on(async {
-            let server = ShedServer::start(k, SERVICE, LEN).await;
-            println!("http://{} (K = {k}, objects of {LEN} bytes)", server.addr);
-            tokio::time::sleep(Duration::from_secs(600)).await;
+            let server = ShedServer::start(k, service, LEN).await;
+            println!(
+                "http://{} (K = {k}, {service:?} per object of {LEN} bytes)",
+                server.addr
+            );
+            // Report the counts as they change, for at most 10 minutes.
+            let mut last = (0, 0);
+            for _ in 0..600 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = server.throttled_and_requests();
+                if now != last {
+                    println!("requests {}, throttled {}", now.1, now.0);
+                    last = now;
+                }
+            }
         });
         return;
     }
