@@ -13,6 +13,9 @@
 //! the server (for 10 minutes), for other clients such as the CLI: it prints its address, then
 //! its request and throttle counts as they change.
 
+#[path = "../tests/support/s3_server.rs"]
+#[allow(dead_code)] // only its object contents are used here
+mod s3_server;
 #[path = "../tests/support/shed_server.rs"]
 #[allow(dead_code)] // changing K while it runs is the tests'
 mod shed_server;
@@ -21,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use s3_ordered::{Client, ObjectRef, ThrottleConfig};
-use shed_server::{body_of, ShedServer};
+use s3_server::content;
+use shed_server::ShedServer;
 
 const SERVICE: Duration = Duration::from_millis(5);
 const LEN: usize = 1024;
@@ -57,7 +61,7 @@ async fn run(k: usize, n: u64, connections: usize, adaptive: bool) -> Run {
     while let Some(item) = stream.next().await {
         let obj = item.unwrap_or_else(|e| panic!("object {i}: {e}"));
         assert_eq!(obj.key, key(i));
-        assert!(obj.body.to_vec() == body_of(&obj.key, LEN));
+        assert!(obj.body.to_vec() == content(&obj.key, LEN));
         i += 1;
     }
     assert_eq!(i, n);

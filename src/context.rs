@@ -11,11 +11,12 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::conn::{ConnPool, Unit};
 use crate::error::ConfigError;
-use crate::limiter::{Limiter, Queue, Slot};
+use crate::limiter::{Limiter, Slot};
 use crate::memory::MemoryPool;
 use crate::retry::RetryBudget;
 use crate::sign::Signer;
 use crate::stats::{Counters, Stats};
+use crate::waitlist::Place;
 
 /// The state shared by every request of one client.
 #[derive(Debug)]
@@ -48,8 +49,8 @@ impl Context {
     /// # Cancel safety
     ///
     /// Cancel safe: a slot taken before the future is dropped is given back.
-    pub(crate) async fn ticket(&self, queue: Queue) -> (Slot, Unit) {
-        let slot = self.limiter.acquire(queue).await;
+    pub(crate) async fn ticket(&self, place: Place) -> (Slot, Unit) {
+        let slot = self.limiter.acquire(place).await;
         let unit = self.conns.unit().await;
         (slot, unit)
     }

@@ -44,11 +44,11 @@ use tracing::Instrument;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::fetch_part;
-use crate::limiter::Queue;
 use crate::object::{IntoObjectRef, Object};
 use crate::reorder::ReorderRing;
 use crate::s3::BucketTarget;
 use crate::stats::Counters;
+use crate::waitlist::Place;
 use assembly::Assembly;
 
 type Item = Result<Object, Error>;
@@ -456,7 +456,7 @@ impl Driver {
             .acquire_owned()
             .await
             .unwrap_or_else(|_| unreachable!("request semaphore is never closed"));
-        let ticket = ctx.ticket(Queue::Back).await;
+        let ticket = ctx.ticket(Place::Back).await;
         let (ctx, target, task_asm) = (Arc::clone(ctx), Arc::clone(target), Arc::clone(asm));
         let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
         let fetch = async move {

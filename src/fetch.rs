@@ -29,11 +29,12 @@ use crate::checksum::Expected;
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::limiter::{Change, Limiter, Queue, Slot};
+use crate::limiter::{Change, Limiter, Slot};
 use crate::memory::Lease;
 use crate::retry::{classify, Class, Next, Retrier};
 use crate::s3::{parse_content_range, status_error, BucketTarget, MAX_ERROR_BODY};
 use crate::stats::Counters;
+use crate::waitlist::Place;
 
 /// The bytes of an object one part stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +158,7 @@ pub(crate) async fn fetch_part(
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
     let mut checksum = None;
     let mut ticket = Some(first);
-    let mut queue = Queue::Front;
+    let mut place = Place::Front;
     let req = PartRequest {
         ctx,
         target,
@@ -171,14 +172,14 @@ pub(crate) async fn fetch_part(
         retrier.start_attempt();
         let (slot, unit) = match ticket.take() {
             Some(t) => t,
-            None => ctx.ticket(queue).await,
+            None => ctx.ticket(place).await,
         };
         match req.attempt(&mut lease, unit, &mut checksum).await {
             Ok(()) => {
                 trace_change(slot.succeeded(), &ctx.limiter);
                 break;
             }
-            Err(e) => queue = after_failure(ctx, &mut retrier, slot, e).await?,
+            Err(e) => place = after_failure(ctx, &mut retrier, slot, e).await?,
         }
     }
     if let Some(expected) = checksum {
@@ -210,12 +211,12 @@ async fn after_failure(
     retrier: &mut Retrier<'_>,
     mut slot: Slot,
     e: Error,
-) -> Result<Queue, Error> {
+) -> Result<Place, Error> {
     if classify(&e) != Class::Throttle {
         drop(slot);
         retrier.after_failure(e).await?;
         Counters::add(&ctx.counters.retries, 1);
-        return Ok(Queue::Front);
+        return Ok(Place::Front);
     }
     Counters::add(&ctx.counters.throttled, 1);
     let (change, hold) = slot.throttled(retrier.throttled() + 1);
@@ -231,7 +232,7 @@ async fn after_failure(
             tokio::time::sleep(hold.min(left)).await;
         }
     }
-    Ok(Queue::Back)
+    Ok(Place::Back)
 }
 
 /// Reports a move of the concurrency limit.
@@ -610,10 +611,10 @@ pub(crate) async fn request_whole(
     limit: usize,
 ) -> Result<(http::response::Parts, Vec<u8>), Error> {
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
-    let mut queue = Queue::Back;
+    let mut place = Place::Back;
     loop {
         retrier.start_attempt();
-        let (slot, unit) = ctx.ticket(queue).await;
+        let (slot, unit) = ctx.ticket(place).await;
         let mut attempt_req = http::Request::new(http_body_util::Empty::new());
         *attempt_req.method_mut() = req.method().clone();
         *attempt_req.uri_mut() = req.uri().clone();
@@ -629,7 +630,7 @@ pub(crate) async fn request_whole(
                 trace_change(slot.succeeded(), &ctx.limiter);
                 return Ok(ok);
             }
-            Err(e) => queue = after_failure(ctx, &mut retrier, slot, e).await?,
+            Err(e) => place = after_failure(ctx, &mut retrier, slot, e).await?,
         }
     }
 }

@@ -105,6 +105,7 @@ mod retry;
 mod s3;
 mod sign;
 mod stats;
+mod waitlist;
 
 pub use client::Client;
 pub use config::{

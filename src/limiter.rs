@@ -27,7 +27,6 @@
 //! Waiting for a slot is FIFO, except that an attempt made again after a transient failure goes
 //! to the front: it belongs to an object that was admitted earlier. Acquiring is cancel safe.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,6 +34,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::retry::{backoff_delay, ThrottleConfig};
+use crate::waitlist::{Place, WaitList};
 
 /// The multiplicative decrease on a throttled reply.
 const BETA: f64 = 0.7;
@@ -65,8 +65,7 @@ struct State {
     cut: Option<Cut>,
     /// Throttled replies at the floor since the last success.
     strikes: u32,
-    next_id: u64,
-    queue: VecDeque<Waiter>,
+    waiters: WaitList<()>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,23 +76,6 @@ struct Cut {
     /// Requests in flight when the cut was made, and how many of them came back throttled.
     in_flight: usize,
     throttled: usize,
-}
-
-#[derive(Debug)]
-struct Waiter {
-    id: u64,
-    granted: bool,
-    waker: Option<Waker>,
-}
-
-/// Where an acquisition queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Queue {
-    /// Behind everyone: a first attempt.
-    Back,
-    /// In front: an attempt made again after a transient failure, for an object admitted
-    /// earlier.
-    Front,
 }
 
 /// How the limit moved after a reply, for the caller's tracing.
@@ -130,21 +112,15 @@ impl State {
 
     /// Grants waiters front to back while the limit allows; returns the wakers to wake.
     fn grant(&mut self) -> Vec<Waker> {
-        let mut wake = Vec::new();
         let cap = self.cap();
-        for w in self.queue.iter_mut().filter(|w| !w.granted) {
-            if self.in_flight >= cap {
-                break;
+        let in_flight = &mut self.in_flight;
+        self.waiters.grant(|()| {
+            let room = *in_flight < cap;
+            if room {
+                *in_flight += 1;
             }
-            self.in_flight += 1;
-            w.granted = true;
-            wake.extend(w.waker.take());
-        }
-        wake
-    }
-
-    fn all_granted(&self) -> bool {
-        self.queue.iter().all(|w| w.granted)
+            room
+        })
     }
 }
 
@@ -165,8 +141,7 @@ impl Limiter {
                     generation: 0,
                     cut: None,
                     strikes: 0,
-                    next_id: 0,
-                    queue: VecDeque::new(),
+                    waiters: WaitList::new(),
                 }),
                 min,
                 max,
@@ -193,16 +168,17 @@ impl Limiter {
         st.cap()
     }
 
-    /// Waits for a slot; see [`Queue`] for where it waits.
+    /// Waits for a slot, at the back of the queue for a first attempt, or at the front for an
+    /// attempt made again after a transient failure (its object was admitted earlier).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future leaves the queue (and gives back a slot it was granted
     /// but had not collected).
-    pub(crate) fn acquire(&self, queue: Queue) -> Acquire<'_> {
+    pub(crate) fn acquire(&self, place: Place) -> Acquire<'_> {
         Acquire {
             limiter: self,
-            queue,
+            place,
             id: None,
         }
     }
@@ -239,7 +215,7 @@ impl Inner {
 #[derive(Debug)]
 pub(crate) struct Acquire<'a> {
     limiter: &'a Limiter,
-    queue: Queue,
+    place: Place,
     /// Set once queued.
     id: Option<u64>,
 }
@@ -256,7 +232,7 @@ impl Future for Acquire<'_> {
                 if st.cut.is_some() {
                     st.grow(inner, Instant::now());
                 }
-                if st.all_granted() && st.in_flight < st.cap() {
+                if st.waiters.none_waiting() && st.in_flight < st.cap() {
                     st.in_flight += 1;
                     return Poll::Ready(inner.slot(st.generation));
                 }
@@ -265,35 +241,16 @@ impl Future for Acquire<'_> {
                     in_flight = st.in_flight,
                     "waiting for a slot under the concurrency limit"
                 );
-                let id = st.next_id;
-                st.next_id += 1;
-                let waiter = Waiter {
-                    id,
-                    granted: false,
-                    waker: Some(cx.waker().clone()),
-                };
-                match this.queue {
-                    Queue::Back => st.queue.push_back(waiter),
-                    Queue::Front => st.queue.push_front(waiter),
-                }
-                this.id = Some(id);
+                this.id = Some(st.waiters.push((), this.place, cx));
                 Poll::Pending
             }
-            Some(id) => {
-                let Some(pos) = st.queue.iter().position(|w| w.id == id) else {
-                    unreachable!("a queued acquisition stays queued until it completes");
-                };
-                if st.queue[pos].granted {
-                    st.queue.remove(pos);
+            Some(id) => match st.waiters.poll(id, cx) {
+                Poll::Ready(()) => {
                     this.id = None;
-                    return Poll::Ready(inner.slot(st.generation));
+                    Poll::Ready(inner.slot(st.generation))
                 }
-                match &mut st.queue[pos].waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }
@@ -304,10 +261,7 @@ impl Drop for Acquire<'_> {
         let inner = &self.limiter.inner;
         let wake = {
             let mut st = inner.lock();
-            let Some(pos) = st.queue.iter().position(|w| w.id == id) else {
-                return;
-            };
-            if st.queue.remove(pos).is_some_and(|w| w.granted) {
+            if st.waiters.cancel(id).is_some() {
                 st.in_flight -= 1; // a grant never collected goes back
             }
             st.grant()
@@ -457,7 +411,7 @@ mod tests {
 
     fn take(l: &Limiter, n: usize) -> Vec<Slot> {
         (0..n)
-            .map(|_| l.acquire(Queue::Back).now_or_never().expect("a free slot"))
+            .map(|_| l.acquire(Place::Back).now_or_never().expect("a free slot"))
             .collect()
     }
 
@@ -469,7 +423,7 @@ mod tests {
     fn a_cut_is_once_per_generation_and_refined_by_what_was_accepted() {
         let l = limiter(1, 32);
         let mut slots = take(&l, 32);
-        assert!(l.acquire(Queue::Back).now_or_never().is_none());
+        assert!(l.acquire(Place::Back).now_or_never().is_none());
         let t0 = Instant::now();
         // The first throttled reply cuts to 0.7 × 32.
         let (change, hold) = slots[31].throttled_at(1, t0, 0.5);
@@ -482,7 +436,7 @@ mod tests {
         assert_eq!(raw_limit(&l), 2.0);
         slots.truncate(2);
         // Only one more may start beside the two in flight... none, until one ends.
-        assert!(l.acquire(Queue::Back).now_or_never().is_none());
+        assert!(l.acquire(Place::Back).now_or_never().is_none());
         drop(slots.pop());
         let mut next = take(&l, 1);
         // A throttled reply to a request of the new generation cuts again, to the floor.
@@ -531,7 +485,7 @@ mod tests {
             let (_, hold) = s.throttled_at(1, t0, 1.0);
             delays.push(hold);
             // Nothing else may start while it is held.
-            assert!(l.acquire(Queue::Back).now_or_never().is_none());
+            assert!(l.acquire(Place::Back).now_or_never().is_none());
         }
         assert_eq!(
             delays,
@@ -575,9 +529,9 @@ mod tests {
     async fn waiters_are_fifo_retries_go_first_and_cancelled_ones_step_aside() {
         let l = limiter(1, 1);
         let held = take(&l, 1).pop().unwrap();
-        let mut first = Box::pin(l.acquire(Queue::Back));
-        let mut second = Box::pin(l.acquire(Queue::Back));
-        let mut retry = Box::pin(l.acquire(Queue::Front));
+        let mut first = Box::pin(l.acquire(Place::Back));
+        let mut second = Box::pin(l.acquire(Place::Back));
+        let mut retry = Box::pin(l.acquire(Place::Front));
         assert!((&mut first).now_or_never().is_none());
         assert!((&mut second).now_or_never().is_none());
         assert!((&mut retry).now_or_never().is_none());

@@ -611,10 +611,7 @@ async fn cat_slows_down_to_what_a_throttling_server_accepts() {
     let out = output(cat(&["-v"]), None).await;
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let want: Vec<u8> = keys
-        .iter()
-        .flat_map(|k| shed_server::body_of(k, LEN))
-        .collect();
+    let want: Vec<u8> = keys.iter().flat_map(|k| content(k, LEN)).collect();
     assert!(out.stdout == want, "the bodies, in order");
     assert!(
         err.contains("throttled: concurrency limit lowered"),

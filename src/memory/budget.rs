@@ -6,11 +6,12 @@
 //! collects its grant. Dropping a waiting future leaves the queue (and gives back a grant it had
 //! not collected yet), so acquiring is cancel safe.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+
+use crate::waitlist::{Place, WaitList};
 
 /// Slabs free and the acquisitions waiting for them.
 #[derive(Debug)]
@@ -21,31 +22,20 @@ pub(super) struct SlabBudget {
 #[derive(Debug)]
 struct State {
     free: usize,
-    next_id: u64,
-    queue: VecDeque<Waiter>,
-}
-
-#[derive(Debug)]
-struct Waiter {
-    id: u64,
-    need: usize,
-    granted: bool,
-    waker: Option<Waker>,
+    waiters: WaitList<usize>,
 }
 
 impl State {
     /// Grants waiters front to back while their need fits; returns the wakers to wake.
     fn grant(&mut self) -> Vec<Waker> {
-        let mut wake = Vec::new();
-        for w in self.queue.iter_mut().filter(|w| !w.granted) {
-            if w.need > self.free {
-                break;
+        let free = &mut self.free;
+        self.waiters.grant(|need| {
+            let fits = need <= *free;
+            if fits {
+                *free -= need;
             }
-            self.free -= w.need;
-            w.granted = true;
-            wake.extend(w.waker.take());
-        }
-        wake
+            fits
+        })
     }
 }
 
@@ -54,8 +44,7 @@ impl SlabBudget {
         SlabBudget {
             state: Mutex::new(State {
                 free: total,
-                next_id: 0,
-                queue: VecDeque::new(),
+                waiters: WaitList::new(),
             }),
         }
     }
@@ -82,7 +71,7 @@ impl SlabBudget {
     /// Takes `n` slabs now if they are free and nobody is waiting; never queues.
     pub(super) fn try_acquire(&self, n: usize) -> bool {
         let mut st = self.lock();
-        if st.queue.iter().all(|w| w.granted) && st.free >= n {
+        if st.waiters.none_waiting() && st.free >= n {
             st.free -= n;
             true
         } else {
@@ -118,37 +107,20 @@ impl Future for Acquire<'_> {
         let mut st = this.budget.lock();
         match this.id {
             None => {
-                if st.queue.iter().all(|w| w.granted) && st.free >= this.need {
+                if st.waiters.none_waiting() && st.free >= this.need {
                     st.free -= this.need;
                     return Poll::Ready(());
                 }
-                let id = st.next_id;
-                st.next_id += 1;
-                st.queue.push_back(Waiter {
-                    id,
-                    need: this.need,
-                    granted: false,
-                    waker: Some(cx.waker().clone()),
-                });
-                this.id = Some(id);
+                this.id = Some(st.waiters.push(this.need, Place::Back, cx));
                 Poll::Pending
             }
             Some(id) => {
-                let Some(pos) = st.queue.iter().position(|w| w.id == id) else {
-                    unreachable!("a queued acquisition stays queued until it completes");
-                };
-                if st.queue[pos].granted {
-                    st.queue.remove(pos);
-                    this.id = None;
+                let ready = st.waiters.poll(id, cx);
+                if ready.is_ready() {
                     // Completed: nothing for Drop to undo.
-                    this.need = 0;
-                    return Poll::Ready(());
+                    this.id = None;
                 }
-                match &mut st.queue[pos].waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-                Poll::Pending
+                ready
             }
         }
     }
@@ -159,13 +131,8 @@ impl Drop for Acquire<'_> {
         let Some(id) = self.id else { return };
         let wake = {
             let mut st = self.budget.lock();
-            let Some(pos) = st.queue.iter().position(|w| w.id == id) else {
-                return;
-            };
-            if let Some(w) = st.queue.remove(pos) {
-                if w.granted {
-                    st.free += w.need; // a grant never collected goes back
-                }
+            if let Some(granted) = st.waiters.cancel(id) {
+                st.free += granted; // a grant never collected goes back
             }
             // Leaving the queue may unblock those behind.
             st.grant()

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use s3_ordered::{Client, ClientBuilder, ObjectRef, ThrottleConfig};
 
-use crate::shed_server::{body_of, ShedServer};
+use crate::s3_server::content;
+use crate::shed_server::ShedServer;
 use crate::support::{assert_quiescent, ACCESS_KEY, SECRET_KEY};
 
 /// How long the server takes to serve one object.
@@ -32,7 +33,7 @@ async fn fetch_all(client: &Client, n: u64) -> Duration {
         let obj = item.unwrap_or_else(|e| panic!("object {i}: {e}"));
         assert_eq!((obj.seq, obj.key.as_str()), (i, key(i).as_str()));
         assert!(
-            obj.body.to_vec() == body_of(&obj.key, LEN),
+            obj.body.to_vec() == content(&obj.key, LEN),
             "bytes of {}",
             obj.key
         );
@@ -130,7 +131,7 @@ async fn the_limit_follows_a_capacity_that_changes_both_ways() {
             .expect("endless")
             .unwrap_or_else(|e| panic!("{i}: {e}"));
         assert_eq!((obj.seq, obj.key.as_str()), (i, key(i).as_str()));
-        assert!(obj.body.to_vec() == body_of(&obj.key, LEN));
+        assert!(obj.body.to_vec() == content(&obj.key, LEN));
         i += 1;
     }
     drop(stream);

@@ -2,7 +2,8 @@
 //! `503 SlowDown` at once to any request that would make more than K requests in flight, and
 //! serves every other after a fixed service time. K can change while it runs.
 //!
-//! It serves `GET /bucket/KEY` with [`body_of`]`(KEY, len)` (no ranges, no signature check).
+//! It serves `GET /bucket/KEY` with [`content`]`(KEY, len)` (no ranges, no signature check);
+//! whoever includes it includes `s3_server.rs` too.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,20 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// The body of `key`: `len` bytes that differ from key to key.
-pub fn body_of(key: &str, len: usize) -> Vec<u8> {
-    let mut x = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::s3_server::content;
 
 /// What the server counts.
 #[derive(Debug, Default)]
@@ -133,7 +121,7 @@ async fn respond(
     counts.max_in_flight.fetch_max(before + 1, Ordering::SeqCst);
     tokio::time::sleep(service).await;
     let key = req.uri().path().splitn(3, '/').nth(2).unwrap_or_default();
-    let body = body_of(key, len);
+    let body = content(key, len);
     counts.in_flight.fetch_sub(1, Ordering::SeqCst);
     hyper::Response::builder()
         .status(200)
