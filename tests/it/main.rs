@@ -14,4 +14,3 @@ mod s3_server;
 mod shed_server;
 mod support;
 mod throttle;
-mod tracing;

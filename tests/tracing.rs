@@ -1,19 +1,32 @@
 //! What the client tells a `tracing` subscriber: requests, throttling, retries and connections —
 //! and never a secret.
+//!
+//! A test binary of its own: `tracing` caches per call site whether anyone is interested, so a
+//! test running beside this one on another thread, without a subscriber, could hide events from
+//! it.
+
+#[path = "support/quiescent.rs"]
+#[allow(dead_code)]
+mod quiescent;
+#[path = "support/s3_server.rs"]
+#[allow(dead_code)]
+mod s3_server;
+#[path = "it/support.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{ObjectRef, ThrottleConfig};
+use s3_ordered::{ObjectRef, RetryConfig, ThrottleConfig};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
-use crate::budgets::fast_retries;
 use crate::support::{content, Mock, Reply, ACCESS_KEY, SECRET_KEY};
 
 const LEN: usize = 5_000;
@@ -87,7 +100,10 @@ async fn a_subscriber_sees_throttling_retries_and_connections_and_no_secret() {
     let client = Mock::builder(&mock)
         .static_credentials(ACCESS_KEY, SECRET_KEY, Some(SESSION_TOKEN.to_owned()))
         .max_connections(2)
-        .retry(fast_retries(3))
+        .retry(RetryConfig {
+            base_delay: Duration::from_millis(1),
+            ..RetryConfig::default()
+        })
         .throttle(ThrottleConfig {
             base_delay: Duration::from_millis(2),
             ..ThrottleConfig::default()
