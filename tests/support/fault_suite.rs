@@ -161,6 +161,7 @@ pub async fn run_seed(seed: u64) -> RunReport {
         }
     }
     report.requests = server.counts.requests.load(Ordering::SeqCst);
+    report.throttled = client.stats().throttled as usize;
 
     // Dropping the client closes every socket it had. Wait for that while the server still
     // holds its port, so no later run that gets the same port number sees these sockets.
