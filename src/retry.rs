@@ -268,11 +268,11 @@ impl<'a> Retrier<'a> {
             Some(left) if !left.is_zero() => Ok(Next::Throttled { left }),
             _ => {
                 let why = format!(
-                    "the server refused it for {:.1}s, the throttle timeout",
+                    "refused for {:.1}s, the throttle timeout",
                     refused.as_secs_f64()
                 );
                 let message = match e.message() {
-                    Some(m) => format!("{m}; {why}"),
+                    Some(m) => format!("{why}: {m}"),
                     None => why,
                 };
                 let e = e.with_message(message);
@@ -395,7 +395,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Throttled);
         assert_eq!(e.throttled_attempts(), 51);
-        assert!(e.to_string().contains("refused it for 10.0s"), "{e}");
+        assert!(e.to_string().contains("refused for 10.0s"), "{e}");
         assert!(e.to_string().contains("51 throttled"), "{e}");
     }
 
