@@ -20,11 +20,49 @@ mod clients;
 #[path = "support/server.rs"]
 mod server;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use s3_ordered::ObjectRef;
 use server::Pace;
+
+/// The system allocator, counting allocations (and reallocations), so a child can report
+/// allocations per object.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed unchanged to the system allocator; the counter has no effect on
+// the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `alloc`'s contract, which `System.alloc` shares.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `realloc`'s contract, which `System.realloc` shares.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, that is from `System`, with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 struct Scenario {
     name: &'static str,
@@ -40,6 +78,13 @@ struct Scenario {
 }
 
 const UNPACED: &[&str] = &["hyper_util_buffered", "s3_ordered", "s3_ordered_unsigned"];
+/// Small objects: the plain HTTP load loop first, as the ceiling.
+const SMALL: &[&str] = &[
+    "plain_loop",
+    "hyper_util_buffered",
+    "s3_ordered",
+    "s3_ordered_unsigned",
+];
 const PACED: &[&str] = &["ranged_ceiling", "hyper_util_buffered", "s3_ordered"];
 /// Sizes given, left out (default streaming threshold), left out with half the budget as
 /// threshold (room to run ahead of the probes).
@@ -61,6 +106,7 @@ struct Sample {
     cpu: f64,
     rss_kib: u64,
     bytes: u64,
+    allocations: u64,
 }
 
 fn main() {
@@ -131,6 +177,36 @@ fn main() {
             modes: UNSIZED,
         },
         Scenario {
+            name: "10000 x 0 B",
+            count: 10_000 / scale,
+            size: 0,
+            n: 32,
+            max_bytes: 256 << 20,
+            part: 0,
+            pace: None,
+            modes: SMALL,
+        },
+        Scenario {
+            name: "10000 x 1 KiB",
+            count: 10_000 / scale,
+            size: 1 << 10,
+            n: 32,
+            max_bytes: 256 << 20,
+            part: 0,
+            pace: None,
+            modes: SMALL,
+        },
+        Scenario {
+            name: "10000 x 4 KiB",
+            count: 10_000 / scale,
+            size: 4 << 10,
+            n: 32,
+            max_bytes: 256 << 20,
+            part: 0,
+            pace: None,
+            modes: SMALL,
+        },
+        Scenario {
             name: "1 x 1 GiB, 64 MiB budget",
             count: 1,
             size: (1 << 30) / scale,
@@ -141,8 +217,8 @@ fn main() {
             modes: &["hyper_util_buffered", "s3_ordered"],
         },
     ];
-    println!("| scenario | client | MB/s | client CPU s | CPU s per GB | peak RSS MiB | budget MiB | speed vs first | CPU vs first |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| scenario | client | MB/s | objects/s | client CPU s | CPU µs per object | CPU s per GB | allocations per object | peak RSS MiB | budget MiB | speed vs first | CPU vs first |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for sc in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
         let addr = server::start_paced(sc.size, sc.pace);
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sc.modes.len()];
@@ -163,11 +239,18 @@ fn main() {
             } else {
                 "none".to_owned()
             };
+            let per_gb = if gb > 0.0 {
+                format!("{:.3}", s.cpu / gb)
+            } else {
+                "-".to_owned()
+            };
             println!(
-                "| {} | {mode} | {mbps:.0} | {:.2} | {:.3} | {:.0} | {budget} | {:.2}x | {:.2}x |",
+                "| {} | {mode} | {mbps:.0} | {:.0} | {:.2} | {:.1} | {per_gb} | {:.1} | {:.0} | {budget} | {:.2}x | {:.2}x |",
                 sc.name,
+                sc.count as f64 / s.secs,
                 s.cpu,
-                s.cpu / gb,
+                s.cpu * 1e6 / sc.count as f64,
+                s.allocations as f64 / sc.count as f64,
                 s.rss_kib as f64 / 1024.0,
                 base.secs / s.secs,
                 s.cpu / base.cpu,
@@ -212,6 +295,7 @@ fn run_child(mode: &str, addr: &str, sc: &Scenario) -> Sample {
         secs: f[1],
         cpu: f[2],
         rss_kib: f[3] as u64,
+        allocations: f[4] as u64,
     }
 }
 
@@ -222,10 +306,12 @@ fn child(args: &[String]) {
     let (count, size, n) = (num(2) as usize, num(3) as usize, num(4) as usize);
     let (max_bytes, part) = (num(5), num(6));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (bytes, secs) = rt.block_on(async {
+    let (bytes, secs, allocations) = rt.block_on(async {
         let objects = clients::objects(count, size);
         let start = Instant::now();
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed);
         let bytes = match mode {
+            "plain_loop" => clients::run_plain_loop(addr, objects, n).await,
             "hyper_util_buffered" => {
                 let c = clients::baseline_client(n);
                 clients::run_baseline(&c, addr, objects, n).await
@@ -259,11 +345,12 @@ fn child(args: &[String]) {
             }
             other => panic!("unknown mode {other}"),
         };
-        (bytes, start.elapsed().as_secs_f64())
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
+        (bytes, start.elapsed().as_secs_f64(), allocations)
     });
     assert_eq!(bytes, (count * size) as u64);
     let (cpu, rss_kib) = rusage();
-    println!("{bytes} {secs} {cpu} {rss_kib}");
+    println!("{bytes} {secs} {cpu} {rss_kib} {allocations}");
 }
 
 /// User + system CPU seconds and peak RSS (KiB) of this process.

@@ -145,3 +145,55 @@ pub async fn run_ranged_ceiling(
         .fold(0, |sum, got| async move { sum + got })
         .await
 }
+
+/// A plain HTTP load loop, as a load generator such as `wrk` runs it: `n` keep-alive HTTP/1.1
+/// connections (hyper's own, no pool), each sending the next GET as soon as its last body has
+/// been read, bodies counted frame by frame and dropped. No signing, no ordering, no memory
+/// accounting: the ceiling of requests per second for this server and this machine.
+pub async fn run_plain_loop(addr: SocketAddr, objects: Vec<ObjectRef>, n: usize) -> u64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let objects = Arc::new(objects);
+    let next = Arc::new(AtomicUsize::new(0));
+    let host = addr.to_string();
+    let loops: Vec<_> = (0..n)
+        .map(|_| {
+            let (objects, next, host) = (Arc::clone(&objects), Arc::clone(&next), host.clone());
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(conn);
+                let mut got = 0u64;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(o) = objects.get(i) else { break };
+                    let req = hyper::Request::get(format!("/{BUCKET}/{}", o.key))
+                        .header(hyper::header::HOST, host.as_str())
+                        .body(Empty::<Bytes>::new())
+                        .expect("request");
+                    let mut body = sender
+                        .send_request(req)
+                        .await
+                        .expect("response")
+                        .into_body();
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(data) = frame.expect("frame").into_data() {
+                            got += data.len() as u64;
+                        }
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for l in loops {
+        total += l.await.expect("loop");
+    }
+    total
+}
