@@ -275,8 +275,13 @@ pub(crate) fn sign_request<B>(
 /// A header value as SigV4 signs it: without leading and trailing blanks, each run of spaces
 /// inside as one.
 fn push_trimmed(out: &mut String, value: &str) {
+    let value = value.trim_matches([' ', '\t']);
+    if !value.contains("  ") {
+        out.push_str(value); // the usual case: nothing to collapse
+        return;
+    }
     let mut last_space = false;
-    for c in value.trim_matches([' ', '\t']).chars() {
+    for c in value.chars() {
         if c == ' ' {
             if !last_space {
                 out.push(' ');
@@ -323,10 +328,15 @@ fn push_canonical_query(out: &mut String, query: &str) {
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
+    debug_assert!(bytes.len() <= 32, "a SHA-256 digest or HMAC at most");
+    let mut buf = [0u8; 64];
+    for (pair, b) in buf.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
+    let hex = &buf[..2 * bytes.len().min(32)];
+    // Only ASCII digits and letters were written.
+    out.push_str(std::str::from_utf8(hex).unwrap_or_default());
 }
 
 /// `YYYYMMDDTHHMMSSZ` of a time, in UTC.
