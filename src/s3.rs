@@ -164,16 +164,20 @@ impl BucketTarget {
     }
 
     fn request(&self, method: Method, path: String) -> Result<Request<Empty<Bytes>>, Error> {
-        Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.host.clone())
-            .body(Empty::new())
-            .map_err(|e| {
-                Error::new(ErrorKind::InvalidRequest)
-                    .with_message("the key does not form a valid URL")
-                    .with_source(e)
-            })
+        let uri = http::Uri::try_from(path).map_err(|e| {
+            Error::new(ErrorKind::InvalidRequest)
+                .with_message("the key does not form a valid URL")
+                .with_source(e)
+        })?;
+        let mut req = Request::new(Empty::new());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        // Room for every header a GET gets (host, range, if-match, checksum mode and the four of
+        // SigV4), so none of them reallocates the map.
+        let headers = req.headers_mut();
+        headers.reserve(8);
+        headers.insert(HOST, self.host.clone());
+        Ok(req)
     }
 }
 

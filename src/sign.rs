@@ -29,6 +29,9 @@ const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 /// SHA-256 of an empty body: every request here is a GET or HEAD.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+/// A placeholder in the stack array of headers to sign.
+static EMPTY_VALUE: HeaderValue = HeaderValue::from_static("");
+
 const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
 const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
 const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
@@ -191,82 +194,111 @@ pub(crate) fn sign_request<B>(
         headers.insert(X_AMZ_SECURITY_TOKEN, v);
     }
 
-    // The headers to sign, by name; `http` keeps names in lower case.
-    let mut signed: Vec<(&str, &HeaderValue)> = req
-        .headers()
-        .iter()
-        .filter(|(name, _)| !UNSIGNED.contains(&name.as_str()))
-        .map(|(name, value)| (name.as_str(), value))
-        .collect();
+    // The headers to sign, by name (`http` keeps names in lower case); on the stack for the
+    // handful a GET has.
+    const NONE: (&str, &HeaderValue) = ("", &EMPTY_VALUE);
+    let mut on_stack = [NONE; 16];
+    let mut on_heap = Vec::new();
+    let present = || {
+        req.headers()
+            .iter()
+            .filter(|(name, _)| !UNSIGNED.contains(&name.as_str()))
+            .map(|(name, value)| (name.as_str(), value))
+    };
+    let count = present().count();
+    let signed: &mut [(&str, &HeaderValue)] = if count <= on_stack.len() {
+        for (slot, header) in on_stack.iter_mut().zip(present()) {
+            *slot = header;
+        }
+        &mut on_stack[..count]
+    } else {
+        on_heap.extend(present());
+        &mut on_heap
+    };
+    // Stable: repeated headers keep their order.
     signed.sort_by(|a, b| a.0.cmp(b.0));
 
-    let mut canonical = String::with_capacity(512);
-    canonical.push_str(req.method().as_str());
-    canonical.push('\n');
-    canonical.push_str(req.uri().path());
-    canonical.push('\n');
+    // One buffer holds the canonical request, then the string to sign after it, then the
+    // `Authorization` value.
+    let mut buf = String::with_capacity(640);
+    buf.push_str(req.method().as_str());
+    buf.push('\n');
+    buf.push_str(req.uri().path());
+    buf.push('\n');
     if let Some(query) = req.uri().query() {
-        push_canonical_query(&mut canonical, query);
+        push_canonical_query(&mut buf, query);
     }
-    canonical.push('\n');
-    let mut names = String::with_capacity(96);
+    buf.push('\n');
     let mut i = 0;
     while i < signed.len() {
         let name = signed[i].0;
-        canonical.push_str(name);
-        canonical.push(':');
+        buf.push_str(name);
+        buf.push(':');
         // Repeated headers are signed as one, their values joined by commas.
         let mut first = true;
         while i < signed.len() && signed[i].0 == name {
             if !first {
-                canonical.push(',');
+                buf.push(',');
             }
             first = false;
             let value = signed[i]
                 .1
                 .to_str()
                 .map_err(|_| invalid("a header is not visible ASCII"))?;
-            push_trimmed(&mut canonical, value);
+            push_trimmed(&mut buf, value);
             i += 1;
         }
-        canonical.push('\n');
-        if !names.is_empty() {
-            names.push(';');
-        }
-        names.push_str(name);
+        buf.push('\n');
     }
-    canonical.push('\n');
-    canonical.push_str(&names);
-    canonical.push('\n');
-    canonical.push_str(EMPTY_SHA256);
+    buf.push('\n');
+    let names_at = buf.len();
+    for (i, (name, _)) in signed.iter().enumerate() {
+        if i == 0 || signed[i - 1].0 != *name {
+            if i > 0 {
+                buf.push(';');
+            }
+            buf.push_str(name);
+        }
+    }
+    let names = names_at..buf.len();
+    buf.push('\n');
+    buf.push_str(EMPTY_SHA256);
 
     let date = &stamp.amz_date[..8];
     let date: &[u8; 8] = date.try_into().map_err(|_| invalid("bad date"))?;
     let date_str = std::str::from_utf8(date).map_err(|_| invalid("bad date"))?;
     let amz_date = std::str::from_utf8(&stamp.amz_date).map_err(|_| invalid("bad date"))?;
-    let mut to_sign = String::with_capacity(160);
+    let canonical_hash = digest::digest(&digest::SHA256, buf.as_bytes());
+    let to_sign_at = buf.len();
     let _ = write!(
-        to_sign,
+        buf,
         "AWS4-HMAC-SHA256\n{amz_date}\n{date_str}/{region}/s3/aws4_request\n"
     );
-    push_hex(
-        &mut to_sign,
-        digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref(),
-    );
+    push_hex(&mut buf, canonical_hash.as_ref());
     let key = keys.key(date, region, creds.secret_access_key());
-    let signature = hmac::sign(&key, to_sign.as_bytes());
+    let signature = hmac::sign(&key, &buf.as_bytes()[to_sign_at..]);
 
-    // The canonical request's buffer is big enough and no longer needed: reuse it.
-    let mut auth = canonical;
-    auth.clear();
+    // The signed header names, copied out before the buffer is reused.
+    let mut names_copy = [0u8; 256];
+    let names_len = names.len();
+    let names_heap;
+    let names: &str = if names_len <= names_copy.len() {
+        names_copy[..names_len].copy_from_slice(&buf.as_bytes()[names]);
+        std::str::from_utf8(&names_copy[..names_len]).unwrap_or_default()
+    } else {
+        names_heap = buf[names].to_owned();
+        &names_heap
+    };
+    buf.clear();
     let _ = write!(
-        auth,
+        buf,
         "AWS4-HMAC-SHA256 Credential={}/{date_str}/{region}/s3/aws4_request, \
          SignedHeaders={names}, Signature=",
         creds.access_key_id()
     );
-    push_hex(&mut auth, signature.as_ref());
-    let mut value = HeaderValue::try_from(auth).map_err(|_| invalid("bad access key id"))?;
+    push_hex(&mut buf, signature.as_ref());
+    let mut value =
+        HeaderValue::from_bytes(buf.as_bytes()).map_err(|_| invalid("bad access key id"))?;
     value.set_sensitive(true);
     req.headers_mut().insert(AUTHORIZATION, value);
     Ok(())

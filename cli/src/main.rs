@@ -76,7 +76,9 @@ fn main() -> ExitCode {
         }
     };
     let env = opts::Env::from_process();
-    let result = runtime.block_on(async {
+    // The command runs as a task on the runtime's workers: the thread in `block_on` is not one,
+    // and waking it for every object it consumes costs a futex call and a context switch.
+    let command = runtime.spawn(async move {
         match cli.command {
             Command::Ls(args) => ls::run(args, &env).await,
             Command::Cat(args) => fetch_cmds::cat(args, &env).await,
@@ -85,6 +87,11 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
         }
     });
+    let result = match runtime.block_on(command) {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(anyhow::anyhow!("the command was cancelled: {e}")),
+    };
     // Do not wait for fetches still in flight (a closed pipe ends `cat` early).
     runtime.shutdown_background();
     match result {
