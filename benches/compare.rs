@@ -176,36 +176,9 @@ fn main() {
             pace: Some(S3_LINK),
             modes: UNSIZED,
         },
-        Scenario {
-            name: "10000 x 0 B",
-            count: 10_000 / scale,
-            size: 0,
-            n: 32,
-            max_bytes: 256 << 20,
-            part: 0,
-            pace: None,
-            modes: SMALL,
-        },
-        Scenario {
-            name: "10000 x 1 KiB",
-            count: 10_000 / scale,
-            size: 1 << 10,
-            n: 32,
-            max_bytes: 256 << 20,
-            part: 0,
-            pace: None,
-            modes: SMALL,
-        },
-        Scenario {
-            name: "10000 x 4 KiB",
-            count: 10_000 / scale,
-            size: 4 << 10,
-            n: 32,
-            max_bytes: 256 << 20,
-            part: 0,
-            pace: None,
-            modes: SMALL,
-        },
+        small("10000 x 0 B", 0, scale),
+        small("10000 x 1 KiB", 1 << 10, scale),
+        small("10000 x 4 KiB", 4 << 10, scale),
         Scenario {
             name: "1 x 1 GiB, 64 MiB budget",
             count: 1,
@@ -256,6 +229,20 @@ fn main() {
                 s.cpu / base.cpu,
             );
         }
+    }
+}
+
+/// 10,000 objects of `size` bytes over 32 connections, beside the plain HTTP loop.
+fn small(name: &'static str, size: usize, scale: usize) -> Scenario {
+    Scenario {
+        name,
+        count: 10_000 / scale,
+        size,
+        n: 32,
+        max_bytes: 256 << 20,
+        part: 0,
+        pace: None,
+        modes: SMALL,
     }
 }
 
