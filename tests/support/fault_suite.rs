@@ -342,12 +342,26 @@ pub fn client_socket_rows(port: u16) -> Vec<String> {
 
 /// Client-side TCP sockets to 127.0.0.1:`port` that are open (SYN_SENT, ESTABLISHED or
 /// CLOSE_WAIT), as the kernel lists them in /proc/net/tcp. Sockets the client has closed
-/// (FIN_WAIT, TIME_WAIT) do not count; the server's own ends (local port `port`) are skipped.
-/// The file is generated a page per read, so a busy table can list a socket twice: rows are
-/// counted once per local address (each client socket has its own local port).
+/// (FIN_WAIT, TIME_WAIT, LAST_ACK) do not count; the server's own ends (local port `port`) are
+/// skipped.
+///
+/// The file is generated a page per read, so one reading is not a snapshot: a busy table can
+/// list a socket twice, or list one that was closed while a later page lists the one opened
+/// after it. Sockets are therefore identified by local address, and only those that two
+/// readings in a row both list count.
 pub fn open_client_sockets(port: u16) -> usize {
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+    let first = client_sockets(port);
+    if first.is_empty() {
         return 0;
+    }
+    let second = client_sockets(port);
+    first.intersection(&second).count()
+}
+
+/// The local addresses of the sockets [`open_client_sockets`] counts, in one reading.
+fn client_sockets(port: u16) -> std::collections::HashSet<String> {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return Default::default();
     };
     let remote = format!("0100007F:{port:04X}");
     table
@@ -358,6 +372,5 @@ pub fn open_client_sockets(port: u16) -> usize {
             (f.len() > 3 && f[2] == remote && matches!(f[3], "01" | "02" | "08"))
                 .then(|| f[1].to_owned())
         })
-        .collect::<std::collections::HashSet<String>>()
-        .len()
+        .collect()
 }
