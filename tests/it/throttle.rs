@@ -161,3 +161,51 @@ async fn the_limit_follows_a_capacity_that_changes_both_ways() {
     assert!(hi16 >= 12, "back up toward 16: {seen:?}");
     assert_quiescent(&client).await;
 }
+
+/// A server that refuses everything for a while (a prefix not yet scaled): the client must not
+/// hammer it. At the floor, each further throttled reply holds the request's slot for a backoff
+/// that doubles, so the requests sent in the refusal are few, and every object arrives after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_everything_is_not_hammered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use crate::support::{Mock, Reply};
+
+    const REFUSE_FOR: Duration = Duration::from_millis(1500);
+    let started = Instant::now();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&refused);
+    let mock = Mock::start(move |seen| {
+        if started.elapsed() < REFUSE_FOR {
+            r.fetch_add(1, Ordering::SeqCst);
+            Reply {
+                status: 503,
+                ..Reply::ok(b"<Error><Code>SlowDown</Code></Error>".to_vec())
+            }
+        } else {
+            Reply::ok(content(&seen.key, LEN))
+        }
+    })
+    .await;
+    let client = mock
+        .builder()
+        .max_connections(32)
+        .throttle(ThrottleConfig {
+            base_delay: Duration::from_millis(50),
+            ..ThrottleConfig::default()
+        })
+        .build()
+        .unwrap();
+    let time = fetch_all(&client, 200).await;
+    let refused = refused.load(Ordering::SeqCst);
+    let stats = client.stats();
+    eprintln!("{refused} refused requests in {REFUSE_FOR:?}; all in {time:?}; {stats:?}");
+    assert!(time >= REFUSE_FOR);
+    // 32 at first, then about one per backoff: 50 ms, 100 ms, 200 ms... (full jitter). Without
+    // the backoff at the floor, one request at a time would be refused some hundreds of times.
+    assert!(refused < 80, "{refused} requests refused");
+    assert_eq!(stats.throttled, refused as u64);
+    assert_eq!(stats.retries, 0);
+    assert_quiescent(&client).await;
+}
