@@ -216,7 +216,8 @@ impl Unit {
             }
         };
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%origin, open = self.pool.max - self.pool.sockets.available_permits(), "connection opened");
+        let open = self.pool.max - self.pool.sockets.available_permits();
+        tracing::debug!(%origin, open, "connection opened");
         let origin = origin.clone();
         tokio::spawn(async move {
             // Resolves when the socket is closed: by the peer, by an error, or because every

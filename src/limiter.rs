@@ -7,11 +7,12 @@
 //! constant):
 //!
 //! * **Cut.** A throttled reply to a request sent since the last cut multiplies the limit (or
-//!   the requests in flight, if fewer) by β and starts a new generation of slots. Throttled replies to requests sent before the cut
-//!   were caused by the old limit and do not cut again; they refine the cut instead: when `t` of
-//!   the `n` requests in flight at the cut come back throttled, the server accepted `n − t` at
-//!   once, and the limit falls to that if it is lower. A burst far above what the server takes
-//!   so converges in one round trip instead of one β step per round trip.
+//!   the requests in flight, if fewer) by β and starts a new generation of slots. Throttled
+//!   replies to requests sent before the cut were caused by the old limit and do not cut again;
+//!   they refine the cut instead: when `t` of the `n` requests in flight at the cut come back
+//!   throttled, the server accepted `n − t` at once, and the limit falls to that if it is lower.
+//!   A burst far above what the server takes so converges in one round trip instead of one β
+//!   step per round trip.
 //! * **Growth.** After a cut to `start` from `w_max`, the limit is
 //!   `max(start, w_max · (1 + (1 − β) · (t/R − 1)³))` at time `t`, where `R` is
 //!   [`recovery`](crate::ThrottleConfig::recovery): back at `w_max` after `R`, flat around it,
@@ -22,7 +23,8 @@
 //!   is too much: from the second on, the request keeps its slot for a backoff delay
 //!   (exponential in the throttled replies since the last success, full jitter), which takes
 //!   the request rate below the floor. A lone throttled reply among successes (one hot key)
-//!   costs only itself.
+//!   costs only itself. With adaptation off the floor is the ceiling, and each part backs off
+//!   on its own count of throttled replies instead.
 //!
 //! Waiting for a slot is FIFO, except that an attempt made again after a transient failure goes
 //! to the front: it belongs to an object that was admitted earlier. Acquiring is cancel safe.
