@@ -11,7 +11,7 @@
 //! derives the key once per day and credentials, and writes the canonical request into one
 //! buffer. Its output is checked against `aws-sigv4`'s, byte for byte, by the tests below.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -128,23 +128,23 @@ impl std::fmt::Debug for Signer {
 pub(crate) struct KeyCache(Mutex<Option<CachedKey>>);
 
 struct CachedKey {
-    date: [u8; 8],
+    date: String,
     region: std::sync::Arc<str>,
     secret: String,
     key: hmac::Key,
 }
 
 impl KeyCache {
-    fn key(&self, date: &[u8; 8], region: &str, secret: &str) -> hmac::Key {
+    fn key(&self, date: &str, region: &str, secret: &str) -> hmac::Key {
         let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match &*slot {
-            Some(c) if c.date == *date && &*c.region == region && c.secret == secret => {
+            Some(c) if c.date == date && &*c.region == region && c.secret == secret => {
                 c.key.clone()
             }
             _ => {
                 let key = signing_key(date, region, secret);
                 *slot = Some(CachedKey {
-                    date: *date,
+                    date: date.to_owned(),
                     region: region.into(),
                     secret: secret.to_owned(),
                     key: key.clone(),
@@ -156,11 +156,11 @@ impl KeyCache {
 }
 
 /// `kSigning` of SigV4: HMAC("AWS4" + secret, date) → region → "s3" → "aws4_request".
-fn signing_key(date: &[u8; 8], region: &str, secret: &str) -> hmac::Key {
+fn signing_key(date: &str, region: &str, secret: &str) -> hmac::Key {
     let mut k = Vec::with_capacity(4 + secret.len());
     k.extend_from_slice(b"AWS4");
     k.extend_from_slice(secret.as_bytes());
-    let mut tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &k), date);
+    let mut tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &k), date.as_bytes());
     for part in [region.as_bytes(), b"s3", b"aws4_request"] {
         tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref()), part);
     }
@@ -185,7 +185,7 @@ pub(crate) fn sign_request<B>(
     let headers = req.headers_mut();
     headers.insert(
         X_AMZ_DATE,
-        HeaderValue::from_bytes(&stamp.amz_date).map_err(|_| invalid("bad date"))?,
+        HeaderValue::from_str(stamp.amz_date()).map_err(|_| invalid("bad date"))?,
     );
     headers.insert(X_AMZ_CONTENT_SHA256, HeaderValue::from_static(EMPTY_SHA256));
     if let Some(token) = creds.session_token() {
@@ -194,111 +194,93 @@ pub(crate) fn sign_request<B>(
         headers.insert(X_AMZ_SECURITY_TOKEN, v);
     }
 
-    // The headers to sign, by name (`http` keeps names in lower case); on the stack for the
-    // handful a GET has.
+    // The headers to sign, by name (`http` keeps names in lower case): on the stack for the
+    // handful a GET has, all of them on the heap past that.
     const NONE: (&str, &HeaderValue) = ("", &EMPTY_VALUE);
     let mut on_stack = [NONE; 16];
     let mut on_heap = Vec::new();
-    let present = || {
-        req.headers()
-            .iter()
-            .filter(|(name, _)| !UNSIGNED.contains(&name.as_str()))
-            .map(|(name, value)| (name.as_str(), value))
-    };
-    let count = present().count();
-    let signed: &mut [(&str, &HeaderValue)] = if count <= on_stack.len() {
-        for (slot, header) in on_stack.iter_mut().zip(present()) {
-            *slot = header;
+    let mut count = 0;
+    for (name, value) in req.headers() {
+        if UNSIGNED.contains(&name.as_str()) {
+            continue;
         }
+        match on_stack.get_mut(count) {
+            Some(slot) => *slot = (name.as_str(), value),
+            None => {
+                if on_heap.is_empty() {
+                    on_heap.extend_from_slice(&on_stack);
+                }
+                on_heap.push((name.as_str(), value));
+            }
+        }
+        count += 1;
+    }
+    let signed: &mut [(&str, &HeaderValue)] = if on_heap.is_empty() {
         &mut on_stack[..count]
     } else {
-        on_heap.extend(present());
         &mut on_heap
     };
     // Stable: repeated headers keep their order.
     signed.sort_by(|a, b| a.0.cmp(b.0));
 
-    // One buffer holds the canonical request, then the string to sign after it, then the
-    // `Authorization` value.
-    let mut buf = String::with_capacity(640);
-    buf.push_str(req.method().as_str());
-    buf.push('\n');
-    buf.push_str(req.uri().path());
-    buf.push('\n');
+    // One buffer holds the canonical request, then the string to sign, then the
+    // `Authorization` value (`write!` into a `Vec` cannot fail).
+    let mut buf = Vec::with_capacity(768);
+    let _ = write!(buf, "{}\n{}\n", req.method(), req.uri().path());
     if let Some(query) = req.uri().query() {
         push_canonical_query(&mut buf, query);
     }
-    buf.push('\n');
-    let mut i = 0;
-    while i < signed.len() {
-        let name = signed[i].0;
-        buf.push_str(name);
-        buf.push(':');
+    buf.push(b'\n');
+    for (i, (name, value)) in signed.iter().enumerate() {
         // Repeated headers are signed as one, their values joined by commas.
-        let mut first = true;
-        while i < signed.len() && signed[i].0 == name {
-            if !first {
-                buf.push(',');
-            }
-            first = false;
-            let value = signed[i]
-                .1
-                .to_str()
-                .map_err(|_| invalid("a header is not visible ASCII"))?;
-            push_trimmed(&mut buf, value);
-            i += 1;
+        let repeated = i > 0 && signed[i - 1].0 == *name;
+        if repeated {
+            buf.pop(); // the newline after the previous value
+            buf.push(b',');
+        } else {
+            let _ = write!(buf, "{name}:");
         }
-        buf.push('\n');
+        let value = value
+            .to_str()
+            .map_err(|_| invalid("a header is not visible ASCII"))?;
+        push_trimmed(&mut buf, value);
+        buf.push(b'\n');
     }
-    buf.push('\n');
+    buf.push(b'\n');
     let names_at = buf.len();
     for (i, (name, _)) in signed.iter().enumerate() {
         if i == 0 || signed[i - 1].0 != *name {
             if i > 0 {
-                buf.push(';');
+                buf.push(b';');
             }
-            buf.push_str(name);
+            buf.extend_from_slice(name.as_bytes());
         }
     }
     let names = names_at..buf.len();
-    buf.push('\n');
-    buf.push_str(EMPTY_SHA256);
+    let _ = write!(buf, "\n{EMPTY_SHA256}");
 
-    let date = &stamp.amz_date[..8];
-    let date: &[u8; 8] = date.try_into().map_err(|_| invalid("bad date"))?;
-    let date_str = std::str::from_utf8(date).map_err(|_| invalid("bad date"))?;
-    let amz_date = std::str::from_utf8(&stamp.amz_date).map_err(|_| invalid("bad date"))?;
-    let canonical_hash = digest::digest(&digest::SHA256, buf.as_bytes());
+    let canonical_hash = digest::digest(&digest::SHA256, &buf);
     let to_sign_at = buf.len();
+    let (amz_date, date) = (stamp.amz_date(), stamp.date());
     let _ = write!(
         buf,
-        "AWS4-HMAC-SHA256\n{amz_date}\n{date_str}/{region}/s3/aws4_request\n"
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/s3/aws4_request\n"
     );
     push_hex(&mut buf, canonical_hash.as_ref());
     let key = keys.key(date, region, creds.secret_access_key());
-    let signature = hmac::sign(&key, &buf.as_bytes()[to_sign_at..]);
+    let signature = hmac::sign(&key, &buf[to_sign_at..]);
 
-    // The signed header names, copied out before the buffer is reused.
-    let mut names_copy = [0u8; 256];
-    let names_len = names.len();
-    let names_heap;
-    let names: &str = if names_len <= names_copy.len() {
-        names_copy[..names_len].copy_from_slice(&buf.as_bytes()[names]);
-        std::str::from_utf8(&names_copy[..names_len]).unwrap_or_default()
-    } else {
-        names_heap = buf[names].to_owned();
-        &names_heap
-    };
-    buf.clear();
+    let auth_at = buf.len();
     let _ = write!(
         buf,
-        "AWS4-HMAC-SHA256 Credential={}/{date_str}/{region}/s3/aws4_request, \
-         SignedHeaders={names}, Signature=",
+        "AWS4-HMAC-SHA256 Credential={}/{date}/{region}/s3/aws4_request, SignedHeaders=",
         creds.access_key_id()
     );
+    buf.extend_from_within(names);
+    buf.extend_from_slice(b", Signature=");
     push_hex(&mut buf, signature.as_ref());
     let mut value =
-        HeaderValue::from_bytes(buf.as_bytes()).map_err(|_| invalid("bad access key id"))?;
+        HeaderValue::from_bytes(&buf[auth_at..]).map_err(|_| invalid("bad access key id"))?;
     value.set_sensitive(true);
     req.headers_mut().insert(AUTHORIZATION, value);
     Ok(())
@@ -306,29 +288,18 @@ pub(crate) fn sign_request<B>(
 
 /// A header value as SigV4 signs it: without leading and trailing blanks, each run of spaces
 /// inside as one.
-fn push_trimmed(out: &mut String, value: &str) {
-    let value = value.trim_matches([' ', '\t']);
-    if !value.contains("  ") {
-        out.push_str(value); // the usual case: nothing to collapse
-        return;
-    }
-    let mut last_space = false;
-    for c in value.chars() {
-        if c == ' ' {
-            if !last_space {
-                out.push(' ');
-            }
-            last_space = true;
-        } else {
-            out.push(c);
-            last_space = false;
+fn push_trimmed(out: &mut Vec<u8>, value: &str) {
+    let value = value.trim_matches([' ', '\t']).as_bytes();
+    for (i, &b) in value.iter().enumerate() {
+        if b != b' ' || value.get(i + 1) != Some(&b' ') {
+            out.push(b);
         }
     }
 }
 
 /// The canonical query: each parameter's name and value decoded and encoded again as SigV4
 /// encodes them (everything but `A-Za-z0-9-_.~`), sorted by name, then by value.
-fn push_canonical_query(out: &mut String, query: &str) {
+fn push_canonical_query(out: &mut Vec<u8>, query: &str) {
     use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
     const SIGV4: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')
@@ -350,25 +321,17 @@ fn push_canonical_query(out: &mut String, query: &str) {
     params.sort();
     for (i, (k, v)) in params.iter().enumerate() {
         if i > 0 {
-            out.push('&');
+            out.push(b'&');
         }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
+        let _ = write!(out, "{k}={v}");
     }
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    debug_assert!(bytes.len() <= 32, "a SHA-256 digest or HMAC at most");
-    let mut buf = [0u8; 64];
-    for (pair, b) in buf.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
+    for b in bytes {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
     }
-    let hex = &buf[..2 * bytes.len().min(32)];
-    // Only ASCII digits and letters were written.
-    out.push_str(std::str::from_utf8(hex).unwrap_or_default());
 }
 
 /// `YYYYMMDDTHHMMSSZ` of a time, in UTC.
@@ -398,6 +361,17 @@ impl Timestamp {
         put(11, 2, mm);
         put(13, 2, ss);
         Timestamp { amz_date }
+    }
+
+    /// `YYYYMMDDTHHMMSSZ`.
+    fn amz_date(&self) -> &str {
+        // Only ASCII digits and letters were written.
+        std::str::from_utf8(&self.amz_date).unwrap_or_default()
+    }
+
+    /// `YYYYMMDD`, the credential scope's date.
+    fn date(&self) -> &str {
+        &self.amz_date()[..8]
     }
 }
 
@@ -479,8 +453,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         /// Byte for byte what `aws-sigv4` sends, for keys of any characters (encoded once, as
-        /// requests are built), version ids, ranges, `If-Match`, session tokens, regions and
-        /// times from 1970 to 2200.
+        /// requests are built), version ids, ranges, `If-Match`, session tokens, regions, times
+        /// from 1970 to 2200, up to 20 more headers and a header sent twice.
         #[test]
         fn matches_aws_sigv4(
             key in "[a-zA-Z0-9 /._~+%=&?!*'()$,;:@-]{1,40}|\\PC{1,12}",
@@ -491,6 +465,8 @@ mod tests {
             region in "[a-z]{2}-[a-z]{4,9}-[1-9]",
             secs in 0u64..7_258_118_400,
             list in any::<bool>(),
+            extra in 0usize..20,
+            repeated in proptest::option::of(("[a-z0-9 ]{1,12}", "[a-z0-9 ]{1,12}")),
         ) {
             let creds = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token, None, "t");
             let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
@@ -512,6 +488,16 @@ mod tests {
             }
             if let Some(etag) = if_match {
                 req.headers_mut().insert(http::header::IF_MATCH, etag.parse().unwrap());
+            }
+            // More headers than the signer keeps on the stack, and one sent twice.
+            for i in 0..extra {
+                let name = http::HeaderName::try_from(format!("x-amz-meta-h{i:02}")).unwrap();
+                req.headers_mut().insert(name, format!("v{i}").parse().unwrap());
+            }
+            if let Some((a, b)) = repeated {
+                let h = req.headers_mut();
+                h.append("x-amz-meta-twice", a.parse().unwrap());
+                h.append("x-amz-meta-twice", b.parse().unwrap());
             }
             let mut reference = req.clone();
             sign_with_aws_sigv4(&mut reference, &creds, &region, time);
