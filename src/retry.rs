@@ -292,7 +292,7 @@ impl<'a> Retrier<'a> {
     }
 
     fn finish(&mut self, e: Error) -> Error {
-        e.with_attempts(self.attempt.max(1))
+        e.with_attempts(self.attempt)
             .with_throttled(self.throttled)
             .with_earlier(std::mem::take(&mut self.earlier))
     }
@@ -394,7 +394,7 @@ mod tests {
             .after_throttle(status(503), t0 + Duration::from_secs(10))
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Throttled);
-        assert_eq!(e.throttled_attempts(), 51);
+        assert_eq!((e.attempts(), e.throttled_attempts()), (0, 51));
         assert!(e.to_string().contains("refused for 10.0s"), "{e}");
         assert!(e.to_string().contains("51 throttled"), "{e}");
     }

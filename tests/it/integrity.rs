@@ -306,6 +306,7 @@ async fn throttling_spends_no_attempts_and_fails_only_after_the_throttle_timeout
         (ErrorKind::Throttled, Some("SlowDown"))
     );
     assert!(e.throttled_attempts() > 3, "{e:?}");
+    assert_eq!(e.attempts(), 0, "every attempt was throttled: {e:?}");
     assert!(!e.retry_budget_exhausted(), "{e:?}");
     assert!(e.to_string().contains("throttle timeout"), "{e}");
     let stats = client.stats();
@@ -317,6 +318,27 @@ async fn throttling_spends_no_attempts_and_fails_only_after_the_throttle_timeout
     assert_eq!(stats.concurrency_limit, 1, "{stats:?}");
 }
 
+/// Up to 10 attempts per object, but a client-wide budget that pays for two retries in all and
+/// never refills.
+fn two_retries_in_all() -> RetryConfig {
+    RetryConfig {
+        budget_capacity: 10,
+        budget_retry_cost: 5,
+        budget_refill_per_sec: 0,
+        ..fast_retries(10)
+    }
+}
+
+async fn five_objects(client: &Client) -> Vec<Result<Object, s3_ordered::Error>> {
+    client
+        .get_all(
+            "bucket",
+            (0..5).map(|i| ObjectRef::new(format!("k{i}"), LEN as u64)),
+        )
+        .collect()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_retry_budget_stops_a_retry_storm() {
     let (mock, log) = scripted(|_, _| Reply {
@@ -324,20 +346,8 @@ async fn an_empty_retry_budget_stops_a_retry_storm() {
         ..Reply::ok(b"<Error><Code>InternalError</Code></Error>".to_vec())
     })
     .await;
-    let retry = RetryConfig {
-        budget_capacity: 10,
-        budget_retry_cost: 5,
-        budget_refill_per_sec: 0,
-        ..fast_retries(10)
-    };
-    let client = client(&mock, retry);
-    let results: Vec<_> = client
-        .get_all(
-            "bucket",
-            (0..5).map(|i| ObjectRef::new(format!("k{i}"), LEN as u64)),
-        )
-        .collect()
-        .await;
+    let client = client(&mock, two_retries_in_all());
+    let results = five_objects(&client).await;
     // 5 first attempts plus the 2 retries the budget pays for.
     assert_eq!(log.lock().unwrap().len(), 7);
     assert!(results
@@ -361,21 +371,10 @@ async fn the_retry_budget_stops_a_storm_of_refused_connections() {
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .static_credentials("AKID", "SECRET", None)
         .max_connections(2)
-        .retry(RetryConfig {
-            budget_capacity: 10,
-            budget_retry_cost: 5,
-            budget_refill_per_sec: 0,
-            ..fast_retries(10)
-        })
+        .retry(two_retries_in_all())
         .build()
         .unwrap();
-    let results: Vec<_> = client
-        .get_all(
-            "bucket",
-            (0..5).map(|i| ObjectRef::new(format!("k{i}"), LEN as u64)),
-        )
-        .collect()
-        .await;
+    let results = five_objects(&client).await;
     let errors: Vec<_> = results.iter().map(|r| r.as_ref().unwrap_err()).collect();
     assert!(
         errors.iter().all(|e| e.kind() == ErrorKind::Connect),

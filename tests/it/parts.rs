@@ -38,6 +38,17 @@ async fn read_all(client: &Client, obj: &mut Object) -> Result<Vec<u8>, s3_order
     Ok(out)
 }
 
+/// Fetches the three-part object `obj` alone and returns its error (panics if it arrived).
+async fn the_error_of_obj(client: &Client) -> s3_ordered::Error {
+    let mut results = client.get_all("bucket", vec![ObjectRef::new("obj", 3 * PART)]);
+    let e = match results.next().await {
+        Some(Err(e)) => e,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert!(results.next().await.is_none(), "one result per input");
+    e
+}
+
 /// Reads every result in order, as a consumer that follows the rule does, checking position,
 /// key and bytes against `expected` (key, size) and running `check` on each object. A request
 /// that stops delivering (a head of the line that cannot get memory) fails after 30 s instead of
@@ -262,17 +273,12 @@ async fn later_parts_send_if_match_and_a_412_is_changed() {
         .max_connections_per_request(1)
         .build()
         .unwrap();
-    let results: Vec<_> = client
-        .get_all("bucket", vec![ObjectRef::new("obj", 3 * PART)])
-        .collect()
-        .await;
-    let e = results[0].as_ref().unwrap_err();
+    let e = the_error_of_obj(&client).await;
     assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
     assert_eq!(e.status().map(|s| s.as_u16()), Some(412));
     let log = log.lock().unwrap().clone();
     assert_eq!(log[0], (Some(0), None));
     assert_eq!(log[1], (Some(PART), Some("\"v1\"".to_owned())));
-    drop(results);
     assert_quiescent(&client).await;
 }
 
@@ -330,15 +336,10 @@ async fn a_wrong_content_range_is_a_typed_error_of_its_part() {
         .max_connections(4)
         .build()
         .unwrap();
-    let results: Vec<_> = client
-        .get_all("bucket", vec![ObjectRef::new("obj", 3 * PART)])
-        .collect()
-        .await;
-    let e = results[0].as_ref().unwrap_err();
+    let e = the_error_of_obj(&client).await;
     assert_eq!(e.kind(), ErrorKind::LengthMismatch, "{e}");
     assert_eq!(e.part(), Some((1, 3)), "{e}");
     assert!(e.to_string().contains("part 2 of 3"), "{e}");
-    drop(results);
     assert_quiescent(&client).await;
 }
 
