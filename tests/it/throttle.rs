@@ -209,3 +209,28 @@ async fn a_server_refusing_everything_is_not_hammered() {
     assert_eq!(stats.retries, 0);
     assert_quiescent(&client).await;
 }
+
+/// `max_concurrency` bounds the requests in flight below `max_connections`, with no throttling
+/// at all, as the server counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_ceiling_bounds_requests_in_flight() {
+    use crate::support::{Mock, Reply};
+
+    let mock =
+        Mock::start(|seen| Reply::ok(content(&seen.key, LEN)).delayed(Duration::from_millis(15)))
+            .await;
+    let client = mock
+        .builder()
+        .max_connections(8)
+        .throttle(ThrottleConfig {
+            max_concurrency: Some(3),
+            ..ThrottleConfig::default()
+        })
+        .build()
+        .unwrap();
+    fetch_all(&client, 40).await;
+    // Keys are "obj/NNNNNN": the mock groups requests by their first segment.
+    assert_eq!(mock.counts.max_in_flight("obj"), 3);
+    assert_eq!(client.stats().concurrency_limit, 3);
+    assert_quiescent(&client).await;
+}
