@@ -68,6 +68,7 @@ impl Context {
             streaming_bytes_in_use: self.memory.streaming_slabs() as u64 * slab,
             slabs_allocated: self.memory.slabs_allocated(),
             concurrency_limit: self.limiter.limit(),
+            requests_in_flight: self.limiter.in_flight(),
             ..self.counters.snapshot()
         }
     }

@@ -158,6 +158,11 @@ impl Limiter {
         self.inner.lock()
     }
 
+    /// Slots held now: requests in flight, and throttled ones held through their backoff.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
     /// The highest the limit goes.
     pub(crate) fn max(&self) -> usize {
         self.inner.max as usize

@@ -45,6 +45,10 @@ pub struct Stats {
     /// The adaptive limit on requests in flight now: `max_connections` (or the configured
     /// ceiling) until the server throttles, lower after.
     pub concurrency_limit: usize,
+    /// Slots under that limit held now: requests in flight, and throttled requests waiting out
+    /// a backoff at the floor. Above `concurrency_limit` only just after a cut, until those sent
+    /// before it end; 0 once the client is idle.
+    pub requests_in_flight: usize,
     /// Connections dialed so far.
     pub connections_opened: u64,
     /// Sockets open (or being opened) now; never more than `max_connections`.
