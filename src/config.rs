@@ -82,10 +82,10 @@ impl std::fmt::Debug for CredentialSource {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct ClientBuilder {
-    endpoint: Option<String>,
-    region: Option<String>,
-    credentials: CredentialSource,
-    addressing: Option<Addressing>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) credentials: CredentialSource,
+    pub(crate) addressing: Option<Addressing>,
     max_connections: usize,
     max_connections_per_request: Option<usize>,
     max_bytes: u64,

@@ -91,6 +91,7 @@
     rust_2018_idioms
 )]
 
+mod aws_env;
 mod checksum;
 mod client;
 mod config;
@@ -110,6 +111,7 @@ mod sign;
 mod stats;
 mod waitlist;
 
+pub use aws_env::{AwsEnv, AwsSettings};
 pub use client::Client;
 pub use config::{
     Addressing, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_CONNECTIONS,

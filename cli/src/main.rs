@@ -11,7 +11,6 @@ mod log;
 mod ls;
 mod opts;
 mod output;
-mod profile;
 mod size;
 mod source;
 

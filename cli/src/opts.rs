@@ -1,12 +1,11 @@
 //! Flags shared by the commands that talk to S3, and how they become a [`Client`]: the AWS
 //! conventions for endpoint, region, profile and credentials.
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use std::time::Duration;
 
-use s3_ordered::{Addressing, Client, ThrottleConfig};
+use s3_ordered::{AwsSettings, Client, ConfigError, ThrottleConfig};
 
-use crate::profile;
 use crate::size::parse_size;
 
 /// Connection, credential and budget flags.
@@ -56,38 +55,12 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// What the environment says, read once so tests can supply it.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Env {
-    pub(crate) vars: std::collections::HashMap<String, String>,
-}
-
-impl Env {
-    pub(crate) fn from_process() -> Self {
-        Env {
-            vars: std::env::vars().collect(),
-        }
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-}
+/// What the environment holds: the AWS variables, and where the shared files are.
+pub(crate) use s3_ordered::AwsEnv as Env;
 
 impl ConnectOpts {
     /// Builds the client; every problem is a usage or configuration error (exit status 2).
     pub(crate) fn client(&self, env: &Env) -> anyhow::Result<Client> {
-        let (cred_path, config_path) = profile::default_paths();
-        let profile_name = self
-            .profile
-            .clone()
-            .or_else(|| env.get("AWS_PROFILE").map(str::to_owned));
-        let load_profile =
-            |name: &str| profile::load(name, cred_path.as_deref(), config_path.as_deref());
-
         // Objects above half the budget stream (the commands write both kinds alike), which
         // lets keys without sizes overlap within the other half.
         let mut b = Client::builder()
@@ -105,66 +78,23 @@ impl ConnectOpts {
             timeout: Duration::from_secs_f64(self.throttle_timeout),
             ..ThrottleConfig::default()
         });
-        if let Some(url) = self
-            .endpoint_url
-            .as_deref()
-            .or_else(|| env.get("AWS_ENDPOINT_URL_S3"))
-            .or_else(|| env.get("AWS_ENDPOINT_URL"))
-        {
-            b = b.endpoint_url(url);
-        }
-        if self.path_style {
-            b = b.addressing(Addressing::PathStyle);
-        }
-
-        // Credentials: --no-sign-request; an explicit --profile; the environment variables;
-        // then the profile from AWS_PROFILE or "default".
-        let mut profile_region = None;
-        let env_keys = match (
-            env.get("AWS_ACCESS_KEY_ID"),
-            env.get("AWS_SECRET_ACCESS_KEY"),
-        ) {
-            (Some(id), Some(secret)) => Some((id, secret)),
-            _ => None,
+        let settings = AwsSettings {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            anonymous: self.no_sign_request,
+            path_style: self.path_style.then_some(true),
         };
-        if self.no_sign_request {
-            b = b.anonymous();
-            if let Some(name) = &profile_name {
-                profile_region = load_profile(name)?.and_then(|p| p.region);
-            }
-        } else if let (Some((id, secret)), None) = (env_keys, &self.profile) {
-            b = b.static_credentials(id, secret, env.get("AWS_SESSION_TOKEN").map(str::to_owned));
-            if let Some(name) = &profile_name {
-                profile_region = load_profile(name)?.and_then(|p| p.region);
-            }
-        } else {
-            let name = profile_name.as_deref().unwrap_or("default");
-            const REMEDY: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, add keys to \
-                 ~/.aws/credentials, pass --profile, or use --no-sign-request for a public bucket";
-            let Some(p) = load_profile(name)? else {
-                if profile_name.is_some() {
-                    bail!("profile {name:?} is not in the shared credentials or config file");
-                }
-                bail!("no credentials: {REMEDY}");
-            };
-            let (Some(id), Some(secret)) = (p.access_key_id, p.secret_access_key) else {
-                bail!(
-                    "profile {name:?} has no aws_access_key_id and aws_secret_access_key: {REMEDY}"
-                );
-            };
-            b = b.static_credentials(id, secret, p.session_token);
-            profile_region = p.region;
-        }
-
-        let region = self
-            .region
-            .clone()
-            .or_else(|| env.get("AWS_REGION").map(str::to_owned))
-            .or_else(|| env.get("AWS_DEFAULT_REGION").map(str::to_owned))
-            .or(profile_region);
-        if let Some(region) = region {
-            b = b.region(region);
-        }
+        let b = b.aws_settings(&settings, env).map_err(cli_words)?;
         b.build().context("invalid configuration")
     }
+}
+
+/// A configuration error in the command line's own words (`--profile`, `--no-sign-request`).
+fn cli_words(e: ConfigError) -> anyhow::Error {
+    let text = e
+        .to_string()
+        .replace("name a profile", "pass --profile")
+        .replace("send requests unsigned", "use --no-sign-request");
+    anyhow::anyhow!(text)
 }
