@@ -2,14 +2,12 @@
 //! over a temporary directory, SigV4 checked by the server), so the tool can be tried with no
 //! account and no network.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use hyper_util::rt::TokioIo;
 use s3_ordered::{Client, ObjectRef};
 
 const BUCKET: &str = "demo";
@@ -173,42 +171,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// ranged or not, so objects of hundreds of MiB (fetched as many ranged parts) are bound by the
 /// server here, not by the client.
 async fn start_server(root: &std::path::Path) -> anyhow::Result<SocketAddr> {
-    let fs = s3s_fs::FileSystem::new(root)
-        .map_err(|e| anyhow::anyhow!("opening the server's storage: {e:?}"))?;
-    let service = {
-        let mut b = s3s::service::S3ServiceBuilder::new(fs);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        b.build()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding 127.0.0.1")?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            // Without it every small response waits on the peer's delayed ACK.
-            let _ = socket.set_nodelay(true);
-            let service = service.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let service = service.clone();
-                    async move {
-                        let resp = hyper::service::Service::call(&service, req).await;
-                        Ok::<_, Infallible>(resp.unwrap_or_else(|e| {
-                            let mut r = hyper::Response::new(s3s::Body::from(format!("{e:?}")));
-                            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                            r
-                        }))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    crate::serve::start(root, any_port, ACCESS_KEY, SECRET_KEY).await
 }

@@ -11,6 +11,7 @@ mod log;
 mod ls;
 mod opts;
 mod output;
+mod serve;
 mod size;
 mod source;
 
@@ -68,6 +69,11 @@ enum Command {
         after_help = "Example:\n  s3-ordered demo --objects 5000 --max-connections 8 --max-bytes 16MiB"
     )]
     Demo(demo::Args),
+    /// Serve a local directory as S3 (each top-level directory a bucket), with SigV4 checked
+    #[command(
+        after_help = "Example:\n  s3-ordered serve --root ./data --addr 127.0.0.1:9000 \\\n      --access-key KEY --secret-key SECRET"
+    )]
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
             Command::Get(args) => fetch_cmds::get(args, &env).await,
             Command::Bench(args) => fetch_cmds::bench(args, &env).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Serve(args) => serve::run(args, &env).await,
         }
     });
     let result = match runtime.block_on(command) {

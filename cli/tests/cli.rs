@@ -635,3 +635,77 @@ async fn cat_slows_down_to_what_a_throttling_server_accepts() {
     );
     assert!(!err.contains(SECRET_KEY), "{err}");
 }
+
+/// Kills the server process when the test ends, however it ends.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_makes_a_directory_an_s3_endpoint() {
+    use std::io::BufRead as _;
+
+    let home = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("served/deep")).unwrap();
+    std::fs::write(root.path().join("served/a.txt"), b"first\n").unwrap();
+    std::fs::write(root.path().join("served/deep/b.txt"), b"second\n").unwrap();
+
+    // Without keys the server refuses to start, and says how to give them.
+    let refused = output(
+        {
+            let mut c = bin(home.path());
+            c.args(["serve", "--root"]).arg(root.path());
+            c
+        },
+        None,
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        text(&refused.stderr).contains("--access-key"),
+        "{refused:?}"
+    );
+
+    let mut c = bin(home.path());
+    c.args(["serve", "--addr", "127.0.0.1:0", "--access-key", ACCESS_KEY])
+        .args(["--secret-key", SECRET_KEY, "--root"])
+        .arg(root.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut server = Serving(c.spawn().expect("spawn serve"));
+    let stdout = server.0.stdout.take().expect("stdout");
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let url = first
+        .split_whitespace()
+        .last()
+        .filter(|u| u.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+
+    let mut cat = with_keys(bin(home.path()), SECRET_KEY);
+    cat.args(["cat", "s3://served/", "--endpoint-url", &url]);
+    let out = output(cat, None).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "first\nsecond\n");
+
+    // SigV4 is checked: a wrong secret is refused.
+    let mut cat = with_keys(bin(home.path()), "not-the-secret");
+    cat.args(["cat", "s3://served/a.txt", "--endpoint-url", &url]);
+    let out = output(cat, None).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("403"), "{out:?}");
+}
