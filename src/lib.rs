@@ -108,6 +108,7 @@ mod reorder;
 mod retry;
 mod s3;
 mod sign;
+mod size;
 mod stats;
 mod waitlist;
 
@@ -125,6 +126,7 @@ pub use memory::{Body, Chunks};
 pub use object::{IntoObjectRef, Object, ObjectRef};
 pub use reorder::{ReorderRing, RingError};
 pub use retry::{RetryConfig, ThrottleConfig};
+pub use size::parse_size;
 pub use stats::Stats;
 
 pub use aws_credential_types::Credentials;

@@ -27,12 +27,12 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 16)]
     max_connections: usize,
     /// Memory budget for bodies held at once: plain bytes or with a unit (16MiB, 1GiB).
-    #[arg(long, default_value = "32MiB", value_parser = crate::size::parse_size)]
+    #[arg(long, default_value = "32MiB", value_parser = s3_ordered::parse_size)]
     max_bytes: u64,
 }
 
 fn parse_object_size(text: &str) -> Result<usize, String> {
-    let n = crate::size::parse_size(text)?;
+    let n = s3_ordered::parse_size(text)?;
     usize::try_from(n)
         .ok()
         .filter(|n| *n <= 1 << 30)

@@ -12,7 +12,6 @@ mod ls;
 mod opts;
 mod output;
 mod serve;
-mod size;
 mod source;
 
 use std::process::ExitCode;

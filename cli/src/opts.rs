@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use s3_ordered::{AwsSettings, Client, ConfigError, ThrottleConfig};
 
-use crate::size::parse_size;
+use s3_ordered::parse_size;
 
 /// Connection, credential and budget flags.
 #[derive(clap::Args, Debug, Clone)]

@@ -1,8 +1,15 @@
-//! Byte sizes on the command line: `1048576`, `512KiB`, `512MiB`, `2GiB`, `1TiB`, and the
-//! decimal `kB`/`MB`/`GB`/`TB` (powers of 1000). Case-insensitive units, optional space.
+//! Byte sizes as people write them in flags and settings: `1048576`, `512KiB`, `512MiB`,
+//! `2GiB`, `1TiB`, and the decimal `kB`/`MB`/`GB`/`TB` (powers of 1000). Units are
+//! case-insensitive, with an optional space before them.
 
-/// Parses a byte size; the error says what was wrong, for clap to print.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+/// Parses a byte size such as `"512MiB"`, for front ends that take sizes as text (the CLI's
+/// `--max-bytes`, the Python package's `max_bytes`).
+///
+/// # Errors
+///
+/// A message saying what is wrong with `text`: no digits, an unknown unit, or a size over
+/// `u64::MAX`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
