@@ -54,6 +54,10 @@ pub enum ErrorKind {
     /// The server's reply could not be understood: malformed or oversized XML, a missing or
     /// invalid field, a listing that does not advance. Not retryable.
     InvalidResponse,
+    /// The request was cancelled before this data arrived: its
+    /// [`ObjectStream`](crate::ObjectStream) was dropped while a streaming body delivered
+    /// from it still had parts to come. The body reads this error after the bytes it has.
+    Cancelled,
     /// An internal task ended without producing a result. Indicates a bug; please report it.
     Internal,
 }
@@ -74,6 +78,7 @@ impl ErrorKind {
             ErrorKind::Credentials => "could not load credentials",
             ErrorKind::InvalidRequest => "invalid request",
             ErrorKind::InvalidResponse => "invalid response from the server",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal error",
         }
     }

@@ -291,6 +291,24 @@ impl Assembly {
     }
 }
 
+impl Drop for Assembly {
+    /// The last holder is gone — the driver and every fetch task of the object — so no part
+    /// still missing will ever come. A streaming body already out reads that as an error
+    /// instead of waiting forever.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Kind::Streaming { queue, received } = &st.kind {
+            if *received < st.parts && st.delivery.is_none() {
+                let e = Error::new(ErrorKind::Cancelled)
+                    .with_message("the request was dropped before this part arrived")
+                    .with_key(&self.key)
+                    .with_seq(self.seq);
+                queue.abandon(e);
+            }
+        }
+    }
+}
+
 /// What a part's end does once the assembly's lock is released.
 #[derive(Default)]
 struct Outcome {

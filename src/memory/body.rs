@@ -88,6 +88,23 @@ impl PartQueue {
         }
     }
 
+    /// No more parts will come (the request that fetched them is gone): the body reads `err`
+    /// after the parts it has in order, and ends there.
+    pub(crate) fn abandon(&self, err: Error) {
+        let waker = {
+            let mut st = self.lock();
+            let head = st.head;
+            let Some(missing) = st.parts.iter_mut().skip(head).find(|p| p.is_none()) else {
+                return;
+            };
+            *missing = Some(Err(err));
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     /// Runs `hook` when the body is dropped before its end (at once if it already was).
     pub(crate) fn on_close(&self, hook: CloseHook) {
         let run_now = {

@@ -644,3 +644,42 @@ async fn an_object_that_fails_for_good_cancels_its_other_parts() {
     assert_quiescent(&client).await;
     assert!(results.next().await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_body_read_after_its_stream_was_dropped_ends_and_never_hangs() {
+    const SIZE: u64 = 6 * BUDGET + 7;
+    let big = content("big", SIZE as usize);
+    let expected = big.clone();
+    let mock =
+        Mock::start(move |seen| Reply::ranged(&big, seen).delayed(Duration::from_millis(1))).await;
+    let client = small_budget(mock.builder())
+        .max_connections(4)
+        .build()
+        .unwrap();
+    let mut results = client.get_all("bucket", vec![ObjectRef::new("big", SIZE)]);
+    let mut obj = results.next().await.unwrap().unwrap();
+    assert!(obj.body.is_streaming());
+    drop(results);
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = obj.body.next_chunk().await {
+            match chunk {
+                Ok(c) => got.extend_from_slice(&c),
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the body ends: it does not wait for parts nobody fetches");
+    match end {
+        None => assert!(got == expected, "a whole body must be the object"),
+        Some(e) => {
+            assert!(got.len() < expected.len() && expected.starts_with(&got));
+            assert_eq!(e.kind(), s3_ordered::ErrorKind::Cancelled, "{e}");
+            assert!(e.to_string().contains("cancelled"), "{e}");
+        }
+    }
+    drop(obj);
+    assert_quiescent(&client).await;
+}
