@@ -1,0 +1,20 @@
+"""Fetch many S3 objects concurrently and get them back in the order asked for, in bounded memory.
+
+A thin layer over the Rust crate ``s3_ordered``::
+
+    import s3_ordered
+
+    client = s3_ordered.Client(max_connections=64, max_bytes="256MiB")
+    for obj in client.get_all("bucket", ["a.json", ("b.json", 2048)]):
+        data = obj.read()
+
+``get_all`` yields exactly one result per key, in input order. A failed object raises
+``ObjectError`` at its position and the iteration goes on with the next object on the next
+``next()``; with ``errors="return"`` the ``ObjectError`` is yielded in its place instead.
+Body memory counts against ``max_bytes`` until the body is read with ``read()`` or released.
+``s3_ordered.ray`` reads a key list into a Ray dataset, sharded over a cluster, in order.
+"""
+
+from ._native import Body, Client, ListIterator, Object, ObjectError, ObjectIterator
+
+__all__ = ["Body", "Client", "ListIterator", "Object", "ObjectError", "ObjectIterator"]

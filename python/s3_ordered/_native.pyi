@@ -1,0 +1,136 @@
+"""Type stubs of the extension module ``s3_ordered._native``."""
+
+from collections.abc import Iterable, Iterator
+from typing import Literal, TypeAlias, final, overload
+
+__all__ = [
+    "Body",
+    "Chunk",
+    "Client",
+    "ListIterator",
+    "Object",
+    "ObjectError",
+    "ObjectIterator",
+]
+
+KeyItem: TypeAlias = str | tuple[str, int | None] | tuple[str, int | None, str | None]
+
+class ObjectError(Exception):
+    """The failure of one object (or of a listing); the message carries the cause chain."""
+
+    key: str | None
+    """The object's key (``None`` for a listing)."""
+    seq: int | None
+    """The object's position in the input."""
+    kind: str
+    """What went wrong: ``"not_found"``, ``"access_denied"``, ``"throttled"``, ``"timeout"``,
+    ``"connection"``, ``"invalid_request"``, ..."""
+    status: int | None
+    """The HTTP status of the last reply, if there was one."""
+    code: str | None
+    """The S3 error code (``"NoSuchKey"``), if the reply had one."""
+    attempts: int
+    """Requests made for the object (throttled ones are not counted)."""
+
+@final
+class Body:
+    """The bytes of one object. Iterating yields read-only ``memoryview`` chunks of the
+    client's own memory (no copy); each chunk's memory returns to the budget when its views
+    are released. A streaming body's parts arrive while it is read."""
+
+    @property
+    def streaming(self) -> bool:
+        """True when the object is larger than half of ``max_bytes`` and arrives part by part."""
+    def read(self) -> bytes:
+        """The rest of the body as one ``bytes`` (copied once); the memory returns at once.
+        A second call returns ``b""``."""
+    def __len__(self) -> int:
+        """The object's size in bytes."""
+    def __iter__(self) -> Iterator[memoryview]: ...
+    def __next__(self) -> memoryview: ...
+
+@final
+class Chunk:
+    """The memory behind one chunk's views (held by the views; not made directly)."""
+
+    def __len__(self) -> int: ...
+
+@final
+class Object:
+    """One object of a ``get_all``, at its position in the input."""
+
+    key: str
+    """The key it was asked for with."""
+    seq: int
+    """Its position in the input, from 0."""
+    etag: str | None
+    """The ETag the server sent, quotes included."""
+    version_id: str | None
+    """The version id the server sent, if any."""
+    body: Body
+    """The object's bytes."""
+    def read(self) -> bytes:
+        """The whole body as ``bytes``; see ``Body.read``."""
+
+@final
+class ObjectIterator(Iterator[Object]):
+    """The results of one ``get_all``, in input order. Dropping it, or ``close()``, cancels
+    the downloads still in flight."""
+
+    def __iter__(self) -> ObjectIterator: ...
+    def __next__(self) -> Object: ...
+    def close(self) -> None:
+        """Cancels the downloads still in flight and returns their memory."""
+
+class _ReturningIterator(Iterator[Object | ObjectError]):
+    def __iter__(self) -> _ReturningIterator: ...
+    def __next__(self) -> Object | ObjectError: ...
+    def close(self) -> None: ...
+
+@final
+class ListIterator(Iterator[tuple[str, int | None]]):
+    """The keys under a prefix as ``(key, size)``, in S3's order, one page at a time."""
+
+    def __iter__(self) -> ListIterator: ...
+    def __next__(self) -> tuple[str, int | None]: ...
+
+@final
+class Client:
+    """A client with three budgets shared by all its calls: connections open at once,
+    connections per ``get_all``, and body memory (``max_bytes``).
+
+    What is not given comes from the AWS conventions, as the AWS CLI reads them:
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` and the shared
+    ``~/.aws/credentials`` and ``~/.aws/config`` files. A bad setting raises ``ValueError``
+    naming it."""
+
+    def __new__(
+        cls,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        max_connections: int = 64,
+        max_connections_per_request: int | None = None,
+        max_bytes: int | str | None = None,
+        path_style: bool | None = None,
+        anonymous: bool = False,
+    ) -> Client:
+        """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``)."""
+    @overload
+    def get_all(
+        self,
+        bucket: str,
+        keys: Iterable[KeyItem],
+        *,
+        errors: Literal["raise"] = "raise",
+    ) -> ObjectIterator: ...
+    @overload
+    def get_all(
+        self, bucket: str, keys: Iterable[KeyItem], *, errors: Literal["return"]
+    ) -> _ReturningIterator: ...
+    def list(self, bucket: str, prefix: str) -> ListIterator:
+        """The keys under ``prefix`` as ``(key, size)``; feeds ``get_all`` directly."""
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges: objects, bytes, requests, retries, throttled, errors,
+        open_connections, bytes_in_use, ..."""

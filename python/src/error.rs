@@ -1,0 +1,64 @@
+//! `s3_ordered.ObjectError`, the exception of one object, and `ValueError` for a bad
+//! configuration.
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+
+create_exception!(
+    s3_ordered,
+    ObjectError,
+    PyException,
+    "The failure of one object (or of a listing): `.key`, `.seq`, `.kind`, `.status`, `.code` \
+     and `.attempts` say which and why; the message carries the cause chain."
+);
+
+/// A refused configuration: `ValueError("invalid <field>: <reason>")`.
+pub(crate) fn config_error(e: s3_ordered::ConfigError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// The error's kind in `snake_case`, as Python code compares it: `"not_found"`, `"throttled"`.
+fn kind_name(kind: s3_ordered::ErrorKind) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{kind:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// An `ObjectError` instance for `e`, its message followed by the chain of causes.
+pub(crate) fn object_error(py: Python<'_>, e: &s3_ordered::Error) -> PyErr {
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    let err = ObjectError::new_err(message);
+    let value = err.value(py);
+    let set = || -> PyResult<()> {
+        value.setattr("key", e.key())?;
+        value.setattr("seq", e.seq())?;
+        value.setattr("kind", kind_name(e.kind()))?;
+        value.setattr("status", e.status().map(|s| s.as_u16()))?;
+        value.setattr("code", e.code())?;
+        value.setattr("attempts", e.attempts())?;
+        Ok(())
+    };
+    match set() {
+        Ok(()) => err,
+        Err(failed) => failed,
+    }
+}

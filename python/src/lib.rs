@@ -1,0 +1,168 @@
+//! The Python extension `s3_ordered._native`: a thin layer over the `s3_ordered` crate.
+//!
+//! It holds a `Client`, the iterators over `get_all` and `list`, and the objects and bodies they
+//! yield. Everything that waits releases the GIL and wakes every [`SLICE`] to let Python raise
+//! `KeyboardInterrupt`; an interrupted `get_all` drops its stream, which cancels its downloads and
+//! returns their memory. The tokio runtime belongs to the module, one per process: a child made
+//! by `fork` gets a new one on first use, and refuses clients made before the fork.
+
+mod body;
+mod error;
+mod iter;
+mod runtime;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use body::{Body, Chunk, Object};
+use error::{config_error, ObjectError};
+use iter::{ListIterator, ObjectIterator};
+use runtime::Runtime;
+
+/// A client with its budgets: connections, connections per `get_all`, and body memory.
+#[pyclass(module = "s3_ordered._native", frozen)]
+struct Client {
+    inner: s3_ordered::Client,
+    rt: Runtime,
+}
+
+/// `max_bytes` as given: an int, or a string with a unit ("512MiB", "2GiB").
+#[derive(FromPyObject)]
+enum Size {
+    Int(u64),
+    Text(String),
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    #[pyo3(signature = (
+        endpoint_url=None, region=None, profile=None, max_connections=64,
+        max_connections_per_request=None, max_bytes=None, path_style=None, anonymous=false,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        endpoint_url: Option<String>,
+        region: Option<String>,
+        profile: Option<String>,
+        max_connections: usize,
+        max_connections_per_request: Option<usize>,
+        max_bytes: Option<Size>,
+        path_style: Option<bool>,
+        anonymous: bool,
+    ) -> PyResult<Self> {
+        let max_bytes = match max_bytes {
+            None => 256 << 20,
+            Some(Size::Int(n)) => n,
+            Some(Size::Text(t)) => s3_ordered::parse_size(&t).map_err(|why| {
+                pyo3::exceptions::PyValueError::new_err(format!("invalid max_bytes: {why}"))
+            })?,
+        };
+        let settings = s3_ordered::AwsSettings {
+            endpoint_url,
+            region,
+            profile,
+            anonymous,
+            path_style,
+        };
+        // Objects above half the budget stream, so that keys without sizes overlap in the
+        // other half (as the command line does).
+        let mut b = s3_ordered::Client::builder()
+            .max_connections(max_connections)
+            .max_bytes(max_bytes)
+            .stream_threshold(max_bytes / 2);
+        if let Some(n) = max_connections_per_request {
+            b = b.max_connections_per_request(n);
+        }
+        let env = s3_ordered::AwsEnv::from_process();
+        let b = b.aws_settings(&settings, &env).map_err(config_error)?;
+        let rt = Runtime::current()?;
+        let inner = {
+            let _entered = rt.enter();
+            b.build().map_err(config_error)?
+        };
+        Ok(Client { inner, rt })
+    }
+
+    /// Fetches `keys` (an iterable of `"key"`, `("key", size)` or `("key", size, version_id)`)
+    /// and yields one result per key, in input order.
+    #[pyo3(signature = (bucket, keys, *, errors="raise"))]
+    fn get_all(
+        &self,
+        py: Python<'_>,
+        bucket: String,
+        keys: &Bound<'_, PyAny>,
+        errors: &str,
+    ) -> PyResult<ObjectIterator> {
+        self.rt.check_process()?;
+        let raise = match errors {
+            "raise" => true,
+            "return" => false,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "invalid errors: {other:?}; expected \"raise\" or \"return\""
+                )))
+            }
+        };
+        let input = keys.try_iter()?.unbind();
+        let _ = py;
+        Ok(ObjectIterator::start(
+            &self.inner,
+            self.rt.clone(),
+            bucket,
+            input,
+            raise,
+        ))
+    }
+
+    /// Lists the keys under `prefix` as `(key, size)` tuples, in S3's order, page by page.
+    fn list(&self, bucket: String, prefix: String) -> PyResult<ListIterator> {
+        self.rt.check_process()?;
+        let _entered = self.rt.enter();
+        Ok(ListIterator::new(
+            self.inner.list(bucket, prefix),
+            self.rt.clone(),
+        ))
+    }
+
+    /// Counters and gauges of this client.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("objects", s.objects)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("parts", s.parts)?;
+        d.set_item("requests", s.requests)?;
+        d.set_item("errors", s.errors)?;
+        d.set_item("retries", s.retries)?;
+        d.set_item("throttled", s.throttled)?;
+        d.set_item("concurrency_limit", s.concurrency_limit)?;
+        d.set_item("requests_in_flight", s.requests_in_flight)?;
+        d.set_item("connections_opened", s.connections_opened)?;
+        d.set_item("open_connections", s.open_connections)?;
+        d.set_item("busy_connections", s.busy_connections)?;
+        d.set_item("bytes_in_use", s.bytes_in_use)?;
+        d.set_item("streaming_bytes_in_use", s.streaming_bytes_in_use)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.inner.stats();
+        format!(
+            "Client(open_connections={}, bytes_in_use={})",
+            s.open_connections, s.bytes_in_use
+        )
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Client>()?;
+    m.add_class::<ObjectIterator>()?;
+    m.add_class::<ListIterator>()?;
+    m.add_class::<Object>()?;
+    m.add_class::<Body>()?;
+    m.add_class::<Chunk>()?;
+    m.add("ObjectError", m.py().get_type::<ObjectError>())?;
+    Ok(())
+}

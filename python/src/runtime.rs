@@ -1,0 +1,86 @@
+//! The module's tokio runtime: one per process, made on first use. A child made by `fork` has
+//! none of its parent's threads, so it makes its own, and objects made before the fork (which
+//! belong to the parent's runtime) refuse to be used in it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// How long a wait goes with the GIL released before Python may run its signal handlers.
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
+
+static CURRENT: Mutex<Option<Runtime>> = Mutex::new(None);
+
+/// A handle on the runtime of the process that made it.
+#[derive(Clone)]
+pub(crate) struct Runtime {
+    rt: Arc<tokio::runtime::Runtime>,
+    pid: u32,
+}
+
+impl Runtime {
+    /// This process's runtime, made now if there is none yet.
+    pub(crate) fn current() -> PyResult<Runtime> {
+        let pid = std::process::id();
+        let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(rt) = current.as_ref().filter(|rt| rt.pid == pid) {
+            return Ok(rt.clone());
+        }
+        if let Some(parent) = current.take() {
+            // Made before a fork: its threads are not in this process, and dropping it would
+            // wait for them forever.
+            std::mem::forget(parent);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("s3-ordered")
+            .enable_all()
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the runtime: {e}")))?;
+        let rt = Runtime {
+            rt: Arc::new(rt),
+            pid,
+        };
+        *current = Some(rt.clone());
+        Ok(rt)
+    }
+
+    /// Refuses an object made in another process (before a `fork`).
+    pub(crate) fn check_process(&self) -> PyResult<()> {
+        if self.pid == std::process::id() {
+            return Ok(());
+        }
+        Err(PyRuntimeError::new_err(format!(
+            "this object was made in process {} before a fork; make a new Client in this process",
+            self.pid
+        )))
+    }
+
+    /// Enters the runtime, for calls that spawn tasks.
+    pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.rt.enter()
+    }
+
+    /// Waits for `fut` with the GIL released, letting Python handle signals every [`SLICE`]:
+    /// a `KeyboardInterrupt` comes back as `Err`, and `fut` is dropped with it.
+    pub(crate) fn wait<F>(&self, py: Python<'_>, fut: F) -> PyResult<F::Output>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        self.check_process()?;
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let slice = py.allow_threads(|| {
+                self.rt
+                    .block_on(async { tokio::time::timeout(SLICE, fut.as_mut()).await.ok() })
+            });
+            match slice {
+                Some(out) => return Ok(out),
+                None => py.check_signals()?,
+            }
+        }
+    }
+}

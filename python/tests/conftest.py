@@ -1,0 +1,94 @@
+"""A real S3 server for the session: ``s3-ordered serve`` over a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ACCESS_KEY = "PYTESTACCESSKEY"
+SECRET_KEY = "pytest-secret-key"
+BUCKET = "py-bucket"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def content(i: int, size: int) -> bytes:
+    """Deterministic bytes for object ``i``, so every body can be checked."""
+    return bytes((j * 31 + i) & 0xFF for j in range(size))
+
+
+# Keys that need escaping in a URL or a signature, each with its bytes.
+AWKWARD = [
+    "with space.txt",
+    "unicodé/ключ/鍵.bin",
+    "plus+sign&amp=eq",
+    "percent%41literal",
+    "tilde~star*paren(1)",
+    "deep/a/b/c/d/e.bin",
+]
+
+
+@dataclass
+class Server:
+    url: str
+    root: Path
+    # key -> bytes, for every object written to BUCKET
+    objects: dict[str, bytes]
+
+
+def _binary() -> str:
+    given = os.environ.get("S3_ORDERED_BIN")
+    if given:
+        return given
+    subprocess.run(["cargo", "build", "--quiet", "-p", "s3-ordered-cli"], cwd=REPO, check=True)
+    return str(REPO / "target" / "debug" / "s3-ordered")
+
+
+def put(root: Path, key: str, data: bytes) -> None:
+    path = root / BUCKET / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("s3root")
+    objects: dict[str, bytes] = {}
+    for i in range(60):
+        objects[f"obj/{i:04d}"] = content(i, (i * 977) % 5000)
+    for i, key in enumerate(AWKWARD):
+        objects[key] = content(100 + i, 100 + i)
+    objects["big/three-mib"] = content(7, 3 << 20)
+    for key, data in objects.items():
+        put(root, key, data)
+    proc = subprocess.Popen(
+        [_binary(), "serve", "--root", str(root), "--addr", "127.0.0.1:0"]
+        + ["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split()[-1] if line else ""
+        assert url.startswith("http://127.0.0.1:"), f"no address from serve: {line!r}"
+        yield Server(url=url, root=root, objects=objects)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Credentials in the environment, and no shared files from the user's home."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
