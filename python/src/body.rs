@@ -14,7 +14,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyBytes;
 
 use crate::error::object_error;
-use crate::runtime::Runtime;
+use crate::runtime::{ForkGuard, Runtime};
 
 /// One object of a `get_all`, at its position in the input.
 #[pyclass(module = "s3_ordered._native", frozen)]
@@ -48,11 +48,11 @@ impl Object {
         let body = Body {
             _keep_alive: keep_alive,
             size: o.body.size(),
-            state: Mutex::new(State {
+            state: ForkGuard::new(Mutex::new(State {
                 body: Some(o.body),
                 read: 0,
                 busy: false,
-            }),
+            })),
             rt,
         };
         Ok(Object {
@@ -87,7 +87,7 @@ impl Object {
 pub(crate) struct Body {
     _keep_alive: Option<PyObject>,
     size: u64,
-    state: Mutex<State>,
+    state: ForkGuard<Mutex<State>>,
     rt: Runtime,
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::body::Object;
 use crate::error::object_error;
-use crate::runtime::Runtime;
+use crate::runtime::{ForkGuard, Runtime};
 
 /// Keys read from the iterable ahead of the objects handed out.
 const INPUT_AHEAD: usize = 8192;
@@ -24,7 +24,7 @@ type Input = Result<ObjectRef, Error>;
 #[pyclass(module = "s3_ordered._native")]
 pub(crate) struct ObjectIterator {
     /// `None` once finished or interrupted; dropping it cancels the downloads.
-    stream: Option<ObjectStream>,
+    stream: ForkGuard<Option<ObjectStream>>,
     rt: Runtime,
     /// The keys still to read, and where they go; `None` once the iterable is exhausted.
     input: Option<(Py<PyIterator>, mpsc::Sender<Input>)>,
@@ -50,7 +50,7 @@ impl ObjectIterator {
             client.get_stream(bucket, input)
         };
         ObjectIterator {
-            stream: Some(stream),
+            stream: ForkGuard::new(Some(stream)),
             rt,
             input: Some((keys, tx)),
             fed: 0,
@@ -116,7 +116,7 @@ impl ObjectIterator {
                 if let Some((seq, _)) = &self.input_error {
                     if e.seq() == Some(*seq) {
                         // The input ended with the iterable's own exception: raise it as is.
-                        self.stream = None;
+                        *self.stream = None;
                         let (_, err) = self.input_error.take().expect("checked above");
                         return Err(err);
                     }
@@ -186,9 +186,11 @@ impl ObjectIterator {
     }
 
     /// Stops the iteration: cancels the downloads still in flight and returns their memory.
-    fn close(&mut self) {
-        self.stream = None;
+    fn close(&mut self) -> PyResult<()> {
+        self.rt.check_process()?;
+        *self.stream = None;
         self.input = None;
+        Ok(())
     }
 }
 
@@ -220,7 +222,7 @@ impl ObjectIterator {
                         Ok(None) => continue,
                         Err(interrupted) => {
                             // Ctrl-C: cancel every download of this iteration.
-                            self.stream = None;
+                            *self.stream = None;
                             self.input = None;
                             return Err(interrupted);
                         }
@@ -230,7 +232,7 @@ impl ObjectIterator {
             return match next {
                 Some(item) => self.deliver(py, item, me),
                 None => {
-                    self.stream = None;
+                    *self.stream = None;
                     Ok(None)
                 }
             };
@@ -242,14 +244,14 @@ impl ObjectIterator {
 #[pyclass(module = "s3_ordered._native")]
 pub(crate) struct ListIterator {
     /// In a mutex only to be `Sync`, as Python objects must: `__next__` takes `&mut self`.
-    stream: std::sync::Mutex<Option<s3_ordered::ListStream>>,
+    stream: ForkGuard<std::sync::Mutex<Option<s3_ordered::ListStream>>>,
     rt: Runtime,
 }
 
 impl ListIterator {
     pub(crate) fn new(stream: s3_ordered::ListStream, rt: Runtime) -> Self {
         ListIterator {
-            stream: std::sync::Mutex::new(Some(stream)),
+            stream: ForkGuard::new(std::sync::Mutex::new(Some(stream))),
             rt,
         }
     }

@@ -17,12 +17,12 @@ use pyo3::types::PyDict;
 use body::{Body, Chunk, Object};
 use error::{config_error, ObjectError};
 use iter::{ListIterator, ObjectIterator};
-use runtime::Runtime;
+use runtime::{ForkGuard, Runtime};
 
 /// A client with its budgets: connections, connections per `get_all`, and body memory.
 #[pyclass(module = "s3_ordered._native", frozen)]
 struct Client {
-    inner: s3_ordered::Client,
+    inner: ForkGuard<s3_ordered::Client>,
     rt: Runtime,
 }
 
@@ -81,7 +81,10 @@ impl Client {
             let _entered = rt.enter();
             b.build().map_err(config_error)?
         };
-        Ok(Client { inner, rt })
+        Ok(Client {
+            inner: ForkGuard::new(inner),
+            rt,
+        })
     }
 
     /// Fetches `keys` (an iterable of `"key"`, `("key", size)` or `("key", size, version_id)`)

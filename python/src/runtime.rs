@@ -84,3 +84,43 @@ impl Runtime {
         }
     }
 }
+
+/// A value tied to the process that made it. In a child made by `fork` it is never dropped:
+/// dropping it would touch the parent's runtime (its timers, sockets and tasks), whose threads
+/// are not in the child and whose locks one of them may have held at the fork.
+pub(crate) struct ForkGuard<T> {
+    value: std::mem::ManuallyDrop<T>,
+    pid: u32,
+}
+
+impl<T> ForkGuard<T> {
+    pub(crate) fn new(value: T) -> Self {
+        ForkGuard {
+            value: std::mem::ManuallyDrop::new(value),
+            pid: std::process::id(),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for ForkGuard<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for ForkGuard<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T> Drop for ForkGuard<T> {
+    fn drop(&mut self) {
+        if self.pid == std::process::id() {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.value) }
+        }
+    }
+}
