@@ -10,9 +10,9 @@
 //! `cargo bench --bench compare` prints a Markdown table; `--rounds N` repeats each scenario
 //! (median reported), `--quick` runs smaller scenarios, `--only TEXT` the scenarios whose name
 //! contains TEXT. Paced scenarios imitate S3 seen from one instance: 20 ms to first byte and
-//! 50 MB/s per connection. For profiling one client alone, `--serve SIZE` runs only the server
-//! for 120 s and prints its address, and `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs
-//! only one client against it.
+//! 50 MB/s per connection. For profiling one client alone, `--serve SIZE [--for SECONDS]` runs
+//! only the server (120 s by default) and prints its address, and
+//! `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs only one client against it.
 
 #[path = "support/clients.rs"]
 #[allow(dead_code)] // the plain client constructor is the criterion bench's
@@ -120,8 +120,15 @@ fn main() {
             .get(i + 1)
             .and_then(|v| v.parse().ok())
             .unwrap_or(256 << 10);
+        // Serves for `--for SECONDS` (default 120), then exits.
+        let seconds = args
+            .iter()
+            .position(|a| a == "--for")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120);
         println!("{}", server::start(size));
-        std::thread::sleep(Duration::from_secs(120));
+        std::thread::sleep(Duration::from_secs(seconds));
         return;
     }
     let value = |flag: &str| {

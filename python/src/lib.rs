@@ -92,7 +92,6 @@ impl Client {
     #[pyo3(signature = (bucket, keys, *, errors="raise"))]
     fn get_all(
         &self,
-        py: Python<'_>,
         bucket: String,
         keys: &Bound<'_, PyAny>,
         errors: &str,
@@ -108,7 +107,6 @@ impl Client {
             }
         };
         let input = keys.try_iter()?.unbind();
-        let _ = py;
         Ok(ObjectIterator::start(
             &self.inner,
             self.rt.clone(),
