@@ -69,7 +69,7 @@ def write_objects(root: Path, scenario: str) -> None:
 
 
 def cli_binary() -> Path:
-    path = REPO / "target" / "release" / "s3-ordered"
+    path = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "s3-ordered"
     if not path.exists():
         subprocess.run(
             ["cargo", "build", "--release", "--quiet", "-p", "s3-ordered-cli"], cwd=REPO, check=True

@@ -45,7 +45,8 @@ def _binary() -> str:
     if given:
         return given
     subprocess.run(["cargo", "build", "--quiet", "-p", "s3-ordered-cli"], cwd=REPO, check=True)
-    return str(REPO / "target" / "debug" / "s3-ordered")
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return str(target / "debug" / "s3-ordered")
 
 
 def put(root: Path, key: str, data: bytes) -> None:
