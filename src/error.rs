@@ -225,6 +225,23 @@ impl Error {
         Error::new(ErrorKind::InvalidRequest).with_message(message)
     }
 
+    /// This error's text followed by each cause of its [`source`](std::error::Error::source)
+    /// chain, joined by `": "`, leaving out a cause whose text the line already ends with: the
+    /// whole story on one line, for logs and messages.
+    pub fn with_causes(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            let text = e.to_string();
+            if !out.ends_with(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            next = e.source();
+        }
+        out
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
@@ -448,6 +465,22 @@ impl ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_causes_joins_the_chain_without_repeating() {
+        let io = std::io::Error::other("connection reset");
+        let e = Error::new(ErrorKind::Connection)
+            .with_message("body broke off")
+            .with_source(io);
+        assert_eq!(
+            e.with_causes(),
+            "connection failed: body broke off: connection reset"
+        );
+        // A cause the text already ends with is not repeated.
+        let e = Error::new(ErrorKind::Connection).with_message("connection reset");
+        let e = e.with_source(std::io::Error::other("connection reset"));
+        assert_eq!(e.with_causes(), "connection failed: connection reset");
+    }
 
     #[test]
     fn display_names_object_status_and_code() {

@@ -10,7 +10,7 @@ use s3_ordered::{Body, Client, Object};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::opts::{ConnectOpts, Env};
-use crate::output::{chain, cpu_and_peak_rss, is_broken_pipe, Tally};
+use crate::output::{cpu_and_peak_rss, is_broken_pipe, Tally};
 use crate::source::{self, S3Url};
 
 /// What `cat`, `get` and `bench` take.
@@ -88,7 +88,7 @@ pub(crate) async fn cat(args: FetchArgs, env: &Env) -> anyhow::Result<ExitCode> 
                         Some(Err(e)) => {
                             tally.failed(&format!(
                                 "{} (after {written} bytes were written)",
-                                chain(&e)
+                                e.with_causes()
                             ));
                             break;
                         }
@@ -103,7 +103,7 @@ pub(crate) async fn cat(args: FetchArgs, env: &Env) -> anyhow::Result<ExitCode> 
                 }
                 tally.ok(obj.body.size());
             }
-            Err(e) => tally.failed(&chain(&e)),
+            Err(e) => tally.failed(&e.with_causes()),
         }
     }
     if let Err(e) = out.flush().await {
@@ -141,7 +141,7 @@ pub(crate) async fn get(args: GetArgs, env: &Env) -> anyhow::Result<ExitCode> {
         let obj = match result {
             Ok(obj) => obj,
             Err(e) => {
-                tally.failed(&chain(&e));
+                tally.failed(&e.with_causes());
                 continue;
             }
         };
@@ -334,11 +334,11 @@ pub(crate) async fn bench(args: BenchArgs, env: &Env) -> anyhow::Result<ExitCode
                 }
                 match failed {
                     None => tally.ok(obj.body.size()),
-                    Some(e) => tally.failed(&chain(&e)),
+                    Some(e) => tally.failed(&e.with_causes()),
                 }
             }
             Ok(obj) => tally.ok(obj.body.size()),
-            Err(e) => tally.failed(&chain(&e)),
+            Err(e) => tally.failed(&e.with_causes()),
         }
     }
     tally.clear();

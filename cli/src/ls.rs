@@ -6,7 +6,7 @@ use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::opts::{ConnectOpts, Env};
-use crate::output::{chain, is_broken_pipe};
+use crate::output::is_broken_pipe;
 use crate::source::{self, S3Url};
 
 /// What `ls` takes.
@@ -38,7 +38,7 @@ pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
                     "s3-ordered: listing s3://{}/{}: {}",
                     args.url.bucket,
                     args.url.prefix,
-                    chain(&e)
+                    e.with_causes()
                 );
                 status = ExitCode::from(1);
             }

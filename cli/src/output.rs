@@ -135,21 +135,6 @@ pub(crate) fn trouble(stats: &Stats, always: bool) -> String {
     out
 }
 
-/// `err: cause: cause…`, skipping a cause whose text the previous line already ends with.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = e.source();
-    }
-    out
-}
-
 /// True for the error a write to a closed pipe gives (`| head`).
 pub(crate) fn is_broken_pipe(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
@@ -226,23 +211,5 @@ mod tests {
             trouble(&rough, false),
             "; 3 retries, 40 throttled (concurrency limit 6)"
         );
-    }
-
-    #[test]
-    fn chain_joins_causes_without_repeating() {
-        #[derive(Debug)]
-        struct Outer(std::io::Error);
-        impl std::fmt::Display for Outer {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("fetching \"k\" failed")
-            }
-        }
-        impl std::error::Error for Outer {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let e = Outer(std::io::Error::other("connection reset"));
-        assert_eq!(chain(&e), "fetching \"k\" failed: connection reset");
     }
 }

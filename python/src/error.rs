@@ -36,17 +36,7 @@ fn kind_name(kind: s3_ordered::ErrorKind) -> String {
 
 /// An `ObjectError` instance for `e`, its message followed by the chain of causes.
 pub(crate) fn object_error(py: Python<'_>, e: &s3_ordered::Error) -> PyErr {
-    let mut message = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = c.source();
-    }
-    let err = ObjectError::new_err(message);
+    let err = ObjectError::new_err(e.with_causes());
     let value = err.value(py);
     let set = || -> PyResult<()> {
         value.setattr("key", e.key())?;
