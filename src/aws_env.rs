@@ -22,6 +22,7 @@ struct Profile {
     secret_access_key: Option<String>,
     session_token: Option<String>,
     region: Option<String>,
+    ca_bundle: Option<String>,
 }
 
 /// What the environment holds, read once (from the process, or given by a test).
@@ -86,12 +87,16 @@ pub struct AwsSettings {
     pub anonymous: bool,
     /// Path-style requests. `None`: the endpoint decides (see [`ClientBuilder::addressing`]).
     pub path_style: Option<bool>,
+    /// A PEM bundle of CA certificates to trust besides the usual roots. Default:
+    /// `$AWS_CA_BUNDLE`, then the profile's `ca_bundle`.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl ClientBuilder {
     /// Applies `settings`, and for what they leave out the AWS conventions read from `env`:
-    /// the endpoint, the region, and credentials from `AWS_ACCESS_KEY_ID` /
-    /// `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` or from a profile of the shared files.
+    /// the endpoint, the region, credentials from `AWS_ACCESS_KEY_ID` /
+    /// `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` or from a profile of the shared files, and
+    /// a CA bundle from `AWS_CA_BUNDLE` or the profile's `ca_bundle`.
     ///
     /// # Errors
     ///
@@ -173,6 +178,21 @@ impl ClientBuilder {
             profile_region = p.region;
         }
 
+        let profile_bundle = || -> Result<Option<PathBuf>, ConfigError> {
+            let name = profile_name.as_deref().unwrap_or("default");
+            Ok(load_profile(name)?
+                .and_then(|p| p.ca_bundle)
+                .map(PathBuf::from))
+        };
+        let bundle = match (&settings.ca_bundle, env.get("AWS_CA_BUNDLE")) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(path)) => Some(PathBuf::from(path)),
+            (None, None) => profile_bundle()?,
+        };
+        if let Some(path) = bundle {
+            self = self.ca_bundle_file(path);
+        }
+
         let region = settings
             .region
             .clone()
@@ -227,6 +247,7 @@ fn load(
         secret_access_key: get("aws_secret_access_key"),
         session_token: get("aws_session_token"),
         region: get("region"),
+        ca_bundle: get("ca_bundle"),
     }))
 }
 
@@ -311,6 +332,7 @@ region=us-west-2
                 secret_access_key: Some("secret/work+key".into()),
                 session_token: Some("tokenwork".into()),
                 region: Some("ap-southeast-2".into()),
+                ca_bundle: None,
             }
         );
         let default = load("default", Some(&c), Some(&f)).unwrap().unwrap();

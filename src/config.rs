@@ -12,6 +12,7 @@ use http::uri::{Scheme, Uri};
 
 use crate::error::ConfigError;
 use crate::retry::{RetryConfig, ThrottleConfig};
+use crate::tls::{Bundle, TlsSettings};
 
 /// Default `max_connections`: enough parallel GETs to fill a 10 Gbit/s link at S3's typical
 /// ~85-90 MB/s per connection (S3 performance guidelines, "Horizontal scaling of connections").
@@ -86,6 +87,7 @@ pub struct ClientBuilder {
     pub(crate) region: Option<String>,
     pub(crate) credentials: CredentialSource,
     pub(crate) addressing: Option<Addressing>,
+    pub(crate) tls: TlsSettings,
     max_connections: usize,
     max_connections_per_request: Option<usize>,
     max_bytes: u64,
@@ -106,6 +108,7 @@ impl Default for ClientBuilder {
             region: None,
             credentials: CredentialSource::Environment,
             addressing: None,
+            tls: TlsSettings::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_request: None,
             max_bytes: DEFAULT_MAX_BYTES,
@@ -176,6 +179,37 @@ impl ClientBuilder {
     /// (`*.amazonaws.com` and the default endpoint), path-style for any other.
     pub fn addressing(mut self, addressing: Addressing) -> Self {
         self.addressing = Some(addressing);
+        self
+    }
+
+    /// Also trusts the CA certificates in this PEM file, for an https endpoint whose
+    /// certificate a private CA signed. Beside the webpki roots and the platform's store, which
+    /// are always trusted; once any bundle is given, `AWS_CA_BUNDLE` is not read. Default: the
+    /// file `AWS_CA_BUNDLE` names, if set. A file that cannot be read or holds no certificate
+    /// makes [`build`](crate::ClientBuilder::build) fail (field `ca_bundle`).
+    pub fn ca_bundle_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.bundles.push(Bundle::File(path.into()));
+        self
+    }
+
+    /// Also trusts the CA certificates in this PEM text; see
+    /// [`ca_bundle_file`](Self::ca_bundle_file).
+    pub fn ca_bundle_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.bundles.push(Bundle::Pem(pem.into()));
+        self
+    }
+
+    /// Also trusts these roots; see [`ca_bundle_file`](Self::ca_bundle_file).
+    pub fn root_certificates(mut self, roots: rustls::RootCertStore) -> Self {
+        self.tls.bundles.push(Bundle::Roots(roots));
+        self
+    }
+
+    /// Uses this rustls configuration for https, as given: its roots or verifier, versions,
+    /// ALPN and session cache. Replaces every other TLS setting. For a verifier of one's own;
+    /// the defaults suit AWS and private CAs.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls.config = Some(config);
         self
     }
 
@@ -407,8 +441,10 @@ impl ClientBuilder {
             other => other,
         };
 
+        let tls = self.tls.client_config()?;
         Ok(Config {
             endpoint,
+            tls,
             region: Arc::from(region),
             addressing,
             credentials,
@@ -497,6 +533,8 @@ fn credentials_from_env() -> Result<Credentials, ConfigError> {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) endpoint: Uri,
+    /// The rustls configuration of every https connection.
+    pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) region: Arc<str>,
     pub(crate) addressing: Addressing,
     pub(crate) credentials: CredentialSource,

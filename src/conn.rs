@@ -53,14 +53,20 @@ struct Idle {
 }
 
 impl ConnPool {
-    pub(crate) fn new(max: usize, connect_timeout: Duration) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        max: usize,
+        connect_timeout: Duration,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ConfigError> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
+        // ALPN is the connector's to set (`http/1.1`, below); it refuses a preset list.
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols.clear();
         let connector = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| ConfigError::new("tls", e.to_string()))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -204,9 +210,12 @@ impl Unit {
         let (sender, conn) = match tokio::time::timeout(self.pool.connect_timeout, connect).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
+                if let Some(tls) = crate::tls::classify(origin, e.as_ref()) {
+                    return Err(tls.with_source(e));
+                }
                 return Err(Error::new(ErrorKind::Connect)
                     .with_message(format!("connecting to {origin}"))
-                    .with_source(e))
+                    .with_source(e));
             }
             Err(_) => {
                 return Err(Error::new(ErrorKind::Connect).with_message(format!(

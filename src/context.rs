@@ -35,7 +35,11 @@ impl Context {
     pub(crate) fn new(config: Config) -> Result<Arc<Self>, ConfigError> {
         Ok(Arc::new(Context {
             memory: MemoryPool::new(config.slab_size, config.total_slabs),
-            conns: ConnPool::new(config.max_connections, config.connect_timeout)?,
+            conns: ConnPool::new(
+                config.max_connections,
+                config.connect_timeout,
+                Arc::clone(&config.tls),
+            )?,
             signer: Signer::new(Arc::clone(&config.region), &config.credentials),
             counters: Counters::default(),
             budget: RetryBudget::new(&config.retry),

@@ -43,8 +43,12 @@ pub enum ErrorKind {
     /// `Content-Range`) disagreed with it. The body was discarded; nothing was truncated
     /// silently. Not retried.
     LengthMismatch,
-    /// No connection could be established (DNS, TCP or TLS). Retryable.
+    /// No connection could be established (DNS, TCP, or TLS other than the certificate).
+    /// Retryable.
     Connect,
+    /// The server's TLS certificate was refused — unknown issuer, another name, expired — or
+    /// the handshake failed. Not retried; the message says why and how to fix it.
+    Tls,
     /// The connection broke or the reply was not valid HTTP. Retryable.
     Connection,
     /// Credentials could not be obtained from the provider.
@@ -74,6 +78,7 @@ impl ErrorKind {
             ErrorKind::Changed => "object changed while being fetched",
             ErrorKind::LengthMismatch => "body length does not match the declared size",
             ErrorKind::Connect => "could not connect",
+            ErrorKind::Tls => "TLS failed",
             ErrorKind::Connection => "connection failed",
             ErrorKind::Credentials => "could not load credentials",
             ErrorKind::InvalidRequest => "invalid request",

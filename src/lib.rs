@@ -110,6 +110,7 @@ mod s3;
 mod sign;
 mod size;
 mod stats;
+mod tls;
 mod waitlist;
 
 pub use aws_env::{AwsEnv, AwsSettings};

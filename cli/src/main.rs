@@ -7,6 +7,7 @@
 
 mod demo;
 mod fetch_cmds;
+mod insecure;
 mod log;
 mod ls;
 mod opts;

@@ -26,6 +26,14 @@ pub(crate) struct ConnectOpts {
     /// Path-style requests (https://endpoint/bucket/key) [default for non-AWS endpoints]
     #[arg(long)]
     path_style: bool,
+    /// Also trust the CA certificates in this PEM file [default: $AWS_CA_BUNDLE, then the
+    /// profile's ca_bundle]
+    #[arg(long, value_name = "PATH")]
+    ca_bundle: Option<std::path::PathBuf>,
+    /// Do not verify the server's TLS certificate: only for a local test endpoint. Prints a
+    /// warning every time
+    #[arg(long)]
+    no_verify_ssl: bool,
     /// Connections open at once
     #[arg(long, value_name = "N", default_value_t = s3_ordered::DEFAULT_MAX_CONNECTIONS)]
     pub(crate) max_connections: usize,
@@ -84,8 +92,13 @@ impl ConnectOpts {
             profile: self.profile.clone(),
             anonymous: self.no_sign_request,
             path_style: self.path_style.then_some(true),
+            ca_bundle: self.ca_bundle.clone(),
         };
-        let b = b.aws_settings(&settings, env).map_err(cli_words)?;
+        let mut b = b.aws_settings(&settings, env).map_err(cli_words)?;
+        if self.no_verify_ssl {
+            eprintln!("{}", crate::insecure::WARNING);
+            b = b.tls_config(crate::insecure::config()?);
+        }
         b.build().context("invalid configuration")
     }
 }

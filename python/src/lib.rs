@@ -64,6 +64,7 @@ impl Client {
             profile,
             anonymous,
             path_style,
+            ..s3_ordered::AwsSettings::default()
         };
         // Objects above half the budget stream, so that keys without sizes overlap in the
         // other half (as the command line does).

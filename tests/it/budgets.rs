@@ -294,7 +294,7 @@ async fn version_id_and_signature_headers_are_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_endpoint_goes_through_tls_and_fails_cleanly_on_a_plain_server() {
-    // The mock speaks plain HTTP: the rustls handshake must fail as a typed connect error.
+    // The mock speaks plain HTTP: the rustls handshake fails, as a TLS error that is not retried.
     let mock = Mock::start(|r: &Seen| Reply::ok(content(&r.key, 10))).await;
     let client = s3_ordered::Client::builder()
         .endpoint_url(format!("https://{}", mock.addr))
@@ -313,7 +313,9 @@ async fn https_endpoint_goes_through_tls_and_fails_cleanly_on_a_plain_server() {
     assert_eq!(results.len(), 3);
     for r in &results {
         let e = r.as_ref().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+        assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+        assert_eq!(e.attempts(), 1, "{e}");
+        assert!(e.to_string().contains("handshake"), "{e}");
     }
     // The server saw the TLS attempts but never a request.
     assert!(mock.counts.accepted.load(Ordering::SeqCst) >= 1);

@@ -14,3 +14,6 @@ mod s3_server;
 mod shed_server;
 mod support;
 mod throttle;
+mod tls;
+#[path = "../support/tls_server.rs"]
+mod tls_server;

@@ -1,0 +1,144 @@
+//! https: a private CA trusted by bundle file, PEM bytes, roots or AWS_CA_BUNDLE (through the
+//! AWS conventions); certificates refused for the right reason, after one attempt, never retried.
+
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use s3_ordered::{AwsEnv, AwsSettings, Client, ClientBuilder, ErrorKind, ObjectRef};
+
+use crate::s3_server::content;
+use crate::tls_server::{Ca, Leaf, TlsServer, SIZE};
+
+fn builder(server: &TlsServer) -> ClientBuilder {
+    Client::builder()
+        .endpoint_url(server.url())
+        .static_credentials("AKID", "SECRET", None)
+        .max_connections(4)
+}
+
+async fn fetch_all(client: &Client) -> Vec<Result<Vec<u8>, s3_ordered::Error>> {
+    let keys: Vec<ObjectRef> = (0..20)
+        .map(|i| ObjectRef::new(format!("k{i}"), SIZE as u64))
+        .collect();
+    client
+        .get_all("bucket", keys)
+        .map(|r| r.map(|o| o.body.to_vec()))
+        .collect()
+        .await
+}
+
+fn assert_all_right(got: &[Result<Vec<u8>, s3_ordered::Error>]) {
+    assert_eq!(got.len(), 20);
+    for (i, r) in got.iter().enumerate() {
+        let body = r.as_ref().expect("object over https");
+        assert!(*body == content(&format!("k{i}"), SIZE), "object {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_is_trusted_by_file_pem_roots_and_aws_ca_bundle() {
+    let ca = Ca::new();
+    let server = TlsServer::start(&ca, Leaf::Good).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, &ca.pem).unwrap();
+
+    let by_file = builder(&server).ca_bundle_file(&bundle).build().unwrap();
+    assert_all_right(&fetch_all(&by_file).await);
+
+    let by_pem = builder(&server)
+        .ca_bundle_pem(ca.pem.clone())
+        .build()
+        .unwrap();
+    assert_all_right(&fetch_all(&by_pem).await);
+
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap();
+    roots.add(der).unwrap();
+    let by_roots = builder(&server).root_certificates(roots).build().unwrap();
+    assert_all_right(&fetch_all(&by_roots).await);
+
+    let env = AwsEnv::from_vars([
+        ("AWS_CA_BUNDLE", bundle.display().to_string()),
+        ("AWS_ACCESS_KEY_ID", "AKID".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "SECRET".to_owned()),
+    ]);
+    let settings = AwsSettings {
+        endpoint_url: Some(server.url()),
+        ..AwsSettings::default()
+    };
+    let by_env = Client::builder()
+        .max_connections(4)
+        .aws_settings(&settings, &env)
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_all_right(&fetch_all(&by_env).await);
+    // Connections were reused: far fewer handshakes than objects.
+    assert!(server.handshakes.load(Ordering::SeqCst) <= 4 * 4 + 4);
+}
+
+/// The first object's error, which must be a TLS error after one attempt, with `reason` in it.
+async fn refused(server: &TlsServer, client: &Client, reason: &str) {
+    let got = fetch_all(client).await;
+    for r in &got {
+        let e = r.as_ref().expect_err("must be refused");
+        assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+        assert!(!e.is_retryable());
+        assert_eq!(e.attempts(), 1, "{e}");
+        assert!(e.to_string().contains(reason), "{e}");
+    }
+    // No retry: one handshake per object at most (each failed one closes its connection).
+    assert!(server.handshakes.load(Ordering::SeqCst) <= got.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_issuer_is_a_tls_error_that_says_how_to_fix_it() {
+    let ca = Ca::new();
+    let server = TlsServer::start(&ca, Leaf::Good).await;
+    let client = builder(&server).build().unwrap();
+    refused(&server, &client, "unknown issuer").await;
+    let e = fetch_all(&client).await.remove(0).unwrap_err();
+    assert!(e.to_string().contains("AWS_CA_BUNDLE"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_name_or_expired_is_refused() {
+    let ca = Ca::new();
+    let other = TlsServer::start(&ca, Leaf::OtherName).await;
+    let client = builder(&other)
+        .ca_bundle_pem(ca.pem.clone())
+        .build()
+        .unwrap();
+    refused(&other, &client, "another name").await;
+
+    let expired = TlsServer::start(&ca, Leaf::Expired).await;
+    let client = builder(&expired)
+        .ca_bundle_pem(ca.pem.clone())
+        .build()
+        .unwrap();
+    refused(&expired, &client, "expired").await;
+}
+
+#[test]
+fn bad_bundles_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = || {
+        Client::builder()
+            .endpoint_url("https://127.0.0.1:1")
+            .static_credentials("AKID", "SECRET", None)
+    };
+    let missing = base()
+        .ca_bundle_file(dir.path().join("absent.pem"))
+        .build()
+        .unwrap_err();
+    assert_eq!(missing.field(), "ca_bundle");
+    assert!(missing.reason().contains("absent.pem"), "{missing}");
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificates here\n").unwrap();
+    let none = base().ca_bundle_file(&empty).build().unwrap_err();
+    assert_eq!(none.field(), "ca_bundle");
+    assert!(none.reason().contains("no PEM certificate"), "{none}");
+}
