@@ -6,6 +6,9 @@ mod s3_server;
 #[path = "../../tests/support/shed_server.rs"]
 #[allow(dead_code)]
 mod shed_server;
+#[path = "../../tests/support/tls_server.rs"]
+#[allow(dead_code)]
+mod tls_server;
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
@@ -708,4 +711,93 @@ async fn serve_makes_a_directory_an_s3_endpoint() {
     let out = output(cat, None).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains("403"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_from_flag_variable_or_profile() {
+    use tls_server::{Ca, Leaf, TlsServer, SIZE};
+
+    let ca = Ca::new();
+    let server = TlsServer::start(&ca, Leaf::Good).await;
+    let home = tempfile::tempdir().unwrap();
+    let bundle = home.path().join("ca.pem");
+    std::fs::write(&bundle, &ca.pem).unwrap();
+    let url = server.url();
+    let cat = |extra: &[&str]| {
+        let mut c = with_keys(bin(home.path()), SECRET_KEY);
+        c.args([
+            "cat",
+            "s3://bucket",
+            "--keys-from",
+            "-",
+            "--endpoint-url",
+            &url,
+        ]);
+        c.args(extra);
+        c
+    };
+    let expected = content("k1", SIZE);
+    let keys = format!("k1\t{SIZE}\n").into_bytes();
+
+    // Without the CA: refused at once, with the reason and the fix.
+    let out = output(cat(&[]), Some(keys.clone())).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("unknown issuer") && err.contains("--ca-bundle"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("attempts"),
+        "a TLS failure is not retried: {err}"
+    );
+
+    // --ca-bundle
+    let out = output(
+        cat(&["--ca-bundle", bundle.to_str().unwrap()]),
+        Some(keys.clone()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout == expected);
+
+    // AWS_CA_BUNDLE
+    let mut c = cat(&[]);
+    c.env("AWS_CA_BUNDLE", &bundle);
+    let out = output(c, Some(keys.clone())).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout == expected);
+
+    // The profile's ca_bundle, as the AWS CLI reads it.
+    let aws = home.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        format!("[default]\nca_bundle = {}\n", bundle.display()),
+    )
+    .unwrap();
+    let out = output(cat(&[]), Some(keys.clone())).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout == expected);
+    std::fs::remove_file(aws.join("config")).unwrap();
+
+    // --no-verify-ssl works, and says what it gives up, every time.
+    for _ in 0..2 {
+        let out = output(cat(&["--no-verify-ssl"]), Some(keys.clone())).await;
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(out.stdout == expected);
+        assert!(
+            text(&out.stderr).contains("warning: --no-verify-ssl"),
+            "{out:?}"
+        );
+    }
+
+    // A bundle that is not one is a configuration error (exit 2).
+    let out = output(
+        cat(&["--ca-bundle", "/nonexistent/ca.pem"]),
+        Some(keys.clone()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("ca_bundle"), "{out:?}");
 }
