@@ -1,15 +1,19 @@
 //! Fault soak: many more seeded runs of the fault suite than CI does.
 //!
 //! ```sh
-//! cargo run --release --example soak -- --runs 5000 [--start 1] [--parallel 8] [--throttle-heavy]
+//! cargo run --release --example soak -- --runs 5000 [--start 1] [--parallel 8] [--throttle-heavy | --tls]
 //! ```
 //!
 //! Each run checks every invariant of the suite (order, bytes, typed errors, budgets, sockets,
 //! nothing held afterwards); the first failure prints its seed and stops. Replay one seed with
 //! `S3O_FAULT_SEED=N cargo test --test faults`. With `--throttle-heavy`, the runs are those of
 //! `tests/throttle_faults.rs` instead (default settings, nothing may fail); replay with
-//! `S3O_FAULT_SEED=N cargo test --test throttle_faults`.
+//! `S3O_FAULT_SEED=N cargo test --test throttle_faults`. With `--tls`, the hostile runs go over
+//! https (replay with `S3O_FAULT_SEED=N cargo test --test faults -- over_tls`).
 
+#[path = "../tests/support/certs.rs"]
+#[allow(dead_code)]
+mod certs;
 #[path = "../tests/support/fault_server.rs"]
 mod fault_server;
 #[path = "../tests/support/fault_suite.rs"]
@@ -37,6 +41,7 @@ fn main() {
     let start = arg("--start", 1);
     let parallel = arg("--parallel", 8).max(1) as usize;
     let throttle_heavy = std::env::args().any(|a| a == "--throttle-heavy");
+    let tls = std::env::args().any(|a| a == "--tls");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let began = Instant::now();
     let (mut ok, mut failed, mut cancelled, mut requests, mut throttled) = (0, 0, 0, 0, 0);
@@ -51,6 +56,8 @@ fn main() {
                             let r = fault_suite::run_defaults_seed(s).await;
                             assert_eq!(r.failed, 0, "seed {s}: an object was lost: {r:?}");
                             r
+                        } else if tls {
+                            fault_suite::run_seed_tls(s).await
                         } else {
                             fault_suite::run_seed(s).await
                         }

@@ -4,6 +4,9 @@
 //! A test binary of its own, like the main fault suite, so its sockets and timing are not
 //! shared with other tests.
 
+#[path = "support/certs.rs"]
+#[allow(dead_code)]
+mod certs;
 #[path = "support/fault_server.rs"]
 #[allow(dead_code)]
 mod fault_server;

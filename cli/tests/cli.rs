@@ -1,5 +1,8 @@
 //! The built binary, end to end, against a real S3 server (s3s-fs) in this test process.
 
+#[path = "../../tests/support/certs.rs"]
+#[allow(dead_code)]
+mod certs;
 #[path = "../../tests/support/s3_server.rs"]
 #[allow(dead_code)]
 mod s3_server;

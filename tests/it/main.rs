@@ -3,6 +3,8 @@
 
 mod budgets;
 mod cancel;
+#[path = "../support/certs.rs"]
+mod certs;
 mod integrity;
 mod parts;
 #[path = "../support/quiescent.rs"]

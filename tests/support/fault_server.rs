@@ -17,8 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+/// A connection the server speaks HTTP on: a TCP socket, or TLS over one.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 /// What the server does to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +161,19 @@ impl FaultServer {
         timing: FaultTiming,
         objects: Vec<(String, Vec<u8>)>,
     ) -> Self {
+        Self::start_with(seed, faults, timing, objects, None).await
+    }
+
+    /// As [`start`](Self::start), speaking TLS with `tls` when given: the same faults then cut
+    /// TLS records short, reset mid-record and stall inside them.
+    pub async fn start_with(
+        seed: u64,
+        faults: Mix,
+        timing: FaultTiming,
+        objects: Vec<(String, Vec<u8>)>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let counts = Arc::new(SocketCounts::default());
         let shared = Arc::new(Shared {
             seed,
@@ -186,9 +204,17 @@ impl FaultServer {
                 shared.counts.max_open.fetch_max(open, Ordering::SeqCst);
                 let guard = SocketGuard(Arc::clone(&shared.counts));
                 let shared = Arc::clone(&shared);
+                let acceptor = acceptor.clone();
                 conns.spawn(async move {
                     let _guard = guard;
-                    serve_connection(socket, &shared).await;
+                    match acceptor {
+                        None => serve_connection(socket, &shared).await,
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(socket).await {
+                                serve_connection(tls, &shared).await;
+                            }
+                        }
+                    }
                 });
                 while conns.try_join_next().is_some() {}
             }
@@ -197,7 +223,7 @@ impl FaultServer {
     }
 }
 
-async fn serve_connection(mut socket: TcpStream, shared: &Shared) {
+async fn serve_connection<S: Stream>(mut socket: S, shared: &Shared) {
     let mut buf = Vec::with_capacity(4096);
     loop {
         let Some(head) = read_head(&mut socket, &mut buf).await else {
@@ -211,7 +237,7 @@ async fn serve_connection(mut socket: TcpStream, shared: &Shared) {
 }
 
 /// Reads one request head (up to the blank line); `None` when the peer closed or misbehaved.
-async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+async fn read_head<S: Stream>(socket: &mut S, buf: &mut Vec<u8>) -> Option<String> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -230,7 +256,7 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> 
 }
 
 /// Answers one request; false when the connection must end.
-async fn respond(socket: &mut TcpStream, shared: &Shared, head: &str) -> bool {
+async fn respond<S: Stream>(socket: &mut S, shared: &Shared, head: &str) -> bool {
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let path = request_line.split(' ').nth(1).unwrap_or_default();
@@ -379,7 +405,7 @@ fn simple(status: u16, code: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn write_all(socket: &mut TcpStream, bytes: &[u8]) -> bool {
+async fn write_all<S: Stream>(socket: &mut S, bytes: &[u8]) -> bool {
     socket.write_all(bytes).await.is_ok()
 }
 

@@ -52,6 +52,16 @@ impl Drop for SeedGuard {
 
 /// Runs seed `seed` and checks every invariant (panics on a violation).
 pub async fn run_seed(seed: u64) -> RunReport {
+    run_hostile(seed, false).await
+}
+
+/// [`run_seed`] over TLS: the server speaks https with a certificate of a private CA the client
+/// is given, so resets, truncations and stalls land inside TLS records.
+pub async fn run_seed_tls(seed: u64) -> RunReport {
+    run_hostile(seed, true).await
+}
+
+async fn run_hostile(seed: u64, tls: bool) -> RunReport {
     let _guard = SeedGuard(seed);
     let r = |salt: u64| mix(seed ^ mix(salt));
     let count = 10 + (r(1) % 30) as usize;
@@ -69,9 +79,19 @@ pub async fn run_seed(seed: u64) -> RunReport {
         stall: Duration::from_millis(400),
         slow_first_byte: Duration::from_millis(30),
     };
-    let server = FaultServer::start(seed, Mix::Hostile, timing, objects.clone()).await;
-    let client = Client::builder()
-        .endpoint_url(format!("http://{}", server.addr))
+    let ca = tls.then(crate::certs::Ca::new);
+    let server_tls = ca
+        .as_ref()
+        .map(|ca| ca.server_config(crate::certs::Leaf::Good));
+    let server =
+        FaultServer::start_with(seed, Mix::Hostile, timing, objects.clone(), server_tls).await;
+    let mut builder = Client::builder();
+    if let Some(ca) = &ca {
+        builder = builder.ca_bundle_pem(ca.pem.clone());
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let client = builder
+        .endpoint_url(format!("{scheme}://{}", server.addr))
         .static_credentials("AKIDFAULT", "fault-secret", None)
         .max_connections(MAX_CONNECTIONS)
         .max_connections_per_request(2)
