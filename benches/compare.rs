@@ -14,6 +14,9 @@
 //! only the server (120 s by default) and prints its address, and
 //! `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs only one client against it.
 
+#[path = "../tests/support/certs.rs"]
+#[allow(dead_code)]
+mod certs;
 #[path = "support/clients.rs"]
 #[allow(dead_code)] // the plain client constructor is the criterion bench's
 mod clients;
@@ -75,6 +78,8 @@ struct Scenario {
     part: u64,
     pace: Option<Pace>,
     modes: &'static [&'static str],
+    /// Over https (a private CA made for the run).
+    tls: bool,
 }
 
 const UNPACED: &[&str] = &["hyper_util_buffered", "s3_ordered", "s3_ordered_unsigned"];
@@ -86,6 +91,8 @@ const SMALL: &[&str] = &[
     "s3_ordered_unsigned",
 ];
 const PACED: &[&str] = &["ranged_ceiling", "hyper_util_buffered", "s3_ordered"];
+/// Over https: the baseline with hyper-rustls, then this client.
+const HTTPS: &[&str] = &["hyper_util_buffered", "s3_ordered"];
 /// Sizes given, left out (default streaming threshold), left out with half the budget as
 /// threshold (room to run ahead of the probes).
 const UNSIZED: &[&str] = &[
@@ -152,6 +159,7 @@ fn main() {
             part: 0,
             pace: None,
             modes: UNPACED,
+            tls: false,
         },
         Scenario {
             name: "200 x 8 MiB",
@@ -162,6 +170,7 @@ fn main() {
             part: 0,
             pace: None,
             modes: UNPACED,
+            tls: false,
         },
         Scenario {
             name: "16 x 64 MiB paced",
@@ -172,6 +181,7 @@ fn main() {
             part: 8 << 20,
             pace: Some(S3_LINK),
             modes: PACED,
+            tls: false,
         },
         Scenario {
             name: "1000 x 4 KiB paced, sizes left out",
@@ -182,6 +192,7 @@ fn main() {
             part: 1 << 20,
             pace: Some(S3_LINK),
             modes: UNSIZED,
+            tls: false,
         },
         small("10000 x 0 B", 0, scale),
         small("10000 x 1 KiB", 1 << 10, scale),
@@ -195,17 +206,49 @@ fn main() {
             part: 0,
             pace: None,
             modes: &["hyper_util_buffered", "s3_ordered"],
+            tls: false,
+        },
+        Scenario {
+            name: "2000 x 256 KiB https",
+            count: 2000 / scale,
+            size: 256 << 10,
+            n: 16,
+            max_bytes: 32 << 20,
+            part: 0,
+            pace: None,
+            modes: HTTPS,
+            tls: true,
+        },
+        Scenario {
+            name: "10000 x 4 KiB https",
+            count: 10_000 / scale,
+            size: 4 << 10,
+            n: 32,
+            max_bytes: 256 << 20,
+            part: 0,
+            pace: None,
+            modes: HTTPS,
+            tls: true,
         },
     ];
     println!("| scenario | client | MB/s | objects/s | client CPU s | CPU µs per object | CPU s per GB | allocations per object | peak RSS MiB | budget MiB | speed vs first | CPU vs first |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for sc in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
-        let addr = server::start_paced(sc.size, sc.pace);
+        // Over https the children trust the run's CA through the file S3O_BENCH_CA names.
+        let ca = sc.tls.then(certs::Ca::new);
+        let ca_file = ca.as_ref().map(|ca| {
+            let path =
+                std::env::temp_dir().join(format!("s3o-bench-ca-{}.pem", std::process::id()));
+            std::fs::write(&path, &ca.pem).expect("write CA");
+            path
+        });
+        let tls = ca.as_ref().map(|ca| ca.server_config(certs::Leaf::Good));
+        let addr = server::start_with(sc.size, sc.pace, tls);
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sc.modes.len()];
         for _ in 0..rounds {
             // Interleave modes so drift on a noisy machine hits all of them alike.
             for (m, mode) in sc.modes.iter().enumerate() {
-                samples[m].push(run_child(mode, &addr.to_string(), sc));
+                samples[m].push(run_child(mode, &addr.to_string(), sc, ca_file.as_deref()));
             }
         }
         let med: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
@@ -250,6 +293,7 @@ fn small(name: &'static str, size: usize, scale: usize) -> Scenario {
         part: 0,
         pace: None,
         modes: SMALL,
+        tls: false,
     }
 }
 
@@ -266,9 +310,14 @@ fn median(samples: &[Sample]) -> Sample {
     s
 }
 
-fn run_child(mode: &str, addr: &str, sc: &Scenario) -> Sample {
+fn run_child(mode: &str, addr: &str, sc: &Scenario, ca_file: Option<&std::path::Path>) -> Sample {
     let exe = std::env::current_exe().expect("current exe");
-    let out = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    match ca_file {
+        Some(path) => cmd.env("S3O_BENCH_CA", path),
+        None => cmd.env_remove("S3O_BENCH_CA"),
+    };
+    let out = cmd
         .args(["--child", mode, addr])
         .args([sc.count, sc.size, sc.n].map(|v| v.to_string()))
         .args([sc.max_bytes, sc.part].map(|v| v.to_string()))
@@ -302,6 +351,7 @@ fn child(args: &[String]) {
     let (max_bytes, part) = (num(5), num(6));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mode = mode.to_owned();
+    let ca = std::env::var_os("S3O_BENCH_CA").map(std::path::PathBuf::from);
     let work = async move {
         let mode = mode.as_str();
         let objects = clients::objects(count, size);
@@ -309,10 +359,16 @@ fn child(args: &[String]) {
         let allocations = ALLOCATIONS.load(Ordering::Relaxed);
         let bytes = match mode {
             "plain_loop" => clients::run_plain_loop(addr, objects, n).await,
-            "hyper_util_buffered" => {
-                let c = clients::baseline_client(n);
-                clients::run_baseline(&c, addr, objects, n).await
-            }
+            "hyper_util_buffered" => match &ca {
+                Some(ca) => {
+                    let c = clients::baseline_tls_client(n, ca);
+                    clients::run_baseline_tls(&c, addr, objects, n).await
+                }
+                None => {
+                    let c = clients::baseline_client(n);
+                    clients::run_baseline(&c, addr, objects, n).await
+                }
+            },
             "ranged_ceiling" => {
                 let c = clients::baseline_client(n);
                 clients::run_ranged_ceiling(&c, addr, objects, n, part).await
@@ -326,6 +382,9 @@ fn child(args: &[String]) {
                 let mut c = clients::s3_ordered_builder(addr, n, max_bytes, signed, part);
                 if mode.ends_with("_half") {
                     c = c.stream_threshold(max_bytes / 2);
+                }
+                if let Some(ca) = &ca {
+                    c = c.endpoint_url(format!("https://{addr}")).ca_bundle_file(ca);
                 }
                 let c = c.build().expect("client");
                 let objects = if mode.contains("unsized") {

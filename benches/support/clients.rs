@@ -74,6 +74,39 @@ pub async fn run_s3_ordered(client: &Client, objects: Vec<ObjectRef>) -> u64 {
 
 pub type Baseline = HyperClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
+/// The baseline over https: the same client with hyper-rustls (ring), trusting the CA in the
+/// PEM file `ca`.
+pub type BaselineTls = HyperClient<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<Bytes>,
+>;
+
+/// [`BaselineTls`] with `n` idle connections kept per host.
+pub fn baseline_tls_client(n: usize, ca: &std::path::Path) -> BaselineTls {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("CA certificate")).expect("CA root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    HyperClient::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(n)
+        .build(https)
+}
+
 /// The baseline: hyper-util's pooled client, `n` idle connections kept per host.
 pub fn baseline_client(n: usize) -> Baseline {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -87,6 +120,29 @@ fn uri(addr: SocketAddr, key: &str) -> hyper::Uri {
     format!("http://{addr}/{BUCKET}/{key}")
         .parse()
         .expect("uri")
+}
+
+/// [`run_baseline`] over https.
+pub async fn run_baseline_tls(
+    client: &BaselineTls,
+    addr: SocketAddr,
+    objects: Vec<ObjectRef>,
+    n: usize,
+) -> u64 {
+    let mut total = 0u64;
+    let mut s = futures::stream::iter(objects)
+        .map(|o| async move {
+            let url: hyper::Uri = format!("https://{addr}/{BUCKET}/{}", o.key)
+                .parse()
+                .expect("uri");
+            let resp = client.get(url).await.expect("response");
+            resp.into_body().collect().await.expect("body").to_bytes()
+        })
+        .buffered(n);
+    while let Some(body) = s.next().await {
+        total += body.len() as u64;
+    }
+    total
 }
 
 /// `futures::stream::iter(..).buffered(n)` over the hyper-util client; each body is collected

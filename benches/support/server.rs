@@ -1,4 +1,4 @@
-//! A minimal in-process object server for benchmarks: every GET gets (a range of) the same
+//! A minimal in-process object server for benchmarks, over http or https: every GET gets (a range of) the same
 //! in-memory payload (zero-copy `Bytes` slices), so the client is what is measured. Loopback
 //! only, `TCP_NODELAY`. It serves `Range` as S3 does (206 with `Content-Range`, clamped at the
 //! end).
@@ -36,6 +36,16 @@ pub fn start(object_size: usize) -> SocketAddr {
 
 /// Starts the server on its own runtime thread (one core's worth) and returns its address.
 pub fn start_paced(object_size: usize, pace: Option<Pace>) -> SocketAddr {
+    start_with(object_size, pace, None)
+}
+
+/// As [`start_paced`], speaking https with `tls` when given.
+pub fn start_with(
+    object_size: usize,
+    pace: Option<Pace>,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> SocketAddr {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let payload = Bytes::from((0..object_size).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -55,14 +65,22 @@ pub fn start_paced(object_size: usize, pace: Option<Pace>) -> SocketAddr {
                 };
                 let _ = socket.set_nodelay(true);
                 let payload = payload.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let payload = payload.clone();
                         async move { Ok::<_, Infallible>(respond(&req, payload, pace).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match acceptor {
+                        None => http.serve_connection(TokioIo::new(socket), service).await,
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(socket).await else {
+                                return;
+                            };
+                            http.serve_connection(TokioIo::new(tls), service).await
+                        }
+                    };
                 });
             }
         });
