@@ -10,8 +10,9 @@
 //! `cargo bench --bench compare` prints a Markdown table; `--rounds N` repeats each scenario
 //! (median reported), `--quick` runs smaller scenarios, `--only TEXT` the scenarios whose name
 //! contains TEXT. Paced scenarios imitate S3 seen from one instance: 20 ms to first byte and
-//! 50 MB/s per connection. For profiling one client alone, `--serve SIZE [--for SECONDS]` runs
-//! only the server (120 s by default) and prints its address, and
+//! 50 MB/s per connection. For profiling one client alone, `--serve SIZE [--for SECONDS] [--tls]`
+//! runs only the server (120 s by default) and prints its address (with `--tls`, and on a second
+//! line the file holding its CA, for `S3O_BENCH_CA`), and
 //! `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs only one client against it.
 
 #[path = "../tests/support/certs.rs"]
@@ -134,7 +135,19 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(120);
-        println!("{}", server::start(size));
+        // `--tls`: https with a CA made now, its PEM written to a file named on a second line
+        // (give it to children as S3O_BENCH_CA).
+        if args.iter().any(|a| a == "--tls") {
+            let ca = certs::Ca::new();
+            let path =
+                std::env::temp_dir().join(format!("s3o-bench-ca-{}.pem", std::process::id()));
+            std::fs::write(&path, &ca.pem).expect("write CA");
+            let tls = ca.server_config(certs::Leaf::Good);
+            println!("{}", server::start_with(size, None, Some(tls)));
+            println!("{}", path.display());
+        } else {
+            println!("{}", server::start(size));
+        }
         std::thread::sleep(Duration::from_secs(seconds));
         return;
     }
