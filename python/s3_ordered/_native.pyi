@@ -1,5 +1,6 @@
 """Type stubs of the extension module ``s3_ordered._native``."""
 
+import os
 from collections.abc import Iterable, Iterator
 from typing import Literal, TypeAlias, final, overload
 
@@ -115,8 +116,11 @@ class Client:
         max_bytes: int | str | None = None,
         path_style: bool | None = None,
         anonymous: bool = False,
+        ca_bundle: str | os.PathLike[str] | None = None,
     ) -> Client:
-        """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``)."""
+        """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``).
+        ``ca_bundle``: a PEM file of CA certificates to trust for https, besides the usual
+        roots (default: ``AWS_CA_BUNDLE``, then the profile's ``ca_bundle``)."""
     @overload
     def get_all(
         self,

@@ -39,6 +39,7 @@ impl Client {
     #[pyo3(signature = (
         endpoint_url=None, region=None, profile=None, max_connections=64,
         max_connections_per_request=None, max_bytes=None, path_style=None, anonymous=false,
+        ca_bundle=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -50,6 +51,7 @@ impl Client {
         max_bytes: Option<Size>,
         path_style: Option<bool>,
         anonymous: bool,
+        ca_bundle: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         let max_bytes = match max_bytes {
             None => 256 << 20,
@@ -64,7 +66,7 @@ impl Client {
             profile,
             anonymous,
             path_style,
-            ..s3_ordered::AwsSettings::default()
+            ca_bundle,
         };
         // Objects above half the budget stream, so that keys without sizes overlap in the
         // other half (as the command line does).

@@ -201,6 +201,8 @@ def test_bad_configuration_is_a_value_error_naming_the_field() -> None:
         s3_ordered.Client(profile="no-such-profile")
     with pytest.raises(ValueError, match="endpoint"):
         s3_ordered.Client(endpoint_url="not a url")
+    with pytest.raises(ValueError, match="ca_bundle"):
+        s3_ordered.Client(ca_bundle="/nonexistent/ca.pem")
     with pytest.raises(ValueError, match="errors"):
         s3_ordered.Client(anonymous=True).get_all(BUCKET, [], errors="ignore")  # type: ignore[call-overload]
 
