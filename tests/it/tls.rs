@@ -142,3 +142,26 @@ fn bad_bundles_are_config_errors() {
     assert_eq!(none.field(), "ca_bundle");
     assert!(none.reason().contains("no PEM certificate"), "{none}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_resume_the_tls_session() {
+    let ca = Ca::new();
+    // Every response closes its connection: 20 objects take 20 connections.
+    let server = TlsServer::start_with(&ca, Leaf::Good, true).await;
+    let client = builder(&server)
+        .max_connections(1)
+        .ca_bundle_pem(ca.pem.clone())
+        .build()
+        .unwrap();
+    assert_all_right(&fetch_all(&client).await);
+    let (handshakes, resumed) = (
+        server.handshakes.load(Ordering::SeqCst),
+        server.resumed.load(Ordering::SeqCst),
+    );
+    assert_eq!(handshakes, 20);
+    // All but the first resume the session the first one set up.
+    assert!(
+        resumed >= 18,
+        "{resumed} of {handshakes} handshakes resumed"
+    );
+}
