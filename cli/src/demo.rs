@@ -172,5 +172,5 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// server here, not by the client.
 async fn start_server(root: &std::path::Path) -> anyhow::Result<SocketAddr> {
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-    crate::serve::start(root, any_port, ACCESS_KEY, SECRET_KEY).await
+    crate::serve::start(root, any_port, ACCESS_KEY, SECRET_KEY, None).await
 }

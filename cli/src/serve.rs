@@ -1,11 +1,13 @@
 //! `s3-ordered serve`: an S3-compatible server over a local directory (s3s-fs), with SigV4
-//! checked, for trying the tool, for tests and for local pipelines. Each top-level directory of
+//! checked, over http or (with a certificate and key) https, for trying the tool, for tests and
+//! for local pipelines. Each top-level directory of
 //! the root is a bucket and each file below it an object. The demo runs the same server.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
@@ -25,6 +27,35 @@ pub(crate) struct Args {
     /// Secret key clients must sign with [default: $AWS_SECRET_ACCESS_KEY]
     #[arg(long, value_name = "SECRET")]
     secret_key: Option<String>,
+    /// Serve https with this certificate chain (PEM; with --tls-key)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// The server's TLS configuration from a PEM certificate chain and key.
+fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the certificates in {}", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "{} holds no PEM certificate",
+        cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the private key in {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not make a server configuration")?;
+    Ok(Arc::new(config))
 }
 
 pub(crate) async fn run(args: Args, env: &crate::opts::Env) -> anyhow::Result<ExitCode> {
@@ -45,22 +76,30 @@ pub(crate) async fn run(args: Args, env: &crate::opts::Env) -> anyhow::Result<Ex
         "--root {} is not a directory",
         args.root.display()
     );
-    let addr = start(&args.root, args.addr, &access, &secret).await?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let addr = start(&args.root, args.addr, &access, &secret, tls).await?;
     // One line on stdout, flushed, so a script or test can read the address.
-    println!("serving {} at http://{addr}", args.root.display());
+    println!("serving {} at {scheme}://{addr}", args.root.display());
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts the server on `addr` in the background; returns the address it listens on.
+/// Starts the server on `addr` in the background (https with `tls`); returns the address it
+/// listens on.
 pub(crate) async fn start(
     root: &Path,
     addr: SocketAddr,
     access_key: &str,
     secret_key: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<SocketAddr> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let fs = s3s_fs::FileSystem::new(root)
         .map_err(|e| anyhow::anyhow!("opening {} to serve: {e:?}", root.display()))?;
     let service = {
@@ -85,6 +124,7 @@ pub(crate) async fn start(
             // Without it every small response waits on the peer's delayed ACK.
             let _ = socket.set_nodelay(true);
             let service = service.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let service = service.clone();
@@ -97,9 +137,16 @@ pub(crate) async fn start(
                         }))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match acceptor {
+                    None => http.serve_connection(TokioIo::new(socket), svc).await,
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(socket).await else {
+                            return;
+                        };
+                        http.serve_connection(TokioIo::new(tls), svc).await
+                    }
+                };
             });
         }
     });

@@ -804,3 +804,66 @@ async fn https_with_a_private_ca_from_flag_variable_or_profile() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(text(&out.stderr).contains("ca_bundle"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_speaks_https_with_a_given_certificate() {
+    use std::io::BufRead as _;
+
+    let ca = certs::Ca::new();
+    let (cert, key) = ca.leaf_pem(certs::Leaf::Good);
+    let home = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("secure")).unwrap();
+    std::fs::write(root.path().join("secure/a.txt"), b"over tls\n").unwrap();
+    let pem = |name: &str, text: &str| {
+        let path = home.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (cert, key, ca_file) = (
+        pem("cert.pem", &cert),
+        pem("key.pem", &key),
+        pem("ca.pem", &ca.pem),
+    );
+
+    let mut c = bin(home.path());
+    c.args(["serve", "--addr", "127.0.0.1:0", "--access-key", ACCESS_KEY])
+        .args(["--secret-key", SECRET_KEY, "--root"])
+        .arg(root.path())
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut server = Serving(c.spawn().expect("spawn serve"));
+    let stdout = server.0.stdout.take().expect("stdout");
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let url = first
+        .split_whitespace()
+        .last()
+        .filter(|u| u.starts_with("https://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no https address in {first:?}"))
+        .to_owned();
+
+    let mut cat = with_keys(bin(home.path()), SECRET_KEY);
+    cat.args([
+        "cat",
+        "s3://secure/a.txt",
+        "--endpoint-url",
+        &url,
+        "--ca-bundle",
+    ])
+    .arg(&ca_file);
+    let out = output(cat, None).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "over tls\n");
+}

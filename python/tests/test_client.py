@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import s3_ordered
-from conftest import AWKWARD, BUCKET, Server
+from conftest import AWKWARD, BUCKET, HttpsServer, Server
 
 
 def client(server: Server, **kw: Any) -> s3_ordered.Client:
@@ -276,3 +276,24 @@ def test_fork_child_makes_its_own_client(server: Server) -> None:
     assert second == server.objects["obj/0001"]
     # The parent's client still works.
     assert next(parent.get_all(BUCKET, ["obj/0002"])).read() == server.objects["obj/0002"]
+
+
+def test_https_with_a_private_ca(
+    https_server: HttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = ["obj/0001", "obj/0002"]
+    expected = [https_server.objects[k] for k in keys]
+    by_arg = s3_ordered.Client(endpoint_url=https_server.url, ca_bundle=str(https_server.ca))
+    assert [o.read() for o in by_arg.get_all(BUCKET, keys)] == expected
+
+    # Without the CA: a TLS error at each object, not retried, saying how to fix it.
+    untrusted = s3_ordered.Client(endpoint_url=https_server.url)
+    errors = list(untrusted.get_all(BUCKET, keys, errors="return"))
+    for e in errors:
+        assert isinstance(e, s3_ordered.ObjectError)
+        assert e.kind == "tls" and e.attempts == 1, str(e)
+        assert "unknown issuer" in str(e) and "AWS_CA_BUNDLE" in str(e)
+
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(https_server.ca))
+    by_env = s3_ordered.Client(endpoint_url=https_server.url)
+    assert [o.read() for o in by_env.get_all(BUCKET, keys)] == expected

@@ -39,6 +39,12 @@ impl Ca {
         }
     }
 
+    /// `leaf`'s certificate and private key, as PEM text.
+    pub fn leaf_pem(&self, leaf: Leaf) -> (String, String) {
+        let (cert, key) = self.make_leaf(leaf);
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A rustls server configuration showing `leaf`.
     pub fn server_config(&self, leaf: Leaf) -> Arc<rustls::ServerConfig> {
         let (cert, key) = self.leaf(leaf);
@@ -56,6 +62,11 @@ impl Ca {
     }
 
     fn leaf(&self, leaf: Leaf) -> (Vec<u8>, Vec<u8>) {
+        let (cert, key) = self.make_leaf(leaf);
+        (cert.der().to_vec(), key.serialize_der())
+    }
+
+    fn make_leaf(&self, leaf: Leaf) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate().expect("leaf key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
         match leaf {
@@ -73,6 +84,6 @@ impl Ca {
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("leaf certificate");
-        (cert.der().to_vec(), key.serialize_der())
+        (cert, key)
     }
 }
