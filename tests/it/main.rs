@@ -4,6 +4,7 @@
 mod budgets;
 mod cancel;
 #[path = "../support/certs.rs"]
+#[allow(dead_code)] // leaf_pem is the CLI tests'
 mod certs;
 mod integrity;
 mod parts;
