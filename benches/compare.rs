@@ -139,9 +139,7 @@ fn main() {
         // (give it to children as S3O_BENCH_CA).
         if args.iter().any(|a| a == "--tls") {
             let ca = certs::Ca::new();
-            let path =
-                std::env::temp_dir().join(format!("s3o-bench-ca-{}.pem", std::process::id()));
-            std::fs::write(&path, &ca.pem).expect("write CA");
+            let path = write_ca(&ca);
             let tls = ca.server_config(certs::Leaf::Good);
             println!("{}", server::start_with(size, None, Some(tls)));
             println!("{}", path.display());
@@ -249,12 +247,7 @@ fn main() {
     for sc in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
         // Over https the children trust the run's CA through the file S3O_BENCH_CA names.
         let ca = sc.tls.then(certs::Ca::new);
-        let ca_file = ca.as_ref().map(|ca| {
-            let path =
-                std::env::temp_dir().join(format!("s3o-bench-ca-{}.pem", std::process::id()));
-            std::fs::write(&path, &ca.pem).expect("write CA");
-            path
-        });
+        let ca_file = ca.as_ref().map(write_ca);
         let tls = ca.as_ref().map(|ca| ca.server_config(certs::Leaf::Good));
         let addr = server::start_with(sc.size, sc.pace, tls);
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sc.modes.len()];
@@ -308,6 +301,13 @@ fn small(name: &'static str, size: usize, scale: usize) -> Scenario {
         modes: SMALL,
         tls: false,
     }
+}
+
+/// Writes `ca`'s PEM where children can read it (`S3O_BENCH_CA`); returns the path.
+fn write_ca(ca: &certs::Ca) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("s3o-bench-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, &ca.pem).expect("write CA");
+    path
 }
 
 fn median(samples: &[Sample]) -> Sample {

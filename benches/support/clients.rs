@@ -129,20 +129,7 @@ pub async fn run_baseline_tls(
     objects: Vec<ObjectRef>,
     n: usize,
 ) -> u64 {
-    let mut total = 0u64;
-    let mut s = futures::stream::iter(objects)
-        .map(|o| async move {
-            let url: hyper::Uri = format!("https://{addr}/{BUCKET}/{}", o.key)
-                .parse()
-                .expect("uri");
-            let resp = client.get(url).await.expect("response");
-            resp.into_body().collect().await.expect("body").to_bytes()
-        })
-        .buffered(n);
-    while let Some(body) = s.next().await {
-        total += body.len() as u64;
-    }
-    total
+    buffered(client, "https", addr, objects, n).await
 }
 
 /// `futures::stream::iter(..).buffered(n)` over the hyper-util client; each body is collected
@@ -153,10 +140,26 @@ pub async fn run_baseline(
     objects: Vec<ObjectRef>,
     n: usize,
 ) -> u64 {
+    buffered(client, "http", addr, objects, n).await
+}
+
+async fn buffered<C>(
+    client: &HyperClient<C, Empty<Bytes>>,
+    scheme: &str,
+    addr: SocketAddr,
+    objects: Vec<ObjectRef>,
+    n: usize,
+) -> u64
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let mut total = 0u64;
     let mut s = futures::stream::iter(objects)
         .map(|o| async move {
-            let resp = client.get(uri(addr, &o.key)).await.expect("response");
+            let url: hyper::Uri = format!("{scheme}://{addr}/{BUCKET}/{}", o.key)
+                .parse()
+                .expect("uri");
+            let resp = client.get(url).await.expect("response");
             resp.into_body().collect().await.expect("body").to_bytes()
         })
         .buffered(n);

@@ -642,6 +642,44 @@ async fn cat_slows_down_to_what_a_throttling_server_accepts() {
     assert!(!err.contains(SECRET_KEY), "{err}");
 }
 
+/// Starts `s3-ordered serve` over `root` (with `extra` flags) and reads the URL it prints,
+/// which must start with `scheme://127.0.0.1:`.
+async fn serve(
+    home: &Path,
+    root: &Path,
+    extra: &[&std::ffi::OsStr],
+    scheme: &str,
+) -> (Serving, String) {
+    use std::io::BufRead as _;
+
+    let mut c = bin(home);
+    c.args(["serve", "--addr", "127.0.0.1:0", "--access-key", ACCESS_KEY])
+        .args(["--secret-key", SECRET_KEY, "--root"])
+        .arg(root)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut server = Serving(c.spawn().expect("spawn serve"));
+    let stdout = server.0.stdout.take().expect("stdout");
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let prefix = format!("{scheme}://127.0.0.1:");
+    let url = first
+        .split_whitespace()
+        .last()
+        .filter(|u| u.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {scheme} address in {first:?}"))
+        .to_owned();
+    (server, url)
+}
+
 /// Kills the server process when the test ends, however it ends.
 struct Serving(std::process::Child);
 
@@ -654,8 +692,6 @@ impl Drop for Serving {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_makes_a_directory_an_s3_endpoint() {
-    use std::io::BufRead as _;
-
     let home = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("served/deep")).unwrap();
@@ -678,29 +714,7 @@ async fn serve_makes_a_directory_an_s3_endpoint() {
         "{refused:?}"
     );
 
-    let mut c = bin(home.path());
-    c.args(["serve", "--addr", "127.0.0.1:0", "--access-key", ACCESS_KEY])
-        .args(["--secret-key", SECRET_KEY, "--root"])
-        .arg(root.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut server = Serving(c.spawn().expect("spawn serve"));
-    let stdout = server.0.stdout.take().expect("stdout");
-    let first = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let url = first
-        .split_whitespace()
-        .last()
-        .filter(|u| u.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let (_server, url) = serve(home.path(), root.path(), &[], "http").await;
 
     let mut cat = with_keys(bin(home.path()), SECRET_KEY);
     cat.args(["cat", "s3://served/", "--endpoint-url", &url]);
@@ -807,8 +821,6 @@ async fn https_with_a_private_ca_from_flag_variable_or_profile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_speaks_https_with_a_given_certificate() {
-    use std::io::BufRead as _;
-
     let ca = certs::Ca::new();
     let (cert, key) = ca.leaf_pem(certs::Leaf::Good);
     let home = tempfile::tempdir().unwrap();
@@ -826,33 +838,13 @@ async fn serve_speaks_https_with_a_given_certificate() {
         pem("ca.pem", &ca.pem),
     );
 
-    let mut c = bin(home.path());
-    c.args(["serve", "--addr", "127.0.0.1:0", "--access-key", ACCESS_KEY])
-        .args(["--secret-key", SECRET_KEY, "--root"])
-        .arg(root.path())
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut server = Serving(c.spawn().expect("spawn serve"));
-    let stdout = server.0.stdout.take().expect("stdout");
-    let first = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let url = first
-        .split_whitespace()
-        .last()
-        .filter(|u| u.starts_with("https://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no https address in {first:?}"))
-        .to_owned();
+    let flags = [
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let (_server, url) = serve(home.path(), root.path(), &flags, "https").await;
 
     let mut cat = with_keys(bin(home.path()), SECRET_KEY);
     cat.args([

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -66,9 +67,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     objects["big/three-mib"] = content(7, 3 << 20)
     for key, data in objects.items():
         put(root, key, data)
+    with serving(root, [], "http") as url:
+        yield Server(url=url, root=root, objects=objects)
+
+
+@contextlib.contextmanager
+def serving(root: Path, extra: list[str], scheme: str) -> Iterator[str]:
+    """Runs ``s3-ordered serve`` over ``root`` (with ``extra`` flags) and yields its URL."""
     proc = subprocess.Popen(
         [_binary(), "serve", "--root", str(root), "--addr", "127.0.0.1:0"]
-        + ["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY],
+        + ["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY]
+        + extra,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -77,8 +86,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         url = line.split()[-1] if line else ""
-        assert url.startswith("http://127.0.0.1:"), f"no address from serve: {line!r}"
-        yield Server(url=url, root=root, objects=objects)
+        assert url.startswith(f"{scheme}://127.0.0.1:"), f"no address from serve: {line!r}"
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -147,23 +156,9 @@ class HttpsServer:
 def https_server(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsServer]:
     """The same objects as ``server``, over https with a certificate of a private CA."""
     ca, cert, key = make_certificates(tmp_path_factory.mktemp("certs"))
-    proc = subprocess.Popen(
-        [_binary(), "serve", "--root", str(server.root), "--addr", "127.0.0.1:0"]
-        + ["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY]
-        + ["--tls-cert", str(cert), "--tls-key", str(key)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        url = line.split()[-1] if line else ""
-        assert url.startswith("https://127.0.0.1:"), f"no address from serve: {line!r}"
+    flags = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    with serving(server.root, flags, "https") as url:
         yield HttpsServer(url=url, ca=ca, objects=server.objects)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
