@@ -185,6 +185,17 @@ impl ObjectIterator {
         slf.borrow_mut().next_item(slf.py(), me)
     }
 
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Leaving a `with` block closes the iteration, whether or not it was read to the end.
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&mut self, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close()?;
+        Ok(false)
+    }
+
     /// Stops the iteration: cancels the downloads still in flight and returns their memory.
     fn close(&mut self) -> PyResult<()> {
         self.rt.check_process()?;

@@ -108,6 +108,19 @@ def test_generator_is_read_lazily(server: Server) -> None:
     assert settle(c, "requests_in_flight") == 0
 
 
+def test_with_block_closes_the_iteration(server: Server) -> None:
+    c = client(server)
+    keys = [f"obj/{i:04d}" for i in range(1, 40)] * 50
+    with c.get_all(BUCKET, keys) as objects:
+        first = next(objects)
+        assert first.read() == server.objects["obj/0001"]
+    # Left early: the rest were cancelled, nothing is held, and the iteration is over.
+    assert settle(c, "requests_in_flight") == 0
+    assert settle(c, "bytes_in_use") == 0
+    with pytest.raises(StopIteration):
+        next(objects)
+
+
 def test_exception_from_the_generator_is_raised_at_its_position(server: Server) -> None:
     def keys() -> Iterator[str]:
         yield "obj/0001"
