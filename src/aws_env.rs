@@ -113,7 +113,17 @@ impl ClientBuilder {
             .profile
             .clone()
             .or_else(|| env.get("AWS_PROFILE").map(str::to_owned));
-        let load_profile = |name: &str| load(name, cred_path.as_deref(), config_path.as_deref());
+        // Every setting taken from the shared files comes from this one profile, read at most
+        // once.
+        let name = profile_name.as_deref().unwrap_or("default");
+        let loaded = std::cell::OnceCell::new();
+        let profile = || -> Result<Option<&Profile>, ConfigError> {
+            if loaded.get().is_none() {
+                let p = load(name, cred_path.as_deref(), config_path.as_deref())?;
+                let _ = loaded.set(p);
+            }
+            Ok(loaded.get().and_then(Option::as_ref))
+        };
 
         if let Some(url) = settings
             .endpoint_url
@@ -130,8 +140,8 @@ impl ClientBuilder {
         }
 
         // Credentials: anonymous; an explicit profile; the environment variables; then the
-        // profile from AWS_PROFILE or "default".
-        let mut profile_region = None;
+        // profile from AWS_PROFILE or "default". The profile's region counts when it supplied
+        // the keys, or when a profile was named.
         let env_keys = match (
             env.get("AWS_ACCESS_KEY_ID"),
             env.get("AWS_SECRET_ACCESS_KEY"),
@@ -141,20 +151,13 @@ impl ClientBuilder {
         };
         if settings.anonymous {
             self = self.anonymous();
-            if let Some(name) = &profile_name {
-                profile_region = load_profile(name)?.and_then(|p| p.region);
-            }
         } else if let (Some((id, secret)), None) = (env_keys, &settings.profile) {
             let token = env.get("AWS_SESSION_TOKEN").map(str::to_owned);
             self = self.static_credentials(id, secret, token);
-            if let Some(name) = &profile_name {
-                profile_region = load_profile(name)?.and_then(|p| p.region);
-            }
         } else {
-            let name = profile_name.as_deref().unwrap_or("default");
             const REMEDY: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, add keys to \
                  ~/.aws/credentials, name a profile, or send requests unsigned for a public bucket";
-            let Some(p) = load_profile(name)? else {
+            let Some(p) = profile()? else {
                 if profile_name.is_some() {
                     return Err(ConfigError::new(
                         "profile",
@@ -166,7 +169,7 @@ impl ClientBuilder {
                     format!("none found: {REMEDY}"),
                 ));
             };
-            let (Some(id), Some(secret)) = (p.access_key_id, p.secret_access_key) else {
+            let (Some(id), Some(secret)) = (&p.access_key_id, &p.secret_access_key) else {
                 return Err(ConfigError::new(
                     "credentials",
                     format!(
@@ -174,20 +177,20 @@ impl ClientBuilder {
                     ),
                 ));
             };
-            self = self.static_credentials(id, secret, p.session_token);
-            profile_region = p.region;
+            self = self.static_credentials(id, secret, p.session_token.clone());
         }
-
-        let profile_bundle = || -> Result<Option<PathBuf>, ConfigError> {
-            let name = profile_name.as_deref().unwrap_or("default");
-            Ok(load_profile(name)?
-                .and_then(|p| p.ca_bundle)
-                .map(PathBuf::from))
+        let keys_from_profile =
+            !settings.anonymous && (env_keys.is_none() || settings.profile.is_some());
+        let profile_region = if keys_from_profile || profile_name.is_some() {
+            profile()?.and_then(|p| p.region.clone())
+        } else {
+            None
         };
+
         let bundle = match (&settings.ca_bundle, env.get("AWS_CA_BUNDLE")) {
             (Some(path), _) => Some(path.clone()),
             (None, Some(path)) => Some(PathBuf::from(path)),
-            (None, None) => profile_bundle()?,
+            (None, None) => profile()?.and_then(|p| p.ca_bundle.as_ref().map(PathBuf::from)),
         };
         if let Some(path) = bundle {
             self = self.ca_bundle_file(path);
@@ -416,6 +419,19 @@ region=us-west-2
         assert_eq!(b.region.as_deref(), Some("eu-north-1"));
         assert_eq!(b.endpoint.as_deref(), Some("http://given:3"));
         assert_eq!(b.addressing, Some(Addressing::PathStyle));
+
+        // Keys from the environment and no profile named: the default profile's region is
+        // not taken (nor are its keys).
+        let keys_only = env(
+            d.path(),
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIDENV"),
+                ("AWS_SECRET_ACCESS_KEY", "s"),
+            ],
+        );
+        let b = apply(AwsSettings::default(), &keys_only).unwrap();
+        assert_eq!(key_id(&b).as_deref(), Some("AKIDENV"));
+        assert_eq!(b.region, None);
 
         let no_env_keys = env(d.path(), &[("AWS_REGION", "sa-east-1")]);
         let b = apply(AwsSettings::default(), &no_env_keys).unwrap();

@@ -37,7 +37,7 @@ impl ClientBuilder {
     /// empty region, or environment credentials that are not set.
     pub fn build(self) -> Result<Client, ConfigError> {
         Ok(Client {
-            ctx: Context::new(self.validate()?)?,
+            ctx: Context::new(self.validate()?),
         })
     }
 }

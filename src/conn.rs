@@ -27,7 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
-use crate::error::{ConfigError, Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
 
 type Sender = SendRequest<Empty<Bytes>>;
 
@@ -53,24 +53,20 @@ struct Idle {
 }
 
 impl ConnPool {
-    pub(crate) fn new(
-        max: usize,
-        connect_timeout: Duration,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> Result<Self, ConfigError> {
+    pub(crate) fn new(max: usize, connect_timeout: Duration, tls: &rustls::ClientConfig) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
         // ALPN is the connector's to set (`http/1.1`, below); it refuses a preset list.
-        let mut tls = (*tls).clone();
+        let mut tls = tls.clone();
         tls.alpn_protocols.clear();
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Ok(ConnPool {
+        ConnPool {
             inner: Arc::new(PoolInner {
                 units: Arc::new(Semaphore::new(max)),
                 sockets: Arc::new(Semaphore::new(max)),
@@ -80,7 +76,7 @@ impl ConnPool {
                 connector,
                 connect_timeout,
             }),
-        })
+        }
     }
 
     /// Waits (FIFO) for the right to use one connection.

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::conn::{ConnPool, Unit};
-use crate::error::ConfigError;
 use crate::limiter::{Limiter, Slot};
 use crate::memory::MemoryPool;
 use crate::retry::RetryBudget;
@@ -32,20 +31,16 @@ pub(crate) struct Context {
 
 impl Context {
     /// Builds the pools, signer and budget for a validated `config`.
-    pub(crate) fn new(config: Config) -> Result<Arc<Self>, ConfigError> {
-        Ok(Arc::new(Context {
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        Arc::new(Context {
             memory: MemoryPool::new(config.slab_size, config.total_slabs),
-            conns: ConnPool::new(
-                config.max_connections,
-                config.connect_timeout,
-                Arc::clone(&config.tls),
-            )?,
+            conns: ConnPool::new(config.max_connections, config.connect_timeout, &config.tls),
             signer: Signer::new(Arc::clone(&config.region), &config.credentials),
             counters: Counters::default(),
             budget: RetryBudget::new(&config.retry),
             limiter: Limiter::new(&config.throttle, config.max_connections),
             config,
-        }))
+        })
     }
 
     /// What one attempt needs: a slot under the adaptive limit, then a connection unit.

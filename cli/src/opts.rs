@@ -103,11 +103,11 @@ impl ConnectOpts {
     }
 }
 
-/// A configuration error in the command line's own words (`--profile`, `--no-sign-request`).
+/// A configuration error; missing credentials also get the command line's ways out.
 fn cli_words(e: ConfigError) -> anyhow::Error {
-    let text = e
-        .to_string()
-        .replace("name a profile", "pass --profile")
-        .replace("send requests unsigned", "use --no-sign-request");
-    anyhow::anyhow!(text)
+    if e.field() == "credentials" {
+        anyhow::anyhow!("{e} (here: --profile NAME, or --no-sign-request for a public bucket)")
+    } else {
+        anyhow::Error::new(e)
+    }
 }
