@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyMemoryView};
 
 use crate::error::object_error;
 use crate::runtime::{ForkGuard, Runtime};
@@ -230,11 +230,7 @@ impl Chunk {
         let array_type = c_char.bind(py).mul(len)?;
         let array = array_type.call_method1("from_address", (address,))?;
         array.setattr("_chunk", owner)?;
-        let view = py
-            .import("builtins")?
-            .getattr("memoryview")?
-            .call1((array,))?;
-        Ok(view
+        Ok(PyMemoryView::from(&array)?
             .call_method1("cast", ("B",))?
             .call_method0("toreadonly")?
             .unbind())

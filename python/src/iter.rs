@@ -61,40 +61,36 @@ impl ObjectIterator {
 
     /// Moves keys from the iterable into the queue while it has room.
     fn feed(&mut self, py: Python<'_>) {
-        loop {
+        let Some((keys, tx)) = &self.input else {
+            return;
+        };
+        let mut keys = keys.bind(py).clone();
+        // Some once the iterable is done: with its exception, if it raised one.
+        let mut ended = None;
+        // `try_reserve` fails when the queue is full or the driver is gone.
+        while let Ok(permit) = tx.try_reserve() {
             let seq = self.fed;
-            let ended = {
-                let Some((keys, tx)) = &self.input else {
-                    return;
-                };
-                let Ok(permit) = tx.try_reserve() else {
-                    return; // full, or the driver is gone
-                };
-                match keys.bind(py).clone().next() {
-                    None => Some(None),
-                    Some(Err(e)) => {
-                        permit.send(Err(Error::invalid_input(
-                            "the iterable of keys raised an exception",
-                        )));
-                        Some(Some(e))
-                    }
-                    Some(Ok(item)) => {
-                        permit.send(object_ref(&item, seq));
-                        None
-                    }
+            match keys.next() {
+                None => {
+                    ended = Some(None);
+                    break;
                 }
-            };
-            match ended {
-                None => self.fed += 1,
-                Some(raised) => {
-                    if let Some(e) = raised {
-                        self.input_error = Some((seq, e));
-                        self.fed += 1;
-                    }
-                    self.input = None;
-                    return;
+                Some(Err(e)) => {
+                    let placeholder = "the iterable of keys raised an exception";
+                    permit.send(Err(Error::invalid_input(placeholder)));
+                    self.fed += 1;
+                    ended = Some(Some((seq, e)));
+                    break;
+                }
+                Some(Ok(item)) => {
+                    permit.send(object_ref(&item, seq));
+                    self.fed += 1;
                 }
             }
+        }
+        if let Some(raised) = ended {
+            self.input_error = raised;
+            self.input = None;
         }
     }
 
@@ -113,13 +109,11 @@ impl ObjectIterator {
                 Ok(Some(Py::new(py, obj)?.into_any()))
             }
             Err(e) => {
-                if let Some((seq, _)) = &self.input_error {
-                    if e.seq() == Some(*seq) {
-                        // The input ended with the iterable's own exception: raise it as is.
-                        *self.stream = None;
-                        let (_, err) = self.input_error.take().expect("checked above");
-                        return Err(err);
-                    }
+                let raised_here = |(seq, _): &mut (u64, PyErr)| e.seq() == Some(*seq);
+                if let Some((_, err)) = self.input_error.take_if(raised_here) {
+                    // The input ended with the iterable's own exception: raise it as is.
+                    *self.stream = None;
+                    return Err(err);
                 }
                 let err = object_error(py, &e);
                 if self.raise {
@@ -215,30 +209,17 @@ impl ObjectIterator {
             };
             let next = match stream.next().now_or_never() {
                 Some(next) => next,
-                None => {
-                    let rt = self.rt.clone();
-                    let waited = rt.wait(py, async {
-                        tokio::time::timeout(crate::runtime::SLICE, stream.next())
-                            .await
-                            .ok()
-                    });
-                    // A slice went by: let Python run its signal handlers, top up the keys,
-                    // then wait again.
-                    let waited = match waited {
-                        Ok(None) => py.check_signals().map(|()| None),
-                        other => other,
-                    };
-                    match waited {
-                        Ok(Some(next)) => next,
-                        Ok(None) => continue,
-                        Err(interrupted) => {
-                            // Ctrl-C: cancel every download of this iteration.
-                            *self.stream = None;
-                            self.input = None;
-                            return Err(interrupted);
-                        }
+                // A slice at a time, topping up the keys between slices.
+                None => match self.rt.wait_slice(py, stream.next()) {
+                    Ok(Some(next)) => next,
+                    Ok(None) => continue,
+                    Err(interrupted) => {
+                        // Ctrl-C: cancel every download of this iteration.
+                        *self.stream = None;
+                        self.input = None;
+                        return Err(interrupted);
                     }
-                }
+                },
             };
             return match next {
                 Some(item) => self.deliver(py, item, me),

@@ -73,15 +73,27 @@ impl Runtime {
         self.check_process()?;
         let mut fut = std::pin::pin!(fut);
         loop {
-            let slice = py.allow_threads(|| {
-                self.rt
-                    .block_on(async { tokio::time::timeout(SLICE, fut.as_mut()).await.ok() })
-            });
-            match slice {
-                Some(out) => return Ok(out),
-                None => py.check_signals()?,
+            if let Some(out) = self.wait_slice(py, fut.as_mut())? {
+                return Ok(out);
             }
         }
+    }
+
+    /// Waits for `fut` at most one [`SLICE`] with the GIL released; `None` if it is not done
+    /// then, after Python has run its signal handlers (a `KeyboardInterrupt` is `Err`).
+    pub(crate) fn wait_slice<F>(&self, py: Python<'_>, fut: F) -> PyResult<Option<F::Output>>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        let out = py.allow_threads(|| {
+            self.rt
+                .block_on(async { tokio::time::timeout(SLICE, fut).await.ok() })
+        });
+        if out.is_none() {
+            py.check_signals()?;
+        }
+        Ok(out)
     }
 }
 
