@@ -17,6 +17,7 @@ mod certs;
 #[path = "../tests/support/fault_server.rs"]
 mod fault_server;
 #[path = "../tests/support/fault_suite.rs"]
+#[allow(dead_code)] // seeds(): the tests take S3O_FAULT_SEED, the soak its own range
 mod fault_suite;
 #[path = "../tests/support/quiescent.rs"]
 #[allow(dead_code)]
@@ -44,47 +45,32 @@ fn main() {
     let tls = std::env::args().any(|a| a == "--tls");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let began = Instant::now();
-    let (mut ok, mut failed, mut cancelled, mut requests, mut throttled) = (0, 0, 0, 0, 0);
+    let mut t = fault_suite::Totals::default();
     let seeds: Vec<u64> = (start..start + runs).collect();
-    for (n, batch) in seeds.chunks(parallel).enumerate() {
-        rt.block_on(async {
-            let handles: Vec<_> = batch
-                .iter()
-                .map(|&s| {
-                    tokio::spawn(async move {
-                        if throttle_heavy {
-                            let r = fault_suite::run_defaults_seed(s).await;
-                            assert_eq!(r.failed, 0, "seed {s}: an object was lost: {r:?}");
-                            r
-                        } else if tls {
-                            fault_suite::run_seed_tls(s).await
-                        } else {
-                            fault_suite::run_seed(s).await
-                        }
-                    })
-                })
-                .collect();
-            for h in handles {
-                match h.await {
-                    Ok(r) => {
-                        throttled += r.throttled;
-                        ok += r.ok;
-                        failed += r.failed;
-                        cancelled += usize::from(r.cancelled);
-                        requests += r.requests;
-                    }
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
-                }
+    // Fifty rounds of `parallel` runs between progress lines.
+    for chunk in seeds.chunks(parallel * 50) {
+        t += rt.block_on(async {
+            if throttle_heavy {
+                let lost = |r: &fault_suite::RunReport| {
+                    assert_eq!(r.failed, 0, "an object was lost: {r:?}");
+                };
+                fault_suite::run_all(chunk, parallel, fault_suite::run_defaults_seed, lost).await
+            } else if tls {
+                fault_suite::run_all(chunk, parallel, fault_suite::run_seed_tls, |_| {}).await
+            } else {
+                fault_suite::run_all(chunk, parallel, fault_suite::run_seed, |_| {}).await
             }
         });
-        if (n + 1) % 50 == 0 {
-            eprintln!(
-                "{} runs, {:.0} s",
-                (n + 1) * parallel,
-                began.elapsed().as_secs_f64()
-            );
-        }
+        eprintln!("{} runs, {:.0} s", t.runs, began.elapsed().as_secs_f64());
     }
+    let fault_suite::Totals {
+        ok,
+        failed,
+        cancelled,
+        requests,
+        throttled,
+        ..
+    } = t;
     println!(
         "soak: {runs} runs (seeds {start}..{}), {ok} objects ok, {failed} failed with typed \
          errors, {cancelled} runs cancelled, {requests} requests ({throttled} throttled), {:.1} s",

@@ -17,82 +17,36 @@ mod fault_suite;
 #[allow(dead_code)]
 mod quiescent;
 
-use fault_suite::{run_seed, run_seed_tls, RunReport};
+use fault_suite::{run_all, run_seed, run_seed_tls, seeds, Totals};
 
 /// The two tests of this binary run one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The faults were real: far more requests than objects, and every outcome seen.
+fn assert_faults_were_real(t: &Totals) {
+    if t.runs >= 50 {
+        assert!(t.requests > t.ok + t.failed, "no retries happened: {t:?}");
+        assert!(t.ok > 0 && t.failed > 0 && t.cancelled > 0, "{t:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_fault_runs_keep_every_invariant() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let seeds: Vec<u64> = match std::env::var("S3O_FAULT_SEED") {
-        Ok(s) => vec![s.parse().expect("S3O_FAULT_SEED is a number")],
-        Err(_) => {
-            let runs: u64 = std::env::var("S3O_FAULT_RUNS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(200);
-            (1..=runs).collect()
-        }
-    };
-    let (mut ok, mut failed, mut cancelled, mut requests) = (0, 0, 0, 0);
-    // Several runs at once, each with its own server and client.
-    for batch in seeds.chunks(8) {
-        let handles: Vec<_> = batch.iter().map(|&s| tokio::spawn(run_seed(s))).collect();
-        for h in handles {
-            let r = match h.await {
-                Ok(r) => r,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            };
-            ok += r.ok;
-            failed += r.failed;
-            cancelled += usize::from(r.cancelled);
-            requests += r.requests;
-        }
-    }
-    eprintln!(
-        "fault suite: {} runs, {ok} objects ok, {failed} failed with typed errors, \
-         {cancelled} runs cancelled, {requests} requests",
-        seeds.len()
-    );
-    // The faults were real: far more requests than objects, and both outcomes seen.
-    if seeds.len() >= 50 {
-        assert!(requests > ok + failed, "no retries happened");
-        assert!(ok > 0 && failed > 0 && cancelled > 0);
-    }
+    let runs: u64 = std::env::var("S3O_FAULT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let t = run_all(&seeds(1..=runs), 8, run_seed, |_| {}).await;
+    eprintln!("fault suite: {t:?}");
+    assert_faults_were_real(&t);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_fault_runs_over_tls_keep_every_invariant() {
     let _turn = ONE_AT_A_TIME.lock().await;
     // A subset over https: the same faults cut TLS records short, reset and stall inside them.
-    let seeds: Vec<u64> = match std::env::var("S3O_FAULT_SEED") {
-        Ok(s) => vec![s.parse().expect("S3O_FAULT_SEED is a number")],
-        Err(_) => (1001..=1060).collect(),
-    };
-    let (mut ok, mut failed, mut requests) = (0, 0, 0);
-    for batch in seeds.chunks(8) {
-        let handles: Vec<_> = batch
-            .iter()
-            .map(|&s| tokio::spawn(run_seed_tls(s)))
-            .collect();
-        for h in handles {
-            let r: RunReport = match h.await {
-                Ok(r) => r,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            };
-            ok += r.ok;
-            failed += r.failed;
-            requests += r.requests;
-        }
-    }
-    eprintln!(
-        "fault suite over TLS: {} runs, {ok} objects ok, {failed} failed with typed errors, \
-         {requests} requests",
-        seeds.len()
-    );
-    if seeds.len() >= 50 {
-        assert!(requests > ok + failed, "no retries happened");
-        assert!(ok > 0 && failed > 0);
-    }
+    let t = run_all(&seeds(1001..=1060), 8, run_seed_tls, |_| {}).await;
+    eprintln!("fault suite over TLS: {t:?}");
+    assert_faults_were_real(&t);
 }

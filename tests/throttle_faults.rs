@@ -17,7 +17,7 @@ mod fault_suite;
 #[allow(dead_code)]
 mod quiescent;
 
-use fault_suite::run_defaults_seed;
+use fault_suite::{run_all, run_defaults_seed, seeds};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_flaky_server_loses_nothing_with_default_settings() {
@@ -26,33 +26,13 @@ async fn a_throttling_flaky_server_loses_nothing_with_default_settings() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let seeds: Vec<u64> = match std::env::var("S3O_FAULT_SEED") {
-        Ok(s) => vec![s.parse().expect("S3O_FAULT_SEED is a number")],
-        Err(_) => (1..=16).collect(),
-    };
-    let (mut ok, mut requests, mut throttled) = (0, 0, 0);
-    for batch in seeds.chunks(8) {
-        let handles: Vec<_> = batch
-            .iter()
-            .map(|&s| tokio::spawn(run_defaults_seed(s)))
-            .collect();
-        for h in handles {
-            let r = match h.await {
-                Ok(r) => r,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            };
-            assert_eq!(r.failed, 0, "an object was lost: {r:?}");
-            ok += r.ok;
-            requests += r.requests;
-            throttled += r.throttled;
-        }
-    }
-    eprintln!(
-        "throttle-heavy mix: {} runs, {ok} objects, {requests} requests, {throttled} throttled",
-        seeds.len()
-    );
-    if seeds.len() > 1 {
-        assert!(throttled > 0, "no throttling happened");
-        assert!(requests > ok, "no faults happened");
+    let t = run_all(&seeds(1..=16), 8, run_defaults_seed, |r| {
+        assert_eq!(r.failed, 0, "an object was lost: {r:?}");
+    })
+    .await;
+    eprintln!("throttle-heavy mix: {t:?}");
+    if t.runs > 1 {
+        assert!(t.throttled > 0, "no throttling happened");
+        assert!(t.requests > t.ok, "no faults happened");
     }
 }

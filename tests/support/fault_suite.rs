@@ -36,6 +36,68 @@ pub struct RunReport {
     pub throttled: usize,
 }
 
+/// The reports of many runs, summed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub runs: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    pub requests: usize,
+    pub throttled: usize,
+}
+
+/// The seeds to run: `S3O_FAULT_SEED` alone when it is set, else `default`.
+pub fn seeds(default: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    match std::env::var("S3O_FAULT_SEED") {
+        Ok(s) => vec![s.parse().expect("S3O_FAULT_SEED is a number")],
+        Err(_) => default.into_iter().collect(),
+    }
+}
+
+/// Runs `run` for each seed, `parallel` at a time, each with its own server and client; `check`
+/// sees every report. A run's panic fails the caller, with the run's own message.
+pub async fn run_all<F, Fut>(
+    seeds: &[u64],
+    parallel: usize,
+    run: F,
+    check: impl Fn(&RunReport),
+) -> Totals
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = RunReport> + Send + 'static,
+{
+    let mut t = Totals::default();
+    for batch in seeds.chunks(parallel.max(1)) {
+        let handles: Vec<_> = batch.iter().map(|&s| tokio::spawn(run(s))).collect();
+        for h in handles {
+            let r = match h.await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            check(&r);
+            t.runs += 1;
+            t.ok += r.ok;
+            t.failed += r.failed;
+            t.cancelled += usize::from(r.cancelled);
+            t.requests += r.requests;
+            t.throttled += r.throttled;
+        }
+    }
+    t
+}
+
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Totals) {
+        self.runs += o.runs;
+        self.ok += o.ok;
+        self.failed += o.failed;
+        self.cancelled += o.cancelled;
+        self.requests += o.requests;
+        self.throttled += o.throttled;
+    }
+}
+
 /// Prints how to replay a seed if the run panics.
 pub struct SeedGuard(pub u64);
 
