@@ -195,6 +195,8 @@ impl ClientBuilder {
         if let Some(path) = bundle {
             self = self.ca_bundle_file(path);
         }
+        // `env` has had its say on AWS_CA_BUNDLE; build() must not read the process's.
+        self.tls.bundle_from_env = false;
 
         let region = settings
             .region
@@ -466,5 +468,44 @@ region=us-west-2
         };
         let b = apply(anon, &env(empty.path(), &[])).unwrap();
         assert_eq!(key_id(&b), None);
+    }
+
+    #[test]
+    fn ca_bundle_from_settings_then_variable_then_profile() {
+        let (d, _c, f) = files();
+        let mut config = std::fs::read_to_string(&f).unwrap();
+        config.push_str("\n[profile with-ca]\nca_bundle = /from/profile.pem\n");
+        std::fs::write(&f, config).unwrap();
+        let bundle = |b: &ClientBuilder| -> Option<PathBuf> {
+            assert!(
+                !b.tls.bundle_from_env,
+                "the process's AWS_CA_BUNDLE must not count"
+            );
+            match b.tls.bundles.as_slice() {
+                [] => None,
+                [crate::tls::Bundle::File(p)] => Some(p.clone()),
+                other => panic!("unexpected bundles {other:?}"),
+            }
+        };
+        let anon = |profile: Option<&str>, path: Option<&str>| AwsSettings {
+            anonymous: true,
+            profile: profile.map(str::to_owned),
+            ca_bundle: path.map(PathBuf::from),
+            ..AwsSettings::default()
+        };
+        let var = [("AWS_CA_BUNDLE", "/from/variable.pem")];
+
+        let b = apply(
+            anon(Some("with-ca"), Some("/given.pem")),
+            &env(d.path(), &var),
+        )
+        .unwrap();
+        assert_eq!(bundle(&b), Some(PathBuf::from("/given.pem")));
+        let b = apply(anon(Some("with-ca"), None), &env(d.path(), &var)).unwrap();
+        assert_eq!(bundle(&b), Some(PathBuf::from("/from/variable.pem")));
+        let b = apply(anon(Some("with-ca"), None), &env(d.path(), &[])).unwrap();
+        assert_eq!(bundle(&b), Some(PathBuf::from("/from/profile.pem")));
+        let b = apply(anon(None, None), &env(d.path(), &[])).unwrap();
+        assert_eq!(bundle(&b), None);
     }
 }

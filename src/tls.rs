@@ -32,12 +32,25 @@ pub(crate) enum Bundle {
 }
 
 /// The builder's TLS settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct TlsSettings {
-    /// Extra roots; when empty, `AWS_CA_BUNDLE` (if set) is the one extra bundle.
+    /// Extra roots.
     pub(crate) bundles: Vec<Bundle>,
+    /// With no bundle given, read `AWS_CA_BUNDLE` from the process at build time. Off once
+    /// [`aws_settings`](crate::ClientBuilder::aws_settings) has decided from its own `AwsEnv`.
+    pub(crate) bundle_from_env: bool,
     /// A whole configuration from the caller, used as given.
     pub(crate) config: Option<Arc<ClientConfig>>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            bundles: Vec::new(),
+            bundle_from_env: true,
+            config: None,
+        }
+    }
 }
 
 impl TlsSettings {
@@ -52,7 +65,7 @@ impl TlsSettings {
         let native = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
         let from_env;
-        let bundles = if self.bundles.is_empty() {
+        let bundles = if self.bundles.is_empty() && self.bundle_from_env {
             from_env = std::env::var_os("AWS_CA_BUNDLE")
                 .filter(|v| !v.is_empty())
                 .map(|p| Bundle::File(PathBuf::from(p)));
