@@ -173,7 +173,7 @@ impl Body {
             }
             self.size.saturating_sub(st.read) as usize
         };
-        PyBytes::new_with(py, rest, |buf| {
+        bytes_filled(py, rest, |buf| {
             let mut filled = 0;
             while let Some(chunk) = self.next_bytes(py)? {
                 let end = filled + chunk.len();
@@ -183,7 +183,15 @@ impl Body {
                         self.size
                     )));
                 };
-                dst.copy_from_slice(&chunk);
+                // SAFETY: `dst` is `chunk.len()` bytes long and does not overlap the chunk,
+                // which is the client's own memory.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        chunk.as_ptr(),
+                        dst.as_mut_ptr().cast(),
+                        chunk.len(),
+                    )
+                };
                 filled = end;
             }
             if filled != rest {
@@ -205,6 +213,29 @@ impl Body {
             Some(bytes) => Ok(Some(Chunk { bytes }.view(py)?)),
             None => Ok(None),
         }
+    }
+}
+
+/// A new `bytes` of `len` bytes. `fill` must write every byte or return `Err` (the object is
+/// then dropped unseen). Unlike `PyBytes::new_with`, the buffer is not zeroed first:
+/// for a large body that would be a second pass over every byte.
+fn bytes_filled<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| PyValueError::new_err(format!("{len} bytes do not fit a bytes object")))?;
+    // SAFETY: with a null pointer, PyBytes_FromStringAndSize allocates `len` bytes left
+    // uninitialised (or returns null with an exception set, which from_owned_ptr_or_err turns
+    // into Err); the new reference is ours. PyBytes_AsString returns the address of those bytes,
+    // which stay valid while `obj` lives; nothing else sees the object before it is returned.
+    unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        let obj = Bound::from_owned_ptr_or_err(py, ptr)?.downcast_into_unchecked::<PyBytes>();
+        let data = pyo3::ffi::PyBytes_AsString(ptr).cast::<std::mem::MaybeUninit<u8>>();
+        fill(std::slice::from_raw_parts_mut(data, len))?;
+        Ok(obj)
     }
 }
 
