@@ -122,9 +122,8 @@ impl Client {
         let result = async {
             let target = BucketTarget::new(&self.ctx.config, bucket)?;
             let req = target.head_object(key, version_id)?;
-            let (parts, _) = request_whole(&self.ctx, &target.origin, req, 0).await?;
-            let size = parts
-                .headers
+            let (headers, _) = request_whole(&self.ctx, &target.origin, req, 0).await?;
+            let size = headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())

@@ -5,31 +5,29 @@
 //!
 //! * a **unit** is the right to use one connection for one transfer. Requests queue for units
 //!   FIFO, so no request starves; a unit is held until the response body is fully read.
-//! * a **socket** permit is held by each open socket — idle, busy or still closing — and is
-//!   released by the connection's background task only once the socket is closed.
+//! * a **socket** permit is held by each open socket, idle or busy, and is released when the
+//!   socket is closed: a connection is a plain value ([`http1::Connection`]) with no task of its
+//!   own, so dropping it closes the socket at once.
 //!
-//! A unit holder reuses an idle connection to the same origin when one is ready; otherwise it
-//! takes a socket permit and dials (TCP with `TCP_NODELAY`, then rustls for https). If every
-//! socket permit is held by idle connections to other origins, the oldest is closed to make room.
-//! A connection goes back to the idle list only after a complete, well-formed exchange; any
-//! error drops it.
+//! A unit holder reuses an idle connection to the same origin when one is ready (the server has
+//! not closed it: see [`Connection::idle_alive`]); otherwise it takes a socket permit and dials
+//! (TCP with `TCP_NODELAY`, then rustls for https, ALPN `http/1.1`). If every socket permit is
+//! held by idle connections to other origins, the oldest is closed to make room. A connection
+//! goes back to the idle list only after a complete, well-formed exchange; any error drops it.
 
-use std::future::poll_fn;
+use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_service::Service;
+use tokio_rustls::TlsConnector;
 
 use crate::error::{Error, ErrorKind};
-
-type Sender = SendRequest<Empty<Bytes>>;
+use crate::http1::{self, Connection, Transport};
 
 /// The client's connection pool.
 #[derive(Clone)]
@@ -42,30 +40,16 @@ struct PoolInner {
     sockets: Arc<Semaphore>,
     max: usize,
     opened: AtomicU64,
-    idle: Mutex<Vec<Idle>>,
-    connector: HttpsConnector<HttpConnector>,
+    idle: Mutex<Vec<Socket>>,
+    tls: TlsConnector,
     connect_timeout: Duration,
-}
-
-struct Idle {
-    origin: http::Uri,
-    sender: Sender,
 }
 
 impl ConnPool {
     pub(crate) fn new(max: usize, connect_timeout: Duration, tls: &rustls::ClientConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        // ALPN is the connector's to set (`http/1.1`, below); it refuses a preset list.
+        // This client speaks HTTP/1.1 only, whatever the configuration offered.
         let mut tls = tls.clone();
-        tls.alpn_protocols.clear();
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         ConnPool {
             inner: Arc::new(PoolInner {
                 units: Arc::new(Semaphore::new(max)),
@@ -73,7 +57,7 @@ impl ConnPool {
                 max,
                 opened: AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
-                connector,
+                tls: TlsConnector::from(Arc::new(tls)),
                 connect_timeout,
             }),
         }
@@ -121,6 +105,20 @@ impl std::fmt::Debug for ConnPool {
     }
 }
 
+/// An open socket: its connection, the origin it was dialed to, and its socket permit, which
+/// goes back when the socket is dropped (and so closed).
+struct Socket {
+    origin: http::Uri,
+    http: Connection,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        tracing::debug!(origin = %self.origin, "connection closed");
+    }
+}
+
 /// The right to use one connection; see the module docs.
 #[must_use = "dropping a unit gives up the connection slot"]
 pub(crate) struct Unit {
@@ -133,36 +131,34 @@ impl Unit {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Connect`] when dialing fails or times out.
+    /// [`ErrorKind::Connect`] when dialing fails or times out, [`ErrorKind::Tls`] when the
+    /// server's certificate is refused or the handshake fails.
     pub(crate) async fn connect(self, origin: &http::Uri) -> Result<Conn, (Unit, Error)> {
-        while let Some(mut sender) = self.take_idle(origin) {
-            if poll_fn(|cx| sender.poll_ready(cx)).await.is_ok() {
-                return Ok(Conn {
-                    unit: self,
-                    origin: origin.clone(),
-                    sender,
-                });
-            }
+        if let Some(socket) = self.take_idle(origin) {
+            return Ok(Conn { unit: self, socket });
         }
-        match self.dial(origin).await {
-            Ok(sender) => Ok(Conn {
-                unit: self,
-                origin: origin.clone(),
-                sender,
-            }),
+        // Boxed: a dial (resolver, TCP, TLS handshake) is rare and large, and would otherwise
+        // make every request's future as large as itself.
+        match Box::pin(self.dial(origin)).await {
+            Ok(socket) => Ok(Conn { unit: self, socket }),
             Err(e) => Err((self, e)),
         }
     }
 
-    fn take_idle(&self, origin: &http::Uri) -> Option<Sender> {
+    /// The newest idle connection to `origin` that is still alive; dead ones are dropped.
+    fn take_idle(&self, origin: &http::Uri) -> Option<Socket> {
         let mut idle = self
             .pool
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|c| !c.sender.is_closed());
-        let pos = idle.iter().rposition(|c| c.origin == *origin)?;
-        Some(idle.swap_remove(pos).sender)
+        while let Some(pos) = idle.iter().rposition(|s| s.origin == *origin) {
+            let socket = idle.swap_remove(pos);
+            if socket.http.idle_alive() {
+                return Some(socket);
+            }
+        }
+        None
     }
 
     async fn socket_permit(&self) -> OwnedSemaphorePermit {
@@ -171,18 +167,20 @@ impl Unit {
                 return p;
             }
             // Every socket is taken. Busy ones belong to other unit holders, so at least one
-            // socket is idle (for another origin) or closing: close the oldest idle one.
-            {
+            // socket is idle (for another origin) or being dropped: close the oldest idle one.
+            let oldest = {
                 let mut idle = self
                     .pool
                     .idle
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if !idle.is_empty() {
-                    idle.remove(0);
-                }
+                (!idle.is_empty()).then(|| idle.remove(0))
+            };
+            if oldest.is_some() {
+                drop(oldest);
+                continue;
             }
-            // Wait for a closing socket to finish (its task releases the permit).
+            // A socket is being dropped elsewhere; its permit comes back in a moment.
             let acquired = tokio::time::timeout(
                 Duration::from_millis(50),
                 Arc::clone(&self.pool.sockets).acquire_owned(),
@@ -194,17 +192,28 @@ impl Unit {
         }
     }
 
-    async fn dial(&self, origin: &http::Uri) -> Result<Sender, Error> {
-        let socket = self.socket_permit().await;
+    async fn dial(&self, origin: &http::Uri) -> Result<Socket, Error> {
+        let permit = self.socket_permit().await;
+        let https = origin.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let host = origin.host().unwrap_or_default();
+        // An IPv6 literal is bracketed in a URI, not in a socket address or a server name.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = origin.port_u16().unwrap_or(if https { 443 } else { 80 });
         let connect = async {
-            let mut connector = self.pool.connector.clone();
-            poll_fn(|cx| connector.poll_ready(cx)).await?;
-            let io = connector.call(origin.clone()).await?;
-            let (sender, conn) = http1::Builder::new().handshake(io).await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((sender, conn))
+            let tcp = connect_tcp(host, port).await?;
+            tcp.set_nodelay(true)?;
+            if !https {
+                return Ok(Transport::Plain(tcp));
+            }
+            let name = ServerName::try_from(host.to_owned())?;
+            let tls = self.pool.tls.connect(name, tcp).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Transport::Tls(Box::new(tls)))
         };
-        let (sender, conn) = match tokio::time::timeout(self.pool.connect_timeout, connect).await {
-            Ok(Ok(pair)) => pair,
+        let io = match tokio::time::timeout(self.pool.connect_timeout, connect).await {
+            Ok(Ok(io)) => io,
             Ok(Err(e)) => {
                 if let Some(tls) = crate::tls::classify(origin, e.as_ref()) {
                     return Err(tls.with_source(e));
@@ -223,52 +232,72 @@ impl Unit {
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
         let open = self.pool.max - self.pool.sockets.available_permits();
         tracing::debug!(%origin, open, "connection opened");
-        let origin = origin.clone();
-        tokio::spawn(async move {
-            // Resolves when the socket is closed: by the peer, by an error, or because every
-            // sender was dropped. Only then is the socket's permit released.
-            match conn.await {
-                Ok(()) => tracing::debug!(%origin, "connection closed"),
-                Err(e) => tracing::debug!(%origin, error = %e, "connection closed"),
-            }
-            drop(socket);
-        });
-        Ok(sender)
+        Ok(Socket {
+            origin: origin.clone(),
+            http: http1::Connection::new(io),
+            _permit: permit,
+        })
     }
 }
 
-/// A ready connection, held for one transfer.
+/// A TCP connection to `host:port`: an IP address as given, a name through the system's
+/// resolver, each of its addresses tried in turn.
+async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return TcpStream::connect((ip, port)).await;
+    }
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} resolves to no address"),
+        )
+    }))
+}
+
+/// A connection held for one transfer, with its unit; it dereferences to the
+/// [`http1::Connection`] to exchange on.
 pub(crate) struct Conn {
+    // Dropped first: the socket is closed (its permit back) before the unit frees.
+    socket: Socket,
     unit: Unit,
-    origin: http::Uri,
-    sender: Sender,
 }
 
 impl Conn {
-    /// Sends `req` and waits for the response head.
-    pub(crate) fn send(
-        &mut self,
-        req: http::Request<Empty<Bytes>>,
-    ) -> impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>>
-    {
-        self.sender.send_request(req)
-    }
-
-    /// Returns the connection to the idle list after a complete exchange, and frees its unit.
+    /// Returns the connection to the idle list if its exchange ended cleanly (else closes it),
+    /// and frees its unit.
     pub(crate) fn release(self) {
-        let Conn {
-            unit,
-            origin,
-            sender,
-        } = self;
-        if !sender.is_closed() {
+        let Conn { unit, socket } = self;
+        if socket.http.reusable() {
             let mut idle = unit
                 .pool
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            idle.push(Idle { origin, sender });
+            idle.push(socket);
+        } else {
+            drop(socket);
         }
         drop(unit.permit);
+    }
+}
+
+impl Deref for Conn {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.socket.http
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.socket.http
     }
 }

@@ -17,13 +17,14 @@
 //! checksum the server sent. The stall timeout applies to the response head and to every gap
 //! between body frames, never to the whole transfer.
 
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, RANGE};
-use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http::header::{IF_MATCH, RANGE};
+use http::{HeaderValue, StatusCode};
+use tokio::time::{Instant, Sleep};
 
 use crate::checksum::Expected;
 use crate::conn::{Conn, Unit};
@@ -83,30 +84,45 @@ impl ObjectPin {
         self.lock().size
     }
 
-    /// Checks a success reply against what earlier replies pinned, pinning what was still open.
-    /// Returns true when this reply told the object's size for the first time.
-    fn check(&self, status: StatusCode, headers: &HeaderMap, total: u64) -> Result<bool, Error> {
+    /// Checks a success reply (its `ETag` and `x-amz-version-id`, and the object size it
+    /// states) against what earlier replies pinned, pinning what was still open. Returns true
+    /// when this reply told the object's size for the first time.
+    fn check(
+        &self,
+        status: StatusCode,
+        etag: Option<&[u8]>,
+        version: Option<&[u8]>,
+        total: u64,
+    ) -> Result<bool, Error> {
         let changed = |why: String| {
             Error::new(ErrorKind::Changed)
                 .with_status(status)
                 .with_message(why)
         };
         let mut p = self.lock();
-        match (&p.etag, headers.get(ETAG)) {
-            (Some(first), Some(now)) if first != now => {
-                return Err(changed(format!("ETag changed from {first:?} to {now:?}")));
+        match (&p.etag, etag) {
+            (Some(first), Some(now)) if first.as_bytes() != now => {
+                return Err(changed(format!(
+                    "ETag changed from {first:?} to {:?}",
+                    String::from_utf8_lossy(now)
+                )));
             }
             (Some(_), None) => {
                 return Err(changed(
                     "a reply has no ETag to match the first one's".to_owned(),
                 ));
             }
-            (None, Some(now)) => p.etag = Some(now.clone()),
+            (None, Some(now)) => {
+                let now = HeaderValue::from_bytes(now).map_err(|_| {
+                    Error::new(ErrorKind::InvalidResponse)
+                        .with_status(status)
+                        .with_message("the ETag is not a valid header value")
+                })?;
+                p.etag = Some(now);
+            }
             _ => {}
         }
-        let version = headers
-            .get("x-amz-version-id")
-            .and_then(|v| v.to_str().ok());
+        let version = version.and_then(|v| std::str::from_utf8(v).ok());
         match (&p.version_id, version) {
             (Some(first), Some(now)) if first != now => {
                 return Err(changed(format!(
@@ -318,14 +334,15 @@ impl PartRequest<'_> {
             if_match = pinned.etag.is_some(),
             "GET sent"
         );
-        let (conn, resp) = send(ctx, &self.target.origin, unit, req).await?;
-        let status = resp.status();
-        let (parts, mut body) = resp.into_parts();
+        let mut timer = pin!(tokio::time::sleep(stall));
+        let mut conn = send(ctx, &self.target.origin, unit, req, &mut timer, stall).await?;
+        let status = conn.head().status();
 
         if !status.is_success() {
-            let bytes = read_error_body(conn, &mut body, stall).await;
             let probe = pinned.size.is_none() && from == 0;
-            if probe && is_empty_object_reply(status, parts.headers.get(CONTENT_RANGE)) {
+            let empty = probe && is_empty_object_reply(status, conn.head().get("content-range"));
+            let bytes = read_error_body(conn, &mut timer, stall).await;
+            if empty {
                 // S3 refuses any range of a 0-byte object (S3-NOTES: "Ranged GET").
                 if self.pin.learn_empty() {
                     lease.shrink_to(0);
@@ -336,10 +353,11 @@ impl PartRequest<'_> {
             return Err(status_error(status, &bytes));
         }
 
+        let head = conn.head();
         let shape = check_reply(
             status,
-            parts.headers.get(CONTENT_LENGTH).map(HeaderValue::as_bytes),
-            parts.headers.get(CONTENT_RANGE).map(HeaderValue::as_bytes),
+            head.get("content-length"),
+            head.get("content-range"),
             Asked {
                 part_start: spec.start,
                 from,
@@ -351,13 +369,18 @@ impl PartRequest<'_> {
         if shape.restart {
             lease.clear(); // a full body, even if a range was asked for
         }
-        if self.pin.check(status, &parts.headers, shape.total)? {
+        if self.pin.check(
+            status,
+            head.get("etag"),
+            head.get("x-amz-version-id"),
+            shape.total,
+        )? {
             // This (first) reply told the size: keep only the slabs the part needs.
             lease.shrink_to(spec.len.min(shape.total - spec.start.min(shape.total)));
             (self.on_size)(shape.total);
         }
         if ctx.config.checksum_mode && status == StatusCode::OK {
-            *checksum = Expected::from_headers(&parts.headers);
+            *checksum = Expected::from_headers(|name| head.get(name));
         }
 
         let want = if shape.restart {
@@ -365,11 +388,35 @@ impl PartRequest<'_> {
         } else {
             from - spec.start + shape.len
         };
+        // Each read goes from the connection straight into the lease's slabs.
         loop {
-            let frame = match tokio::time::timeout(stall, body.frame()).await {
-                Ok(None) => break,
-                Ok(Some(Ok(frame))) => frame,
-                Ok(Some(Err(e))) => {
+            let room = usize::try_from(want - lease.len() as u64).unwrap_or(usize::MAX);
+            let spare = lease.spare_mut(room);
+            let read = if spare.is_empty() {
+                match within(&mut timer, conn.body_ended()).await {
+                    Some(Ok(true)) => break,
+                    Some(Ok(false)) => {
+                        return Err(length_error(
+                            status,
+                            format!("body is longer than the {want} bytes asked for"),
+                        ))
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => return Err(stalled(status, stall, lease.len(), want)),
+                }
+            } else {
+                match within(&mut timer, conn.read_body(spare)).await {
+                    Some(read) => read,
+                    None => return Err(stalled(status, stall, lease.len(), want)),
+                }
+            };
+            match read {
+                Ok(0) => break,
+                Ok(n) => {
+                    lease.advance(n);
+                    timer.as_mut().reset(Instant::now() + stall);
+                }
+                Err(e) => {
                     return Err(Error::new(ErrorKind::Connection)
                         .with_status(status)
                         .with_message(format!(
@@ -378,23 +425,6 @@ impl PartRequest<'_> {
                         ))
                         .with_source(e))
                 }
-                Err(_) => {
-                    return Err(Error::new(ErrorKind::Timeout)
-                        .with_status(status)
-                        .with_message(format!(
-                            "body stalled for {} after {} of {want} bytes",
-                            fmt_duration(stall),
-                            lease.len()
-                        )))
-                }
-            };
-            if let Ok(data) = frame.into_data() {
-                lease.write(&data).map_err(|_| {
-                    length_error(
-                        status,
-                        format!("body is longer than the {want} bytes asked for"),
-                    )
-                })?;
             }
         }
         if lease.len() as u64 != want {
@@ -409,6 +439,24 @@ impl PartRequest<'_> {
     }
 }
 
+fn stalled(status: StatusCode, stall: Duration, got: usize, want: u64) -> Error {
+    Error::new(ErrorKind::Timeout)
+        .with_status(status)
+        .with_message(format!(
+            "body stalled for {} after {got} of {want} bytes",
+            fmt_duration(stall)
+        ))
+}
+
+/// `fut`'s output, or `None` if the stall timer fires first.
+async fn within<F: Future>(timer: &mut Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = fut => Some(out),
+        () = timer.as_mut() => None,
+    }
+}
+
 fn length_error(status: StatusCode, why: String) -> Error {
     Error::new(ErrorKind::LengthMismatch)
         .with_status(status)
@@ -417,26 +465,19 @@ fn length_error(status: StatusCode, why: String) -> Error {
 
 /// Reads (a bounded prefix of) an error reply's body; the connection is reused only if the
 /// body ended within the bound.
-async fn read_error_body(conn: Conn, body: &mut Incoming, stall: Duration) -> Vec<u8> {
-    match tokio::time::timeout(stall, read_limited(body, MAX_ERROR_BODY)).await {
-        Ok((bytes, complete)) => {
-            if complete {
-                conn.release();
-            }
-            bytes
-        }
-        Err(_) => Vec::new(),
+async fn read_error_body(mut conn: Conn, timer: &mut Pin<&mut Sleep>, stall: Duration) -> Vec<u8> {
+    let (bytes, complete) = read_limited(&mut conn, MAX_ERROR_BODY, timer, stall).await;
+    if complete {
+        conn.release();
     }
+    bytes
 }
 
 /// True for S3's answer to a range of an empty object: `416` with no `Content-Range`, or
 /// `Content-Range: bytes */0`.
-pub(crate) fn is_empty_object_reply(
-    status: StatusCode,
-    content_range: Option<&HeaderValue>,
-) -> bool {
+pub(crate) fn is_empty_object_reply(status: StatusCode, content_range: Option<&[u8]>) -> bool {
     status == StatusCode::RANGE_NOT_SATISFIABLE
-        && content_range.is_none_or(|v| v.as_bytes().trim_ascii() == b"bytes */0")
+        && content_range.is_none_or(|v| v.trim_ascii() == b"bytes */0")
 }
 
 /// What one request asked for.
@@ -571,30 +612,47 @@ pub(crate) fn check_reply(
     }
 }
 
-/// Signs `req` afresh, gets a connection to `origin` with `unit`, sends, and waits at most the
-/// stall timeout for the response head. Counts the request.
+/// Signs `req` afresh, gets a connection to `origin` with `unit`, sends, and reads the response
+/// head unless `timer` (the stall timeout, reset once the head is in) fires first. Counts the
+/// request.
 async fn send(
     ctx: &Context,
     origin: &http::Uri,
     unit: Unit,
-    mut req: http::Request<http_body_util::Empty<bytes::Bytes>>,
-) -> Result<(Conn, http::Response<Incoming>), Error> {
+    mut req: http::Request<()>,
+    timer: &mut Pin<&mut Sleep>,
+    stall: Duration,
+) -> Result<Conn, Error> {
     ctx.signer.sign(&mut req).await?;
     let mut conn = unit.connect(origin).await.map_err(|(_, e)| e)?;
     Counters::add(&ctx.counters.requests, 1);
-    let stall = ctx.config.stall_timeout;
-    match tokio::time::timeout(stall, conn.send(req)).await {
-        Ok(Ok(resp)) => Ok((conn, resp)),
-        Ok(Err(e)) => Err(Error::new(ErrorKind::Connection)
-            .with_message("no response")
-            .with_source(e)),
-        Err(_) => Err(Error::new(ErrorKind::Timeout)
+    timer.as_mut().reset(Instant::now() + stall);
+    let exchange = async {
+        conn.send(&req).await?;
+        conn.read_head().await
+    };
+    match within(timer, exchange).await {
+        Some(Ok(())) => {
+            timer.as_mut().reset(Instant::now() + stall);
+            Ok(conn)
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(Error::new(ErrorKind::Timeout)
             .with_message(format!("no response within {}", fmt_duration(stall)))),
     }
 }
 
 fn fmt_duration(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
+}
+
+/// A copy of `req` for one attempt (to be signed).
+fn clone_request(req: &http::Request<()>) -> http::Request<()> {
+    let mut r = http::Request::new(());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.headers_mut() = req.headers().clone();
+    r
 }
 
 /// Signs `req`, sends it on a pooled connection and reads the whole reply body (at most
@@ -607,26 +665,18 @@ fn fmt_duration(d: Duration) -> String {
 pub(crate) async fn request_whole(
     ctx: &Context,
     origin: &http::Uri,
-    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    req: http::Request<()>,
     limit: usize,
-) -> Result<(http::response::Parts, Vec<u8>), Error> {
+) -> Result<(http::HeaderMap, Vec<u8>), Error> {
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
     let mut place = Place::Back;
     loop {
         retrier.start_attempt();
         let (slot, unit) = ctx.ticket(place).await;
-        let mut attempt_req = http::Request::new(http_body_util::Empty::new());
-        *attempt_req.method_mut() = req.method().clone();
-        *attempt_req.uri_mut() = req.uri().clone();
-        *attempt_req.headers_mut() = req.headers().clone();
         tracing::debug!(method = %req.method(), path = req.uri().path(), "request sent");
-        match whole_once(ctx, origin, unit, attempt_req, limit).await {
+        match whole_once(ctx, origin, unit, &req, limit).await {
             Ok(ok) => {
-                tracing::debug!(
-                    status = ok.0.status.as_u16(),
-                    bytes = ok.1.len(),
-                    "request done"
-                );
+                tracing::debug!(bytes = ok.1.len(), "request done");
                 trace_change(slot.succeeded(), &ctx.limiter);
                 return Ok(ok);
             }
@@ -639,58 +689,75 @@ async fn whole_once(
     ctx: &Context,
     origin: &http::Uri,
     unit: Unit,
-    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    req: &http::Request<()>,
     limit: usize,
-) -> Result<(http::response::Parts, Vec<u8>), Error> {
+) -> Result<(http::HeaderMap, Vec<u8>), Error> {
     let stall = ctx.config.stall_timeout;
-    let (conn, resp) = send(ctx, origin, unit, req).await?;
-    let (parts, mut body) = resp.into_parts();
-    let limit = if parts.status.is_success() {
+    let mut timer = pin!(tokio::time::sleep(stall));
+    let mut conn = send(ctx, origin, unit, clone_request(req), &mut timer, stall).await?;
+    let status = conn.head().status();
+    let headers = conn.head().to_header_map();
+    let limit = if status.is_success() {
         limit
     } else {
         MAX_ERROR_BODY
     };
-    // The whole (small) body must arrive within a few stall periods.
-    let Ok((bytes, complete)) =
-        tokio::time::timeout(stall.saturating_mul(4), read_limited(&mut body, limit)).await
-    else {
-        return Err(Error::new(ErrorKind::Timeout).with_message("reply body stalled"));
-    };
+    let (bytes, complete) = read_limited(&mut conn, limit, &mut timer, stall).await;
     if complete {
         conn.release();
     }
-    if !parts.status.is_success() {
-        return Err(status_error(parts.status, &bytes));
+    if !status.is_success() {
+        return Err(status_error(status, &bytes));
     }
     if !complete && bytes.len() >= limit {
         return Err(Error::new(ErrorKind::InvalidResponse)
-            .with_status(parts.status)
+            .with_status(status)
             .with_message(format!("reply body larger than {limit} bytes")));
     }
     if !complete {
         return Err(Error::new(ErrorKind::Connection)
-            .with_status(parts.status)
+            .with_status(status)
             .with_message("reply body broke off"));
     }
-    Ok((parts, bytes))
+    Ok((headers, bytes))
 }
 
-/// Reads at most `limit` bytes of `body`; says whether the body ended within the limit.
-async fn read_limited(body: &mut Incoming, limit: usize) -> (Vec<u8>, bool) {
+/// Reads at most `limit` bytes of the body on `conn`, each read within the stall timeout;
+/// says whether the body ended within the limit (false also when it broke off or stalled).
+async fn read_limited(
+    conn: &mut Conn,
+    limit: usize,
+    timer: &mut Pin<&mut Sleep>,
+    stall: Duration,
+) -> (Vec<u8>, bool) {
+    // Read into the Vec itself (so the future holds no buffer), trimmed to what came.
     let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return (out, false);
-        };
-        if let Ok(data) = frame.into_data() {
-            let room = limit - out.len();
-            out.extend_from_slice(&data[..data.len().min(room)]);
-            if data.len() > room {
-                return (out, false);
+    loop {
+        let len = out.len();
+        let room = (limit - len).min(16 << 10);
+        let read = if room == 0 {
+            match within(timer, conn.body_ended()).await {
+                Some(Ok(ended)) => return (out, ended),
+                _ => return (out, false),
             }
+        } else {
+            out.resize(len + room, 0);
+            let read = within(timer, conn.read_body(&mut out[len..])).await;
+            out.truncate(
+                len + read
+                    .as_ref()
+                    .and_then(|r| r.as_ref().ok())
+                    .copied()
+                    .unwrap_or(0),
+            );
+            read
+        };
+        match read {
+            Some(Ok(0)) => return (out, true),
+            Some(Ok(_)) => timer.as_mut().reset(Instant::now() + stall),
+            Some(Err(_)) | None => return (out, false),
         }
     }
-    (out, true)
 }
 
 #[cfg(test)]
@@ -828,41 +895,40 @@ mod tests {
 
     #[test]
     fn empty_object_replies() {
-        let v = |s: &'static str| HeaderValue::from_static(s);
         let r416 = StatusCode::RANGE_NOT_SATISFIABLE;
         assert!(is_empty_object_reply(r416, None));
-        assert!(is_empty_object_reply(r416, Some(&v("bytes */0"))));
-        assert!(!is_empty_object_reply(r416, Some(&v("bytes */10"))));
+        assert!(is_empty_object_reply(r416, Some(b"bytes */0")));
+        assert!(!is_empty_object_reply(r416, Some(b"bytes */10")));
         assert!(!is_empty_object_reply(StatusCode::NOT_FOUND, None));
     }
 
     #[test]
     fn the_pin_catches_a_changed_object() {
-        let mut h = HeaderMap::new();
-        h.insert(ETAG, HeaderValue::from_static("\"a\""));
         let pin = ObjectPin::new(None);
-        let kind = |r: Result<bool, Error>| r.map_err(|e| e.kind());
+        let check = |etag: Option<&str>, version: Option<&str>, total| {
+            pin.check(
+                StatusCode::PARTIAL_CONTENT,
+                etag.map(str::as_bytes),
+                version.map(str::as_bytes),
+                total,
+            )
+            .map_err(|e| e.kind())
+        };
+        assert_eq!(check(Some("\"a\""), Some("v1"), 10), Ok(true));
+        assert_eq!(check(Some("\"a\""), None, 10), Ok(false));
         assert_eq!(
-            kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 10)),
-            Ok(true)
-        );
-        assert_eq!(
-            kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 10)),
-            Ok(false)
-        );
-        assert_eq!(
-            kind(pin.check(StatusCode::PARTIAL_CONTENT, &h, 11)),
-            Err(ErrorKind::Changed)
-        );
-        let mut other = HeaderMap::new();
-        other.insert(ETAG, HeaderValue::from_static("\"b\""));
-        assert_eq!(
-            kind(pin.check(StatusCode::PARTIAL_CONTENT, &other, 10)),
+            check(Some("\"a\""), Some("v1"), 11),
             Err(ErrorKind::Changed)
         );
         assert_eq!(
-            kind(pin.check(StatusCode::PARTIAL_CONTENT, &HeaderMap::new(), 10)),
+            check(Some("\"b\""), Some("v1"), 10),
             Err(ErrorKind::Changed)
         );
+        assert_eq!(check(None, Some("v1"), 10), Err(ErrorKind::Changed));
+        assert_eq!(
+            check(Some("\"a\""), Some("v2"), 10),
+            Err(ErrorKind::Changed)
+        );
+        assert_eq!(pin.snapshot().version_id.as_deref(), Some("v1"));
     }
 }

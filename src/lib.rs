@@ -25,9 +25,9 @@
 //! A missing or forbidden object is an [`Error`] at its own position; the rest still arrive.
 //!
 //! Requests are signed with SigV4 (computed here, its signing key cached per day; checked against
-//! `aws-sigv4` in the tests) and sent over the client's own pool of hyper HTTP/1.1 connections
-//! (rustls for https). Bodies are copied straight into slabs reserved before each GET, and the
-//! slabs return to the budget when the [`Body`] is dropped. For many small objects, consume the
+//! `aws-sigv4` in the tests) and sent over the client's own pool of HTTP/1.1 connections (rustls
+//! for https). Bodies are read from the socket straight into slabs reserved before each GET, with
+//! no intermediate buffer, and the slabs return to the budget when the [`Body`] is dropped. For many small objects, consume the
 //! stream in a task on the runtime rather than in `block_on`, whose thread is not a worker: waking
 //! it costs a futex call and a context switch per object.
 //!
@@ -100,6 +100,7 @@ mod context;
 mod engine;
 mod error;
 mod fetch;
+mod http1;
 mod limiter;
 mod list;
 mod memory;
@@ -149,6 +150,39 @@ pub mod __internals {
         body: &[u8],
     ) -> Result<(Vec<crate::ObjectRef>, Option<String>), crate::Error> {
         crate::s3::parse_list_page(body).map(|p| (p.objects, p.next_token))
+    }
+
+    /// A whole chunked body in `bytes`, fed `split` bytes at a time: its data and the bytes it
+    /// took, `None` if it does not end within `bytes`.
+    pub fn decode_chunked(
+        bytes: &[u8],
+        split: usize,
+    ) -> Result<Option<(Vec<u8>, usize)>, crate::Error> {
+        crate::http1::decode_chunked(bytes, split)
+    }
+
+    /// The response head at the start of `bytes`: `(length, status, framing, keep-alive)` with
+    /// the framing as text (`"empty"`, `"length N"`, `"chunked"`, `"until close"`), `None` when
+    /// the head goes on past `bytes`.
+    pub fn parse_response_head(
+        bytes: &[u8],
+    ) -> Result<Option<(usize, u16, String, bool)>, crate::Error> {
+        let mut head = crate::http1::Head::default();
+        let crate::http1::Parsed::Complete(len) = head.parse(bytes)? else {
+            return Ok(None);
+        };
+        let framing = match head.framing(false)? {
+            crate::http1::Framing::Empty => "empty".to_owned(),
+            crate::http1::Framing::Length(n) => format!("length {n}"),
+            crate::http1::Framing::Chunked => "chunked".to_owned(),
+            crate::http1::Framing::UntilClose => "until close".to_owned(),
+        };
+        Ok(Some((
+            len,
+            head.status().as_u16(),
+            framing,
+            head.keep_alive(),
+        )))
     }
 
     /// `(first, last, total)` of a `Content-Range` value.

@@ -216,6 +216,27 @@ impl Lease {
         Ok(())
     }
 
+    /// The free bytes of the slab being filled, at most `max` and never past the declared
+    /// size: where the next read goes. Empty when the lease is full (or `max` is 0).
+    /// [`advance`](Lease::advance) then counts what was put there.
+    pub(crate) fn spare_mut(&mut self, max: usize) -> &mut [u8] {
+        let slab_size = self.pool.slab_size;
+        let (idx, off) = (self.len / slab_size, self.len % slab_size);
+        let left = usize::try_from(self.size - self.len as u64).unwrap_or(usize::MAX);
+        let n = (slab_size - off).min(left).min(max);
+        match self.slabs.get_mut(idx) {
+            Some(slab) if n > 0 => &mut slab[off..off + n],
+            _ => &mut [],
+        }
+    }
+
+    /// Counts `n` bytes just put into [`spare_mut`](Lease::spare_mut) as written.
+    pub(crate) fn advance(&mut self, n: usize) {
+        debug_assert!(self.len as u64 + n as u64 <= self.size);
+        debug_assert!(self.len % self.pool.slab_size + n <= self.pool.slab_size);
+        self.len += n;
+    }
+
     /// Bytes written so far.
     pub(crate) fn len(&self) -> usize {
         self.len

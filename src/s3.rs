@@ -6,10 +6,8 @@
 //! up to [`MAX_ERROR_BODY`] bytes and parsed leniently: a malformed or missing body still yields
 //! a typed error from the status code.
 
-use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::{Method, Request, StatusCode};
-use http_body_util::Empty;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::config::{Addressing, Config};
@@ -108,7 +106,7 @@ impl BucketTarget {
         &self,
         key: &str,
         version_id: Option<&str>,
-    ) -> Result<Request<Empty<Bytes>>, Error> {
+    ) -> Result<Request<()>, Error> {
         self.object_request(Method::GET, key, version_id)
     }
 
@@ -121,7 +119,7 @@ impl BucketTarget {
         &self,
         key: &str,
         version_id: Option<&str>,
-    ) -> Result<Request<Empty<Bytes>>, Error> {
+    ) -> Result<Request<()>, Error> {
         self.object_request(Method::HEAD, key, version_id)
     }
 
@@ -130,7 +128,7 @@ impl BucketTarget {
         method: Method,
         key: &str,
         version_id: Option<&str>,
-    ) -> Result<Request<Empty<Bytes>>, Error> {
+    ) -> Result<Request<()>, Error> {
         if key.is_empty() {
             return Err(Error::new(ErrorKind::InvalidRequest).with_message("the key is empty"));
         }
@@ -149,7 +147,7 @@ impl BucketTarget {
         &self,
         prefix: &str,
         continuation_token: Option<&str>,
-    ) -> Result<Request<Empty<Bytes>>, Error> {
+    ) -> Result<Request<()>, Error> {
         let mut path = self.prefix.clone();
         path.push_str("?list-type=2");
         if !prefix.is_empty() {
@@ -163,13 +161,13 @@ impl BucketTarget {
         self.request(Method::GET, path)
     }
 
-    fn request(&self, method: Method, path: String) -> Result<Request<Empty<Bytes>>, Error> {
+    fn request(&self, method: Method, path: String) -> Result<Request<()>, Error> {
         let uri = http::Uri::try_from(path).map_err(|e| {
             Error::new(ErrorKind::InvalidRequest)
                 .with_message("the key does not form a valid URL")
                 .with_source(e)
         })?;
-        let mut req = Request::new(Empty::new());
+        let mut req = Request::new(());
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         // Room for every header a GET gets (host, range, if-match, checksum mode and the four of

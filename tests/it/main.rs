@@ -20,3 +20,4 @@ mod throttle;
 mod tls;
 #[path = "../support/tls_server.rs"]
 mod tls_server;
+mod wire;

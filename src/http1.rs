@@ -1,0 +1,614 @@
+//! [`Connection`]: this client's side of HTTP/1.1 — one request at a time on a TCP or TLS
+//! stream, the response head parsed in a reused buffer, and the body read **straight into the
+//! caller's buffer**.
+//!
+//! A general HTTP client reads every response into a buffer of its own and hands the body out
+//! as frames, which the caller then copies where it wants them; it also runs each connection
+//! as a task of its own, with a channel for the body and one for the response. For a client
+//! whose caller always knows where the bytes go (the slabs of a lease), all of that is a second
+//! copy of every body byte and several allocations, wake-ups and task switches per request. So
+//! here the connection is a plain struct, driven by the task that awaits the reply:
+//!
+//! * the request head is written from one reused buffer, in one write;
+//! * the response head is read into a fixed read buffer (16 KiB, grown up to 64 KiB only for a
+//!   larger head) and parsed by `httparse`; the body bytes that came with it are copied out of
+//!   that buffer, and every later read goes from the socket (or TLS) directly into the
+//!   caller's slice, never past the body's end;
+//! * bodies are framed by `Content-Length`, `chunked` (decoded by [`chunked`]) or the
+//!   connection's close, as RFC 9112 says; a reply to HEAD, a 1xx, 204 and 304 have none, and
+//!   1xx responses before the final one are skipped.
+//!
+//! A connection may carry another request only after an exchange that ended cleanly: the whole
+//! body read, no byte after it, and a server that did not ask to close. Before an idle
+//! connection is used again, [`Connection::idle_alive`] peeks at its socket without blocking,
+//! so one the server closed meanwhile is dropped instead of failing a request.
+
+mod chunked;
+mod head;
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, ErrorKind};
+pub(crate) use chunked::decode_all as decode_chunked;
+use chunked::{Chunked, Step};
+pub(crate) use head::{Framing, Head, Parsed};
+
+/// The read buffer's size: a response head and, for a small object, its whole body.
+const READ_BUF: usize = 16 << 10;
+
+/// The largest response head accepted.
+pub(crate) const MAX_HEAD: usize = 64 << 10;
+
+/// The byte stream a connection speaks HTTP on.
+pub(crate) enum Transport {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Where the current exchange is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No exchange, or the last one ended cleanly: a request may be sent.
+    Ready,
+    /// A request was sent; its response head is awaited.
+    Sent { method_head: bool },
+    /// The head is in; the body is being read.
+    Body(BodyLeft),
+    /// The body has ended.
+    Done,
+    /// An exchange failed or was abandoned midway: the connection must be dropped.
+    Broken,
+}
+
+/// What is left of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyLeft {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+/// One HTTP/1.1 connection; see the module docs.
+pub(crate) struct Connection {
+    io: Transport,
+    buf: Box<[u8]>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+    head: Head,
+    state: State,
+    keep_alive: bool,
+}
+
+impl Connection {
+    /// A connection over `io`, before its first request.
+    pub(crate) fn new(io: Transport) -> Self {
+        Connection {
+            io,
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(1024),
+            head: Head::default(),
+            state: State::Ready,
+            keep_alive: true,
+        }
+    }
+
+    /// Whether the connection may carry another request: its last exchange ended cleanly.
+    pub(crate) fn reusable(&self) -> bool {
+        self.state == State::Ready
+            || (self.state == State::Done && self.keep_alive && self.start == self.end)
+    }
+
+    /// For an idle connection: true unless the server closed it or sent something unasked for
+    /// meanwhile. Never blocks: it peeks at the socket.
+    pub(crate) fn idle_alive(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut peek = ReadBuf::new(&mut byte);
+        self.reusable() && self.io.tcp().poll_peek(&mut cx, &mut peek).is_pending()
+    }
+
+    /// Writes `req` (a request without a body) in one go.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Connection`] when the write fails; the connection is then broken.
+    pub(crate) async fn send(&mut self, req: &http::Request<()>) -> Result<(), Error> {
+        debug_assert!(
+            self.reusable(),
+            "send on a connection in state {:?}",
+            self.state
+        );
+        self.state = State::Broken; // until the response is whole
+        self.start = 0;
+        self.end = 0;
+        write_request(&mut self.out, req);
+        let written = async {
+            self.io.write_all(&self.out).await?;
+            self.io.flush().await
+        };
+        written.await.map_err(|e| {
+            Error::new(ErrorKind::Connection)
+                .with_message("sending the request failed")
+                .with_source(e)
+        })?;
+        self.state = State::Sent {
+            method_head: req.method() == http::Method::HEAD,
+        };
+        Ok(())
+    }
+
+    /// Reads the response head of the request sent, skipping 1xx responses; then [`head`]
+    /// tells it and [`read_body`] reads the body.
+    ///
+    /// [`head`]: Connection::head
+    /// [`read_body`]: Connection::read_body
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Connection`] when the connection breaks or closes first, or the head is
+    /// not valid HTTP/1.x or over [`MAX_HEAD`].
+    pub(crate) async fn read_head(&mut self) -> Result<(), Error> {
+        let State::Sent { method_head } = self.state else {
+            return Err(Error::new(ErrorKind::Internal).with_message("no request was sent"));
+        };
+        self.state = State::Broken;
+        loop {
+            if let head::Parsed::Complete(len) = self.head.parse(&self.buf[self.start..self.end])? {
+                self.start += len;
+                if self.head.status().is_informational() {
+                    continue;
+                }
+                self.keep_alive = self.head.keep_alive();
+                self.state = match self.head.framing(method_head)? {
+                    Framing::Empty | Framing::Length(0) => State::Done,
+                    Framing::Length(n) => State::Body(BodyLeft::Length(n)),
+                    Framing::Chunked => State::Body(BodyLeft::Chunked(Chunked::Size)),
+                    Framing::UntilClose => {
+                        self.keep_alive = false;
+                        State::Body(BodyLeft::UntilClose)
+                    }
+                };
+                return Ok(());
+            }
+            let got = self.fill(MAX_HEAD).await.map_err(|e| {
+                Error::new(ErrorKind::Connection)
+                    .with_message("no response")
+                    .with_source(e)
+            })?;
+            if got == 0 {
+                let why = if self.start == self.end {
+                    "the server closed the connection without a response"
+                } else {
+                    "the server closed the connection inside the response head"
+                };
+                return Err(Error::new(ErrorKind::Connection).with_message(why));
+            }
+        }
+    }
+
+    /// The head [`read_head`](Connection::read_head) read.
+    pub(crate) fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Reads body bytes into `dst` (not empty): how many, or 0 once the body has ended.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Connection`] when the connection breaks or closes before the body's end,
+    /// or the chunked framing is invalid.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a read dropped midway leaves the connection broken.
+    pub(crate) async fn read_body(&mut self, dst: &mut [u8]) -> Result<usize, Error> {
+        debug_assert!(!dst.is_empty());
+        loop {
+            let left = match self.state {
+                State::Done => return Ok(0),
+                State::Body(left) => left,
+                _ => return Err(not_in_body()),
+            };
+            let buffered = self.end - self.start;
+            let (limit, chunked) = match left {
+                BodyLeft::Length(n) => (n, None),
+                BodyLeft::UntilClose => (u64::MAX, None),
+                BodyLeft::Chunked(mut c) => match c.step(&self.buf[self.start..self.end]) {
+                    Err(e) => return Err(self.broke(e)),
+                    Ok(Step::Done) => {
+                        self.state = State::Done;
+                        return Ok(0);
+                    }
+                    Ok(Step::Framing(n)) => {
+                        self.start += n;
+                        self.state = State::Body(BodyLeft::Chunked(c));
+                        continue;
+                    }
+                    Ok(Step::NeedMore) => {
+                        self.fill_body(READ_BUF).await?;
+                        continue;
+                    }
+                    Ok(Step::Data(n)) => (n, Some(c)),
+                },
+            };
+            let want = dst.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+            let n = if buffered > 0 {
+                let n = want.min(buffered);
+                dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+                self.start += n;
+                n
+            } else {
+                self.state = State::Broken; // until the read completes
+                let n = read(&mut self.io, &mut dst[..want])
+                    .await
+                    .map_err(|e| body_broke().with_source(e))?;
+                if n == 0 && left != BodyLeft::UntilClose {
+                    return Err(body_broke().with_message("the server closed the connection"));
+                }
+                n
+            };
+            self.state = match (left, chunked) {
+                (_, Some(mut c)) => {
+                    c.took(n as u64);
+                    State::Body(BodyLeft::Chunked(c))
+                }
+                (BodyLeft::Length(total), None) if total == n as u64 => State::Done,
+                (BodyLeft::Length(total), None) => State::Body(BodyLeft::Length(total - n as u64)),
+                (_, None) if n == 0 => State::Done, // closed: the end of the body
+                (left, None) => State::Body(left),
+            };
+            return Ok(n);
+        }
+    }
+
+    /// Whether the body has ended: reads framing (and, for a body that ends with the
+    /// connection, one read) to find out, without consuming any body byte.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_body`](Connection::read_body).
+    pub(crate) async fn body_ended(&mut self) -> Result<bool, Error> {
+        loop {
+            match self.state {
+                State::Done => return Ok(true),
+                State::Body(BodyLeft::Length(_)) => return Ok(false),
+                State::Body(BodyLeft::UntilClose) => {
+                    if self.start < self.end {
+                        return Ok(false);
+                    }
+                    if self.fill_body(READ_BUF).await? == 0 {
+                        self.state = State::Done;
+                        return Ok(true);
+                    }
+                }
+                State::Body(BodyLeft::Chunked(mut c)) => {
+                    match c.step(&self.buf[self.start..self.end]) {
+                        Err(e) => return Err(self.broke(e)),
+                        Ok(Step::Done) => self.state = State::Done,
+                        Ok(Step::Data(_)) if self.start < self.end => return Ok(false),
+                        Ok(Step::Data(_)) | Ok(Step::NeedMore) => {
+                            self.fill_body(READ_BUF).await?;
+                        }
+                        Ok(Step::Framing(n)) => {
+                            self.start += n;
+                            self.state = State::Body(BodyLeft::Chunked(c));
+                        }
+                    }
+                }
+                _ => return Err(not_in_body()),
+            }
+        }
+    }
+
+    /// Reads more into the read buffer (growing it up to `max`); the bytes read, 0 at EOF.
+    async fn fill(&mut self, max: usize) -> io::Result<usize> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("response head larger than {} KiB", max >> 10),
+                ));
+            }
+            let mut bigger = vec![0; (self.buf.len() * 2).min(max)].into_boxed_slice();
+            bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
+            self.buf = bigger;
+        }
+        let n = read(&mut self.io, &mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// [`fill`](Connection::fill) inside a body: the connection is broken if it fails, and a
+    /// close is an error unless the body ends with the connection.
+    async fn fill_body(&mut self, max: usize) -> Result<usize, Error> {
+        let state = std::mem::replace(&mut self.state, State::Broken);
+        let n = self
+            .fill(max)
+            .await
+            .map_err(|e| body_broke().with_source(e))?;
+        if n == 0 && state != State::Body(BodyLeft::UntilClose) {
+            return Err(body_broke().with_message("the server closed the connection"));
+        }
+        self.state = state;
+        Ok(n)
+    }
+
+    fn broke(&mut self, e: Error) -> Error {
+        self.state = State::Broken;
+        e
+    }
+}
+
+fn body_broke() -> Error {
+    Error::new(ErrorKind::Connection).with_message("the body broke off")
+}
+
+fn not_in_body() -> Error {
+    Error::new(ErrorKind::Internal).with_message("no response body is being read")
+}
+
+/// One read into `dst`.
+async fn read(io: &mut Transport, dst: &mut [u8]) -> io::Result<usize> {
+    let mut buf = ReadBuf::new(dst);
+    poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, &mut buf)).await?;
+    Ok(buf.filled().len())
+}
+
+/// `req`'s request line and header fields, as HTTP/1.1 sends them.
+fn write_request(out: &mut Vec<u8>, req: &http::Request<()>) {
+    out.clear();
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A connection to a server that answers each request with the next of `replies` (split
+    /// into writes of `split` bytes), and the requests it saw.
+    async fn serve(
+        replies: Vec<Vec<u8>>,
+        split: usize,
+    ) -> (Connection, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            for reply in replies {
+                let mut req = Vec::new();
+                while !req.ends_with(b"\r\n\r\n") {
+                    let mut b = [0u8; 1];
+                    if s.read(&mut b).await.unwrap() == 0 {
+                        return seen;
+                    }
+                    req.push(b[0]);
+                }
+                seen.push(String::from_utf8(req).unwrap());
+                for piece in reply.chunks(split.max(1)) {
+                    s.write_all(piece).await.unwrap();
+                    s.flush().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+            seen
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        (Connection::new(Transport::Plain(tcp)), server)
+    }
+
+    fn get(path: &str) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        *req.uri_mut() = path.parse().unwrap();
+        req.headers_mut()
+            .insert(http::header::HOST, "h".parse().unwrap());
+        req
+    }
+
+    async fn body(conn: &mut Connection, chunk: usize) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        let mut dst = vec![0; chunk];
+        loop {
+            let n = conn.read_body(&mut dst).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&dst[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn exchanges_in_every_framing_reuse_the_connection() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut length = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n".to_vec();
+        length.extend_from_slice(&big);
+        let chunked =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                .to_vec();
+        let empty = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+        for split in [1, 7, 1 << 20] {
+            let replies = vec![length.clone(), chunked.clone(), empty.clone()];
+            let (mut conn, server) = serve(replies, split).await;
+            conn.send(&get("/a?x=1")).await.unwrap();
+            conn.read_head().await.unwrap();
+            assert_eq!(conn.head().status(), 200);
+            assert_eq!(body(&mut conn, 4096).await.unwrap(), big, "split {split}");
+            assert!(conn.reusable());
+            conn.send(&get("/b")).await.unwrap();
+            conn.read_head().await.unwrap();
+            assert_eq!(body(&mut conn, 2).await.unwrap(), b"abcde", "split {split}");
+            assert!(conn.body_ended().await.unwrap());
+            assert!(conn.reusable());
+            conn.send(&get("/c")).await.unwrap();
+            conn.read_head().await.unwrap();
+            assert_eq!(conn.head().status(), 204);
+            assert!(conn.body_ended().await.unwrap());
+            assert!(conn.reusable());
+            let seen = server.await.unwrap();
+            assert_eq!(seen[0], "GET /a?x=1 HTTP/1.1\r\nhost: h\r\n\r\n");
+            assert_eq!(seen.len(), 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_until_close_ends_the_connection() {
+        let reply = b"HTTP/1.1 200 OK\r\n\r\nall of it".to_vec();
+        let (mut conn, _server) = serve(vec![reply], 3).await;
+        conn.send(&get("/")).await.unwrap();
+        conn.read_head().await.unwrap();
+        assert_eq!(body(&mut conn, 4).await.unwrap(), b"all of it");
+        assert!(!conn.reusable());
+    }
+
+    #[tokio::test]
+    async fn short_bodies_and_missing_heads_are_connection_errors() {
+        let cases: [&[u8]; 4] = [
+            b"",
+            b"HTTP/1.1 200 OK\r\ncontent-le",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab",
+        ];
+        for reply in cases {
+            let (mut conn, server) = serve(vec![reply.to_vec()], 4).await;
+            conn.send(&get("/")).await.unwrap();
+            let result = async {
+                conn.read_head().await?;
+                body(&mut conn, 64).await
+            };
+            // The server closes once it has written the reply.
+            let e = result.await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Connection, "{reply:?}: {e}");
+            assert!(!conn.reusable());
+            server.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_byte_after_the_body_or_a_close_request_stops_reuse() {
+        let extra = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokX".to_vec();
+        let close = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_vec();
+        for reply in [extra, close] {
+            let (mut conn, _server) = serve(vec![reply], 1 << 20).await;
+            conn.send(&get("/")).await.unwrap();
+            conn.read_head().await.unwrap();
+            // Give the whole reply time to arrive in one read.
+            assert_eq!(body(&mut conn, 64).await.unwrap(), b"ok");
+            assert!(!conn.reusable());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closed_by_the_server_is_seen_dead() {
+        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
+        let (mut conn, server) = serve(vec![reply], 1 << 20).await;
+        conn.send(&get("/")).await.unwrap();
+        conn.read_head().await.unwrap();
+        assert_eq!(body(&mut conn, 64).await.unwrap(), b"ok");
+        assert!(conn.idle_alive());
+        // The server's loop ends after one reply and closes the socket.
+        server.await.unwrap();
+        let mut alive = true;
+        for _ in 0..100 {
+            alive = conn.idle_alive();
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!alive);
+    }
+
+    #[test]
+    fn requests_are_written_as_http_1_1() {
+        let mut out = Vec::new();
+        let mut req = get("/k%20y?versionId=v");
+        *req.method_mut() = http::Method::HEAD;
+        req.headers_mut()
+            .insert("range", "bytes=0-9".parse().unwrap());
+        write_request(&mut out, &req);
+        assert_eq!(
+            out,
+            b"HEAD /k%20y?versionId=v HTTP/1.1\r\nhost: h\r\nrange: bytes=0-9\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! [`Head`]: one parsed HTTP/1.1 response head, kept in buffers the connection reuses, and the
+//! body [`Framing`] it announces (RFC 9112 §6.3).
+//!
+//! The head's bytes are copied once out of the read buffer, and each field is kept as a pair of
+//! ranges into that copy, so parsing a response allocates nothing once the connection is warm.
+//! Names are compared case-insensitively, as HTTP requires.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use http::StatusCode;
+
+use crate::error::{Error, ErrorKind};
+
+/// The most header fields a response head may carry (hyper's default too).
+const MAX_FIELDS: usize = 100;
+
+/// How the body of a response ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body: a reply to HEAD, a 1xx, 204 or 304.
+    Empty,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the server closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    status: StatusCode,
+    /// HTTP/1.x minor version.
+    minor: u8,
+    raw: Vec<u8>,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+/// What parsing the bytes at hand gave.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// A whole head of this many bytes, now in the [`Head`].
+    Complete(usize),
+    /// The head goes on past the bytes given.
+    Partial,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            status: StatusCode::OK,
+            minor: 1,
+            raw: Vec::new(),
+            fields: Vec::new(),
+        }
+    }
+}
+
+impl Head {
+    /// Parses a response head at the start of `bytes`, replacing this one when it is complete.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Connection`] when the bytes are not an HTTP/1.x response head.
+    pub(crate) fn parse(&mut self, bytes: &[u8]) -> Result<Parsed, Error> {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            bytes,
+            &mut fields,
+        ) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(e) => return Err(invalid(format!("invalid response head ({e})"))),
+        };
+        let code = resp.code.unwrap_or_default();
+        self.status = StatusCode::from_u16(code)
+            .map_err(|_| invalid(format!("invalid status code {code}")))?;
+        self.minor = resp.version.unwrap_or(1);
+        // Keep each field as ranges into a copy of the head.
+        let base = bytes.as_ptr() as usize;
+        let at = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        self.fields.clear();
+        for f in resp.headers.iter() {
+            self.fields.push((at(f.name.as_bytes()), at(f.value)));
+        }
+        self.raw.clear();
+        self.raw.extend_from_slice(&bytes[..len]);
+        Ok(Parsed::Complete(len))
+    }
+
+    /// The status code.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The first value of the field `name` (lower case), without surrounding blanks.
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Every value of the field `name` (lower case), in order.
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Every field as (name, value), in order.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|(n, v)| (&self.raw[n.clone()], self.raw[v.clone()].trim_ascii()))
+    }
+
+    /// The fields as an `http` header map, for callers that keep them (listings, HEAD);
+    /// fields that `http` refuses are left out.
+    pub(crate) fn to_header_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in self.fields() {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        map
+    }
+
+    /// Whether the server lets the connection carry another request after this response.
+    pub(crate) fn keep_alive(&self) -> bool {
+        let mut close = false;
+        let mut keep = false;
+        for value in self.all("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        !close && (self.minor >= 1 || keep)
+    }
+
+    /// How this response's body ends, for a request with `method_head` telling if it was HEAD.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Connection`] for a `Content-Length` that is not a number, or several that
+    /// disagree: the body's end cannot be known.
+    pub(crate) fn framing(&self, method_head: bool) -> Result<Framing, Error> {
+        let code = self.status.as_u16();
+        if method_head || (100..200).contains(&code) || code == 204 || code == 304 {
+            return Ok(Framing::Empty);
+        }
+        // Transfer-Encoding wins over Content-Length; only a final `chunked` has an end.
+        let mut coding = None;
+        for value in self.all("transfer-encoding") {
+            for c in value.split(|&b| b == b',') {
+                coding = Some(c.trim_ascii());
+            }
+        }
+        if let Some(last) = coding {
+            return Ok(if last.eq_ignore_ascii_case(b"chunked") {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            });
+        }
+        let mut length = None;
+        for value in self.all("content-length") {
+            for v in value.split(|&b| b == b',') {
+                let n = parse_decimal(v.trim_ascii()).ok_or_else(|| {
+                    invalid(format!(
+                        "invalid Content-Length {:?}",
+                        String::from_utf8_lossy(value)
+                    ))
+                })?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(invalid("Content-Length values disagree".to_owned()));
+                }
+                length = Some(n);
+            }
+        }
+        Ok(length.map_or(Framing::UntilClose, Framing::Length))
+    }
+}
+
+/// A decimal number of ASCII digits only (no sign, no blanks), as `Content-Length` must be.
+pub(crate) fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn invalid(why: String) -> Error {
+    Error::new(ErrorKind::Connection).with_message(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        let mut h = Head::default();
+        assert_eq!(
+            h.parse(text.as_bytes()).unwrap(),
+            Parsed::Complete(text.len())
+        );
+        h
+    }
+
+    #[test]
+    fn fields_are_found_whatever_their_case() {
+        let h = head("HTTP/1.1 206 Partial Content\r\nETag: \"abc\"\r\ncontent-range:  bytes 0-9/20 \r\nX-Amz-Meta: a\r\nx-amz-meta: b\r\n\r\n");
+        assert_eq!(h.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(h.get("etag"), Some(&b"\"abc\""[..]));
+        assert_eq!(h.get("content-range"), Some(&b"bytes 0-9/20"[..]));
+        assert_eq!(h.all("x-amz-meta").collect::<Vec<_>>(), [b"a", b"b"]);
+        assert_eq!(h.get("missing"), None);
+        let map = h.to_header_map();
+        assert_eq!(map.get_all("x-amz-meta").iter().count(), 2);
+        assert_eq!(map["etag"], "\"abc\"");
+    }
+
+    #[test]
+    fn partial_and_invalid_heads() {
+        let mut h = Head::default();
+        assert_eq!(
+            h.parse(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap(),
+            Parsed::Partial
+        );
+        assert_eq!(h.parse(b"").unwrap(), Parsed::Partial);
+        for bad in [
+            &b"HTTP/1.1 2x0 OK\r\n\r\n"[..],
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        ] {
+            let e = h.parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Connection, "{bad:?}");
+        }
+        // A head that is too long to count its fields.
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let text = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(h.parse(text.as_bytes()).is_err());
+        // The head before is kept until a complete one replaces it.
+        let good = head("HTTP/1.1 404 Not Found\r\n\r\n");
+        assert_eq!(good.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f =
+            |text: &str, method_head: bool| head(text).framing(method_head).map_err(|e| e.kind());
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n", false),
+            Ok(Framing::Length(12))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n", true),
+            Ok(Framing::Empty)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 204 No Content\r\ncontent-length: 12\r\n\r\n",
+                false
+            ),
+            Ok(Framing::Empty)
+        );
+        assert_eq!(
+            f("HTTP/1.1 304 Not Modified\r\n\r\n", false),
+            Ok(Framing::Empty)
+        );
+        assert_eq!(
+            f("HTTP/1.1 100 Continue\r\n\r\n", false),
+            Ok(Framing::Empty)
+        );
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n", false), Ok(Framing::UntilClose));
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\ncontent-length: 5\r\n\r\n",
+                false
+            ),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
+            Ok(Framing::UntilClose)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\n",
+                false
+            ),
+            Ok(Framing::Length(5))
+        );
+        for bad in [
+            "5, 6",
+            "+5",
+            "-1",
+            "",
+            "5 5",
+            "99999999999999999999",
+            "0x10",
+        ] {
+            let text = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
+            assert_eq!(f(&text, false), Err(ErrorKind::Connection), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_by_version_and_connection_field() {
+        assert!(head("HTTP/1.1 200 OK\r\n\r\n").keep_alive());
+        assert!(!head("HTTP/1.1 200 OK\r\nConnection: Close\r\n\r\n").keep_alive());
+        assert!(!head("HTTP/1.1 200 OK\r\nconnection: keep-alive, close\r\n\r\n").keep_alive());
+        assert!(!head("HTTP/1.0 200 OK\r\n\r\n").keep_alive());
+        assert!(head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn decimal_lengths() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"18446744073709551615"), None); // 20 digits
+        assert_eq!(
+            parse_decimal(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(parse_decimal(b"1a"), None);
+    }
+}
