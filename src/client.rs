@@ -122,7 +122,7 @@ impl Client {
         let result = async {
             let target = BucketTarget::new(&self.ctx.config, bucket)?;
             let req = target.head_object(key, version_id)?;
-            let (headers, _) = request_whole(&self.ctx, &target.origin, req, 0).await?;
+            let (headers, _) = request_whole(&self.ctx, &req, 0).await?;
             let size = headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())

@@ -22,7 +22,7 @@ use std::pin::{pin, Pin};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use http::header::{IF_MATCH, RANGE};
+use aws_credential_types::Credentials;
 use http::{HeaderValue, StatusCode};
 use tokio::time::{Instant, Sleep};
 
@@ -30,10 +30,12 @@ use crate::checksum::Expected;
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
+use crate::http1::{self, Connection};
 use crate::limiter::{Change, Limiter, Slot};
 use crate::memory::Lease;
 use crate::retry::{classify, Class, Next, Retrier};
-use crate::s3::{parse_content_range, status_error, BucketTarget, MAX_ERROR_BODY};
+use crate::s3::{parse_content_range, status_error, BucketTarget, S3Request, MAX_ERROR_BODY};
+use crate::sign::{Signable, Signer};
 use crate::stats::Counters;
 use crate::waitlist::Place;
 
@@ -312,20 +314,14 @@ impl PartRequest<'_> {
         let ranged = spec.ranged || from > spec.start;
 
         let mut req = self.target.get_object(self.key, self.version_id)?;
-        let headers = req.headers_mut();
         if let Some(etag) = &pinned.etag {
-            headers.insert(IF_MATCH, etag.clone());
+            req.if_match(etag.as_bytes());
         }
         if ranged {
-            let range = format!("bytes={from}-{}", end - 1);
-            headers.insert(
-                RANGE,
-                HeaderValue::try_from(range)
-                    .map_err(|e| Error::new(ErrorKind::Internal).with_source(e))?,
-            );
+            req.range(from, end - 1);
         }
         if ctx.config.checksum_mode {
-            headers.insert("x-amz-checksum-mode", HeaderValue::from_static("ENABLED"));
+            req.checksum_mode();
         }
         tracing::debug!(
             from,
@@ -335,7 +331,7 @@ impl PartRequest<'_> {
             "GET sent"
         );
         let mut timer = pin!(tokio::time::sleep(stall));
-        let mut conn = send(ctx, &self.target.origin, unit, req, &mut timer, stall).await?;
+        let mut conn = send(ctx, unit, &req, &mut timer, stall).await?;
         let status = conn.head().status();
 
         if !status.is_success() {
@@ -612,23 +608,23 @@ pub(crate) fn check_reply(
     }
 }
 
-/// Signs `req` afresh, gets a connection to `origin` with `unit`, sends, and reads the response
-/// head unless `timer` (the stall timeout, reset once the head is in) fires first. Counts the
-/// request.
+/// Gets a connection for `req` with `unit`, writes `req` into it signed afresh, sends it, and
+/// reads the response head unless `timer` (the stall timeout, reset once the head is in) fires
+/// first. Counts the request.
 async fn send(
     ctx: &Context,
-    origin: &http::Uri,
     unit: Unit,
-    mut req: http::Request<()>,
+    req: &S3Request<'_>,
     timer: &mut Pin<&mut Sleep>,
     stall: Duration,
 ) -> Result<Conn, Error> {
-    ctx.signer.sign(&mut req).await?;
-    let mut conn = unit.connect(origin).await.map_err(|(_, e)| e)?;
+    let creds = ctx.signer.credentials_for_request().await?;
+    let mut conn = unit.connect(req.origin()).await.map_err(|(_, e)| e)?;
+    compose(&mut conn, req, &ctx.signer, creds.as_ref())?;
     Counters::add(&ctx.counters.requests, 1);
     timer.as_mut().reset(Instant::now() + stall);
     let exchange = async {
-        conn.send(&req).await?;
+        conn.send(req.method() == http::Method::HEAD).await?;
         conn.read_head().await
     };
     match within(timer, exchange).await {
@@ -642,17 +638,45 @@ async fn send(
     }
 }
 
-fn fmt_duration(d: Duration) -> String {
-    format!("{:.3}s", d.as_secs_f64())
+/// Writes `req` into `conn`'s request buffer as HTTP/1.1: its request line and fields, and —
+/// with credentials — the SigV4 fields computed over exactly those bytes.
+fn compose(
+    conn: &mut Connection,
+    req: &S3Request<'_>,
+    signer: &Signer,
+    creds: Option<&Credentials>,
+) -> Result<(), Error> {
+    let (out, scratch) = conn.compose();
+    let method = req.method().as_str();
+    let target = http1::push_request_line(out, method, |o| req.write_target(o));
+    // The request's own fields, kept on the stack for the signer.
+    let mut fields = [("", &b""[..]); 4];
+    let mut count = 0;
+    for (slot, field) in fields.iter_mut().zip(req.headers()) {
+        http1::push_field(out, field.0, field.1);
+        *slot = field;
+        count += 1;
+    }
+    if let Some(creds) = creds {
+        let target = std::str::from_utf8(&out[target]).map_err(|_| {
+            Error::new(ErrorKind::Internal).with_message("the request target is not ASCII")
+        })?;
+        let signable = Signable {
+            method,
+            target,
+            headers: &fields[..count],
+        };
+        let signed = signer.sign(creds, signable, scratch)?;
+        for (name, value) in signed.fields(creds.session_token()) {
+            http1::push_field(out, name, value);
+        }
+    }
+    http1::end_head(out);
+    Ok(())
 }
 
-/// A copy of `req` for one attempt (to be signed).
-fn clone_request(req: &http::Request<()>) -> http::Request<()> {
-    let mut r = http::Request::new(());
-    *r.method_mut() = req.method().clone();
-    *r.uri_mut() = req.uri().clone();
-    *r.headers_mut() = req.headers().clone();
-    r
+fn fmt_duration(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
 }
 
 /// Signs `req`, sends it on a pooled connection and reads the whole reply body (at most
@@ -664,8 +688,7 @@ fn clone_request(req: &http::Request<()>) -> http::Request<()> {
 /// failure or stall, or [`ErrorKind::InvalidResponse`] for a body over `limit`.
 pub(crate) async fn request_whole(
     ctx: &Context,
-    origin: &http::Uri,
-    req: http::Request<()>,
+    req: &S3Request<'_>,
     limit: usize,
 ) -> Result<(http::HeaderMap, Vec<u8>), Error> {
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
@@ -673,8 +696,8 @@ pub(crate) async fn request_whole(
     loop {
         retrier.start_attempt();
         let (slot, unit) = ctx.ticket(place).await;
-        tracing::debug!(method = %req.method(), path = req.uri().path(), "request sent");
-        match whole_once(ctx, origin, unit, &req, limit).await {
+        tracing::debug!(method = %req.method(), "request sent");
+        match whole_once(ctx, unit, req, limit).await {
             Ok(ok) => {
                 tracing::debug!(bytes = ok.1.len(), "request done");
                 trace_change(slot.succeeded(), &ctx.limiter);
@@ -687,14 +710,13 @@ pub(crate) async fn request_whole(
 
 async fn whole_once(
     ctx: &Context,
-    origin: &http::Uri,
     unit: Unit,
-    req: &http::Request<()>,
+    req: &S3Request<'_>,
     limit: usize,
 ) -> Result<(http::HeaderMap, Vec<u8>), Error> {
     let stall = ctx.config.stall_timeout;
     let mut timer = pin!(tokio::time::sleep(stall));
-    let mut conn = send(ctx, origin, unit, clone_request(req), &mut timer, stall).await?;
+    let mut conn = send(ctx, unit, req, &mut timer, stall).await?;
     let status = conn.head().status();
     let headers = conn.head().to_header_map();
     let limit = if status.is_success() {

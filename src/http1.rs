@@ -133,6 +133,7 @@ pub(crate) struct Connection {
     start: usize,
     end: usize,
     out: Vec<u8>,
+    scratch: Vec<u8>,
     head: Head,
     state: State,
     keep_alive: bool,
@@ -147,6 +148,7 @@ impl Connection {
             start: 0,
             end: 0,
             out: Vec::with_capacity(1024),
+            scratch: Vec::with_capacity(1024),
             head: Head::default(),
             state: State::Ready,
             keep_alive: true,
@@ -168,12 +170,21 @@ impl Connection {
         self.reusable() && self.io.tcp().poll_peek(&mut cx, &mut peek).is_pending()
     }
 
-    /// Writes `req` (a request without a body) in one go.
+    /// The buffers to compose the next request in, both cleared: the request's bytes (see
+    /// [`push_request_line`], [`push_field`], [`end_head`]) and a scratch buffer (for signing).
+    pub(crate) fn compose(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>) {
+        self.out.clear();
+        self.scratch.clear();
+        (&mut self.out, &mut self.scratch)
+    }
+
+    /// Writes the request [`compose`](Connection::compose)d (one without a body) in one go;
+    /// `method_head` tells if it is a HEAD, whose response has no body.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Connection`] when the write fails; the connection is then broken.
-    pub(crate) async fn send(&mut self, req: &http::Request<()>) -> Result<(), Error> {
+    pub(crate) async fn send(&mut self, method_head: bool) -> Result<(), Error> {
         debug_assert!(
             self.reusable(),
             "send on a connection in state {:?}",
@@ -182,7 +193,6 @@ impl Connection {
         self.state = State::Broken; // until the response is whole
         self.start = 0;
         self.end = 0;
-        write_request(&mut self.out, req);
         let written = async {
             self.io.write_all(&self.out).await?;
             self.io.flush().await
@@ -192,9 +202,7 @@ impl Connection {
                 .with_message("sending the request failed")
                 .with_source(e)
         })?;
-        self.state = State::Sent {
-            method_head: req.method() == http::Method::HEAD,
-        };
+        self.state = State::Sent { method_head };
         Ok(())
     }
 
@@ -421,20 +429,32 @@ async fn read(io: &mut Transport, dst: &mut [u8]) -> io::Result<usize> {
     Ok(buf.filled().len())
 }
 
-/// `req`'s request line and header fields, as HTTP/1.1 sends them.
-fn write_request(out: &mut Vec<u8>, req: &http::Request<()>) {
-    out.clear();
-    out.extend_from_slice(req.method().as_str().as_bytes());
+/// Starts a request: `method`, a space, then the target that `target` appends (which must be
+/// ASCII), then the version. Returns where the target lies in `out`.
+pub(crate) fn push_request_line(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: impl FnOnce(&mut Vec<u8>),
+) -> std::ops::Range<usize> {
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
+    let start = out.len();
+    target(out);
+    let end = out.len();
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    start..end
+}
+
+/// Appends one header field.
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends the request head.
+pub(crate) fn end_head(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
@@ -477,12 +497,13 @@ mod tests {
         (Connection::new(Transport::Plain(tcp)), server)
     }
 
-    fn get(path: &str) -> http::Request<()> {
-        let mut req = http::Request::new(());
-        *req.uri_mut() = path.parse().unwrap();
-        req.headers_mut()
-            .insert(http::header::HOST, "h".parse().unwrap());
-        req
+    /// Sends `GET path` with a `host` field.
+    async fn get(conn: &mut Connection, path: &str) -> Result<(), Error> {
+        let (out, _) = conn.compose();
+        push_request_line(out, "GET", |o| o.extend_from_slice(path.as_bytes()));
+        push_field(out, "host", b"h");
+        end_head(out);
+        conn.send(false).await
     }
 
     async fn body(conn: &mut Connection, chunk: usize) -> Result<Vec<u8>, Error> {
@@ -509,17 +530,17 @@ mod tests {
         for split in [1, 7, 1 << 20] {
             let replies = vec![length.clone(), chunked.clone(), empty.clone()];
             let (mut conn, server) = serve(replies, split).await;
-            conn.send(&get("/a?x=1")).await.unwrap();
+            get(&mut conn, "/a?x=1").await.unwrap();
             conn.read_head().await.unwrap();
             assert_eq!(conn.head().status(), 200);
             assert_eq!(body(&mut conn, 4096).await.unwrap(), big, "split {split}");
             assert!(conn.reusable());
-            conn.send(&get("/b")).await.unwrap();
+            get(&mut conn, "/b").await.unwrap();
             conn.read_head().await.unwrap();
             assert_eq!(body(&mut conn, 2).await.unwrap(), b"abcde", "split {split}");
             assert!(conn.body_ended().await.unwrap());
             assert!(conn.reusable());
-            conn.send(&get("/c")).await.unwrap();
+            get(&mut conn, "/c").await.unwrap();
             conn.read_head().await.unwrap();
             assert_eq!(conn.head().status(), 204);
             assert!(conn.body_ended().await.unwrap());
@@ -534,7 +555,7 @@ mod tests {
     async fn a_body_until_close_ends_the_connection() {
         let reply = b"HTTP/1.1 200 OK\r\n\r\nall of it".to_vec();
         let (mut conn, _server) = serve(vec![reply], 3).await;
-        conn.send(&get("/")).await.unwrap();
+        get(&mut conn, "/").await.unwrap();
         conn.read_head().await.unwrap();
         assert_eq!(body(&mut conn, 4).await.unwrap(), b"all of it");
         assert!(!conn.reusable());
@@ -550,7 +571,7 @@ mod tests {
         ];
         for reply in cases {
             let (mut conn, server) = serve(vec![reply.to_vec()], 4).await;
-            conn.send(&get("/")).await.unwrap();
+            get(&mut conn, "/").await.unwrap();
             let result = async {
                 conn.read_head().await?;
                 body(&mut conn, 64).await
@@ -569,7 +590,7 @@ mod tests {
         let close = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_vec();
         for reply in [extra, close] {
             let (mut conn, _server) = serve(vec![reply], 1 << 20).await;
-            conn.send(&get("/")).await.unwrap();
+            get(&mut conn, "/").await.unwrap();
             conn.read_head().await.unwrap();
             // Give the whole reply time to arrive in one read.
             assert_eq!(body(&mut conn, 64).await.unwrap(), b"ok");
@@ -581,7 +602,7 @@ mod tests {
     async fn an_idle_connection_closed_by_the_server_is_seen_dead() {
         let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec();
         let (mut conn, server) = serve(vec![reply], 1 << 20).await;
-        conn.send(&get("/")).await.unwrap();
+        get(&mut conn, "/").await.unwrap();
         conn.read_head().await.unwrap();
         assert_eq!(body(&mut conn, 64).await.unwrap(), b"ok");
         assert!(conn.idle_alive());
@@ -601,14 +622,14 @@ mod tests {
     #[test]
     fn requests_are_written_as_http_1_1() {
         let mut out = Vec::new();
-        let mut req = get("/k%20y?versionId=v");
-        *req.method_mut() = http::Method::HEAD;
-        req.headers_mut()
-            .insert("range", "bytes=0-9".parse().unwrap());
-        write_request(&mut out, &req);
+        let at = push_request_line(&mut out, "HEAD", |o| o.extend_from_slice(b"/k%20y?v=1"));
+        push_field(&mut out, "host", b"h");
+        push_field(&mut out, "range", b"bytes=0-9");
+        end_head(&mut out);
+        assert_eq!(&out[at], b"/k%20y?v=1");
         assert_eq!(
             out,
-            b"HEAD /k%20y?versionId=v HTTP/1.1\r\nhost: h\r\nrange: bytes=0-9\r\n\r\n"
+            b"HEAD /k%20y?v=1 HTTP/1.1\r\nhost: h\r\nrange: bytes=0-9\r\n\r\n"
         );
     }
 }

@@ -71,8 +71,8 @@ impl ListStream {
 
 async fn next_page(st: &mut State) -> Result<(), Error> {
     let target = BucketTarget::new(&st.ctx.config, &st.bucket)?;
-    let req = target.list_objects_v2(&st.prefix, st.token.as_deref())?;
-    let (_, body) = request_whole(&st.ctx, &target.origin, req, MAX_LIST_PAGE).await?;
+    let req = target.list_objects_v2(&st.prefix, st.token.as_deref());
+    let (_, body) = request_whole(&st.ctx, &req, MAX_LIST_PAGE).await?;
     let page = parse_list_page(&body)?;
     if page.next_token.is_some() && page.next_token == st.token {
         return Err(Error::new(ErrorKind::InvalidResponse)

@@ -7,7 +7,7 @@
 //! a typed error from the status code.
 
 use http::header::{HeaderValue, HOST};
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::config::{Addressing, Config};
@@ -97,85 +97,182 @@ impl BucketTarget {
         })
     }
 
-    /// An unsigned GetObject request for `key` (optionally at `version_id`).
+    /// A GetObject request for `key` (optionally at `version_id`).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidRequest`] for an empty key.
-    pub(crate) fn get_object(
-        &self,
-        key: &str,
-        version_id: Option<&str>,
-    ) -> Result<Request<()>, Error> {
+    pub(crate) fn get_object<'a>(
+        &'a self,
+        key: &'a str,
+        version_id: Option<&'a str>,
+    ) -> Result<S3Request<'a>, Error> {
         self.object_request(Method::GET, key, version_id)
     }
 
-    /// An unsigned HeadObject request for `key` (optionally at `version_id`).
+    /// A HeadObject request for `key` (optionally at `version_id`).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidRequest`] for an empty key.
-    pub(crate) fn head_object(
-        &self,
-        key: &str,
-        version_id: Option<&str>,
-    ) -> Result<Request<()>, Error> {
+    pub(crate) fn head_object<'a>(
+        &'a self,
+        key: &'a str,
+        version_id: Option<&'a str>,
+    ) -> Result<S3Request<'a>, Error> {
         self.object_request(Method::HEAD, key, version_id)
     }
 
-    fn object_request(
-        &self,
+    fn object_request<'a>(
+        &'a self,
         method: Method,
-        key: &str,
-        version_id: Option<&str>,
-    ) -> Result<Request<()>, Error> {
+        key: &'a str,
+        version_id: Option<&'a str>,
+    ) -> Result<S3Request<'a>, Error> {
         if key.is_empty() {
             return Err(Error::new(ErrorKind::InvalidRequest).with_message("the key is empty"));
         }
-        let mut path = String::with_capacity(self.prefix.len() + key.len() + 16);
-        path.push_str(&self.prefix);
-        path.extend(utf8_percent_encode(key, KEY));
-        if let Some(v) = version_id {
-            path.push_str("?versionId=");
-            path.extend(utf8_percent_encode(v, QUERY_VALUE));
-        }
-        self.request(method, path)
+        Ok(S3Request::new(
+            method,
+            self,
+            Resource::Object { key, version_id },
+        ))
     }
 
-    /// An unsigned ListObjectsV2 request for one page of keys under `prefix`.
-    pub(crate) fn list_objects_v2(
-        &self,
-        prefix: &str,
-        continuation_token: Option<&str>,
-    ) -> Result<Request<()>, Error> {
-        let mut path = self.prefix.clone();
-        path.push_str("?list-type=2");
-        if !prefix.is_empty() {
-            path.push_str("&prefix=");
-            path.extend(utf8_percent_encode(prefix, QUERY_VALUE));
+    /// A ListObjectsV2 request for one page of keys under `prefix`.
+    pub(crate) fn list_objects_v2<'a>(
+        &'a self,
+        prefix: &'a str,
+        continuation_token: Option<&'a str>,
+    ) -> S3Request<'a> {
+        S3Request::new(
+            Method::GET,
+            self,
+            Resource::List {
+                prefix,
+                token: continuation_token,
+            },
+        )
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy)]
+enum Resource<'a> {
+    Object {
+        key: &'a str,
+        version_id: Option<&'a str>,
+    },
+    List {
+        prefix: &'a str,
+        token: Option<&'a str>,
+    },
+}
+
+/// One S3 request, described without allocating; written out (and signed) into the buffers of
+/// the connection that sends it, afresh for every attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct S3Request<'a> {
+    method: Method,
+    target: &'a BucketTarget,
+    resource: Resource<'a>,
+    /// `bytes=first-last`, when a range is asked for.
+    range: Option<RangeText>,
+    if_match: Option<&'a [u8]>,
+    checksum_mode: bool,
+}
+
+/// `bytes=first-last`, formatted in place.
+#[derive(Debug, Clone, Copy)]
+struct RangeText {
+    text: [u8; 48],
+    len: usize,
+}
+
+impl<'a> S3Request<'a> {
+    fn new(method: Method, target: &'a BucketTarget, resource: Resource<'a>) -> Self {
+        S3Request {
+            method,
+            target,
+            resource,
+            range: None,
+            if_match: None,
+            checksum_mode: false,
         }
-        if let Some(token) = continuation_token {
-            path.push_str("&continuation-token=");
-            path.extend(utf8_percent_encode(token, QUERY_VALUE));
-        }
-        self.request(Method::GET, path)
     }
 
-    fn request(&self, method: Method, path: String) -> Result<Request<()>, Error> {
-        let uri = http::Uri::try_from(path).map_err(|e| {
-            Error::new(ErrorKind::InvalidRequest)
-                .with_message("the key does not form a valid URL")
-                .with_source(e)
-        })?;
-        let mut req = Request::new(());
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        // Room for every header a GET gets (host, range, if-match, checksum mode and the four of
-        // SigV4), so none of them reallocates the map.
-        let headers = req.headers_mut();
-        headers.reserve(8);
-        headers.insert(HOST, self.host.clone());
-        Ok(req)
+    /// Asks for bytes `first..=last` only.
+    pub(crate) fn range(&mut self, first: u64, last: u64) {
+        let mut text = [0u8; 48];
+        let mut len = 0;
+        let mut put = |s: &[u8]| {
+            text[len..len + s.len()].copy_from_slice(s);
+            len += s.len();
+        };
+        put(b"bytes=");
+        put(itoa::Buffer::new().format(first).as_bytes());
+        put(b"-");
+        put(itoa::Buffer::new().format(last).as_bytes());
+        self.range = Some(RangeText { text, len });
+    }
+
+    /// Asks for the object only if its ETag is still `etag`.
+    pub(crate) fn if_match(&mut self, etag: &'a [u8]) {
+        self.if_match = Some(etag);
+    }
+
+    /// Asks for the object's checksum headers.
+    pub(crate) fn checksum_mode(&mut self) {
+        self.checksum_mode = true;
+    }
+
+    /// The method.
+    pub(crate) fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// Where requests go: the origin to dial.
+    pub(crate) fn origin(&self) -> &'a http::Uri {
+        &self.target.origin
+    }
+
+    /// Appends the request target (path and query), percent-encoded once: only ASCII.
+    pub(crate) fn write_target(&self, out: &mut Vec<u8>) {
+        let mut push = |s: &str| out.extend_from_slice(s.as_bytes());
+        push(&self.target.prefix);
+        match self.resource {
+            Resource::Object { key, version_id } => {
+                utf8_percent_encode(key, KEY).for_each(&mut push);
+                if let Some(v) = version_id {
+                    push("?versionId=");
+                    utf8_percent_encode(v, QUERY_VALUE).for_each(&mut push);
+                }
+            }
+            Resource::List { prefix, token } => {
+                push("?list-type=2");
+                if !prefix.is_empty() {
+                    push("&prefix=");
+                    utf8_percent_encode(prefix, QUERY_VALUE).for_each(&mut push);
+                }
+                if let Some(token) = token {
+                    push("&continuation-token=");
+                    utf8_percent_encode(token, QUERY_VALUE).for_each(&mut push);
+                }
+            }
+        }
+    }
+
+    /// The header fields to send (before signing), names in lower case, `host` first.
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'static str, &[u8])> + '_ {
+        [
+            Some((HOST.as_str(), self.target.host.as_bytes())),
+            self.range.as_ref().map(|r| ("range", &r.text[..r.len])),
+            self.if_match.map(|v| ("if-match", v)),
+            self.checksum_mode
+                .then_some(("x-amz-checksum-mode", &b"ENABLED"[..])),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -409,16 +506,51 @@ mod tests {
             .unwrap()
     }
 
+    /// The request's target and its `host` field, as sent.
+    fn sent(r: &S3Request<'_>) -> (String, String) {
+        let mut target = Vec::new();
+        r.write_target(&mut target);
+        let host = r.headers().find(|(n, _)| *n == "host").unwrap().1;
+        (
+            String::from_utf8(target).unwrap(),
+            String::from_utf8(host.to_vec()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn headers_follow_what_is_asked() {
+        let c = config("http://127.0.0.1:9000", Addressing::PathStyle);
+        let t = BucketTarget::new(&c, "bkt").unwrap();
+        let mut r = t.get_object("k", None).unwrap();
+        r.range(0, u64::MAX);
+        r.if_match(b"\"e\"");
+        r.checksum_mode();
+        let h: Vec<_> = r
+            .headers()
+            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+            .collect();
+        assert_eq!(
+            h,
+            [
+                "host: 127.0.0.1:9000",
+                "range: bytes=0-18446744073709551615",
+                "if-match: \"e\"",
+                "x-amz-checksum-mode: ENABLED"
+            ]
+        );
+    }
+
     #[test]
     fn path_style_encodes_key_once() {
         let c = config("http://127.0.0.1:9000", Addressing::PathStyle);
         let t = BucketTarget::new(&c, "bkt").unwrap();
         let r = t.get_object("a b+c%d=e&f~g/ü//h", Some("v 1/+")).unwrap();
+        let (target, host) = sent(&r);
         assert_eq!(
-            r.uri().to_string(),
+            target,
             "/bkt/a%20b%2Bc%25d%3De%26f~g/%C3%BC//h?versionId=v%201%2F%2B"
         );
-        assert_eq!(r.headers()[HOST], "127.0.0.1:9000");
+        assert_eq!(host, "127.0.0.1:9000");
         assert_eq!(t.origin.to_string(), "http://127.0.0.1:9000/");
     }
 
@@ -430,8 +562,9 @@ mod tests {
         );
         let t = BucketTarget::new(&c, "my-bucket").unwrap();
         let r = t.get_object("k/x.bin", None).unwrap();
-        assert_eq!(r.uri().to_string(), "/k/x.bin");
-        assert_eq!(r.headers()[HOST], "my-bucket.s3.eu-west-1.amazonaws.com");
+        let (target, host) = sent(&r);
+        assert_eq!(target, "/k/x.bin");
+        assert_eq!(host, "my-bucket.s3.eu-west-1.amazonaws.com");
         assert_eq!(
             t.origin.to_string(),
             "https://my-bucket.s3.eu-west-1.amazonaws.com/"
@@ -444,10 +577,7 @@ mod tests {
     fn default_port_is_left_out_of_host() {
         let c = config("https://example.com:443", Addressing::PathStyle);
         let t = BucketTarget::new(&c, "b").unwrap();
-        assert_eq!(
-            t.get_object("k", None).unwrap().headers()[HOST],
-            "example.com"
-        );
+        assert_eq!(sent(&t.get_object("k", None).unwrap()).1, "example.com");
     }
 
     #[test]
@@ -472,15 +602,12 @@ mod tests {
     fn list_request_encodes_prefix_and_token() {
         let c = config("http://h:1", Addressing::PathStyle);
         let t = BucketTarget::new(&c, "bkt").unwrap();
-        let r = t.list_objects_v2("a b/+", Some("tok/=")).unwrap();
+        let r = t.list_objects_v2("a b/+", Some("tok/="));
         assert_eq!(
-            r.uri().to_string(),
+            sent(&r).0,
             "/bkt/?list-type=2&prefix=a%20b%2F%2B&continuation-token=tok%2F%3D"
         );
-        assert_eq!(
-            t.list_objects_v2("", None).unwrap().uri().to_string(),
-            "/bkt/?list-type=2"
-        );
+        assert_eq!(sent(&t.list_objects_v2("", None)).0, "/bkt/?list-type=2");
         let h = t.head_object("k", None).unwrap();
         assert_eq!(h.method(), Method::HEAD);
     }

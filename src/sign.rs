@@ -11,13 +11,11 @@
 //! derives the key once per day and credentials, and writes the canonical request into one
 //! buffer. Its output is checked against `aws-sigv4`'s, byte for byte, by the tests below.
 
-use std::io::Write as _;
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use ring::{digest, hmac};
 
 use crate::config::CredentialSource;
@@ -27,14 +25,13 @@ use crate::error::{Error, ErrorKind};
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
 /// SHA-256 of an empty body: every request here is a GET or HEAD.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub(crate) const EMPTY_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/// A placeholder in the stack array of headers to sign.
-static EMPTY_VALUE: HeaderValue = HeaderValue::from_static("");
-
-const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
-const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
-const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
+const X_AMZ_DATE: &str = "x-amz-date";
+const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";
+const X_AMZ_SECURITY_TOKEN: &str = "x-amz-security-token";
+const AUTHORIZATION: &str = "authorization";
 
 /// Headers that are never signed (proxies may change them), as `aws-sigv4` leaves them out.
 const UNSIGNED: [&str; 4] = [
@@ -69,18 +66,37 @@ impl Signer {
         }
     }
 
-    /// Adds the SigV4 headers to `req`; leaves it unsigned for anonymous clients.
+    /// The credentials to sign the next request with; `None` for anonymous clients.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Credentials`] when the provider fails, [`ErrorKind::InvalidRequest`] when
-    /// the request cannot be signed.
-    pub(crate) async fn sign<B>(&self, req: &mut http::Request<B>) -> Result<(), Error> {
-        let Some(provider) = &self.provider else {
-            return Ok(());
-        };
-        let creds = self.credentials(provider).await?;
-        sign_request(req, &creds, &self.region, SystemTime::now(), &self.keys)
+    /// [`ErrorKind::Credentials`] when the provider fails.
+    pub(crate) async fn credentials_for_request(&self) -> Result<Option<Credentials>, Error> {
+        match &self.provider {
+            None => Ok(None),
+            Some(provider) => self.credentials(provider).await.map(Some),
+        }
+    }
+
+    /// Signs a request now with `creds`; see [`sign_parts`].
+    ///
+    /// # Errors
+    ///
+    /// As [`sign_parts`].
+    pub(crate) fn sign<'b>(
+        &self,
+        creds: &Credentials,
+        request: Signable<'_>,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<Signed<'b>, Error> {
+        sign_parts(
+            request,
+            creds,
+            &self.region,
+            SystemTime::now(),
+            &self.keys,
+            buf,
+        )
     }
 
     async fn credentials(
@@ -167,55 +183,100 @@ fn signing_key(date: &str, region: &str, secret: &str) -> hmac::Key {
     hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref())
 }
 
-/// Signs `req` (whose URI is already percent-encoded and whose `host` header is set) for S3:
-/// adds `x-amz-date`, `x-amz-content-sha256`, `x-amz-security-token` (with a session token) and
-/// `authorization`, signing every header present but those in [`UNSIGNED`].
-pub(crate) fn sign_request<B>(
-    req: &mut http::Request<B>,
+/// What is signed of a request: its method, its target as sent (path and query,
+/// percent-encoded once) and its header fields — all of them but the ones SigV4 adds
+/// (`x-amz-date`, `x-amz-content-sha256`, `x-amz-security-token`, `authorization`), names in
+/// lower case.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Signable<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// The SigV4 fields of one request, to send beside its own: `x-amz-content-sha256`
+/// ([`EMPTY_SHA256`]), `x-amz-date`, `x-amz-security-token` (with a session token) and
+/// `authorization`.
+#[derive(Debug)]
+pub(crate) struct Signed<'b> {
+    /// `x-amz-date`: `YYYYMMDDTHHMMSSZ`.
+    pub(crate) amz_date: [u8; 16],
+    /// `authorization`, in the caller's buffer.
+    pub(crate) authorization: &'b [u8],
+}
+
+impl Signed<'_> {
+    /// Every field to add, in order (with `token`, the session token of the credentials signed
+    /// with).
+    pub(crate) fn fields<'s>(
+        &'s self,
+        token: Option<&'s str>,
+    ) -> impl Iterator<Item = (&'static str, &'s [u8])> + 's {
+        [
+            Some((X_AMZ_CONTENT_SHA256, EMPTY_SHA256.as_bytes())),
+            Some((X_AMZ_DATE, &self.amz_date[..])),
+            token.map(|t| (X_AMZ_SECURITY_TOKEN, t.as_bytes())),
+            Some((AUTHORIZATION, self.authorization)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Signs a request for S3 at `time`: the canonical request, the string to sign and the
+/// `authorization` value are written into `buf` (cleared first), which the result borrows.
+/// Every header given is signed but those in [`UNSIGNED`].
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidRequest`] for a header value or session token that is not visible
+/// ASCII.
+pub(crate) fn sign_parts<'b>(
+    req: Signable<'_>,
     creds: &Credentials,
     region: &str,
     time: SystemTime,
     keys: &KeyCache,
-) -> Result<(), Error> {
+    buf: &'b mut Vec<u8>,
+) -> Result<Signed<'b>, Error> {
     let invalid = |why: &str| {
         Error::new(ErrorKind::InvalidRequest)
             .with_message(format!("could not sign the request: {why}"))
     };
     let stamp = Timestamp::new(time);
-    let headers = req.headers_mut();
-    headers.insert(
-        X_AMZ_DATE,
-        HeaderValue::from_str(stamp.amz_date()).map_err(|_| invalid("bad date"))?,
-    );
-    headers.insert(X_AMZ_CONTENT_SHA256, HeaderValue::from_static(EMPTY_SHA256));
-    if let Some(token) = creds.session_token() {
-        let mut v = HeaderValue::from_str(token).map_err(|_| invalid("bad session token"))?;
-        v.set_sensitive(true);
-        headers.insert(X_AMZ_SECURITY_TOKEN, v);
+    let token = creds.session_token();
+    if token.is_some_and(|t| !visible_ascii(t.as_bytes())) {
+        return Err(invalid("bad session token"));
     }
+    let added = [
+        Some((X_AMZ_DATE, &stamp.amz_date[..])),
+        Some((X_AMZ_CONTENT_SHA256, EMPTY_SHA256.as_bytes())),
+        token.map(|t| (X_AMZ_SECURITY_TOKEN, t.as_bytes())),
+    ];
 
-    // The headers to sign, by name (`http` keeps names in lower case): on the stack for the
-    // handful a GET has, all of them on the heap past that.
-    const NONE: (&str, &HeaderValue) = ("", &EMPTY_VALUE);
+    // The headers to sign, by name: on the stack for the handful a GET has, all of them on the
+    // heap past that.
+    const NONE: (&str, &[u8]) = ("", b"");
     let mut on_stack = [NONE; 16];
     let mut on_heap = Vec::new();
     let mut count = 0;
-    for (name, value) in req.headers() {
-        if UNSIGNED.contains(&name.as_str()) {
+    let given = req.headers.iter().copied();
+    for (name, value) in given.chain(added.into_iter().flatten()) {
+        if UNSIGNED.contains(&name) {
             continue;
         }
         match on_stack.get_mut(count) {
-            Some(slot) => *slot = (name.as_str(), value),
+            Some(slot) => *slot = (name, value),
             None => {
                 if on_heap.is_empty() {
                     on_heap.extend_from_slice(&on_stack);
                 }
-                on_heap.push((name.as_str(), value));
+                on_heap.push((name, value));
             }
         }
         count += 1;
     }
-    let signed: &mut [(&str, &HeaderValue)] = if on_heap.is_empty() {
+    let signed: &mut [(&str, &[u8])] = if on_heap.is_empty() {
         &mut on_stack[..count]
     } else {
         &mut on_heap
@@ -224,12 +285,11 @@ pub(crate) fn sign_request<B>(
     signed.sort_by(|a, b| a.0.cmp(b.0));
 
     // One buffer holds the canonical request, then the string to sign, then the
-    // `Authorization` value (`write!` into a `Vec` cannot fail).
-    let mut buf = Vec::with_capacity(768);
-    let _ = write!(buf, "{}\n{}\n", req.method(), req.uri().path());
-    if let Some(query) = req.uri().query() {
-        push_canonical_query(&mut buf, query);
-    }
+    // `Authorization` value.
+    buf.clear();
+    let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+    push(buf, &[req.method, "\n", path, "\n"]);
+    push_canonical_query(buf, query);
     buf.push(b'\n');
     for (i, (name, value)) in signed.iter().enumerate() {
         // Repeated headers are signed as one, their values joined by commas.
@@ -238,12 +298,12 @@ pub(crate) fn sign_request<B>(
             buf.pop(); // the newline after the previous value
             buf.push(b',');
         } else {
-            let _ = write!(buf, "{name}:");
+            push(buf, &[name, ":"]);
         }
-        let value = value
-            .to_str()
-            .map_err(|_| invalid("a header is not visible ASCII"))?;
-        push_trimmed(&mut buf, value);
+        if !visible_ascii(value) {
+            return Err(invalid("a header is not visible ASCII"));
+        }
+        push_trimmed(buf, value);
         buf.push(b'\n');
     }
     buf.push(b'\n');
@@ -257,49 +317,90 @@ pub(crate) fn sign_request<B>(
         }
     }
     let names = names_at..buf.len();
-    let _ = write!(buf, "\n{EMPTY_SHA256}");
+    push(buf, &["\n", EMPTY_SHA256]);
 
-    let canonical_hash = digest::digest(&digest::SHA256, &buf);
+    let canonical_hash = digest::digest(&digest::SHA256, buf);
     let to_sign_at = buf.len();
     let (amz_date, date) = (stamp.amz_date(), stamp.date());
-    let _ = write!(
+    push(
         buf,
-        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/s3/aws4_request\n"
+        &[
+            "AWS4-HMAC-SHA256\n",
+            amz_date,
+            "\n",
+            date,
+            "/",
+            region,
+            "/s3/aws4_request\n",
+        ],
     );
-    push_hex(&mut buf, canonical_hash.as_ref());
+    push_hex(buf, canonical_hash.as_ref());
     let key = keys.key(date, region, creds.secret_access_key());
     let signature = hmac::sign(&key, &buf[to_sign_at..]);
 
     let auth_at = buf.len();
-    let _ = write!(
+    let access_key = creds.access_key_id();
+    if !visible_ascii(access_key.as_bytes()) {
+        return Err(invalid("bad access key id"));
+    }
+    push(
         buf,
-        "AWS4-HMAC-SHA256 Credential={}/{date}/{region}/s3/aws4_request, SignedHeaders=",
-        creds.access_key_id()
+        &[
+            "AWS4-HMAC-SHA256 Credential=",
+            access_key,
+            "/",
+            date,
+            "/",
+            region,
+            "/s3/aws4_request, SignedHeaders=",
+        ],
     );
     buf.extend_from_within(names);
     buf.extend_from_slice(b", Signature=");
-    push_hex(&mut buf, signature.as_ref());
-    let mut value =
-        HeaderValue::from_bytes(&buf[auth_at..]).map_err(|_| invalid("bad access key id"))?;
-    value.set_sensitive(true);
-    req.headers_mut().insert(AUTHORIZATION, value);
-    Ok(())
+    push_hex(buf, signature.as_ref());
+    Ok(Signed {
+        amz_date: stamp.amz_date,
+        authorization: &buf[auth_at..],
+    })
+}
+
+/// Appends each piece.
+fn push(buf: &mut Vec<u8>, pieces: &[&str]) {
+    for p in pieces {
+        buf.extend_from_slice(p.as_bytes());
+    }
+}
+
+/// What `http` accepts as a header value's text: visible ASCII, spaces and tabs.
+fn visible_ascii(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// A header value as SigV4 signs it: without leading and trailing blanks, each run of spaces
 /// inside as one.
-fn push_trimmed(out: &mut Vec<u8>, value: &str) {
-    let value = value.trim_matches([' ', '\t']).as_bytes();
-    for (i, &b) in value.iter().enumerate() {
-        if b != b' ' || value.get(i + 1) != Some(&b' ') {
-            out.push(b);
-        }
+fn push_trimmed(out: &mut Vec<u8>, value: &[u8]) {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !blank(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    let mut rest = &value[start..end];
+    // Runs of spaces inside become one; everything else is copied in slices.
+    while let Some(i) = rest.windows(2).position(|w| w == b"  ") {
+        out.extend_from_slice(&rest[..=i]);
+        let skip = rest[i..].iter().take_while(|&&b| b == b' ').count();
+        rest = &rest[i + skip..];
     }
+    out.extend_from_slice(rest);
 }
 
 /// The canonical query: each parameter's name and value decoded and encoded again as SigV4
 /// encodes them (everything but `A-Za-z0-9-_.~`), sorted by name, then by value.
 fn push_canonical_query(out: &mut Vec<u8>, query: &str) {
+    if query.is_empty() {
+        return;
+    }
     use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
     const SIGV4: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')
@@ -323,15 +424,19 @@ fn push_canonical_query(out: &mut Vec<u8>, query: &str) {
         if i > 0 {
             out.push(b'&');
         }
-        let _ = write!(out, "{k}={v}");
+        push(out, &[k, "=", v]);
     }
 }
 
+/// Appends the lower-case hex of a 32-byte digest.
 fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+    let mut text = [0u8; 64];
+    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
+    out.extend_from_slice(&text[..2 * bytes.len().min(32)]);
 }
 
 /// `YYYYMMDDTHHMMSSZ` of a time, in UTC.
@@ -394,6 +499,59 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// [`sign_parts`] applied to an `http` request whose URI is percent-encoded and which has
+    /// its `host` header: the SigV4 headers are added to it.
+    fn sign_request(
+        req: &mut http::Request<()>,
+        creds: &Credentials,
+        region: &str,
+        time: SystemTime,
+        keys: &KeyCache,
+    ) -> Result<(), Error> {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let method = req.method().as_str().to_owned();
+        let headers: Vec<(&str, &[u8])> = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let mut buf = Vec::new();
+        let signable = Signable {
+            method: &method,
+            target: &target,
+            headers: &headers,
+        };
+        let signed = sign_parts(signable, creds, region, time, keys, &mut buf)?;
+        let fields: Vec<(&'static str, Vec<u8>)> = signed
+            .fields(creds.session_token())
+            .map(|(n, v)| (n, v.to_vec()))
+            .collect();
+        drop(headers);
+        for (name, value) in fields {
+            let value = http::HeaderValue::from_bytes(&value).unwrap();
+            req.headers_mut().insert(name, value);
+        }
+        Ok(())
+    }
+
+    /// `req` as an `http` request, as it is sent (before signing).
+    fn to_http(req: &crate::s3::S3Request<'_>) -> http::Request<()> {
+        let mut target = Vec::new();
+        req.write_target(&mut target);
+        let mut out = http::Request::new(());
+        *out.method_mut() = req.method().clone();
+        *out.uri_mut() = http::Uri::try_from(target).unwrap();
+        for (name, value) in req.headers() {
+            out.headers_mut()
+                .append(name, http::HeaderValue::from_bytes(value).unwrap());
+        }
+        out
+    }
 
     /// What `aws-sigv4` makes of the same request: the reference this signer must match.
     fn sign_with_aws_sigv4<B>(
@@ -479,9 +637,9 @@ mod tests {
             let built = if list {
                 target.list_objects_v2(&key, version.as_deref())
             } else {
-                target.get_object(&key, version.as_deref())
+                target.get_object(&key, version.as_deref()).unwrap()
             };
-            let mut req = built.unwrap().map(|_| ());
+            let mut req = to_http(&built);
             if let Some((first, len)) = range {
                 let v = format!("bytes={first}-{}", first + len);
                 req.headers_mut().insert(http::header::RANGE, v.parse().unwrap());
@@ -630,14 +788,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn anonymous_leaves_request_unsigned() {
+    async fn anonymous_clients_have_no_credentials_to_sign_with() {
         let signer = Signer::new("us-east-1".into(), &CredentialSource::Anonymous);
-        let mut req = http::Request::get("/b/k")
-            .header("host", "h")
-            .body(())
-            .unwrap();
-        signer.sign(&mut req).await.unwrap();
-        assert!(req.headers().get("authorization").is_none());
+        assert!(signer.credentials_for_request().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn values_are_trimmed_and_checked() {
+        let trimmed = |v: &str| {
+            let mut out = Vec::new();
+            push_trimmed(&mut out, v.as_bytes());
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(trimmed("  a   b \t c  "), "a b \t c");
+        assert_eq!(trimmed(" \t "), "");
+        assert_eq!(trimmed("x"), "x");
+        let creds = Credentials::new("AKID", "SECRET", None, None, "test");
+        let headers = [("host", &b"h"[..]), ("x-amz-meta-a", &b"caf\xc3\xa9"[..])];
+        let req = Signable {
+            method: "GET",
+            target: "/b/k",
+            headers: &headers,
+        };
+        let e = sign_parts(
+            req,
+            &creds,
+            "r",
+            SystemTime::now(),
+            &KeyCache::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest);
     }
 
     #[tokio::test]
@@ -667,11 +849,7 @@ mod tests {
             CredentialSource::Provider(SharedCredentialsProvider::new(Counting(calls.clone())));
         let signer = Signer::new("us-east-1".into(), &source);
         for _ in 0..3 {
-            let mut req = http::Request::get("/b/k")
-                .header("host", "h")
-                .body(())
-                .unwrap();
-            signer.sign(&mut req).await.unwrap();
+            assert!(signer.credentials_for_request().await.unwrap().is_some());
         }
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
@@ -681,11 +859,7 @@ mod tests {
             &CredentialSource::Provider(SharedCredentialsProvider::new(creds)),
         );
         for _ in 0..3 {
-            let mut req = http::Request::get("/b/k")
-                .header("host", "h")
-                .body(())
-                .unwrap();
-            signer.sign(&mut req).await.unwrap();
+            assert!(signer.credentials_for_request().await.unwrap().is_some());
         }
         // Credentials without expiry stay cached.
         assert!(signer.cached().is_some());
