@@ -32,19 +32,24 @@ mod plan;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
 use futures_core::Stream;
-use futures_util::StreamExt;
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use futures_util::future::{abortable, Aborted};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::conn::Unit;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::fetch::fetch_part;
-use crate::object::{IntoObjectRef, Object};
+use crate::fetch::{fetch_part, PartSpec};
+use crate::limiter::Slot;
+use crate::memory::Lease;
+use crate::object::{IntoObjectRef, Object, ObjectRef};
 use crate::reorder::ReorderRing;
 use crate::s3::BucketTarget;
 use crate::stats::Counters;
@@ -176,7 +181,7 @@ impl Drop for Delivery {
 #[must_use = "streams do nothing unless polled; dropping this one cancels the request"]
 pub struct ObjectStream {
     shared: Arc<Shared>,
-    driver: JoinHandle<()>,
+    workers: Arc<Workers>,
 }
 
 impl ObjectStream {
@@ -198,9 +203,10 @@ impl ObjectStream {
             window: Notify::new(),
         });
         let span = tracing::debug_span!("get_all", %bucket);
-        let driver = Driver::new(ctx, bucket, Arc::clone(&shared)).run(objects);
-        let driver = tokio::spawn(driver.instrument(span));
-        ObjectStream { shared, driver }
+        let objects = objects.map(IntoObjectRef::into_object_ref);
+        let admission = Admission::new(ctx, bucket, Arc::clone(&shared), Box::pin(objects));
+        let workers = Workers::start(admission, span);
+        ObjectStream { shared, workers }
     }
 }
 
@@ -227,7 +233,7 @@ impl Stream for ObjectStream {
 
 impl Drop for ObjectStream {
     fn drop(&mut self) {
-        self.driver.abort();
+        self.workers.abort();
     }
 }
 
@@ -239,6 +245,138 @@ impl std::fmt::Debug for ObjectStream {
             .field("ready", &st.ring.len())
             .field("total", &st.total)
             .finish()
+    }
+}
+
+/// The worker tasks of one request, at most `max_connections_per_request` of them. Each takes
+/// the admission lock, admits the next part in order (memory, then a slot and a connection
+/// unit), lets go of the lock and fetches the part — then comes back for another. The task that
+/// finishes a fetch is the one that admits the next, so a part costs no task of its own and no
+/// hand-over to a driver.
+struct Workers {
+    admission: tokio::sync::Mutex<Admission>,
+    /// Workers waiting for the admission lock or holding it.
+    admitting: AtomicUsize,
+    /// Workers started.
+    started: AtomicUsize,
+    max: usize,
+    span: tracing::Span,
+    /// Every worker, so that dropping the stream cancels them all.
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Workers {
+    fn start(admission: Admission, span: tracing::Span) -> Arc<Self> {
+        let workers = Arc::new(Workers {
+            max: admission.ctx.config.max_connections_per_request.max(1),
+            admission: tokio::sync::Mutex::new(admission),
+            admitting: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            span,
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        workers.spawn();
+        workers
+    }
+
+    /// Starts one more worker, unless there are as many as allowed.
+    fn spawn(self: &Arc<Self>) {
+        if self.started.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.started.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        // Counted as admitting from now, so that two workers do not both start a third.
+        self.admitting.fetch_add(1, Ordering::AcqRel);
+        let me = Arc::clone(self);
+        let span = self.span.clone();
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.spawn(Box::pin(me.run().instrument(span)));
+    }
+
+    /// One worker: admit a part, fetch it, again, until every object is admitted.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let job = {
+                let mut admission = self.admission.lock().await;
+                let job = admission.next_job().await;
+                self.admitting.fetch_sub(1, Ordering::AcqRel);
+                job
+            };
+            let Some(job) = job else { return };
+            // Nobody else is admitting: start a worker to admit the next part meanwhile.
+            if self.admitting.load(Ordering::Acquire) == 0 {
+                self.spawn();
+            }
+            job.run().await;
+            self.admitting.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn abort(&self) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .abort_all();
+    }
+}
+
+/// One admitted part: its memory and its ticket (a slot under the limit, a connection unit).
+struct Job {
+    ctx: Arc<Context>,
+    target: Arc<BucketTarget>,
+    asm: Arc<Assembly>,
+    idx: usize,
+    spec: PartSpec,
+    lease: Lease,
+    ticket: (Slot, Unit),
+}
+
+impl Job {
+    /// Fetches the part and hands its result to its object. A part whose object may cancel it
+    /// (one of several parts, or a probe) is fetched abortably; a failure of a sibling or a
+    /// dropped streaming body aborts it, and nothing is handed over. A panic (a bug) becomes
+    /// the object's error, as the [`Delivery`] of an object never dropped unanswered does.
+    async fn run(self) {
+        let Job {
+            ctx,
+            target,
+            asm,
+            idx,
+            spec,
+            lease,
+            ticket,
+        } = self;
+        let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
+        let fetch = async {
+            let on_size = |size| asm.learned_size(size);
+            fetch_part(
+                &ctx,
+                &target,
+                &asm.key,
+                asm.version_id.as_deref(),
+                spec,
+                lease,
+                ticket,
+                &asm.pin,
+                &on_size,
+            )
+            .await
+        };
+        let fetch = std::panic::AssertUnwindSafe(fetch.instrument(span)).catch_unwind();
+        let result = if asm.cancellable() {
+            let (fetch, handle) = abortable(fetch);
+            asm.add_abort(idx, handle);
+            match fetch.await {
+                Ok(result) => result,
+                Err(Aborted) => return,
+            }
+        } else {
+            fetch.await
+        };
+        let result = result.unwrap_or_else(|_| {
+            Err(Error::new(ErrorKind::Internal).with_message("the fetch of a part panicked"))
+        });
+        asm.part_done(idx, result);
     }
 }
 
@@ -266,53 +404,67 @@ enum Wait {
     NoQueue,
 }
 
-/// The request's driver: admits parts in (object, part) order and spawns their fetches.
-struct Driver {
+/// The admission state of one request: the input, the objects being admitted, and the probes
+/// out. Workers take it in turn ([`Workers`]), so parts are admitted one at a time in
+/// (object, part) order.
+struct Admission {
     ctx: Arc<Context>,
     target: Result<Arc<BucketTarget>, Error>,
     shared: Arc<Shared>,
-    per_request: Arc<Semaphore>,
-    tasks: JoinSet<()>,
+    objects: Pin<Box<dyn Stream<Item = Result<ObjectRef, Error>> + Send>>,
+    seq: u64,
+    input_done: bool,
+    /// The object whose parts are being admitted (in order, waiting for memory).
+    current: Option<Admitting>,
+    /// The next object, planned but not admitted yet.
+    next: Option<Admitting>,
+    /// Objects of unknown size whose probe is out, oldest first, each with the bytes admitted
+    /// up to and including its probe.
+    probes: VecDeque<(Arc<Assembly>, u64)>,
+    /// Bytes admitted so far.
+    admitted: u64,
+    /// How far admission may run ahead of a probe still out; see [`Admission::lookahead_room`].
+    room: u64,
 }
 
-impl Driver {
-    fn new(ctx: Arc<Context>, bucket: String, shared: Arc<Shared>) -> Self {
-        Driver {
+impl Admission {
+    fn new(
+        ctx: Arc<Context>,
+        bucket: String,
+        shared: Arc<Shared>,
+        objects: Pin<Box<dyn Stream<Item = Result<ObjectRef, Error>> + Send>>,
+    ) -> Self {
+        let mut adm = Admission {
             target: BucketTarget::new(&ctx.config, &bucket).map(Arc::new),
-            per_request: Arc::new(Semaphore::new(ctx.config.max_connections_per_request)),
             ctx,
             shared,
-            tasks: JoinSet::new(),
-        }
+            objects,
+            seq: 0,
+            input_done: false,
+            current: None,
+            next: None,
+            probes: VecDeque::new(),
+            admitted: 0,
+            room: 0,
+        };
+        adm.room = adm.lookahead_room();
+        adm
     }
 
-    async fn run<S>(mut self, objects: S)
-    where
-        S: Stream + Send + 'static,
-        S::Item: IntoObjectRef,
-    {
-        let mut objects = std::pin::pin!(objects);
-        let mut seq = 0u64;
-        let mut input_done = false;
-        // The object whose parts are being admitted (in order, waiting for memory).
-        let mut current: Option<Admitting> = None;
-        // The next object, planned but not admitted yet.
-        let mut next: Option<Admitting> = None;
-        // Objects of unknown size whose probe is out, oldest first, each with the bytes admitted
-        // up to and including its probe.
-        let mut probes: VecDeque<(Arc<Assembly>, u64)> = VecDeque::new();
-        let mut admitted = 0u64;
-        let room = self.lookahead_room();
+    /// The next part to fetch, with its memory and ticket taken, in (object, part) order;
+    /// `None` once every object is admitted or settled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled only with the whole request: what it holds when dropped is dropped with it.
+    async fn next_job(&mut self) -> Option<Job> {
         loop {
-            // Reap finished tasks so the set stays as small as the in-flight count.
-            while self.tasks.try_join_next().is_some() {}
-
             // A probe that has told its size: its other parts come before anything later.
-            if current.is_none() && probes.front().is_some_and(|(a, _)| a.is_resolved()) {
-                if let Some((asm, _)) = probes.pop_front() {
+            if self.current.is_none() && self.probes.front().is_some_and(|(a, _)| a.is_resolved()) {
+                if let Some((asm, _)) = self.probes.pop_front() {
                     let parts = asm.parts();
                     if parts > 1 && asm.wants_more() {
-                        current = Some(Admitting {
+                        self.current = Some(Admitting {
                             asm,
                             next: 1,
                             limit: parts,
@@ -321,70 +473,77 @@ impl Driver {
                 }
                 continue;
             }
-            if let Some(cur) = &mut current {
+            if let Some(cur) = &mut self.current {
                 if cur.next < cur.limit && cur.asm.wants_more() {
-                    let asm = Arc::clone(&cur.asm);
-                    admitted += self.admit(&asm, cur.next, Wait::Queue).await.unwrap_or(0);
+                    let (asm, idx) = (Arc::clone(&cur.asm), cur.next);
                     cur.next += 1;
+                    if let Some((taken, job)) = self.admit(&asm, idx, Wait::Queue).await {
+                        self.admitted += taken;
+                        return Some(job);
+                    }
                 } else {
-                    current = None;
+                    self.current = None;
                 }
                 continue;
             }
-            if next.is_none() {
-                if input_done {
-                    match probes.front() {
-                        Some((asm, _)) => asm.size_known().await,
-                        None => break,
+            if self.next.is_none() {
+                if self.input_done {
+                    match self.probes.front() {
+                        Some((asm, _)) => Arc::clone(asm).size_known().await,
+                        None => return None,
                     }
                     continue;
                 }
-                match objects.next().await {
+                match self.objects.next().await {
                     Some(input) => {
-                        self.shared.wait_for_window(seq).await;
-                        next = self.start_object(seq, input);
-                        seq += 1;
+                        self.shared.wait_for_window(self.seq).await;
+                        self.next = self.start_object(self.seq, input);
+                        self.seq += 1;
                     }
                     None => {
-                        input_done = true;
-                        self.shared.finish(seq);
+                        self.input_done = true;
+                        self.shared.finish(self.seq);
                     }
                 }
                 continue;
             }
-            let Some(obj) = next.take() else { continue };
-            let Some((oldest, mark)) = probes.front() else {
+            let Some(obj) = self.next.take() else {
+                continue;
+            };
+            let Some((oldest, mark)) = self.probes.front() else {
                 // Nothing unresolved ahead: admit in order, waiting for memory as needed.
                 if obj.probing() {
-                    admitted += self.admit(&obj.asm, 0, Wait::Queue).await.unwrap_or(0);
-                    probes.push_back((obj.asm, admitted));
+                    if let Some((taken, job)) = self.admit(&obj.asm, 0, Wait::Queue).await {
+                        self.admitted += taken;
+                        self.probes.push_back((obj.asm, self.admitted));
+                        return Some(job);
+                    }
+                    self.probes.push_back((obj.asm, self.admitted));
                 } else {
-                    current = Some(obj);
+                    self.current = Some(obj);
                 }
                 continue;
             };
             // Past a probe still out, admit only one-part objects whose memory is free now,
             // within `room`: then however large the probed object turns out, what was admitted
             // after it leaves it the memory it needs.
+            let (oldest, mark) = (Arc::clone(oldest), *mark);
             let len = self.ctx.memory.slab_bytes(obj.asm.spec(0).len);
-            if obj.limit == 1 && admitted - mark + len <= room {
-                if let Some(taken) = self.admit(&obj.asm, 0, Wait::NoQueue).await {
-                    admitted += taken;
+            if obj.limit == 1 && self.admitted - mark + len <= self.room {
+                if let Some((taken, job)) = self.admit(&obj.asm, 0, Wait::NoQueue).await {
+                    self.admitted += taken;
                     if obj.probing() {
-                        probes.push_back((obj.asm, admitted));
+                        self.probes.push_back((obj.asm, self.admitted));
                     }
-                    continue;
+                    return Some(job);
                 }
             }
-            next = Some(obj);
-            let oldest = Arc::clone(oldest);
+            self.next = Some(obj);
             oldest.size_known().await;
         }
-        // Keep owning the fetches until they end, so dropping the stream still cancels them.
-        while self.tasks.join_next().await.is_some() {}
     }
 
-    /// How far the driver may run ahead of an object whose size is still being learned: the
+    /// How far admission may run ahead of an object whose size is still being learned: the
     /// budget less the most such an object can hold whole (the streaming threshold), so that it
     /// fits beside everything admitted after it.
     fn lookahead_room(&self) -> u64 {
@@ -395,9 +554,9 @@ impl Driver {
 
     /// Plans the object at `seq`; `None` when it was settled at once (an input error, a bad
     /// bucket).
-    fn start_object(&self, seq: u64, input: impl IntoObjectRef) -> Option<Admitting> {
+    fn start_object(&self, seq: u64, input: Result<ObjectRef, Error>) -> Option<Admitting> {
         let counters = &self.ctx.counters;
-        let obj = match input.into_object_ref() {
+        let obj = match input {
             Ok(obj) => obj,
             Err(e) => {
                 // An error from upstream (a listing, a HEAD) keeps its position.
@@ -422,12 +581,13 @@ impl Driver {
         })
     }
 
-    /// Takes memory, a request permit, a limiter slot and a connection unit for part `idx` of
-    /// `asm`, then spawns its fetch; returns the bytes of memory taken, or `None` when nothing
-    /// was admitted (`wait` is [`Wait::NoQueue`] and the memory was not free).
-    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> Option<u64> {
+    /// Takes memory, then a limiter slot and a connection unit, for part `idx` of `asm`;
+    /// returns the bytes of memory taken and the job, or `None` when nothing was admitted: a bad
+    /// bucket (settled in `start_object`), or `wait` is [`Wait::NoQueue`] and the memory was not
+    /// free.
+    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> Option<(u64, Job)> {
         let Ok(target) = &self.target else {
-            return Some(0); // a bad bucket settles every object in start_object
+            return None;
         };
         let spec = asm.spec(idx);
         let ctx = &self.ctx;
@@ -452,33 +612,16 @@ impl Driver {
             }
         };
         let taken = ctx.memory.slab_bytes(spec.len);
-        let permit = Arc::clone(&self.per_request)
-            .acquire_owned()
-            .await
-            .unwrap_or_else(|_| unreachable!("request semaphore is never closed"));
         let ticket = ctx.ticket(Place::Back).await;
-        let (ctx, target, task_asm) = (Arc::clone(ctx), Arc::clone(target), Arc::clone(asm));
-        let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
-        let fetch = async move {
-            let asm = task_asm;
-            let on_size = |size| asm.learned_size(size);
-            let result = fetch_part(
-                &ctx,
-                &target,
-                &asm.key,
-                asm.version_id.as_deref(),
-                spec,
-                lease,
-                ticket,
-                &asm.pin,
-                &on_size,
-            )
-            .await;
-            drop(permit);
-            asm.part_done(idx, result);
+        let job = Job {
+            ctx: Arc::clone(ctx),
+            target: Arc::clone(target),
+            asm: Arc::clone(asm),
+            idx,
+            spec,
+            lease,
+            ticket,
         };
-        let handle = self.tasks.spawn(fetch.instrument(span));
-        asm.add_abort(idx, handle);
-        Some(taken)
+        Some((taken, job))
     }
 }

@@ -16,7 +16,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use tokio::task::AbortHandle;
+use futures_util::future::AbortHandle;
 
 use super::plan::{self, Mode};
 use tokio::sync::Notify;
@@ -110,14 +110,20 @@ impl Assembly {
         plan::part_spec(self.pin.size(), self.ctx.config.part_size, idx)
     }
 
-    /// Registers the task fetching part `idx`, so a failure or a dropped body can cancel it.
+    /// Whether a part's fetch may have to be cancelled: for an object of several parts, or one
+    /// still probing. A known one-part object has nothing else to cancel when it fails, and is
+    /// whole or already delivered when its body could be dropped.
+    pub(crate) fn cancellable(&self) -> bool {
+        let st = self.lock();
+        st.parts > 1 || matches!(st.kind, Kind::Probing)
+    }
+
+    /// Registers the fetch of part `idx`, so a failure or a dropped body can cancel it.
     pub(crate) fn add_abort(&self, idx: usize, handle: AbortHandle) {
         let mut st = self.lock();
         if st.finished {
             handle.abort();
-        } else if st.parts > 1 || matches!(st.kind, Kind::Probing) {
-            // A known one-part object has nothing else to cancel when it fails, and is whole or
-            // already delivered when its body could be dropped: no handle to keep.
+        } else {
             st.aborts.push((idx, handle));
         }
     }
