@@ -1,31 +1,38 @@
-//! The request driver and the ordered stream it feeds: the only place that knows all the pieces.
+//! The request's workers and the ordered stream they feed: the only place that knows all the
+//! pieces.
 //!
-//! Each `get_all` call spawns one driver task. It plans every input object, in order, into parts
-//! ([`plan`]: one plain GET up to `part_size`, ranged parts above it, a probe of one part when
-//! the size is unknown) and admits the parts in (object, part) order. For each object it first
-//! waits until `seq < next_out + window`, so the ring has a slot for it; then, for each part:
+//! Each `get_all` call runs up to `max_connections_per_request` worker tasks ([`Workers`]),
+//! started as they are needed. They share the request's [`Admission`]: the input, planned in
+//! order into parts ([`plan`]: one plain GET up to `part_size`, ranged parts above it, a probe of
+//! one part when the size is unknown). A worker takes the admission lock and admits the next part
+//! in (object, part) order — for each object it first waits until `seq < next_out + window`, so
+//! the ring has a slot for it — then lets go of the lock and fetches the part:
 //!
-//! 1. reserves the part's slabs from the memory budget (FIFO across all requests);
-//! 2. takes one of the request's `max_connections_per_request` permits, then a slot under the
-//!    client's adaptive concurrency limit, then a connection unit from the client's pool (both
-//!    FIFO across all requests);
-//! 3. spawns the part's fetch, whose result goes to the object's [`Assembly`], which delivers
+//! 1. the part's slabs are reserved from the memory budget (FIFO across all requests);
+//! 2. a slot under the client's adaptive concurrency limit and a connection unit from the
+//!    client's pool are taken (both FIFO across all requests);
+//! 3. the worker fetches the part; the result goes to the object's [`Assembly`], which delivers
 //!    the object — whole when its last part is in, streaming when its first is — or its error
-//!    into the [`ReorderRing`].
+//!    into the [`ReorderRing`]; then the worker comes back for the next part.
+//!
+//! So a part costs no task and no hand-over of its own: the task that finished a fetch admits
+//! the next one, and the consumer is the only other task woken per object. The number of
+//! workers is what bounds a request's fetches in flight.
 //!
 //! The consumer pops results at `next_out` and so sees them in input order, exactly one per
 //! input. The head of the line always moves: memory is taken in (object, part) order and a
 //! connection only for one transfer. An object of unknown size is probed with its first part.
-//! Until the probe's reply tells the size, the driver admits after it only one-part objects whose
-//! memory is free at once, and only up to the budget less the streaming threshold — so whatever
-//! the size turns out to be, the object fits beside them — and then its other parts come next.
-//! A streaming body's later parts wait for memory its reader returns, so a consumer that stops
-//! reading stops the downloads once the budget is full. Requests sharing a client cannot deadlock
-//! as long as their consumers read (or drop) each body before waiting for the next object.
+//! Until the probe's reply tells the size, admission goes on past it only with one-part objects
+//! whose memory is free at once, and only up to the budget less the streaming threshold — so
+//! whatever the size turns out to be, the object fits beside them — and then its other parts
+//! come next. A streaming body's later parts wait for memory its reader returns, so a consumer
+//! that stops reading stops the downloads once the budget is full. Requests sharing a client
+//! cannot deadlock as long as their consumers read (or drop) each body before waiting for the
+//! next object.
 //!
-//! Dropping the [`ObjectStream`] aborts the driver, which owns every fetch task in a
-//! [`JoinSet`]; their slabs, permits and connections are released as the tasks unwind, and
-//! results not yet consumed are dropped with the ring. Other requests are not affected.
+//! Dropping the [`ObjectStream`] aborts every worker (they live in one [`JoinSet`]); their
+//! slabs, slots and connections are released as their futures are dropped, and results not yet
+//! consumed are dropped with the ring. Other requests are not affected.
 
 mod assembly;
 mod plan;
