@@ -15,6 +15,22 @@ use crate::error::{Error, ErrorKind};
 /// The most header fields a response head may carry (hyper's default too).
 const MAX_FIELDS: usize = 100;
 
+/// The fields this client reads from every response, indexed while parsing so that looking one
+/// up costs no scan.
+const KNOWN: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "content-range",
+    "etag",
+    "x-amz-version-id",
+    "x-amz-checksum-crc32c",
+    "x-amz-checksum-crc32",
+];
+
+/// No such field in [`Head::known`].
+const ABSENT: u8 = u8::MAX;
+
 /// How the body of a response ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -36,6 +52,10 @@ pub(crate) struct Head {
     minor: u8,
     raw: Vec<u8>,
     fields: Vec<(Range<usize>, Range<usize>)>,
+    /// For each of [`KNOWN`], the index of its first field, or [`ABSENT`].
+    known: [u8; KNOWN.len()],
+    /// Bit `i` set: field [`KNOWN`]`[i]` appears more than once.
+    repeated: u8,
 }
 
 /// What parsing the bytes at hand gave.
@@ -54,6 +74,8 @@ impl Default for Head {
             minor: 1,
             raw: Vec::new(),
             fields: Vec::new(),
+            known: [ABSENT; KNOWN.len()],
+            repeated: 0,
         }
     }
 }
@@ -87,7 +109,17 @@ impl Head {
             start..start + s.len()
         };
         self.fields.clear();
-        for f in resp.headers.iter() {
+        self.known = [ABSENT; KNOWN.len()];
+        self.repeated = 0;
+        for (i, f) in resp.headers.iter().enumerate() {
+            if let Some(k) = known_index(f.name.as_bytes()) {
+                if self.known[k] == ABSENT {
+                    // At most MAX_FIELDS (100) fields: the index fits.
+                    self.known[k] = i as u8;
+                } else {
+                    self.repeated |= 1 << k;
+                }
+            }
             self.fields.push((at(f.name.as_bytes()), at(f.value)));
         }
         self.raw.clear();
@@ -102,6 +134,9 @@ impl Head {
 
     /// The first value of the field `name` (lower case), without surrounding blanks.
     pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+        if let Some(k) = KNOWN.iter().position(|n| *n == name) {
+            return self.value(self.known[k]);
+        }
         self.fields()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
@@ -109,9 +144,22 @@ impl Head {
 
     /// Every value of the field `name` (lower case), in order.
     pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        // A known field seen at most once needs no scan.
+        let known = KNOWN.iter().position(|n| *n == name);
+        let single = known.filter(|&k| self.repeated & (1 << k) == 0);
+        let scan = single.is_none();
+        let first = single.and_then(|k| self.value(self.known[k]));
+        first.into_iter().chain(
+            self.fields()
+                .filter(move |(n, _)| scan && n.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| v),
+        )
+    }
+
+    /// The value of field number `i`, trimmed; `None` for [`ABSENT`].
+    fn value(&self, i: u8) -> Option<&[u8]> {
+        let (_, v) = self.fields.get(usize::from(i))?;
+        Some(self.raw[v.clone()].trim_ascii())
     }
 
     /// Every field as (name, value), in order.
@@ -194,6 +242,13 @@ impl Head {
     }
 }
 
+/// The index in [`KNOWN`] of a field name, whatever its case.
+fn known_index(name: &[u8]) -> Option<usize> {
+    KNOWN
+        .iter()
+        .position(|k| k.len() == name.len() && k.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// A decimal number of ASCII digits only (no sign, no blanks), as `Content-Length` must be.
 pub(crate) fn parse_decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
@@ -226,6 +281,15 @@ mod tests {
         assert_eq!(h.get("etag"), Some(&b"\"abc\""[..]));
         assert_eq!(h.get("content-range"), Some(&b"bytes 0-9/20"[..]));
         assert_eq!(h.all("x-amz-meta").collect::<Vec<_>>(), [b"a", b"b"]);
+        assert_eq!(h.all("etag").collect::<Vec<_>>(), [b"\"abc\""]);
+        let twice =
+            head("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nx: y\r\nCONNECTION: close\r\n\r\n");
+        assert_eq!(twice.get("connection"), Some(&b"keep-alive"[..]));
+        assert_eq!(
+            twice.all("connection").collect::<Vec<_>>(),
+            [&b"keep-alive"[..], b"close"]
+        );
+        assert_eq!(twice.all("content-length").count(), 0);
         assert_eq!(h.get("missing"), None);
         let map = h.to_header_map();
         assert_eq!(map.get_all("x-amz-meta").iter().count(), 2);
