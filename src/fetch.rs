@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use tokio::time::{Instant, Sleep};
 
 use crate::checksum::Expected;
@@ -54,7 +54,7 @@ pub(crate) struct PartSpec {
 /// What the replies fixed for every part and attempt of one object.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Pinned {
-    pub(crate) etag: Option<HeaderValue>,
+    pub(crate) etag: Option<String>,
     pub(crate) version_id: Option<String>,
     pub(crate) size: Option<u64>,
 }
@@ -79,6 +79,17 @@ impl ObjectPin {
     /// What is pinned now.
     pub(crate) fn snapshot(&self) -> Pinned {
         self.lock().clone()
+    }
+
+    /// The pinned ETag and version, moved out (the size stays): for an object whose parts are
+    /// all in.
+    pub(crate) fn take(&self) -> Pinned {
+        let mut p = self.lock();
+        Pinned {
+            etag: p.etag.take(),
+            version_id: p.version_id.take(),
+            size: p.size,
+        }
     }
 
     /// The object's size, once given or learned.
@@ -115,12 +126,16 @@ impl ObjectPin {
                 ));
             }
             (None, Some(now)) => {
-                let now = HeaderValue::from_bytes(now).map_err(|_| {
-                    Error::new(ErrorKind::InvalidResponse)
-                        .with_status(status)
-                        .with_message("the ETag is not a valid header value")
-                })?;
-                p.etag = Some(now);
+                // Sent back in If-Match: visible ASCII only.
+                let now = std::str::from_utf8(now)
+                    .ok()
+                    .filter(|v| v.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+                    .ok_or_else(|| {
+                        Error::new(ErrorKind::InvalidResponse)
+                            .with_status(status)
+                            .with_message("the ETag is not a valid header value")
+                    })?;
+                p.etag = Some(now.to_owned());
             }
             _ => {}
         }

@@ -54,6 +54,7 @@ struct State {
 
 enum Kind {
     Whole {
+        /// Each part's lease once in; empty for a one-part object.
         leases: Vec<Option<Lease>>,
         received: usize,
     },
@@ -197,21 +198,26 @@ impl Assembly {
                     out.dropped.push(lease); // the object already failed
                     return;
                 }
-                leases[idx] = Some(lease);
-                *received += 1;
-                if *received < leases.len() {
-                    return;
-                }
-                let mut joined = leases.iter_mut().filter_map(Option::take);
-                let Some(mut body) = joined.next() else {
-                    return;
+                let body = if leases.is_empty() {
+                    lease // the one part of a one-part object
+                } else {
+                    leases[idx] = Some(lease);
+                    *received += 1;
+                    if *received < leases.len() {
+                        return;
+                    }
+                    let mut joined = leases.iter_mut().filter_map(Option::take);
+                    let Some(mut body) = joined.next() else {
+                        return;
+                    };
+                    for next in joined {
+                        body.append(next);
+                    }
+                    body
                 };
-                for next in joined {
-                    body.append(next);
-                }
                 Counters::add(&self.ctx.counters.objects, 1);
                 if let Some(mut delivery) = st.delivery.take() {
-                    let object = self.object(&mut delivery, Body::whole(body));
+                    let object = self.object(&mut delivery, Body::whole(body), true);
                     out.deliver = Some((delivery, Ok(object)));
                 }
             }
@@ -224,7 +230,7 @@ impl Assembly {
                     if let Some(mut delivery) = st.delivery.take() {
                         let size = self.pin.size().unwrap_or_default();
                         let body = Body::streaming(size, Arc::clone(queue));
-                        let object = self.object(&mut delivery, body);
+                        let object = self.object(&mut delivery, body, false);
                         out.deliver = Some((delivery, Ok(object)));
                     }
                 }
@@ -285,12 +291,18 @@ impl Assembly {
     }
 
     /// The delivered object; its key comes from `delivery`, which holds the object's one copy.
-    fn object(&self, delivery: &mut Delivery, body: Body) -> Object {
-        let pinned = self.pin.snapshot();
+    /// Once every part is in (`complete`), what the replies pinned is moved into it; a
+    /// streaming object gets a copy, as its later parts still need the pin.
+    fn object(&self, delivery: &mut Delivery, body: Body, complete: bool) -> Object {
+        let pinned = if complete {
+            self.pin.take()
+        } else {
+            self.pin.snapshot()
+        };
         Object {
             key: delivery.take_key().unwrap_or_else(|| self.key.clone()),
             seq: self.seq,
-            etag: pinned.etag.and_then(|v| v.to_str().ok().map(str::to_owned)),
+            etag: pinned.etag,
             version_id: pinned.version_id,
             body,
         }
@@ -330,8 +342,13 @@ fn plan_known(ctx: &Context, me: &Weak<Assembly>, size: u64) -> (Kind, usize) {
     let cfg = &ctx.config;
     let parts = plan::part_count(size, cfg.part_size);
     let kind = match plan::mode(size, cfg.stream_threshold) {
+        // A one-part object keeps no list: its part is its body.
         Mode::Whole => Kind::Whole {
-            leases: (0..parts).map(|_| None).collect(),
+            leases: if parts > 1 {
+                (0..parts).map(|_| None).collect()
+            } else {
+                Vec::new()
+            },
             received: 0,
         },
         Mode::Streaming => {
