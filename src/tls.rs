@@ -3,9 +3,10 @@
 //! [`TlsSettings`] (from the builder) becomes one `rustls::ClientConfig` for the client: the
 //! `ring` provider, TLS 1.3 and 1.2, rustls's in-memory session cache (so a reconnect resumes
 //! instead of a full handshake), and as roots the webpki roots (AWS's
-//! endpoints), the platform's store (which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`) and any
-//! extra PEM bundles — `AWS_CA_BUNDLE` unless the builder names its own. A bundle that cannot be
-//! read or holds no certificate is a [`ConfigError`] at build time.
+//! endpoints), the platform's store (which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`; read only
+//! for an https endpoint) and any extra PEM bundles — `AWS_CA_BUNDLE` unless the builder names
+//! its own. A bundle that cannot be read or holds no certificate is a [`ConfigError`] at build
+//! time, whatever the endpoint's scheme.
 //!
 //! [`classify`] turns a failed connect whose cause is a certificate or handshake failure into an
 //! [`ErrorKind::Tls`] error, which is not retried: its message leads with the reason and says
@@ -54,16 +55,19 @@ impl Default for TlsSettings {
 }
 
 impl TlsSettings {
-    /// The client's rustls configuration.
-    pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, ConfigError> {
+    /// The client's rustls configuration; the platform's store is read only when `platform`
+    /// (an https endpoint). Bundles are read and checked either way.
+    pub(crate) fn client_config(&self, platform: bool) -> Result<Arc<ClientConfig>, ConfigError> {
         if let Some(config) = &self.config {
             return Ok(Arc::clone(config));
         }
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         // The platform's store; a store that cannot be read leaves the other roots.
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
+        if platform {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+        }
         let from_env;
         let bundles = if self.bundles.is_empty() && self.bundle_from_env {
             from_env = std::env::var_os("AWS_CA_BUNDLE")
