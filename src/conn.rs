@@ -24,10 +24,10 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsConnector;
 
 use crate::error::{Error, ErrorKind};
 use crate::http1::{self, Connection, Transport};
+use crate::tls::TlsStream;
 
 /// The client's connection pool.
 #[derive(Clone)]
@@ -41,7 +41,7 @@ struct PoolInner {
     max: usize,
     opened: AtomicU64,
     idle: Mutex<Vec<Socket>>,
-    tls: TlsConnector,
+    tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
 }
 
@@ -57,7 +57,7 @@ impl ConnPool {
                 max,
                 opened: AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
-                tls: TlsConnector::from(Arc::new(tls)),
+                tls: Arc::new(tls),
                 connect_timeout,
             }),
         }
@@ -209,7 +209,7 @@ impl Unit {
                 return Ok(Transport::Plain(tcp));
             }
             let name = ServerName::try_from(host.to_owned())?;
-            let tls = self.pool.tls.connect(name, tcp).await?;
+            let tls = TlsStream::connect(Arc::clone(&self.pool.tls), name, tcp).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Transport::Tls(Box::new(tls)))
         };
         let io = match tokio::time::timeout(self.pool.connect_timeout, connect).await {

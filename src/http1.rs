@@ -26,15 +26,14 @@
 mod chunked;
 mod head;
 
-use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind};
+use crate::tls::TlsStream;
 pub(crate) use chunked::decode_all as decode_chunked;
 use chunked::{Chunked, Step};
 pub(crate) use head::{Framing, Head, Parsed};
@@ -50,54 +49,34 @@ pub(crate) enum Transport {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 impl Transport {
     fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(s) => s,
-            Transport::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
-impl AsyncRead for Transport {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Tls(s) => s.tcp(),
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+    /// Bytes arrived that no read has taken yet (TLS plaintext decrypted ahead).
+    fn has_buffered(&self) -> bool {
+        matches!(self, Transport::Tls(s) if s.has_plaintext())
+    }
+
+    /// One read into `dst`: how many bytes, 0 at the end of the stream.
+    async fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(dst).await,
+            Transport::Tls(s) => s.read(dst).await,
         }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.write_all(data).await,
+            Transport::Tls(s) => s.write_all(data).await,
         }
     }
 }
@@ -167,7 +146,9 @@ impl Connection {
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
         let mut peek = ReadBuf::new(&mut byte);
-        self.reusable() && self.io.tcp().poll_peek(&mut cx, &mut peek).is_pending()
+        self.reusable()
+            && !self.io.has_buffered()
+            && self.io.tcp().poll_peek(&mut cx, &mut peek).is_pending()
     }
 
     /// The buffers to compose the next request in, both cleared: the request's bytes (see
@@ -193,11 +174,7 @@ impl Connection {
         self.state = State::Broken; // until the response is whole
         self.start = 0;
         self.end = 0;
-        let written = async {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await
-        };
-        written.await.map_err(|e| {
+        self.io.write_all(&self.out).await.map_err(|e| {
             Error::new(ErrorKind::Connection)
                 .with_message("sending the request failed")
                 .with_source(e)
@@ -308,7 +285,9 @@ impl Connection {
                 n
             } else {
                 self.state = State::Broken; // until the read completes
-                let n = read(&mut self.io, &mut dst[..want])
+                let n = self
+                    .io
+                    .read(&mut dst[..want])
                     .await
                     .map_err(|e| body_broke().with_source(e))?;
                 if n == 0 && left != BodyLeft::UntilClose {
@@ -388,7 +367,7 @@ impl Connection {
             bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
             self.buf = bigger;
         }
-        let n = read(&mut self.io, &mut self.buf[self.end..]).await?;
+        let n = self.io.read(&mut self.buf[self.end..]).await?;
         self.end += n;
         Ok(n)
     }
@@ -420,13 +399,6 @@ fn body_broke() -> Error {
 
 fn not_in_body() -> Error {
     Error::new(ErrorKind::Internal).with_message("no response body is being read")
-}
-
-/// One read into `dst`.
-async fn read(io: &mut Transport, dst: &mut [u8]) -> io::Result<usize> {
-    let mut buf = ReadBuf::new(dst);
-    poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, &mut buf)).await?;
-    Ok(buf.filled().len())
 }
 
 /// Starts a request: `method`, a space, then the target that `target` appends (which must be
@@ -461,7 +433,6 @@ pub(crate) fn end_head(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     /// A connection to a server that answers each request with the next of `replies` (split

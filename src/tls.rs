@@ -12,6 +12,8 @@
 //! [`ErrorKind::Tls`] error, which is not retried: its message leads with the reason and says
 //! how to fix it.
 
+mod stream;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 
 use crate::error::{ConfigError, Error, ErrorKind};
+
+pub(crate) use stream::TlsStream;
 
 /// Extra roots to trust, as given to the builder.
 #[derive(Clone, Debug)]
