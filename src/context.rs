@@ -27,6 +27,8 @@ pub(crate) struct Context {
     pub(crate) counters: Counters,
     pub(crate) budget: RetryBudget,
     pub(crate) limiter: Limiter,
+    /// When the client was built: a ready-made instant for timers whose deadline is set later.
+    pub(crate) epoch: tokio::time::Instant,
 }
 
 impl Context {
@@ -39,6 +41,7 @@ impl Context {
             counters: Counters::default(),
             budget: RetryBudget::new(&config.retry),
             limiter: Limiter::new(&config.throttle, config.max_connections),
+            epoch: tokio::time::Instant::now(),
             config,
         })
     }

@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -345,14 +346,15 @@ impl PartRequest<'_> {
             if_match = pinned.etag.is_some(),
             "GET sent"
         );
-        let mut timer = pin!(tokio::time::sleep(stall));
-        let mut conn = send(ctx, unit, &req, &mut timer, stall).await?;
+        let timer = pin!(unarmed(ctx));
+        let mut stalls = Stall::new(timer, stall);
+        let mut conn = send(ctx, unit, &req, &mut stalls).await?;
         let status = conn.head().status();
 
         if !status.is_success() {
             let probe = pinned.size.is_none() && from == 0;
             let empty = probe && is_empty_object_reply(status, conn.head().get("content-range"));
-            let bytes = read_error_body(conn, &mut timer, stall).await;
+            let bytes = read_error_body(conn, &mut stalls).await;
             if empty {
                 // S3 refuses any range of a 0-byte object (S3-NOTES: "Ranged GET").
                 if self.pin.learn_empty() {
@@ -404,7 +406,7 @@ impl PartRequest<'_> {
             let room = usize::try_from(want - lease.len() as u64).unwrap_or(usize::MAX);
             let spare = lease.spare_mut(room);
             let read = if spare.is_empty() {
-                match within(&mut timer, conn.body_ended()).await {
+                match stalls.within(conn.body_ended()).await {
                     Some(Ok(true)) => break,
                     Some(Ok(false)) => {
                         return Err(length_error(
@@ -416,17 +418,14 @@ impl PartRequest<'_> {
                     None => return Err(stalled(status, stall, lease.len(), want)),
                 }
             } else {
-                match within(&mut timer, conn.read_body(spare)).await {
+                match stalls.within(conn.read_body(spare)).await {
                     Some(read) => read,
                     None => return Err(stalled(status, stall, lease.len(), want)),
                 }
             };
             match read {
                 Ok(0) => break,
-                Ok(n) => {
-                    lease.advance(n);
-                    timer.as_mut().reset(Instant::now() + stall);
-                }
+                Ok(n) => lease.advance(n),
                 Err(e) => {
                     return Err(Error::new(ErrorKind::Connection)
                         .with_status(status)
@@ -459,12 +458,34 @@ fn stalled(status: StatusCode, stall: Duration, got: usize, want: u64) -> Error 
         ))
 }
 
-/// `fut`'s output, or `None` if the stall timer fires first.
-async fn within<F: Future>(timer: &mut Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        out = fut => Some(out),
-        () = timer.as_mut() => None,
+/// The stall timeout of one attempt: each wait for the server (the response head, a body read)
+/// may last at most `stall`. The deadline is armed when a wait begins — when the future first
+/// returns `Pending` — so reading bytes already buffered costs no clock read and no timer.
+struct Stall<'t> {
+    timer: Pin<&'t mut Sleep>,
+    stall: Duration,
+}
+
+impl<'t> Stall<'t> {
+    fn new(timer: Pin<&'t mut Sleep>, stall: Duration) -> Self {
+        Stall { timer, stall }
+    }
+
+    /// `fut`'s output, or `None` if it waited for longer than the stall timeout.
+    async fn within<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if !armed {
+                armed = true;
+                self.timer.as_mut().reset(Instant::now() + self.stall);
+            }
+            self.timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 }
 
@@ -474,10 +495,15 @@ fn length_error(status: StatusCode, why: String) -> Error {
         .with_message(why)
 }
 
+/// A timer to build a [`Stall`] on; its deadline is set before it is first polled.
+fn unarmed(ctx: &Context) -> Sleep {
+    tokio::time::sleep_until(ctx.epoch)
+}
+
 /// Reads (a bounded prefix of) an error reply's body; the connection is reused only if the
 /// body ended within the bound.
-async fn read_error_body(mut conn: Conn, timer: &mut Pin<&mut Sleep>, stall: Duration) -> Vec<u8> {
-    let (bytes, complete) = read_limited(&mut conn, MAX_ERROR_BODY, timer, stall).await;
+async fn read_error_body(mut conn: Conn, stalls: &mut Stall<'_>) -> Vec<u8> {
+    let (bytes, complete) = read_limited(&mut conn, MAX_ERROR_BODY, stalls).await;
     if complete {
         conn.release();
     }
@@ -624,32 +650,28 @@ pub(crate) fn check_reply(
 }
 
 /// Gets a connection for `req` with `unit`, writes `req` into it signed afresh, sends it, and
-/// reads the response head unless `timer` (the stall timeout, reset once the head is in) fires
-/// first. Counts the request.
+/// reads the response head within the stall timeout. Counts the request.
 async fn send(
     ctx: &Context,
     unit: Unit,
     req: &S3Request<'_>,
-    timer: &mut Pin<&mut Sleep>,
-    stall: Duration,
+    stalls: &mut Stall<'_>,
 ) -> Result<Conn, Error> {
     let creds = ctx.signer.credentials_for_request().await?;
     let mut conn = unit.connect(req.origin()).await.map_err(|(_, e)| e)?;
     compose(&mut conn, req, &ctx.signer, creds.as_ref())?;
     Counters::add(&ctx.counters.requests, 1);
-    timer.as_mut().reset(Instant::now() + stall);
     let exchange = async {
         conn.send(req.method() == http::Method::HEAD).await?;
         conn.read_head().await
     };
-    match within(timer, exchange).await {
-        Some(Ok(())) => {
-            timer.as_mut().reset(Instant::now() + stall);
-            Ok(conn)
-        }
+    match stalls.within(exchange).await {
+        Some(Ok(())) => Ok(conn),
         Some(Err(e)) => Err(e),
-        None => Err(Error::new(ErrorKind::Timeout)
-            .with_message(format!("no response within {}", fmt_duration(stall)))),
+        None => Err(Error::new(ErrorKind::Timeout).with_message(format!(
+            "no response within {}",
+            fmt_duration(stalls.stall)
+        ))),
     }
 }
 
@@ -729,9 +751,9 @@ async fn whole_once(
     req: &S3Request<'_>,
     limit: usize,
 ) -> Result<(http::HeaderMap, Vec<u8>), Error> {
-    let stall = ctx.config.stall_timeout;
-    let mut timer = pin!(tokio::time::sleep(stall));
-    let mut conn = send(ctx, unit, req, &mut timer, stall).await?;
+    let timer = pin!(unarmed(ctx));
+    let mut stalls = Stall::new(timer, ctx.config.stall_timeout);
+    let mut conn = send(ctx, unit, req, &mut stalls).await?;
     let status = conn.head().status();
     let headers = conn.head().to_header_map();
     let limit = if status.is_success() {
@@ -739,7 +761,7 @@ async fn whole_once(
     } else {
         MAX_ERROR_BODY
     };
-    let (bytes, complete) = read_limited(&mut conn, limit, &mut timer, stall).await;
+    let (bytes, complete) = read_limited(&mut conn, limit, &mut stalls).await;
     if complete {
         conn.release();
     }
@@ -764,8 +786,7 @@ async fn whole_once(
 async fn read_limited(
     conn: &mut Conn,
     limit: usize,
-    timer: &mut Pin<&mut Sleep>,
-    stall: Duration,
+    stalls: &mut Stall<'_>,
 ) -> (Vec<u8>, bool) {
     // Read into the Vec itself (so the future holds no buffer), trimmed to what came.
     let mut out = Vec::new();
@@ -773,13 +794,13 @@ async fn read_limited(
         let len = out.len();
         let room = (limit - len).min(16 << 10);
         let read = if room == 0 {
-            match within(timer, conn.body_ended()).await {
+            match stalls.within(conn.body_ended()).await {
                 Some(Ok(ended)) => return (out, ended),
                 _ => return (out, false),
             }
         } else {
             out.resize(len + room, 0);
-            let read = within(timer, conn.read_body(&mut out[len..])).await;
+            let read = stalls.within(conn.read_body(&mut out[len..])).await;
             out.truncate(
                 len + read
                     .as_ref()
@@ -791,7 +812,7 @@ async fn read_limited(
         };
         match read {
             Some(Ok(0)) => return (out, true),
-            Some(Ok(_)) => timer.as_mut().reset(Instant::now() + stall),
+            Some(Ok(_)) => {}
             Some(Err(_)) | None => return (out, false),
         }
     }
