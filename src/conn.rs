@@ -203,7 +203,7 @@ impl Unit {
             .unwrap_or(host);
         let port = origin.port_u16().unwrap_or(if https { 443 } else { 80 });
         let connect = async {
-            let tcp = connect_tcp(host, port).await?;
+            let tcp = connect_tcp(host, port, self.pool.connect_timeout).await?;
             tcp.set_nodelay(true)?;
             if !https {
                 return Ok(Transport::Plain(tcp));
@@ -241,16 +241,26 @@ impl Unit {
 }
 
 /// A TCP connection to `host:port`: an IP address as given, a name through the system's
-/// resolver, each of its addresses tried in turn.
-async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+/// resolver, its addresses tried in turn. When a name has several, each gets an equal share of
+/// `timeout` (at least [`MIN_ADDRESS_TIMEOUT`]), so an unreachable first address cannot take
+/// the whole connect timeout.
+async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return TcpStream::connect((ip, port)).await;
     }
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port)).await?.collect();
+    let share = (timeout / addrs.len().max(1) as u32).max(MIN_ADDRESS_TIMEOUT);
     let mut last = None;
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        match TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
+    for addr in addrs {
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {addr} timed out after {share:?}"),
+                ))
+            }
         }
     }
     Err(last.unwrap_or_else(|| {
@@ -260,6 +270,9 @@ async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
         )
     }))
 }
+
+/// The least time one of several addresses of a name gets to connect.
+const MIN_ADDRESS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A connection held for one transfer, with its unit; it dereferences to the
 /// [`http1::Connection`] to exchange on.
@@ -299,5 +312,24 @@ impl Deref for Conn {
 impl DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut Connection {
         &mut self.socket.http
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_and_addresses_both_connect() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let timeout = Duration::from_secs(5);
+        for host in ["127.0.0.1", "localhost"] {
+            let s = connect_tcp(host, port, timeout).await.unwrap();
+            assert_eq!(s.peer_addr().unwrap().port(), port, "{host}");
+        }
+        drop(listener);
+        let e = connect_tcp("127.0.0.1", port, timeout).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }
