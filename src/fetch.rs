@@ -19,8 +19,8 @@
 
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::task::Poll;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
@@ -668,10 +668,8 @@ async fn send(
     match stalls.within(exchange).await {
         Some(Ok(())) => Ok(conn),
         Some(Err(e)) => Err(e),
-        None => Err(Error::new(ErrorKind::Timeout).with_message(format!(
-            "no response within {}",
-            fmt_duration(stalls.stall)
-        ))),
+        None => Err(Error::new(ErrorKind::Timeout)
+            .with_message(format!("no response within {}", fmt_duration(stalls.stall)))),
     }
 }
 
@@ -783,11 +781,7 @@ async fn whole_once(
 
 /// Reads at most `limit` bytes of the body on `conn`, each read within the stall timeout;
 /// says whether the body ended within the limit (false also when it broke off or stalled).
-async fn read_limited(
-    conn: &mut Conn,
-    limit: usize,
-    stalls: &mut Stall<'_>,
-) -> (Vec<u8>, bool) {
+async fn read_limited(conn: &mut Conn, limit: usize, stalls: &mut Stall<'_>) -> (Vec<u8>, bool) {
     // Read into the Vec itself (so the future holds no buffer), trimmed to what came.
     let mut out = Vec::new();
     loop {
