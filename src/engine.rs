@@ -68,10 +68,10 @@ type Item = Result<Object, Error>;
 /// The largest reorder window; beyond it, tiny objects would only pile up results.
 const MAX_WINDOW: usize = 1 << 16;
 
-/// What the driver, the fetches and the consumer of one request share.
+/// What the workers and the consumer of one request share.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    /// Signalled when the consumer pops, which may open the window for the driver.
+    /// Signalled when the consumer pops, which may open the window for admission.
     window: Notify,
 }
 
@@ -153,11 +153,7 @@ impl Delivery {
         let waker = {
             let mut st = self.shared.lock();
             let inserted = st.ring.insert(self.seq, item);
-            debug_assert!(
-                inserted.is_ok(),
-                "driver admitted {}: {inserted:?}",
-                self.seq
-            );
+            debug_assert!(inserted.is_ok(), "admitted {}: {inserted:?}", self.seq);
             if st.ring.head_ready() {
                 st.consumer.take()
             } else {

@@ -6,13 +6,13 @@
 //! * A **streaming** object is delivered as soon as its first part is in, with a body reading
 //!   from a [`PartQueue`]; later parts go into the queue as they finish.
 //! * An object of unknown size is **probing** until its first part's reply tells the size; it
-//!   is then planned like any other, and the driver, which waits for that before admitting
+//!   is then planned like any other, and admission, which waits for that before admitting
 //!   anything later, admits its other parts.
 //!
 //! A part that fails for good fails the object: one error at its position and every other part
 //! cancelled — or, once a streaming body is out, an error read from the body after the parts
 //! before it, with the parts after it cancelled. Dropping a streaming body cancels the parts
-//! still to come. Either way the driver admits no more parts of the object.
+//! still to come. Either way no more parts of the object are admitted.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -185,7 +185,7 @@ impl Assembly {
             delivery.deliver(item, &self.ctx.counters);
         }
         drop(out.dropped);
-        // A probe that ended (in failure) without telling the size must not leave the driver
+        // A probe that ended (in failure) without telling the size must not leave admission
         // waiting for it.
         self.sized.notify_waiters();
     }
@@ -310,7 +310,7 @@ impl Assembly {
 }
 
 impl Drop for Assembly {
-    /// The last holder is gone — the driver and every fetch task of the object — so no part
+    /// The last holder is gone — admission and every fetch of the object — so no part
     /// still missing will ever come. A streaming body already out reads that as an error
     /// instead of waiting forever.
     fn drop(&mut self) {
