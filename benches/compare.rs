@@ -14,6 +14,9 @@
 //! runs only the server (120 s by default) and prints its address (with `--tls`, and on a second
 //! line the file holding its CA, for `S3O_BENCH_CA`), and
 //! `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs only one client against it.
+//! `--against EXE` adds `s3_ordered_before` to every scenario: the `s3_ordered` child of another
+//! build of this bench (an earlier commit's, say), run in the same rounds against the same
+//! server, for before/after figures measured side by side.
 
 #[path = "../tests/support/certs.rs"]
 #[allow(dead_code)]
@@ -158,6 +161,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3usize);
     let only = value("--only").cloned().unwrap_or_default();
+    let against = value("--against").map(std::path::PathBuf::from);
     let quick = args.iter().any(|a| a == "--quick");
     let scale = if quick { 10 } else { 1 };
     let scenarios = [
@@ -250,16 +254,27 @@ fn main() {
         let ca_file = ca.as_ref().map(write_ca);
         let tls = ca.as_ref().map(|ca| ca.server_config(certs::Leaf::Good));
         let addr = server::start_with(sc.size, sc.pace, tls);
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sc.modes.len()];
+        let mut modes: Vec<&str> = sc.modes.to_vec();
+        if against.is_some() && modes.contains(&"s3_ordered") {
+            modes.push(BEFORE);
+        }
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
         for _ in 0..rounds {
             // Interleave modes so drift on a noisy machine hits all of them alike.
-            for (m, mode) in sc.modes.iter().enumerate() {
-                samples[m].push(run_child(mode, &addr.to_string(), sc, ca_file.as_deref()));
+            for (m, mode) in modes.iter().enumerate() {
+                let exe = against.as_deref().filter(|_| *mode == BEFORE);
+                samples[m].push(run_child(
+                    mode,
+                    exe,
+                    &addr.to_string(),
+                    sc,
+                    ca_file.as_deref(),
+                ));
             }
         }
         let med: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
         let base = med[0];
-        for (m, mode) in sc.modes.iter().enumerate() {
+        for (m, mode) in modes.iter().enumerate() {
             let s = med[m];
             let mbps = s.bytes as f64 / s.secs / 1e6;
             let gb = s.bytes as f64 / 1e9;
@@ -323,8 +338,22 @@ fn median(samples: &[Sample]) -> Sample {
     s
 }
 
-fn run_child(mode: &str, addr: &str, sc: &Scenario, ca_file: Option<&std::path::Path>) -> Sample {
-    let exe = std::env::current_exe().expect("current exe");
+/// The `s3_ordered` child of the build given with `--against`.
+const BEFORE: &str = "s3_ordered_before";
+
+/// Runs one child: `mode` of this executable, or — for [`BEFORE`] — `s3_ordered` of `other`.
+fn run_child(
+    mode: &str,
+    other: Option<&std::path::Path>,
+    addr: &str,
+    sc: &Scenario,
+    ca_file: Option<&std::path::Path>,
+) -> Sample {
+    let exe = match other {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe().expect("current exe"),
+    };
+    let mode = if mode == BEFORE { "s3_ordered" } else { mode };
     let mut cmd = Command::new(exe);
     match ca_file {
         Some(path) => cmd.env("S3O_BENCH_CA", path),
