@@ -14,7 +14,7 @@
 //! runs only the server (120 s by default) and prints its address (with `--tls`, and on a second
 //! line the file holding its CA, for `S3O_BENCH_CA`), and
 //! `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs only one client against it.
-//! `--against EXE` adds `s3_ordered_before` to every scenario: the `s3_ordered` child of another
+//! `--objects N` makes every scenario fetch N objects. `--against EXE` adds `s3_ordered_before` to every scenario: the `s3_ordered` child of another
 //! build of this bench (an earlier commit's, say), run in the same rounds against the same
 //! server, for before/after figures measured side by side.
 
@@ -162,9 +162,11 @@ fn main() {
         .unwrap_or(3usize);
     let only = value("--only").cloned().unwrap_or_default();
     let against = value("--against").map(std::path::PathBuf::from);
+    // `--objects N`: every scenario run fetches N objects (longer runs, steadier figures).
+    let objects: Option<usize> = value("--objects").and_then(|v| v.parse().ok());
     let quick = args.iter().any(|a| a == "--quick");
     let scale = if quick { 10 } else { 1 };
-    let scenarios = [
+    let mut scenarios = [
         Scenario {
             name: "2000 x 256 KiB",
             count: 2000 / scale,
@@ -248,7 +250,19 @@ fn main() {
     ];
     println!("| scenario | client | MB/s | objects/s | client CPU s | CPU µs per object | CPU s per GB | allocations per object | peak RSS MiB | budget MiB | speed vs first | CPU vs first |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for sc in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
+    for sc in scenarios
+        .iter_mut()
+        .filter(|s| s.name.contains(only.as_str()))
+    {
+        let name = match objects {
+            Some(n) => {
+                sc.count = n;
+                let rest = sc.name.split_once(" x ").map_or(sc.name, |(_, r)| r);
+                format!("{n} x {rest}")
+            }
+            None => sc.name.to_owned(),
+        };
+        let sc = &*sc;
         // Over https the children trust the run's CA through the file S3O_BENCH_CA names.
         let ca = sc.tls.then(certs::Ca::new);
         let ca_file = ca.as_ref().map(write_ca);
@@ -290,7 +304,7 @@ fn main() {
             };
             println!(
                 "| {} | {mode} | {mbps:.0} | {:.0} | {:.2} | {:.1} | {per_gb} | {:.1} | {:.0} | {budget} | {:.2}x | {:.2}x |",
-                sc.name,
+                name,
                 sc.count as f64 / s.secs,
                 s.cpu,
                 s.cpu * 1e6 / sc.count as f64,
