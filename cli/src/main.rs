@@ -17,12 +17,6 @@ mod source;
 
 use std::process::ExitCode;
 
-/// The command uses mimalloc: with glibc's allocator, the read buffers freed by every response
-/// are trimmed back to the kernel and faulted in again (`PERFORMANCE.md`). The library imposes
-/// no allocator; this is the program's own choice.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
