@@ -365,6 +365,9 @@ impl Job {
             )
             .await
         };
+        // Pinned here, so that the wrappers below hold a pointer to the fetch (a few KiB)
+        // rather than moving it at each layer.
+        let fetch = std::pin::pin!(fetch);
         let fetch = std::panic::AssertUnwindSafe(fetch.instrument(span)).catch_unwind();
         let result = if asm.cancellable() {
             let (fetch, handle) = abortable(fetch);
