@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, ErrorKind};
-use crate::http1::{self, Connection, Transport};
+use crate::http1::{self, Connection, Origin, Transport};
 use crate::tls::TlsStream;
 
 /// The client's connection pool.
@@ -40,7 +40,9 @@ struct PoolInner {
     sockets: Arc<Semaphore>,
     max: usize,
     opened: AtomicU64,
-    idle: Mutex<Vec<Socket>>,
+    /// Boxed, so that taking and returning one moves a pointer, not its buffers' headers.
+    #[allow(clippy::vec_box)] // a socket moves in and out of the list at every request
+    idle: Mutex<Vec<Box<Socket>>>,
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
 }
@@ -108,7 +110,7 @@ impl std::fmt::Debug for ConnPool {
 /// An open socket: its connection, the origin it was dialed to, and its socket permit, which
 /// goes back when the socket is dropped (and so closed).
 struct Socket {
-    origin: http::Uri,
+    origin: Origin,
     http: Connection,
     _permit: OwnedSemaphorePermit,
 }
@@ -133,7 +135,7 @@ impl Unit {
     ///
     /// [`ErrorKind::Connect`] when dialing fails or times out, [`ErrorKind::Tls`] when the
     /// server's certificate is refused or the handshake fails.
-    pub(crate) async fn connect(self, origin: &http::Uri) -> Result<Conn, (Unit, Error)> {
+    pub(crate) async fn connect(self, origin: &Origin) -> Result<Conn, (Unit, Error)> {
         if let Some(socket) = self.take_idle(origin) {
             return Ok(Conn { unit: self, socket });
         }
@@ -146,7 +148,7 @@ impl Unit {
     }
 
     /// The newest idle connection to `origin` that is still alive; dead ones are dropped.
-    fn take_idle(&self, origin: &http::Uri) -> Option<Socket> {
+    fn take_idle(&self, origin: &Origin) -> Option<Box<Socket>> {
         let mut idle = self
             .pool
             .idle
@@ -192,16 +194,17 @@ impl Unit {
         }
     }
 
-    async fn dial(&self, origin: &http::Uri) -> Result<Socket, Error> {
+    async fn dial(&self, origin: &Origin) -> Result<Box<Socket>, Error> {
         let permit = self.socket_permit().await;
-        let https = origin.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = origin.host().unwrap_or_default();
+        let uri = origin.uri();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let host = uri.host().unwrap_or_default();
         // An IPv6 literal is bracketed in a URI, not in a socket address or a server name.
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        let port = origin.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let connect = async {
             let tcp = connect_tcp(host, port, self.pool.connect_timeout).await?;
             tcp.set_nodelay(true)?;
@@ -215,7 +218,7 @@ impl Unit {
         let io = match tokio::time::timeout(self.pool.connect_timeout, connect).await {
             Ok(Ok(io)) => io,
             Ok(Err(e)) => {
-                if let Some(tls) = crate::tls::classify(origin, e.as_ref()) {
+                if let Some(tls) = crate::tls::classify(uri, e.as_ref()) {
                     return Err(tls.with_source(e));
                 }
                 return Err(Error::new(ErrorKind::Connect)
@@ -232,11 +235,11 @@ impl Unit {
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
         let open = self.pool.max - self.pool.sockets.available_permits();
         tracing::debug!(%origin, open, "connection opened");
-        Ok(Socket {
+        Ok(Box::new(Socket {
             origin: origin.clone(),
             http: http1::Connection::new(io),
             _permit: permit,
-        })
+        }))
     }
 }
 
@@ -278,7 +281,7 @@ const MIN_ADDRESS_TIMEOUT: Duration = Duration::from_millis(500);
 /// [`http1::Connection`] to exchange on.
 pub(crate) struct Conn {
     // Dropped first: the socket is closed (its permit back) before the unit frees.
-    socket: Socket,
+    socket: Box<Socket>,
     unit: Unit,
 }
 

@@ -44,6 +44,43 @@ const READ_BUF: usize = 16 << 10;
 /// The largest response head accepted.
 pub(crate) const MAX_HEAD: usize = 64 << 10;
 
+/// Where connections go: a `scheme://authority` URI, with its text (lower case) as the key that
+/// pooled connections are matched by — a pointer or string comparison, not a URI's.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    uri: http::Uri,
+    key: std::sync::Arc<str>,
+}
+
+impl Origin {
+    /// The origin of `uri` (its scheme and authority).
+    pub(crate) fn new(uri: http::Uri) -> Self {
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let key = format!("{scheme}://{authority}")
+            .to_ascii_lowercase()
+            .into();
+        Origin { uri, key }
+    }
+
+    /// The origin as a URI.
+    pub(crate) fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.key, &other.key) || self.key == other.key
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
 /// The byte stream a connection speaks HTTP on.
 pub(crate) enum Transport {
     /// Plain TCP.

@@ -12,6 +12,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::config::{Addressing, Config};
 use crate::error::{Error, ErrorKind};
+use crate::http1::Origin;
 use crate::object::ObjectRef;
 
 /// The most bytes of an error body that are read and parsed.
@@ -32,7 +33,7 @@ const QUERY_VALUE: &AsciiSet = &KEY.add(b'/');
 #[derive(Debug, Clone)]
 pub(crate) struct BucketTarget {
     /// `scheme://authority` to dial (connections are pooled per origin).
-    pub(crate) origin: http::Uri,
+    pub(crate) origin: Origin,
     host: HeaderValue,
     /// Path prefix before the key: `/bucket/` (path-style) or `/` (virtual-hosted).
     prefix: String,
@@ -91,7 +92,7 @@ impl BucketTarget {
         let host = HeaderValue::from_str(&host)
             .map_err(|e| invalid("does not form a valid host").with_source(e))?;
         Ok(BucketTarget {
-            origin,
+            origin: Origin::new(origin),
             host,
             prefix,
         })
@@ -232,7 +233,7 @@ impl<'a> S3Request<'a> {
     }
 
     /// Where requests go: the origin to dial.
-    pub(crate) fn origin(&self) -> &'a http::Uri {
+    pub(crate) fn origin(&self) -> &'a Origin {
         &self.target.origin
     }
 
@@ -551,7 +552,7 @@ mod tests {
             "/bkt/a%20b%2Bc%25d%3De%26f~g/%C3%BC//h?versionId=v%201%2F%2B"
         );
         assert_eq!(host, "127.0.0.1:9000");
-        assert_eq!(t.origin.to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(t.origin.uri().to_string(), "http://127.0.0.1:9000/");
     }
 
     #[test]
@@ -566,7 +567,7 @@ mod tests {
         assert_eq!(target, "/k/x.bin");
         assert_eq!(host, "my-bucket.s3.eu-west-1.amazonaws.com");
         assert_eq!(
-            t.origin.to_string(),
+            t.origin.uri().to_string(),
             "https://my-bucket.s3.eu-west-1.amazonaws.com/"
         );
         let e = BucketTarget::new(&c, "My_Bucket").unwrap_err();
