@@ -147,12 +147,16 @@ impl Head {
         // A known field seen at most once needs no scan.
         let known = KNOWN.iter().position(|n| *n == name);
         let single = known.filter(|&k| self.repeated & (1 << k) == 0);
-        let scan = single.is_none();
         let first = single.and_then(|k| self.value(self.known[k]));
+        let scan = if single.is_some() {
+            &self.fields[..0]
+        } else {
+            &self.fields[..]
+        };
         first.into_iter().chain(
-            self.fields()
-                .filter(move |(n, _)| scan && n.eq_ignore_ascii_case(name.as_bytes()))
-                .map(|(_, v)| v),
+            scan.iter()
+                .filter(move |(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| self.raw[v.clone()].trim_ascii()),
         )
     }
 
