@@ -382,6 +382,34 @@ mod tests {
     use proptest::prelude::*;
 
     #[tokio::test]
+    async fn reads_go_into_the_spare_room_of_one_slab_at_a_time() {
+        let pool = MemoryPool::new(4, 8);
+        let mut lease = pool.acquire(10).await;
+        let mut filled = Vec::new();
+        let mut at = 0;
+        // What a reader of 3 bytes at a time would put where spare_mut points.
+        loop {
+            let spare = lease.spare_mut(3);
+            assert!(spare.len() <= 3, "at most what was asked for");
+            if spare.is_empty() {
+                break;
+            }
+            let n = spare.len();
+            for (i, b) in spare.iter_mut().enumerate() {
+                *b = b'a' + (at + i) as u8;
+            }
+            at += n;
+            filled.push(n);
+            lease.advance(n);
+        }
+        // Never across a slab boundary, never past the declared size.
+        assert_eq!(filled, [3, 1, 3, 1, 2]);
+        assert_eq!(lease.len(), 10);
+        assert!(lease.spare_mut(100).is_empty());
+        assert_eq!(Body::whole(lease).to_vec(), b"abcdefghij");
+    }
+
+    #[tokio::test]
     async fn body_spans_slabs_and_returns_them_on_drop() {
         let pool = MemoryPool::new(4, 8);
         assert_eq!(pool.slabs_for(10), Some(3));
