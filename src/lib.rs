@@ -25,11 +25,12 @@
 //! A missing or forbidden object is an [`Error`] at its own position; the rest still arrive.
 //!
 //! Requests are signed with SigV4 (computed here, its signing key cached per day; checked against
-//! `aws-sigv4` in the tests) and sent over the client's own pool of HTTP/1.1 connections (rustls
-//! for https). Bodies are read from the socket straight into slabs reserved before each GET, with
-//! no intermediate buffer, and the slabs return to the budget when the [`Body`] is dropped. For many small objects, consume the
-//! stream in a task on the runtime rather than in `block_on`, whose thread is not a worker: waking
-//! it costs a futex call and a context switch per object.
+//! `aws-sigv4` in the tests) and sent over the client's own pool of HTTP/1.1 connections, driven
+//! by the crate itself (rustls's unbuffered API for https). Bodies are read from the socket
+//! straight into slabs reserved before each GET (over https, copied there from each decrypted
+//! record), and the slabs return to the budget when the [`Body`] is dropped. For many small
+//! objects, consume the stream in a task on the runtime rather than in `block_on`, whose thread is
+//! not a worker: waking it costs a futex call and a context switch per object.
 //!
 //! Failures are survived where they can be: connection errors, stalls ([`ClientBuilder::stall_timeout`])
 //! and 5xx are retried with backoff under a client-wide budget ([`RetryConfig`]); a broken body
