@@ -182,8 +182,10 @@ impl TlsStream {
                     self.outgoing.clear();
                     Progress::Wrote
                 }
-                // Nothing to write: a read waits for the server's next record.
-                None => Progress::Fill,
+                // Nothing to write: a read waits for the server's next record; for the
+                // handshake (neither reading nor writing), see below.
+                None if dst.is_some() => Progress::Fill,
+                None => Progress::Idle,
             },
             ConnectionState::EncodeTlsData(mut encode) => {
                 let at = self.outgoing.len();
@@ -213,6 +215,13 @@ impl TlsStream {
             _ => Progress::Fill,
         };
         self.start += discard;
+        // Room to write during the handshake: it is over (TLS 1.2 ends with the server's
+        // flight), unless rustls lets data go before its end, and then more must be read.
+        let progress = match progress {
+            Progress::Idle if self.conn.is_handshaking() => Progress::Fill,
+            Progress::Idle => Progress::Continue,
+            other => other,
+        };
         if let Progress::Fill = progress {
             if self.fill().await? == 0 {
                 return Err(io::Error::new(
@@ -259,6 +268,8 @@ enum Progress {
     Continue,
     /// More ciphertext is needed (internal).
     Fill,
+    /// Room to write and nothing to write (internal).
+    Idle,
 }
 
 /// Keeps plaintext for the next read in `plain[*at..]`.
@@ -286,6 +297,7 @@ mod test_certs;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject as _;
     use tokio::net::TcpListener;
 
     use super::test_certs as certs;
@@ -297,8 +309,38 @@ mod tests {
         F: FnOnce(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
+        pair_with(None, script).await
+    }
+
+    /// [`pair`] with the server speaking only `version` (when given).
+    async fn pair_with<F, Fut>(
+        version: Option<&'static rustls::SupportedProtocolVersion>,
+        script: F,
+    ) -> (TlsStream, tokio::task::JoinHandle<()>)
+    where
+        F: FnOnce(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let ca = certs::Ca::new();
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(certs::Leaf::Good));
+        let server_config = match version {
+            None => ca.server_config(certs::Leaf::Good),
+            Some(version) => {
+                let (cert, key) = ca.leaf_pem(certs::Leaf::Good);
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ServerConfig::builder_with_provider(provider)
+                    .with_protocol_versions(&[version])
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(
+                        vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                    )
+                    .unwrap();
+                Arc::new(config)
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -306,7 +348,6 @@ mod tests {
             script(acceptor.accept(tcp).await.unwrap()).await;
         });
         let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject as _;
         roots
             .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
             .unwrap();
@@ -360,6 +401,24 @@ mod tests {
             assert_eq!(client.read(&mut [0; 8]).await.unwrap(), 0);
             server.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn tls_1_2_servers_are_spoken_to_as_well() {
+        let (mut client, server) = pair_with(Some(&rustls::version::TLS12), |mut s| async move {
+            let mut req = [0u8; 4];
+            s.read_exact(&mut req).await.unwrap();
+            s.write_all(&data(50_000)).await.unwrap();
+            s.shutdown().await.unwrap();
+        })
+        .await;
+        assert_eq!(
+            client.conn.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        client.write_all(b"ping").await.unwrap();
+        assert!(read_to_end(&mut client, 4096).await.unwrap() == data(50_000));
+        server.await.unwrap();
     }
 
     #[tokio::test]
