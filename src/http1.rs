@@ -627,6 +627,78 @@ mod tests {
         assert!(!alive);
     }
 
+    /// A response carrying `body` in `framing` (0: Content-Length, 1: chunked in pieces of
+    /// `piece` bytes, 2: until close), after `informational` 100 Continue heads.
+    fn response(body: &[u8], framing: u8, piece: usize, informational: usize) -> Vec<u8> {
+        let mut out = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(informational);
+        match framing {
+            0 => {
+                out.extend(
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).bytes(),
+                );
+                out.extend_from_slice(body);
+            }
+            1 => {
+                out.extend(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                for c in body.chunks(piece.max(1)) {
+                    out.extend(format!("{:x}\r\n", c.len()).bytes());
+                    out.extend_from_slice(c);
+                    out.extend(b"\r\n");
+                }
+                out.extend(b"0\r\n\r\n");
+            }
+            _ => {
+                out.extend(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
+                out.extend_from_slice(body);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// Whatever the framing, the body's size, how the server's writes are split and how
+        /// large the reader's buffer is, the body read is the body sent, and a connection is
+        /// reusable exactly when its framing allows.
+        #[test]
+        fn bodies_arrive_intact_through_the_connection(
+            len in 0usize..70_000,
+            framings in proptest::collection::vec(0u8..3, 1..4),
+            piece in 1usize..20_000,
+            split in 1usize..9_000,
+            chunk in 1usize..20_000,
+            informational in 0usize..2,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                // Until close can only be the last.
+                let mut framings = framings;
+                if let Some(i) = framings.iter().position(|&f| f == 2) {
+                    framings.truncate(i + 1);
+                }
+                let bodies: Vec<Vec<u8>> = (0..framings.len())
+                    .map(|i| (0..len + i).map(|j| (j * 13 + i) as u8).collect())
+                    .collect();
+                let replies = framings
+                    .iter()
+                    .zip(&bodies)
+                    .map(|(&f, b)| response(b, f, piece, informational))
+                    .collect();
+                let (mut conn, server) = serve(replies, split).await;
+                for (&f, want) in framings.iter().zip(&bodies) {
+                    get(&mut conn, "/k").await.unwrap();
+                    conn.read_head().await.unwrap();
+                    assert_eq!(conn.head().status(), 200);
+                    let got = body(&mut conn, chunk).await.unwrap();
+                    assert!(got == *want, "framing {f}: {} bytes, want {}", got.len(), want.len());
+                    assert_eq!(conn.reusable(), f != 2, "framing {f}");
+                }
+                server.await.unwrap();
+            });
+        }
+    }
+
     #[test]
     fn requests_are_written_as_http_1_1() {
         let mut out = Vec::new();
