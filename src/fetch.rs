@@ -35,7 +35,9 @@ use crate::http1::{self, Connection};
 use crate::limiter::{Change, Limiter, Slot};
 use crate::memory::Lease;
 use crate::retry::{classify, Class, Next, Retrier};
-use crate::s3::{parse_content_range, status_error, BucketTarget, S3Request, MAX_ERROR_BODY};
+use crate::s3::{
+    parse_content_range, status_error, BucketTarget, S3Request, MAX_ERROR_BODY, MAX_REQUEST_FIELDS,
+};
 use crate::sign::{Signable, Signer};
 use crate::stats::Counters;
 use crate::waitlist::Place;
@@ -684,8 +686,8 @@ fn compose(
     let (out, scratch) = conn.compose();
     let method = req.method().as_str();
     let target = http1::push_request_line(out, method, |o| req.write_target(o));
-    // The request's own fields, kept on the stack for the signer.
-    let mut fields = [("", &b""[..]); 4];
+    // The request's own fields, kept on the stack for the signer (as many as it can have).
+    let mut fields = [("", &b""[..]); MAX_REQUEST_FIELDS];
     let mut count = 0;
     for (slot, field) in fields.iter_mut().zip(req.headers()) {
         http1::push_field(out, field.0, field.1);

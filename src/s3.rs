@@ -157,6 +157,9 @@ impl BucketTarget {
     }
 }
 
+/// The most header fields [`S3Request::headers`] yields.
+pub(crate) const MAX_REQUEST_FIELDS: usize = 4;
+
 /// What a request asks for.
 #[derive(Debug, Clone, Copy)]
 enum Resource<'a> {
@@ -265,15 +268,14 @@ impl<'a> S3Request<'a> {
 
     /// The header fields to send (before signing), names in lower case, `host` first.
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&'static str, &[u8])> + '_ {
-        [
+        let fields: [Option<(&'static str, &[u8])>; MAX_REQUEST_FIELDS] = [
             Some((HOST.as_str(), self.target.host.as_bytes())),
             self.range.as_ref().map(|r| ("range", &r.text[..r.len])),
             self.if_match.map(|v| ("if-match", v)),
             self.checksum_mode
                 .then_some(("x-amz-checksum-mode", &b"ENABLED"[..])),
-        ]
-        .into_iter()
-        .flatten()
+        ];
+        fields.into_iter().flatten()
     }
 }
 
