@@ -149,18 +149,22 @@ impl Unit {
 
     /// The newest idle connection to `origin` that is still alive; dead ones are dropped.
     fn take_idle(&self, origin: &Origin) -> Option<Box<Socket>> {
-        let mut idle = self
-            .pool
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while let Some(pos) = idle.iter().rposition(|s| s.origin == *origin) {
-            let socket = idle.swap_remove(pos);
+        loop {
+            // Only the taking under the pool's lock: the peek and the close of a dead socket
+            // (system calls) happen outside it.
+            let socket = {
+                let mut idle = self
+                    .pool
+                    .idle
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let pos = idle.iter().rposition(|s| s.origin == *origin)?;
+                idle.swap_remove(pos)
+            };
             if socket.http.idle_alive() {
                 return Some(socket);
             }
         }
-        None
     }
 
     async fn socket_permit(&self) -> OwnedSemaphorePermit {
