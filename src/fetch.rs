@@ -14,8 +14,8 @@
 //!
 //! A part is accepted only if its length equals what was asked for (and `Content-Length`), and —
 //! with checksum mode, for an object fetched in one GET — its CRC matches the whole-object
-//! checksum the server sent. The stall timeout applies to the response head and to every gap
-//! between body frames, never to the whole transfer.
+//! checksum the server sent. The stall timeout applies to each wait for the server — the
+//! response head, every read of the body — never to the whole transfer.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -129,10 +129,10 @@ impl ObjectPin {
                 ));
             }
             (None, Some(now)) => {
-                // Sent back in If-Match: visible ASCII only.
+                // Sent back in If-Match, so it must be a valid field value.
                 let now = std::str::from_utf8(now)
                     .ok()
-                    .filter(|v| v.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+                    .filter(|v| http1::is_field_value(v.as_bytes()))
                     .ok_or_else(|| {
                         Error::new(ErrorKind::InvalidResponse)
                             .with_status(status)
@@ -570,12 +570,7 @@ pub(crate) fn check_reply(
             .with_status(status)
             .with_message(why)
     };
-    let content_length = content_length.map(|raw| {
-        std::str::from_utf8(raw)
-            .ok()
-            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|v| v.parse::<u64>().ok())
-    });
+    let content_length = content_length.map(http1::parse_decimal);
     let shape = match status {
         StatusCode::OK => {
             let total = match (asked.size, content_length) {

@@ -36,7 +36,7 @@ use crate::error::{Error, ErrorKind};
 use crate::tls::TlsStream;
 pub(crate) use chunked::decode_all as decode_chunked;
 use chunked::{Chunked, Step};
-pub(crate) use head::{Framing, Head, Parsed};
+pub(crate) use head::{is_field_value, parse_decimal, Framing, Head, Parsed};
 
 /// The read buffer's size: a response head and, for a small object, its whole body.
 const READ_BUF: usize = 16 << 10;

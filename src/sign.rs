@@ -20,6 +20,7 @@ use ring::{digest, hmac};
 
 use crate::config::CredentialSource;
 use crate::error::{Error, ErrorKind};
+use crate::http1::is_field_value;
 
 /// Cached credentials are refreshed this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
@@ -245,7 +246,7 @@ pub(crate) fn sign_parts<'b>(
     };
     let stamp = Timestamp::new(time);
     let token = creds.session_token();
-    if token.is_some_and(|t| !visible_ascii(t.as_bytes())) {
+    if token.is_some_and(|t| !is_field_value(t.as_bytes())) {
         return Err(invalid("bad session token"));
     }
     let added = [
@@ -300,7 +301,7 @@ pub(crate) fn sign_parts<'b>(
         } else {
             push(buf, &[name, ":"]);
         }
-        if !visible_ascii(value) {
+        if !is_field_value(value) {
             return Err(invalid("a header is not visible ASCII"));
         }
         push_trimmed(buf, value);
@@ -340,7 +341,7 @@ pub(crate) fn sign_parts<'b>(
 
     let auth_at = buf.len();
     let access_key = creds.access_key_id();
-    if !visible_ascii(access_key.as_bytes()) {
+    if !is_field_value(access_key.as_bytes()) {
         return Err(invalid("bad access key id"));
     }
     push(
@@ -369,14 +370,6 @@ fn push(buf: &mut Vec<u8>, pieces: &[&str]) {
     for p in pieces {
         buf.extend_from_slice(p.as_bytes());
     }
-}
-
-/// What `http` accepts as a header value's text: visible ASCII, spaces and tabs. (A fold
-/// without an early exit, so that it runs as vector code.)
-fn visible_ascii(v: &[u8]) -> bool {
-    v.iter().fold(true, |ok, &b| {
-        ok & ((b.wrapping_sub(b' ') < 0x5f) | (b == b'\t'))
-    })
 }
 
 /// A header value as SigV4 signs it: without leading and trailing blanks, each run of spaces

@@ -253,6 +253,15 @@ fn known_index(name: &[u8]) -> Option<usize> {
         .position(|k| k.len() == name.len() && k.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// Whether `v` may be sent as a field value: visible ASCII, spaces and tabs (what `http`'s
+/// `HeaderValue` accepts, less obs-text). A fold without an early exit, so that it runs as
+/// vector code.
+pub(crate) fn is_field_value(v: &[u8]) -> bool {
+    v.iter().fold(true, |ok, &b| {
+        ok & ((b.wrapping_sub(b' ') < 0x5f) | (b == b'\t'))
+    })
+}
+
 /// A decimal number of ASCII digits only (no sign, no blanks), as `Content-Length` must be.
 pub(crate) fn parse_decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
@@ -393,6 +402,15 @@ mod tests {
         assert!(!head("HTTP/1.1 200 OK\r\nconnection: keep-alive, close\r\n\r\n").keep_alive());
         assert!(!head("HTTP/1.0 200 OK\r\n\r\n").keep_alive());
         assert!(head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn field_values() {
+        assert!(is_field_value(b"\"abc-1\" \t~"));
+        assert!(is_field_value(b""));
+        for bad in [&b"a\x7f"[..], b"a\r\nb", b"caf\xc3\xa9", b"\x00"] {
+            assert!(!is_field_value(bad), "{bad:?}");
+        }
     }
 
     #[test]
