@@ -139,6 +139,7 @@ pub use aws_credential_types::Credentials;
 #[doc(hidden)]
 pub mod __internals {
     pub use crate::memory::bench::PoolBench;
+    pub use crate::sign::bench::SignBench;
 
     /// `(code, message, request_id)` of an S3 XML error body.
     pub fn parse_error_body(body: &[u8]) -> [Option<String>; 3] {
