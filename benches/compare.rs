@@ -14,9 +14,11 @@
 //! runs only the server (120 s by default) and prints its address (with `--tls`, and on a second
 //! line the file holding its CA, for `S3O_BENCH_CA`), and
 //! `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs only one client against it.
-//! `--objects N` makes every scenario fetch N objects. `--against EXE` adds `s3_ordered_before` to every scenario: the `s3_ordered` child of another
-//! build of this bench (an earlier commit's, say), run in the same rounds against the same
-//! server, for before/after figures measured side by side.
+//! `--objects N` makes every scenario fetch N objects. `--against EXE` adds
+//! `s3_ordered_before` to every scenario: the `s3_ordered` child of another build of this bench
+//! (an earlier commit's, say), run in the same rounds against the same server, for before/after
+//! figures measured side by side. Children run on tokio's multi-threaded runtime with a worker
+//! per core; `S3O_BENCH_THREADS=N` gives them N workers, and `0` the current-thread runtime.
 
 #[path = "../tests/support/certs.rs"]
 #[allow(dead_code)]
@@ -405,7 +407,20 @@ fn child(args: &[String]) {
     let num = |i: usize| args[i].parse::<u64>().expect("number");
     let (count, size, n) = (num(2) as usize, num(3) as usize, num(4) as usize);
     let (max_bytes, part) = (num(5), num(6));
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = match std::env::var("S3O_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(0) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    }
+    .expect("runtime");
     let mode = mode.to_owned();
     let ca = std::env::var_os("S3O_BENCH_CA").map(std::path::PathBuf::from);
     let work = async move {
