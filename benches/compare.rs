@@ -10,7 +10,8 @@
 //! `cargo bench --bench compare` prints a Markdown table; `--rounds N` repeats each scenario
 //! (median reported), `--quick` runs smaller scenarios, `--only TEXT` the scenarios whose name
 //! contains TEXT. Paced scenarios imitate S3 seen from one instance: 20 ms to first byte and
-//! 50 MB/s per connection. For profiling one client alone, `--serve SIZE [--for SECONDS] [--tls]`
+//! 50 MB/s per connection. For profiling one client alone,
+//! `--serve SIZE [--for SECONDS] [--paced] [--tls]`
 //! runs only the server (120 s by default) and prints its address (with `--tls`, and on a second
 //! line the file holding its CA, for `S3O_BENCH_CA`), and
 //! `--child MODE ADDR COUNT SIZE N MAX_BYTES PART` runs only one client against it.
@@ -27,6 +28,7 @@ mod certs;
 #[allow(dead_code)] // the plain client constructor is the criterion bench's
 mod clients;
 #[path = "support/server.rs"]
+#[allow(dead_code)] // `start` is the criterion bench's
 mod server;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -140,16 +142,18 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(120);
+        // `--paced`: as S3 seen from one instance (the paced scenarios' link).
+        let pace = args.iter().any(|a| a == "--paced").then_some(S3_LINK);
         // `--tls`: https with a CA made now, its PEM written to a file named on a second line
         // (give it to children as S3O_BENCH_CA).
         if args.iter().any(|a| a == "--tls") {
             let ca = certs::Ca::new();
             let path = write_ca(&ca);
             let tls = ca.server_config(certs::Leaf::Good);
-            println!("{}", server::start_with(size, None, Some(tls)));
+            println!("{}", server::start_with(size, pace, Some(tls)));
             println!("{}", path.display());
         } else {
-            println!("{}", server::start(size));
+            println!("{}", server::start_paced(size, pace));
         }
         std::thread::sleep(Duration::from_secs(seconds));
         return;

@@ -13,7 +13,8 @@
 //! * the response head is read into a fixed read buffer (16 KiB, grown up to 64 KiB only for a
 //!   larger head) and parsed by `httparse`; the body bytes that came with it are copied out of
 //!   that buffer, and every later read goes from the socket (or TLS) directly into the
-//!   caller's slice, never past the body's end;
+//!   caller's slice, never past the body's end — except the last few KiB of a body over plain
+//!   TCP (below [`SMALL_REST`]), read through the read buffer (see there why);
 //! * bodies are framed by `Content-Length`, `chunked` (decoded by [`chunked`]) or the
 //!   connection's close, as RFC 9112 says; a reply to HEAD, a 1xx, 204 and 304 have none, and
 //!   1xx responses before the final one are skipped.
@@ -40,6 +41,14 @@ pub(crate) use head::{is_field_value, parse_decimal, Framing, Head, Parsed};
 
 /// The read buffer's size: a response head and, for a small object, its whole body.
 const READ_BUF: usize = 16 << 10;
+
+/// Over plain TCP, what is left of a body up to this size is read through the read buffer
+/// (and copied out), not straight into the caller's slice. tokio clears a socket's read
+/// readiness only when a read returns less than it asked for; a read of exactly the body's rest
+/// leaves it set, so the next read of the connection (or the peek before it is used again) is a
+/// system call that finds nothing. One read into the larger buffer returns short and spares it,
+/// for the price of copying a few KiB.
+const SMALL_REST: u64 = 8 << 10;
 
 /// The largest response head accepted.
 pub(crate) const MAX_HEAD: usize = 64 << 10;
@@ -315,6 +324,10 @@ impl Connection {
                 },
             };
             let want = dst.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+            if buffered == 0 && limit <= SMALL_REST && matches!(self.io, Transport::Plain(_)) {
+                self.fill_body(READ_BUF).await?;
+                continue;
+            }
             let n = if buffered > 0 {
                 let n = want.min(buffered);
                 dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
@@ -557,6 +570,45 @@ mod tests {
             assert_eq!(seen[0], "GET /a?x=1 HTTP/1.1\r\nhost: h\r\n\r\n");
             assert_eq!(seen.len(), 3);
         }
+    }
+
+    #[tokio::test]
+    async fn a_small_rest_of_a_body_leaves_no_stale_read_readiness() {
+        // The head comes first and the body's 4 KiB later, so the body is one read of its own;
+        // read as exactly its length, it would leave the socket marked readable and cost the
+        // next use of the connection a read that finds nothing.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            while !req.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(s.read(&mut b).await.unwrap(), 1);
+                req.push(b[0]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4096\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            s.write_all(&[7u8; 4096]).await.unwrap();
+            // Open and quiet until the client has looked.
+            let _ = done_rx.await;
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut conn = Connection::new(Transport::Plain(tcp));
+        get(&mut conn, "/").await.unwrap();
+        conn.read_head().await.unwrap();
+        assert_eq!(body(&mut conn, 4096).await.unwrap(), vec![7u8; 4096]);
+        assert!(conn.reusable());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            conn.io.tcp().poll_read_ready(&mut cx).is_pending(),
+            "the socket is still marked readable after the body"
+        );
+        done_tx.send(()).unwrap();
+        server.await.unwrap();
     }
 
     #[tokio::test]
