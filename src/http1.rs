@@ -497,15 +497,10 @@ mod tests {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut seen = Vec::new();
             for reply in replies {
-                let mut req = Vec::new();
-                while !req.ends_with(b"\r\n\r\n") {
-                    let mut b = [0u8; 1];
-                    if s.read(&mut b).await.unwrap() == 0 {
-                        return seen;
-                    }
-                    req.push(b[0]);
-                }
-                seen.push(String::from_utf8(req).unwrap());
+                let Some(req) = read_request(&mut s).await else {
+                    return seen;
+                };
+                seen.push(req);
                 for piece in reply.chunks(split.max(1)) {
                     s.write_all(piece).await.unwrap();
                     s.flush().await.unwrap();
@@ -516,6 +511,19 @@ mod tests {
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
         (Connection::new(Transport::Plain(tcp)), server)
+    }
+
+    /// The next request head on `s`, byte by byte; `None` if the client closed first.
+    async fn read_request(s: &mut TcpStream) -> Option<String> {
+        let mut req = Vec::new();
+        while !req.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if s.read(&mut b).await.unwrap() == 0 {
+                return None;
+            }
+            req.push(b[0]);
+        }
+        Some(String::from_utf8(req).unwrap())
     }
 
     /// Sends `GET path` with a `host` field.
@@ -582,12 +590,7 @@ mod tests {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut req = Vec::new();
-            while !req.ends_with(b"\r\n\r\n") {
-                let mut b = [0u8; 1];
-                assert_eq!(s.read(&mut b).await.unwrap(), 1);
-                req.push(b[0]);
-            }
+            assert!(read_request(&mut s).await.is_some());
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4096\r\n\r\n")
                 .await
                 .unwrap();
