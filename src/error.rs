@@ -234,17 +234,7 @@ impl Error {
     /// chain, joined by `": "`, leaving out a cause whose text the line already ends with: the
     /// whole story on one line, for logs and messages.
     pub fn with_causes(&self) -> String {
-        let mut out = self.to_string();
-        let mut next = std::error::Error::source(self);
-        while let Some(e) = next {
-            let text = e.to_string();
-            if !out.ends_with(&text) {
-                out.push_str(": ");
-                out.push_str(&text);
-            }
-            next = e.source();
-        }
-        out
+        with_causes(self)
     }
 
     /// What went wrong.
@@ -465,6 +455,21 @@ impl ConfigError {
     pub fn reason(&self) -> &str {
         &self.reason
     }
+}
+
+/// `e`'s text followed by each cause of its source chain, as [`Error::with_causes`] writes it.
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -98,6 +98,7 @@ mod client;
 mod config;
 mod conn;
 mod context;
+mod credentials;
 mod engine;
 mod error;
 mod fetch;

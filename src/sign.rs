@@ -1,4 +1,4 @@
-//! SigV4 signing for S3, and the credentials cache in front of the provider.
+//! SigV4 signing for S3, with the signing key cached per day, region and secret.
 //!
 //! S3's rules differ from other services: the path is percent-encoded exactly once (keys are
 //! encoded when the request is built, the signer must not encode again), the path is never
@@ -11,19 +11,16 @@
 //! derives the key once per day and credentials, and writes the canonical request into one
 //! buffer. Its output is checked against `aws-sigv4`'s, byte for byte, by the tests below.
 
-use std::sync::{Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use ring::{digest, hmac};
 
 use crate::config::CredentialSource;
+use crate::credentials::CredentialCache;
 use crate::error::{Error, ErrorKind};
 use crate::http1::is_field_value;
-
-/// Cached credentials are refreshed this long before they expire.
-const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
 /// SHA-256 of an empty body: every request here is a GET or HEAD.
 pub(crate) const EMPTY_SHA256: &str =
@@ -45,24 +42,20 @@ const UNSIGNED: [&str; 4] = [
 /// Signs requests with credentials from the configured source.
 pub(crate) struct Signer {
     region: std::sync::Arc<str>,
-    provider: Option<SharedCredentialsProvider>,
-    cache: RwLock<Option<Credentials>>,
-    refresh: tokio::sync::Mutex<()>,
+    credentials: Option<CredentialCache>,
     keys: KeyCache,
 }
 
 impl Signer {
     pub(crate) fn new(region: std::sync::Arc<str>, source: &CredentialSource) -> Self {
-        let provider = match source {
-            CredentialSource::Provider(p) => Some(p.clone()),
+        let credentials = match source {
+            CredentialSource::Provider(p) => Some(CredentialCache::new(p.clone())),
             // `Environment` is resolved into a provider by validation.
             CredentialSource::Environment | CredentialSource::Anonymous => None,
         };
         Signer {
             region,
-            provider,
-            cache: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
+            credentials,
             keys: KeyCache::default(),
         }
     }
@@ -71,11 +64,11 @@ impl Signer {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Credentials`] when the provider fails.
+    /// [`ErrorKind::Credentials`] when the provider fails and no valid credentials are cached.
     pub(crate) async fn credentials_for_request(&self) -> Result<Option<Credentials>, Error> {
-        match &self.provider {
+        match &self.credentials {
             None => Ok(None),
-            Some(provider) => self.credentials(provider).await.map(Some),
+            Some(cache) => cache.get().await.map(Some),
         }
     }
 
@@ -99,42 +92,13 @@ impl Signer {
             buf,
         )
     }
-
-    async fn credentials(
-        &self,
-        provider: &SharedCredentialsProvider,
-    ) -> Result<Credentials, Error> {
-        if let Some(c) = self.cached() {
-            return Ok(c);
-        }
-        // One refresh at a time; the others wait and then find the cache filled.
-        let _refreshing = self.refresh.lock().await;
-        if let Some(c) = self.cached() {
-            return Ok(c);
-        }
-        let creds = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| Error::new(ErrorKind::Credentials).with_source(e))?;
-        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(creds.clone());
-        Ok(creds)
-    }
-
-    fn cached(&self) -> Option<Credentials> {
-        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        cache.as_ref().and_then(|c| match c.expiry() {
-            None => Some(c.clone()),
-            Some(exp) if exp > SystemTime::now() + REFRESH_BEFORE_EXPIRY => Some(c.clone()),
-            Some(_) => None,
-        })
-    }
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
             .field("region", &self.region)
-            .field("anonymous", &self.provider.is_none())
+            .field("anonymous", &self.credentials.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -562,6 +526,7 @@ pub(crate) mod bench {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use proptest::prelude::*;
 
     /// [`sign_parts`] applied to an `http` request whose URI is percent-encoded and which has
@@ -886,48 +851,5 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidRequest);
-    }
-
-    #[tokio::test]
-    async fn expiring_credentials_are_refreshed() {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        use std::sync::Arc;
-
-        #[derive(Debug)]
-        struct Counting(Arc<AtomicU32>);
-        impl ProvideCredentials for Counting {
-            fn provide_credentials<'a>(
-                &'a self,
-            ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-            where
-                Self: 'a,
-            {
-                self.0.fetch_add(1, Ordering::SeqCst);
-                // Expires within the refresh margin: never served from the cache.
-                let exp = SystemTime::now() + Duration::from_secs(60);
-                aws_credential_types::provider::future::ProvideCredentials::ready(Ok(
-                    Credentials::new("AKID", "SECRET", None, Some(exp), "test"),
-                ))
-            }
-        }
-        let calls = Arc::new(AtomicU32::new(0));
-        let source =
-            CredentialSource::Provider(SharedCredentialsProvider::new(Counting(calls.clone())));
-        let signer = Signer::new("us-east-1".into(), &source);
-        for _ in 0..3 {
-            assert!(signer.credentials_for_request().await.unwrap().is_some());
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-
-        let creds = Credentials::new("AKID", "SECRET", None, None, "static");
-        let signer = Signer::new(
-            "us-east-1".into(),
-            &CredentialSource::Provider(SharedCredentialsProvider::new(creds)),
-        );
-        for _ in 0..3 {
-            assert!(signer.credentials_for_request().await.unwrap().is_some());
-        }
-        // Credentials without expiry stay cached.
-        assert!(signer.cached().is_some());
     }
 }
