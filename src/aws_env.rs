@@ -92,11 +92,114 @@ pub struct AwsSettings {
     pub ca_bundle: Option<PathBuf>,
 }
 
+/// One resolution of [`AwsSettings`] against an [`AwsEnv`]: the profile to read settings from,
+/// loaded at most once, when a setting needs it.
+pub(crate) struct Resolution<'a> {
+    pub(crate) settings: &'a AwsSettings,
+    pub(crate) env: &'a AwsEnv,
+    /// The profile given in the settings or by `AWS_PROFILE`, if any.
+    pub(crate) named: Option<String>,
+    paths: (Option<PathBuf>, Option<PathBuf>),
+    loaded: std::cell::OnceCell<Option<Profile>>,
+}
+
+impl<'a> Resolution<'a> {
+    pub(crate) fn new(settings: &'a AwsSettings, env: &'a AwsEnv) -> Self {
+        let named = settings
+            .profile
+            .clone()
+            .or_else(|| env.get("AWS_PROFILE").map(str::to_owned));
+        Resolution {
+            settings,
+            env,
+            named,
+            paths: env.shared_paths(),
+            loaded: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The profile's name: the one named, else `default`.
+    pub(crate) fn profile_name(&self) -> &str {
+        self.named.as_deref().unwrap_or("default")
+    }
+
+    fn profile(&self) -> Result<Option<&Profile>, ConfigError> {
+        if self.loaded.get().is_none() {
+            let (creds, config) = &self.paths;
+            let p = load(self.profile_name(), creds.as_deref(), config.as_deref())?;
+            let _ = self.loaded.set(p);
+        }
+        Ok(self.loaded.get().and_then(Option::as_ref))
+    }
+
+    /// Fails for a named profile that neither shared file has.
+    pub(crate) fn require_named_profile(&self) -> Result<(), ConfigError> {
+        match (&self.named, self.profile()?) {
+            (Some(name), None) => Err(ConfigError::new(
+                "profile",
+                format!("{name:?} is not in the shared credentials or config file"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The endpoint and addressing the settings and the variables give.
+    pub(crate) fn apply_endpoint(&self, mut b: ClientBuilder) -> ClientBuilder {
+        if let Some(url) = self
+            .settings
+            .endpoint_url
+            .as_deref()
+            .or_else(|| self.env.get("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| self.env.get("AWS_ENDPOINT_URL"))
+        {
+            b = b.endpoint_url(url);
+        }
+        match self.settings.path_style {
+            Some(true) => b.addressing(Addressing::PathStyle),
+            Some(false) => b.addressing(Addressing::VirtualHosted),
+            None => b,
+        }
+    }
+
+    /// The CA bundle: the settings', `AWS_CA_BUNDLE`, then the profile's `ca_bundle`.
+    pub(crate) fn apply_ca_bundle(
+        &self,
+        mut b: ClientBuilder,
+    ) -> Result<ClientBuilder, ConfigError> {
+        let bundle = match (&self.settings.ca_bundle, self.env.get("AWS_CA_BUNDLE")) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(path)) => Some(PathBuf::from(path)),
+            (None, None) => self
+                .profile()?
+                .and_then(|p| p.ca_bundle.as_ref().map(PathBuf::from)),
+        };
+        if let Some(path) = bundle {
+            b = b.ca_bundle_file(path);
+        }
+        // `env` has had its say on AWS_CA_BUNDLE; build() must not read the process's.
+        b.tls.bundle_from_env = false;
+        Ok(b)
+    }
+
+    /// The region from the settings or the variables (`AWS_REGION`, `AWS_DEFAULT_REGION`).
+    pub(crate) fn given_region(&self) -> Option<String> {
+        self.settings
+            .region
+            .clone()
+            .or_else(|| self.env.get("AWS_REGION").map(str::to_owned))
+            .or_else(|| self.env.get("AWS_DEFAULT_REGION").map(str::to_owned))
+    }
+}
+
 impl ClientBuilder {
     /// Applies `settings`, and for what they leave out the AWS conventions read from `env`:
     /// the endpoint, the region, credentials from `AWS_ACCESS_KEY_ID` /
     /// `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` or from a profile of the shared files, and
     /// a CA bundle from `AWS_CA_BUNDLE` or the profile's `ca_bundle`.
+    ///
+    /// Only static keys are found this way. For the whole AWS default chain (roles, web
+    /// identity, `credential_process`, SSO, container credentials, the instance's metadata),
+    /// turn on the `aws-config` feature and use `aws_default_chain`.
     ///
     /// # Errors
     ///
@@ -108,36 +211,8 @@ impl ClientBuilder {
         settings: &AwsSettings,
         env: &AwsEnv,
     ) -> Result<Self, ConfigError> {
-        let (cred_path, config_path) = env.shared_paths();
-        let profile_name = settings
-            .profile
-            .clone()
-            .or_else(|| env.get("AWS_PROFILE").map(str::to_owned));
-        // Every setting taken from the shared files comes from this one profile, read at most
-        // once.
-        let name = profile_name.as_deref().unwrap_or("default");
-        let loaded = std::cell::OnceCell::new();
-        let profile = || -> Result<Option<&Profile>, ConfigError> {
-            if loaded.get().is_none() {
-                let p = load(name, cred_path.as_deref(), config_path.as_deref())?;
-                let _ = loaded.set(p);
-            }
-            Ok(loaded.get().and_then(Option::as_ref))
-        };
-
-        if let Some(url) = settings
-            .endpoint_url
-            .as_deref()
-            .or_else(|| env.get("AWS_ENDPOINT_URL_S3"))
-            .or_else(|| env.get("AWS_ENDPOINT_URL"))
-        {
-            self = self.endpoint_url(url);
-        }
-        match settings.path_style {
-            Some(true) => self = self.addressing(Addressing::PathStyle),
-            Some(false) => self = self.addressing(Addressing::VirtualHosted),
-            None => {}
-        }
+        let r = Resolution::new(settings, env);
+        self = r.apply_endpoint(self);
 
         // Credentials: anonymous; an explicit profile; the environment variables; then the
         // profile from AWS_PROFILE or "default". The profile's region counts when it supplied
@@ -149,6 +224,7 @@ impl ClientBuilder {
             (Some(id), Some(secret)) => Some((id, secret)),
             _ => None,
         };
+        let name = r.profile_name();
         if settings.anonymous {
             self = self.anonymous();
         } else if let (Some((id, secret)), None) = (env_keys, &settings.profile) {
@@ -157,13 +233,8 @@ impl ClientBuilder {
         } else {
             const REMEDY: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, add keys to \
                  ~/.aws/credentials, name a profile, or send requests unsigned for a public bucket";
-            let Some(p) = profile()? else {
-                if profile_name.is_some() {
-                    return Err(ConfigError::new(
-                        "profile",
-                        format!("{name:?} is not in the shared credentials or config file"),
-                    ));
-                }
+            r.require_named_profile()?;
+            let Some(p) = r.profile()? else {
                 return Err(ConfigError::new(
                     "credentials",
                     format!("none found: {REMEDY}"),
@@ -181,30 +252,13 @@ impl ClientBuilder {
         }
         let keys_from_profile =
             !settings.anonymous && (env_keys.is_none() || settings.profile.is_some());
-        let profile_region = if keys_from_profile || profile_name.is_some() {
-            profile()?.and_then(|p| p.region.clone())
+        let profile_region = if keys_from_profile || r.named.is_some() {
+            r.profile()?.and_then(|p| p.region.clone())
         } else {
             None
         };
-
-        let bundle = match (&settings.ca_bundle, env.get("AWS_CA_BUNDLE")) {
-            (Some(path), _) => Some(path.clone()),
-            (None, Some(path)) => Some(PathBuf::from(path)),
-            (None, None) => profile()?.and_then(|p| p.ca_bundle.as_ref().map(PathBuf::from)),
-        };
-        if let Some(path) = bundle {
-            self = self.ca_bundle_file(path);
-        }
-        // `env` has had its say on AWS_CA_BUNDLE; build() must not read the process's.
-        self.tls.bundle_from_env = false;
-
-        let region = settings
-            .region
-            .clone()
-            .or_else(|| env.get("AWS_REGION").map(str::to_owned))
-            .or_else(|| env.get("AWS_DEFAULT_REGION").map(str::to_owned))
-            .or(profile_region);
-        if let Some(region) = region {
+        self = r.apply_ca_bundle(self)?;
+        if let Some(region) = r.given_region().or(profile_region) {
             self = self.region(region);
         }
         Ok(self)

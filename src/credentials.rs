@@ -169,14 +169,20 @@ mod tests {
 
     /// Hands out scripted results in order and counts the calls.
     #[derive(Debug, Clone, Default)]
-    struct Script(Arc<Mutex<(VecDeque<Result<Credentials, String>>, u32)>>);
+    struct Script(Arc<Mutex<Scripted>>);
+
+    #[derive(Debug, Default)]
+    struct Scripted {
+        next: VecDeque<Result<Credentials, String>>,
+        calls: u32,
+    }
 
     impl Script {
         fn push(&self, r: Result<Credentials, String>) {
-            self.0.lock().unwrap().0.push_back(r);
+            self.0.lock().unwrap().next.push_back(r);
         }
         fn calls(&self) -> u32 {
-            self.0.lock().unwrap().1
+            self.0.lock().unwrap().calls
         }
     }
 
@@ -186,8 +192,11 @@ mod tests {
             Self: 'a,
         {
             let mut s = self.0.lock().unwrap();
-            s.1 += 1;
-            let next = s.0.pop_front().expect("an unscripted call to the provider");
+            s.calls += 1;
+            let next = s
+                .next
+                .pop_front()
+                .expect("an unscripted call to the provider");
             future::ProvideCredentials::ready(next.map_err(CredentialsError::provider_error))
         }
     }

@@ -92,6 +92,8 @@
     rust_2018_idioms
 )]
 
+#[cfg(feature = "aws-config")]
+mod aws_chain;
 mod aws_env;
 mod checksum;
 mod client;

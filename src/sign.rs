@@ -526,8 +526,8 @@ pub(crate) mod bench {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     /// [`sign_parts`] applied to an `http` request whose URI is percent-encoded and which has
     /// its `host` header: the SigV4 headers are added to it.

@@ -9,7 +9,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use s3_ordered::{Body, Client, Object};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::opts::{ConnectOpts, Env};
+use crate::opts::ConnectOpts;
 use crate::output::{cpu_and_peak_rss, is_broken_pipe, Tally};
 use crate::source::{self, S3Url};
 
@@ -31,9 +31,9 @@ pub(crate) struct FetchArgs {
 }
 
 impl FetchArgs {
-    async fn start(&self, env: &Env) -> anyhow::Result<(Client, s3_ordered::ObjectStream, Tally)> {
+    async fn start(&self) -> anyhow::Result<(Client, s3_ordered::ObjectStream, Tally)> {
         source::check(&self.url, self.keys_from.as_deref())?;
-        let client = self.conn.client(env)?;
+        let client = self.conn.client().await?;
         let total = match self.keys_from.as_deref() {
             Some(path) if path != "-" && Tally::visible(self.quiet) => count_lines(path).ok(),
             _ => None,
@@ -54,8 +54,8 @@ fn count_lines(path: &str) -> std::io::Result<u64> {
 }
 
 /// `cat`: the bodies, concatenated in order, to stdout.
-pub(crate) async fn cat(args: FetchArgs, env: &Env) -> anyhow::Result<ExitCode> {
-    let (_client, mut results, mut tally) = args.start(env).await?;
+pub(crate) async fn cat(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let (_client, mut results, mut tally) = args.start().await?;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
     loop {
         // Flush whenever the next object is not ready yet, so output streams.
@@ -132,11 +132,11 @@ pub(crate) struct GetArgs {
 }
 
 /// `get`: each object to its own file under `--out`.
-pub(crate) async fn get(args: GetArgs, env: &Env) -> anyhow::Result<ExitCode> {
+pub(crate) async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let prefix = args.fetch.url.prefix.clone();
-    let (_client, mut results, mut tally) = args.fetch.start(env).await?;
+    let (_client, mut results, mut tally) = args.fetch.start().await?;
     while let Some(result) = results.next().await {
         let obj = match result {
             Ok(obj) => obj,
@@ -321,8 +321,8 @@ pub(crate) struct BenchArgs {
 }
 
 /// `bench`: fetch and discard, then report speed, CPU and memory.
-pub(crate) async fn bench(args: BenchArgs, env: &Env) -> anyhow::Result<ExitCode> {
-    let (client, mut results, mut tally) = args.fetch.start(env).await?;
+pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let (client, mut results, mut tally) = args.fetch.start().await?;
     while let Some(result) = results.next().await {
         match result {
             Ok(mut obj) if obj.body.is_streaming() => {

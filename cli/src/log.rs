@@ -18,13 +18,15 @@ pub(crate) fn set_bar(bar: Option<ProgressBar>) {
 }
 
 /// The filter for `verbose` (the count of `-v`) when `RUST_LOG` is not set: warnings only, then
-/// this program's info, debug and trace. Other crates stay at warnings.
+/// this program's info, debug and trace. Other crates stay at warnings, but for the credential
+/// chain (`aws_config`), whose failures the closing error already states: its errors only, then
+/// its info and debug (which source it tried, and why each gave nothing) from `-vv` on.
 pub(crate) fn default_filter(verbose: u8) -> &'static str {
     match verbose {
-        0 => "warn",
-        1 => "warn,s3_ordered=info",
-        2 => "warn,s3_ordered=debug",
-        _ => "warn,s3_ordered=trace",
+        0 => "warn,aws_config=error",
+        1 => "warn,aws_config=error,s3_ordered=info",
+        2 => "warn,aws_config=info,s3_ordered=debug",
+        _ => "warn,aws_config=debug,s3_ordered=trace",
     }
 }
 
@@ -91,10 +93,10 @@ mod tests {
     #[test]
     fn each_v_shows_more_of_this_program_only() {
         for (v, want) in [
-            (0, "warn"),
-            (1, "warn,s3_ordered=info"),
-            (2, "warn,s3_ordered=debug"),
-            (7, "warn,s3_ordered=trace"),
+            (0, "warn,aws_config=error"),
+            (1, "warn,aws_config=error,s3_ordered=info"),
+            (2, "warn,aws_config=info,s3_ordered=debug"),
+            (7, "warn,aws_config=debug,s3_ordered=trace"),
         ] {
             assert_eq!(default_filter(v), want);
             assert!(EnvFilter::try_new(default_filter(v)).is_ok());

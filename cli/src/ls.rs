@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::opts::{ConnectOpts, Env};
+use crate::opts::ConnectOpts;
 use crate::output::is_broken_pipe;
 use crate::source::{self, S3Url};
 
@@ -19,8 +19,8 @@ pub(crate) struct Args {
     conn: ConnectOpts,
 }
 
-pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
-    let client = args.conn.client(env)?;
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = args.conn.client().await?;
     let mut listing = client.list(args.url.bucket.clone(), args.url.prefix.clone());
     let mut out = tokio::io::BufWriter::with_capacity(256 << 10, tokio::io::stdout());
     let mut status = ExitCode::SUCCESS;

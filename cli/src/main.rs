@@ -85,10 +85,10 @@ fn main() -> ExitCode {
     // and waking it for every object it consumes costs a futex call and a context switch.
     let command = runtime.spawn(async move {
         match cli.command {
-            Command::Ls(args) => ls::run(args, &env).await,
-            Command::Cat(args) => fetch_cmds::cat(args, &env).await,
-            Command::Get(args) => fetch_cmds::get(args, &env).await,
-            Command::Bench(args) => fetch_cmds::bench(args, &env).await,
+            Command::Ls(args) => ls::run(args).await,
+            Command::Cat(args) => fetch_cmds::cat(args).await,
+            Command::Get(args) => fetch_cmds::get(args).await,
+            Command::Bench(args) => fetch_cmds::bench(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => serve::run(args, &env).await,
         }

@@ -14,7 +14,8 @@ pub(crate) struct ConnectOpts {
     /// S3 endpoint URL [default: $AWS_ENDPOINT_URL_S3, then $AWS_ENDPOINT_URL, then AWS]
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
-    /// Region [default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's, then us-east-1]
+    /// Region [default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's, the instance's (IMDS),
+    /// then us-east-1]
     #[arg(long)]
     region: Option<String>,
     /// Named profile from the shared credentials and config files [default: $AWS_PROFILE]
@@ -67,8 +68,9 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 pub(crate) use s3_ordered::AwsEnv as Env;
 
 impl ConnectOpts {
-    /// Builds the client; every problem is a usage or configuration error (exit status 2).
-    pub(crate) fn client(&self, env: &Env) -> anyhow::Result<Client> {
+    /// Builds the client, with credentials and region from the AWS default chain; every problem
+    /// is a usage or configuration error (exit status 2).
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         // Objects above half the budget stream (the commands write both kinds alike), which
         // lets keys without sizes overlap within the other half.
         let mut b = Client::builder()
@@ -94,7 +96,7 @@ impl ConnectOpts {
             path_style: self.path_style.then_some(true),
             ca_bundle: self.ca_bundle.clone(),
         };
-        let mut b = b.aws_settings(&settings, env).map_err(cli_words)?;
+        let mut b = b.aws_default_chain(&settings).await.map_err(cli_words)?;
         if self.no_verify_ssl {
             eprintln!("{}", crate::insecure::WARNING);
             b = b.tls_config(crate::insecure::config()?);

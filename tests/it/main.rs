@@ -6,6 +6,7 @@ mod cancel;
 #[path = "../support/certs.rs"]
 #[allow(dead_code)] // leaf_pem is the CLI tests'
 mod certs;
+mod credentials;
 mod integrity;
 mod parts;
 #[path = "../support/quiescent.rs"]

@@ -56,25 +56,54 @@ where
     });
 }
 
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: hyper::Method,
+    pub uri: hyper::Uri,
+    pub headers: hyper::HeaderMap,
+}
+
+impl SeenRequest {
+    /// The value of header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// A real S3 server (s3s-fs) over a temporary directory.
 pub struct S3Server {
     pub addr: SocketAddr,
     root: tempfile::TempDir,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
 }
 
 impl S3Server {
+    /// A server that knows one key pair, [`ACCESS_KEY`] and [`SECRET_KEY`].
     pub async fn start() -> Self {
+        Self::start_with_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY)).await
+    }
+
+    /// A server that looks secret keys up with `auth`.
+    pub async fn start_with_auth(auth: impl s3s::auth::S3Auth) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
         let service = {
             let mut b = s3s::service::S3ServiceBuilder::new(fs);
-            b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            b.set_auth(auth);
             b.build()
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
         serve(listener, move |req| {
             let service = service.clone();
+            log.lock().expect("log").push(SeenRequest {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                headers: req.headers().clone(),
+            });
             async move {
                 let resp = hyper::service::Service::call(&service, req)
                     .await
@@ -84,7 +113,12 @@ impl S3Server {
                 Ok::<_, Infallible>(resp)
             }
         });
-        S3Server { addr, root }
+        S3Server { addr, root, seen }
+    }
+
+    /// Every request received so far, in order of arrival.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().expect("log").clone()
     }
 
     /// Stores an object by writing the file s3s-fs serves it from.

@@ -1,0 +1,291 @@
+//! The built binary finds credentials and the region the ways AWS compute gives them, each
+//! against a stand-in on 127.0.0.1 that this test process starts: the instance metadata service
+//! (IMDSv2), container credentials, `credential_process`, web identity and `role_arn` through an
+//! STS stand-in. Nothing here may reach an address off the loopback: every command runs with
+//! `AWS_EC2_METADATA_DISABLED=true` unless it points the metadata endpoint at a stand-in.
+
+#[path = "../../tests/support/aws_standins.rs"]
+#[allow(dead_code)]
+mod aws_standins;
+#[path = "../../tests/support/s3_server.rs"]
+#[allow(dead_code)]
+mod s3_server;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_standins::{token_of, Standins, CONTAINER_PATH, CONTAINER_TOKEN};
+use s3_server::{content, S3Server, ACCESS_KEY, SECRET_KEY};
+
+struct World {
+    s3: S3Server,
+    standins: Standins,
+    home: tempfile::TempDir,
+    body: Vec<u8>,
+}
+
+const KEYS: [&str; 3] = ["a", "b/c", "d"];
+
+async fn world() -> World {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("bkt");
+    let mut body = Vec::new();
+    for (i, key) in KEYS.iter().enumerate() {
+        let data = content(key, 100 + i * 5000);
+        s3.put("bkt", key, &data);
+        body.extend_from_slice(&data);
+    }
+    let standins = Standins::start(ACCESS_KEY, SECRET_KEY, "eu-central-1").await;
+    let home = tempfile::tempdir().expect("home");
+    std::fs::create_dir_all(home.path().join(".aws")).expect("mkdir");
+    World {
+        s3,
+        standins,
+        home,
+        body,
+    }
+}
+
+impl World {
+    /// `s3-ordered ARGS --endpoint-url S3` with a clean environment: no AWS_* or proxy
+    /// variables, HOME in the world's directory, the metadata service turned off.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_s3-ordered"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") || k.to_ascii_lowercase().ends_with("_proxy") {
+                c.env_remove(k);
+            }
+        }
+        c.env("HOME", self.home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(args)
+            .args(["--endpoint-url", &format!("http://{}", self.s3.addr)]);
+        c
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// The session tokens and the regions the S3 server's requests were signed with.
+    fn signed_with(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut tokens = BTreeSet::new();
+        let mut regions = BTreeSet::new();
+        for r in self.s3.requests() {
+            tokens.insert(
+                r.header("x-amz-security-token")
+                    .unwrap_or("none")
+                    .to_owned(),
+            );
+            let scope = r
+                .header("authorization")
+                .and_then(|a| a.split("Credential=").nth(1))
+                .and_then(|c| c.split('/').nth(2))
+                .unwrap_or("unsigned");
+            regions.insert(scope.to_owned());
+        }
+        (tokens, regions)
+    }
+
+    /// Runs `cat s3://bkt --keys-from -` over every key and checks the bytes, then that every
+    /// request was signed with `source`'s session token for `region`.
+    async fn cat_signed_by(&self, c: Command, source: &str, region: &str) {
+        let out = output(c, Some(KEYS.join("\n").into_bytes())).await;
+        assert!(
+            out.status.success(),
+            "exit {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == self.body, "the bodies in order");
+        let (tokens, regions) = self.signed_with();
+        assert_eq!(tokens, BTreeSet::from([token_of(source)]), "tokens");
+        assert_eq!(regions, BTreeSet::from([region.to_owned()]), "regions");
+    }
+}
+
+/// Runs `c` off the async runtime, so the in-process servers keep serving.
+async fn output(mut c: Command, stdin: Option<Vec<u8>>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(&input).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join")
+}
+
+const CAT: [&str; 4] = ["cat", "s3://bkt", "--keys-from", "-"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_role_through_imdsv2_with_the_instances_region() {
+    let w = world().await;
+    let mut c = w.cmd(&CAT);
+    c.env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", w.standins.url());
+    w.cat_signed_by(c, "imds", "eu-central-1").await;
+    let log = w.standins.log();
+    assert!(log.iter().any(|l| l == "imds PUT token"), "{log:?}");
+    assert!(
+        log.iter().all(|l| !l.contains("refused")),
+        "every metadata GET carried the session token: {log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_credentials_with_a_token_or_a_token_file() {
+    let w = world().await;
+    let uri = format!("{}{CONTAINER_PATH}", w.standins.url());
+    let mut c = w.cmd(&CAT);
+    c.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", CONTAINER_TOKEN)
+        .env("AWS_REGION", "us-west-2");
+    w.cat_signed_by(c, "container", "us-west-2").await;
+
+    // EKS Pod Identity gives the token in a file.
+    let token_file = w.file("pod-identity-token", CONTAINER_TOKEN);
+    let mut c = w.cmd(&CAT);
+    c.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
+        .env("AWS_REGION", "us-west-2");
+    w.cat_signed_by(c, "container", "us-west-2").await;
+    let log = w.standins.log();
+    assert_eq!(log, ["container GET", "container GET"], "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_process_of_the_default_profile_with_its_region() {
+    let w = world().await;
+    let expiry = aws_standins::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let script = w.file(
+        "creds.sh",
+        &format!(
+            "#!/bin/sh\necho '{{\"Version\": 1, \"AccessKeyId\": \"{ACCESS_KEY}\", \
+             \"SecretAccessKey\": \"{SECRET_KEY}\", \"SessionToken\": \"{}\", \
+             \"Expiration\": \"{expiry}\"}}'\n",
+            token_of("process")
+        ),
+    );
+    w.file(
+        ".aws/config",
+        &format!(
+            "[default]\nregion = ap-south-1\ncredential_process = sh {}\n",
+            script.display()
+        ),
+    );
+    w.cat_signed_by(w.cmd(&CAT), "process", "ap-south-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_identity_through_sts() {
+    let w = world().await;
+    let jwt = w.file("web-identity-token", "web-identity-jwt");
+    let mut c = w.cmd(&CAT);
+    c.env("AWS_WEB_IDENTITY_TOKEN_FILE", &jwt)
+        .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/pipeline")
+        .env("AWS_ROLE_SESSION_NAME", "test")
+        .env("AWS_ENDPOINT_URL_STS", w.standins.url())
+        .env("AWS_REGION", "eu-west-3");
+    w.cat_signed_by(c, "web-identity", "eu-west-3").await;
+    assert_eq!(
+        w.standins.log(),
+        ["sts AssumeRoleWithWebIdentity of arn:aws:iam::123456789012:role/pipeline by nobody"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_arn_with_source_profile_through_sts_and_profile_over_key_variables() {
+    let w = world().await;
+    w.file(
+        ".aws/credentials",
+        "[base]\naws_access_key_id = AKIDBASEPROFILE\naws_secret_access_key = base-secret\n",
+    );
+    w.file(
+        ".aws/config",
+        "[profile pipeline]\nrole_arn = arn:aws:iam::123456789012:role/reader\n\
+         source_profile = base\nregion = sa-east-1\n",
+    );
+    // A named profile wins over the key variables, as with the AWS CLI.
+    let mut c = w.cmd(&[&CAT[..], &["--profile", "pipeline"]].concat());
+    c.env("AWS_ENDPOINT_URL_STS", w.standins.url())
+        .env("AWS_ACCESS_KEY_ID", "AKIDNOTTHISONE")
+        .env("AWS_SECRET_ACCESS_KEY", "not-this-one");
+    w.cat_signed_by(c, "assume-role", "sa-east-1").await;
+    assert_eq!(
+        w.standins.log(),
+        ["sts AssumeRole of arn:aws:iam::123456789012:role/reader by AKIDBASEPROFILE"],
+        "AssumeRole signed with the source profile's keys"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_anywhere_is_a_usage_error_naming_every_way() {
+    let w = world().await;
+    let out = output(w.cmd(&["ls", "s3://bkt"]), None).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for way in [
+        "AWS_ACCESS_KEY_ID",
+        "credential_process",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "IMDS",
+        "--profile",
+        "--no-sign-request",
+    ] {
+        assert!(err.contains(way), "{way} missing from: {err}");
+    }
+    assert!(w.s3.requests().is_empty(), "nothing was sent to S3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_service_that_never_answers_is_given_up_on_within_seconds() {
+    let w = world().await;
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        silent.set_nonblocking(true).expect("nonblocking");
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end && conns.len() < 64 {
+            match silent.accept() {
+                Ok((s, _)) => conns.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    let mut c = w.cmd(&["ls", "s3://bkt"]);
+    c.env_remove("AWS_EC2_METADATA_DISABLED").env(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        format!("http://{addr}"),
+    );
+    let start = Instant::now();
+    let out = output(c, None).await;
+    let took = start.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bound on a hang, not a speed measurement: two tries of 1 s for the region and two for
+    // the credentials, with room for a slow machine.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    drop(held);
+}
