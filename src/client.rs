@@ -12,7 +12,6 @@ use crate::error::{ConfigError, Error, ErrorKind};
 use crate::fetch::request_whole;
 use crate::list::ListStream;
 use crate::object::{IntoObjectRef, ObjectRef};
-use crate::s3::BucketTarget;
 use crate::stats::Stats;
 
 /// An S3 client whose requests share one connection budget and one memory budget.
@@ -120,9 +119,9 @@ impl Client {
         version_id: Option<&str>,
     ) -> Result<ObjectRef, Error> {
         let result = async {
-            let target = BucketTarget::new(&self.ctx.config, bucket)?;
+            let target = self.ctx.target(bucket)?;
             let req = target.head_object(key, version_id)?;
-            let (headers, _) = request_whole(&self.ctx, &req, 0).await?;
+            let (headers, _) = request_whole(&self.ctx, req, 0).await?;
             let size = headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())

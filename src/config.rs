@@ -408,26 +408,27 @@ impl ClientBuilder {
         }
 
         let region = self.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
-        if region.is_empty()
-            || !region
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if !crate::s3::is_region_name(&region) {
             return Err(ConfigError::new(
                 "region",
                 format!("{region:?} is not a region name"),
             ));
         }
-        let (endpoint, is_aws) = match self.endpoint {
+        let regional = crate::s3::aws_endpoint(&region);
+        let (endpoint, is_aws, endpoint_follows_region) = match self.endpoint {
             Some(url) => {
                 let uri = parse_endpoint(&url)?;
                 let is_aws = uri.host().is_some_and(|h| h.ends_with(".amazonaws.com"));
-                (uri, is_aws)
+                // AWS's own regional (or global) endpoint, given by hand, still follows the
+                // bucket's region; any other endpoint is kept as given.
+                let follows = uri.port().is_none()
+                    && uri.scheme() == Some(&Scheme::HTTPS)
+                    && uri.host().is_some_and(|h| {
+                        h == "s3.amazonaws.com" || Some(h) == regional.strip_prefix("https://")
+                    });
+                (uri, is_aws, follows)
             }
-            None => (
-                parse_endpoint(&format!("https://s3.{region}.amazonaws.com"))?,
-                true,
-            ),
+            None => (parse_endpoint(&regional)?, true, true),
         };
         let addressing = self.addressing.unwrap_or(if is_aws {
             Addressing::VirtualHosted
@@ -447,6 +448,7 @@ impl ClientBuilder {
         let tls = self.tls.client_config(https)?;
         Ok(Config {
             endpoint,
+            endpoint_follows_region,
             tls,
             region: Arc::from(region),
             addressing,
@@ -536,6 +538,9 @@ fn credentials_from_env() -> Result<Credentials, ConfigError> {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) endpoint: Uri,
+    /// The endpoint is AWS's for the region: a bucket found in another region is reached at
+    /// that region's endpoint.
+    pub(crate) endpoint_follows_region: bool,
     /// The rustls configuration of every https connection.
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) region: Arc<str>,

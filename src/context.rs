@@ -6,16 +6,22 @@
 //! `Arc<Context>` when a task outlives the call), never the `Client` itself, so data and imports
 //! flow one way: client → engine / list → fetch → context's parts.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::Config;
 use crate::conn::{ConnPool, Unit};
+use crate::error::Error;
 use crate::limiter::{Limiter, Slot};
 use crate::memory::MemoryPool;
 use crate::retry::RetryBudget;
+use crate::s3::BucketTarget;
 use crate::sign::Signer;
 use crate::stats::{Counters, Stats};
 use crate::waitlist::Place;
+
+/// The most buckets whose targets (and learned regions) a client keeps.
+const MAX_TARGETS: usize = 1024;
 
 /// The state shared by every request of one client.
 #[derive(Debug)]
@@ -27,6 +33,8 @@ pub(crate) struct Context {
     pub(crate) counters: Counters,
     pub(crate) budget: RetryBudget,
     pub(crate) limiter: Limiter,
+    /// Where each bucket's requests go ([`Context::target`]).
+    targets: Mutex<HashMap<String, Arc<BucketTarget>>>,
     /// When the client was built: a ready-made instant for timers whose deadline is set later.
     pub(crate) epoch: tokio::time::Instant,
 }
@@ -37,13 +45,54 @@ impl Context {
         Arc::new(Context {
             memory: MemoryPool::new(config.slab_size, config.total_slabs),
             conns: ConnPool::new(config.max_connections, config.connect_timeout, &config.tls),
-            signer: Signer::new(Arc::clone(&config.region), &config.credentials),
+            signer: Signer::new(&config.credentials),
             counters: Counters::default(),
             budget: RetryBudget::new(&config.retry),
             limiter: Limiter::new(&config.throttle, config.max_connections),
+            targets: Mutex::new(HashMap::new()),
             epoch: tokio::time::Instant::now(),
             config,
         })
+    }
+
+    /// Where requests for `bucket` go: one target per bucket, shared by all the client's
+    /// requests, so that a region one reply teaches holds for every request made after it.
+    ///
+    /// # Errors
+    ///
+    /// As [`BucketTarget::new_in`].
+    pub(crate) fn target(&self, bucket: &str) -> Result<Arc<BucketTarget>, Error> {
+        let mut targets = self.targets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = targets.get(bucket) {
+            return Ok(Arc::clone(t));
+        }
+        let target = Arc::new(BucketTarget::new_in(
+            &self.config,
+            bucket,
+            Arc::clone(&self.config.region),
+        )?);
+        // A client that names ever new buckets keeps only the first ones' regions.
+        if targets.len() < MAX_TARGETS {
+            targets.insert(bucket.to_owned(), Arc::clone(&target));
+        }
+        Ok(target)
+    }
+
+    /// Learns that `target`'s bucket is in `region`: requests made from now on go there.
+    ///
+    /// # Errors
+    ///
+    /// As [`BucketTarget::reroute`].
+    pub(crate) fn learn_region(&self, target: &BucketTarget, region: &str) -> Result<(), Error> {
+        if target.reroute(&self.config, region)? {
+            tracing::info!(
+                bucket = target.bucket(),
+                region,
+                "the bucket is in another region: requests now go there"
+            );
+            Counters::add(&self.counters.region_redirects, 1);
+        }
+        Ok(())
     }
 
     /// What one attempt needs: a slot under the adaptive limit, then a connection unit.

@@ -441,7 +441,7 @@ impl Admission {
         objects: Pin<Box<dyn Stream<Item = Result<ObjectRef, Error>> + Send>>,
     ) -> Self {
         let mut adm = Admission {
-            target: BucketTarget::new(&ctx.config, &bucket).map(Arc::new),
+            target: ctx.target(&bucket),
             ctx,
             shared,
             objects,

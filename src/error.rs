@@ -53,6 +53,12 @@ pub enum ErrorKind {
     Connection,
     /// Credentials could not be obtained from the provider.
     Credentials,
+    /// The bucket is in another region than the request was signed for (HTTP 301
+    /// `PermanentRedirect` or 307 with `x-amz-bucket-region`, or 400
+    /// `AuthorizationHeaderMalformed` naming the region; [`Error::region`] says which). The
+    /// client learns the region and sends the request again at once, so this is seen only when
+    /// the server keeps redirecting after that.
+    WrongRegion,
     /// The request could not be built or signed (for example a key that cannot form a URI).
     InvalidRequest,
     /// The server's reply could not be understood: malformed or oversized XML, a missing or
@@ -81,6 +87,7 @@ impl ErrorKind {
             ErrorKind::Tls => "TLS failed",
             ErrorKind::Connection => "connection failed",
             ErrorKind::Credentials => "could not load credentials",
+            ErrorKind::WrongRegion => "the bucket is in another region",
             ErrorKind::InvalidRequest => "invalid request",
             ErrorKind::InvalidResponse => "invalid response from the server",
             ErrorKind::Cancelled => "cancelled",
@@ -113,6 +120,7 @@ struct Inner {
     code: Option<String>,
     message: Option<String>,
     request_id: Option<String>,
+    region: Option<String>,
     earlier: Vec<String>,
     budget_exhausted: bool,
     source: Option<BoxError>,
@@ -132,6 +140,7 @@ impl Error {
                 code: None,
                 message: None,
                 request_id: None,
+                region: None,
                 earlier: Vec::new(),
                 budget_exhausted: false,
                 source: None,
@@ -168,6 +177,12 @@ impl Error {
         self
     }
 
+    /// The region the server says the bucket is in.
+    pub(crate) fn with_region(mut self, region: String) -> Self {
+        self.inner.region = Some(region);
+        self
+    }
+
     /// Attaches the key of the object this error concerns.
     pub(crate) fn with_key(mut self, key: &str) -> Self {
         self.inner.key = Some(key.to_owned());
@@ -194,6 +209,7 @@ impl Error {
                 code: i.code.clone(),
                 message,
                 request_id: i.request_id.clone(),
+                region: i.region.clone(),
                 earlier: i.earlier.clone(),
                 budget_exhausted: i.budget_exhausted,
                 source: None,
@@ -235,6 +251,11 @@ impl Error {
     /// whole story on one line, for logs and messages.
     pub fn with_causes(&self) -> String {
         with_causes(self)
+    }
+
+    /// For [`ErrorKind::WrongRegion`], the region the server says the bucket is in.
+    pub fn region(&self) -> Option<&str> {
+        self.inner.region.as_deref()
     }
 
     /// What went wrong.
@@ -520,7 +541,7 @@ mod tests {
             (404, false),
             (412, false),
         ] {
-            let e = crate::s3::status_error(StatusCode::from_u16(code).unwrap(), b"");
+            let e = crate::s3::status_error(StatusCode::from_u16(code).unwrap(), b"", None);
             assert_eq!(e.is_retryable(), retry, "{code}");
         }
         assert!(Error::new(ErrorKind::Timeout).is_retryable());

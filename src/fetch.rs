@@ -195,6 +195,7 @@ pub(crate) async fn fetch_part(
     let mut checksum = None;
     let mut ticket = Some(first);
     let mut place = Place::Front;
+    let mut redirects = 0;
     let req = PartRequest {
         ctx,
         target,
@@ -215,6 +216,10 @@ pub(crate) async fn fetch_part(
                 trace_change(slot.succeeded(), &ctx.limiter);
                 break;
             }
+            Err(e) if follow_region(ctx, target, &e, &mut redirects, &mut retrier)? => {
+                drop(slot);
+                place = Place::Front;
+            }
             Err(e) => place = after_failure(ctx, &mut retrier, slot, e).await?,
         }
     }
@@ -232,6 +237,38 @@ pub(crate) async fn fetch_part(
     Counters::add(&ctx.counters.parts, 1);
     Counters::add(&ctx.counters.bytes, lease.len() as u64);
     Ok(lease)
+}
+
+/// How many times one request follows a reply naming its bucket's region before such a reply
+/// fails it: the first teaches the region; a second covers a bucket that moved meanwhile.
+const MAX_REGION_REDIRECTS: u32 = 2;
+
+/// After a failed attempt: true if `e` named the bucket's region and the request should be
+/// made again at once, in that region. Such an attempt spends neither an attempt nor retry
+/// budget. False for any other error, and once [`MAX_REGION_REDIRECTS`] are used up.
+///
+/// # Errors
+///
+/// `e`'s region cannot form a request.
+fn follow_region(
+    ctx: &Context,
+    target: &BucketTarget,
+    e: &Error,
+    redirects: &mut u32,
+    retrier: &mut Retrier<'_>,
+) -> Result<bool, Error> {
+    let Some(region) = e.region().filter(|_| e.kind() == ErrorKind::WrongRegion) else {
+        return Ok(false);
+    };
+    if *redirects >= MAX_REGION_REDIRECTS {
+        return Ok(false);
+    }
+    *redirects += 1;
+    ctx.learn_region(target, region)
+        .map_err(|err| err.with_attempts(retrier.attempts()))?;
+    retrier.forget_attempt();
+    tracing::debug!(region, "sent again in the bucket's region");
+    Ok(true)
 }
 
 /// After a failed attempt: where the next attempt queues for a slot, once it may be made, or
@@ -356,6 +393,7 @@ impl PartRequest<'_> {
         if !status.is_success() {
             let probe = pinned.size.is_none() && from == 0;
             let empty = probe && is_empty_object_reply(status, conn.head().get("content-range"));
+            let region = conn.head().get("x-amz-bucket-region").map(<[u8]>::to_vec);
             let bytes = read_error_body(conn, &mut stalls).await;
             if empty {
                 // S3 refuses any range of a 0-byte object (S3-NOTES: "Ranged GET").
@@ -365,7 +403,7 @@ impl PartRequest<'_> {
                 }
                 return Ok(());
             }
-            return Err(status_error(status, &bytes));
+            return Err(status_error(status, &bytes, region.as_deref()));
         }
 
         let head = conn.head();
@@ -698,7 +736,7 @@ fn compose(
             target,
             headers: &fields[..count],
         };
-        let signed = signer.sign(creds, signable, scratch)?;
+        let signed = signer.sign(creds, signable, req.region(), scratch)?;
         for (name, value) in signed.fields(creds.session_token()) {
             http1::push_field(out, name, value);
         }
@@ -720,20 +758,26 @@ fn fmt_duration(d: Duration) -> String {
 /// failure or stall, or [`ErrorKind::InvalidResponse`] for a body over `limit`.
 pub(crate) async fn request_whole(
     ctx: &Context,
-    req: &S3Request<'_>,
+    mut req: S3Request<'_>,
     limit: usize,
 ) -> Result<(http::HeaderMap, Vec<u8>), Error> {
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
     let mut place = Place::Back;
+    let mut redirects = 0;
     loop {
         retrier.start_attempt();
         let (slot, unit) = ctx.ticket(place).await;
         tracing::debug!(method = %req.method(), "request sent");
-        match whole_once(ctx, unit, req, limit).await {
+        match whole_once(ctx, unit, &req, limit).await {
             Ok(ok) => {
                 tracing::debug!(bytes = ok.1.len(), "request done");
                 trace_change(slot.succeeded(), &ctx.limiter);
                 return Ok(ok);
+            }
+            Err(e) if follow_region(ctx, req.target(), &e, &mut redirects, &mut retrier)? => {
+                drop(slot);
+                req.reroute();
+                place = Place::Front;
             }
             Err(e) => place = after_failure(ctx, &mut retrier, slot, e).await?,
         }
@@ -761,7 +805,8 @@ async fn whole_once(
         conn.release();
     }
     if !status.is_success() {
-        return Err(status_error(status, &bytes));
+        let region = headers.get("x-amz-bucket-region").map(|v| v.as_bytes());
+        return Err(status_error(status, &bytes, region));
     }
     if !complete && bytes.len() >= limit {
         return Err(Error::new(ErrorKind::InvalidResponse)

@@ -19,7 +19,7 @@ use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::request_whole;
 use crate::object::ObjectRef;
-use crate::s3::{parse_list_page, BucketTarget, MAX_LIST_PAGE};
+use crate::s3::{parse_list_page, MAX_LIST_PAGE};
 
 type Item = Result<ObjectRef, Error>;
 
@@ -70,9 +70,9 @@ impl ListStream {
 }
 
 async fn next_page(st: &mut State) -> Result<(), Error> {
-    let target = BucketTarget::new(&st.ctx.config, &st.bucket)?;
+    let target = st.ctx.target(&st.bucket)?;
     let req = target.list_objects_v2(&st.prefix, st.token.as_deref());
-    let (_, body) = request_whole(&st.ctx, &req, MAX_LIST_PAGE).await?;
+    let (_, body) = request_whole(&st.ctx, req, MAX_LIST_PAGE).await?;
     let page = parse_list_page(&body)?;
     if page.next_token.is_some() && page.next_token == st.token {
         return Err(Error::new(ErrorKind::InvalidResponse)

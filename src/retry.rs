@@ -220,6 +220,11 @@ impl<'a> Retrier<'a> {
         self.attempt += 1;
     }
 
+    /// Takes back the attempt just started: it was redirected, not failed.
+    pub(crate) fn forget_attempt(&mut self) {
+        self.attempt = self.attempt.saturating_sub(1);
+    }
+
     /// After a failed attempt: what to do next, or the final error, carrying the attempt
     /// count and the earlier failures. A transient failure's backoff is waited here.
     pub(crate) async fn after_failure(&mut self, e: Error) -> Result<Next, Error> {
@@ -304,7 +309,7 @@ mod tests {
     use http::StatusCode;
 
     fn status(code: u16) -> Error {
-        crate::s3::status_error(StatusCode::from_u16(code).unwrap(), b"")
+        crate::s3::status_error(StatusCode::from_u16(code).unwrap(), b"", None)
     }
 
     #[test]
@@ -318,6 +323,7 @@ mod tests {
         let slow = crate::s3::status_error(
             StatusCode::BAD_REQUEST,
             b"<Error><Code>SlowDown</Code></Error>",
+            None,
         );
         assert_eq!(classify(&slow), Class::Throttle);
         for fatal in [400, 401, 403, 404, 409, 412, 416] {

@@ -6,6 +6,8 @@
 //! up to [`MAX_ERROR_BODY`] bytes and parsed leniently: a malformed or missing body still yields
 //! a typed error from the status code.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use http::header::{HeaderValue, HOST};
 use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -29,73 +31,80 @@ const KEY: &AsciiSet = &NON_ALPHANUMERIC
 /// Everything but unreserved characters.
 const QUERY_VALUE: &AsciiSet = &KEY.add(b'/');
 
-/// Where requests for one bucket go: the connection key and the request line pieces.
-#[derive(Debug, Clone)]
-pub(crate) struct BucketTarget {
+/// Where requests for one bucket go in one region: the connection key, the `host` field, the
+/// path prefix, and the region they are signed for.
+#[derive(Debug)]
+pub(crate) struct Route {
     /// `scheme://authority` to dial (connections are pooled per origin).
     pub(crate) origin: Origin,
     host: HeaderValue,
     /// Path prefix before the key: `/bucket/` (path-style) or `/` (virtual-hosted).
     prefix: String,
+    /// The region requests are signed for.
+    pub(crate) region: Arc<str>,
+}
+
+/// Where requests for one bucket go. The route changes when a reply teaches the bucket's
+/// region ([`reroute`](Self::reroute)); each request takes the route current when it is made.
+#[derive(Debug)]
+pub(crate) struct BucketTarget {
+    bucket: String,
+    route: Mutex<Arc<Route>>,
 }
 
 impl BucketTarget {
-    /// Resolves addressing for `bucket`.
+    /// Resolves addressing for `bucket` in the configured region.
+    ///
+    /// # Errors
+    ///
+    /// As [`new_in`](Self::new_in).
+    #[cfg(test)]
+    pub(crate) fn new(config: &Config, bucket: &str) -> Result<Self, Error> {
+        Self::new_in(config, bucket, Arc::clone(&config.region))
+    }
+
+    /// Resolves addressing for `bucket` in `region`.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidRequest`] for an empty bucket name, one holding `/`, or (with
     /// virtual-hosted addressing) one that is not a valid DNS name.
-    pub(crate) fn new(config: &Config, bucket: &str) -> Result<Self, Error> {
-        let invalid = |why: &str| {
-            Error::new(ErrorKind::InvalidRequest).with_message(format!("bucket {bucket:?} {why}"))
-        };
-        if bucket.is_empty() {
-            return Err(invalid("is empty"));
-        }
-        if bucket.contains('/') {
-            return Err(invalid("must not contain '/'"));
-        }
-        let endpoint = &config.endpoint;
-        let scheme = endpoint.scheme_str().unwrap_or("https");
-        let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
-        let default_port = matches!(
-            (scheme, endpoint.port_u16()),
-            ("http", Some(80)) | ("https", Some(443)) | (_, None)
-        );
-        let host_only = endpoint.host().unwrap_or_default();
-        let host_header = if default_port { host_only } else { authority };
-        let (host, prefix) = match config.addressing {
-            Addressing::PathStyle => (
-                host_header.to_owned(),
-                format!("/{}/", utf8_percent_encode(bucket, KEY)),
-            ),
-            Addressing::VirtualHosted => {
-                if !is_dns_compatible(bucket) {
-                    return Err(invalid(
-                        "is not a DNS-compatible name; use path-style addressing",
-                    ));
-                }
-                (format!("{bucket}.{host_header}"), "/".to_owned())
-            }
-        };
-        let dial_authority = match config.addressing {
-            Addressing::PathStyle => authority.to_owned(),
-            Addressing::VirtualHosted => format!("{bucket}.{authority}"),
-        };
-        let origin = http::Uri::builder()
-            .scheme(scheme)
-            .authority(dial_authority)
-            .path_and_query("/")
-            .build()
-            .map_err(|e| invalid("does not form a valid URL").with_source(e))?;
-        let host = HeaderValue::from_str(&host)
-            .map_err(|e| invalid("does not form a valid host").with_source(e))?;
+    pub(crate) fn new_in(config: &Config, bucket: &str, region: Arc<str>) -> Result<Self, Error> {
+        let route = Route::new(config, bucket, region)?;
         Ok(BucketTarget {
-            origin: Origin::new(origin),
-            host,
-            prefix,
+            bucket: bucket.to_owned(),
+            route: Mutex::new(Arc::new(route)),
         })
+    }
+
+    /// The bucket's name.
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The route requests take now.
+    pub(crate) fn route(&self) -> Arc<Route> {
+        Arc::clone(&self.route.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Sends later requests to `region`: signed for it, and for an endpoint that follows the
+    /// region (AWS's), to that region's endpoint. Returns false if they already went there.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidResponse`] for a region name that cannot form an endpoint.
+    pub(crate) fn reroute(&self, config: &Config, region: &str) -> Result<bool, Error> {
+        let mut current = self.route.lock().unwrap_or_else(PoisonError::into_inner);
+        if &*current.region == region {
+            return Ok(false);
+        }
+        let route = Route::new(config, &self.bucket, Arc::from(region)).map_err(|e| {
+            Error::new(ErrorKind::InvalidResponse)
+                .with_message(format!("the server named region {region:?}"))
+                .with_source(e)
+        })?;
+        *current = Arc::new(route);
+        Ok(true)
     }
 
     /// A GetObject request for `key` (optionally at `version_id`).
@@ -157,6 +166,87 @@ impl BucketTarget {
     }
 }
 
+impl Route {
+    fn new(config: &Config, bucket: &str, region: Arc<str>) -> Result<Self, Error> {
+        let invalid = |why: &str| {
+            Error::new(ErrorKind::InvalidRequest).with_message(format!("bucket {bucket:?} {why}"))
+        };
+        if bucket.is_empty() {
+            return Err(invalid("is empty"));
+        }
+        if bucket.contains('/') {
+            return Err(invalid("must not contain '/'"));
+        }
+        if !is_region_name(&region) {
+            return Err(Error::new(ErrorKind::InvalidRequest)
+                .with_message(format!("{region:?} is not a region name")));
+        }
+        let regional;
+        let endpoint = if config.endpoint_follows_region && *region != *config.region {
+            regional = aws_endpoint(&region)
+                .parse::<http::Uri>()
+                .map_err(|e| invalid("does not form a valid URL").with_source(e))?;
+            &regional
+        } else {
+            &config.endpoint
+        };
+        let scheme = endpoint.scheme_str().unwrap_or("https");
+        let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
+        let default_port = matches!(
+            (scheme, endpoint.port_u16()),
+            ("http", Some(80)) | ("https", Some(443)) | (_, None)
+        );
+        let host_only = endpoint.host().unwrap_or_default();
+        let host_header = if default_port { host_only } else { authority };
+        let (host, prefix) = match config.addressing {
+            Addressing::PathStyle => (
+                host_header.to_owned(),
+                format!("/{}/", utf8_percent_encode(bucket, KEY)),
+            ),
+            Addressing::VirtualHosted => {
+                if !is_dns_compatible(bucket) {
+                    return Err(invalid(
+                        "is not a DNS-compatible name; use path-style addressing",
+                    ));
+                }
+                (format!("{bucket}.{host_header}"), "/".to_owned())
+            }
+        };
+        let dial_authority = match config.addressing {
+            Addressing::PathStyle => authority.to_owned(),
+            Addressing::VirtualHosted => format!("{bucket}.{authority}"),
+        };
+        let origin = http::Uri::builder()
+            .scheme(scheme)
+            .authority(dial_authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|e| invalid("does not form a valid URL").with_source(e))?;
+        let host = HeaderValue::from_str(&host)
+            .map_err(|e| invalid("does not form a valid host").with_source(e))?;
+        Ok(Route {
+            origin: Origin::new(origin),
+            host,
+            prefix,
+            region,
+        })
+    }
+}
+
+/// AWS's S3 endpoint for `region`.
+pub(crate) fn aws_endpoint(region: &str) -> String {
+    format!("https://s3.{region}.amazonaws.com")
+}
+
+/// A region name: ASCII letters, digits and `-`, not empty.
+pub(crate) fn is_region_name(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// The most header fields [`S3Request::headers`] yields.
 pub(crate) const MAX_REQUEST_FIELDS: usize = 4;
 
@@ -179,6 +269,8 @@ enum Resource<'a> {
 pub(crate) struct S3Request<'a> {
     method: Method,
     target: &'a BucketTarget,
+    /// The target's route when the request was made (or last [`reroute`](Self::reroute)d).
+    route: Arc<Route>,
     resource: Resource<'a>,
     /// `bytes=first-last`, when a range is asked for.
     range: Option<RangeText>,
@@ -197,6 +289,7 @@ impl<'a> S3Request<'a> {
     fn new(method: Method, target: &'a BucketTarget, resource: Resource<'a>) -> Self {
         S3Request {
             method,
+            route: target.route(),
             target,
             resource,
             range: None,
@@ -236,14 +329,30 @@ impl<'a> S3Request<'a> {
     }
 
     /// Where requests go: the origin to dial.
-    pub(crate) fn origin(&self) -> &'a Origin {
-        &self.target.origin
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.route.origin
+    }
+
+    /// The bucket's target.
+    pub(crate) fn target(&self) -> &'a BucketTarget {
+        self.target
+    }
+
+    /// The region the request is signed for.
+    pub(crate) fn region(&self) -> &str {
+        &self.route.region
+    }
+
+    /// Takes the target's current route, for a request made again after its bucket's region
+    /// was learned.
+    pub(crate) fn reroute(&mut self) {
+        self.route = self.target.route();
     }
 
     /// Appends the request target (path and query), percent-encoded once: only ASCII.
     pub(crate) fn write_target(&self, out: &mut Vec<u8>) {
         let mut push = |s: &str| out.extend_from_slice(s.as_bytes());
-        push(&self.target.prefix);
+        push(&self.route.prefix);
         match self.resource {
             Resource::Object { key, version_id } => {
                 utf8_percent_encode(key, KEY).for_each(&mut push);
@@ -269,7 +378,7 @@ impl<'a> S3Request<'a> {
     /// The header fields to send (before signing), names in lower case, `host` first.
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&'static str, &[u8])> + '_ {
         let fields: [Option<(&'static str, &[u8])>; MAX_REQUEST_FIELDS] = [
-            Some((HOST.as_str(), self.target.host.as_bytes())),
+            Some((HOST.as_str(), self.route.host.as_bytes())),
             self.range.as_ref().map(|r| ("range", &r.text[..r.len])),
             self.if_match.map(|v| ("if-match", v)),
             self.checksum_mode
@@ -295,6 +404,8 @@ pub(crate) struct S3ErrorBody {
     pub(crate) code: Option<String>,
     pub(crate) message: Option<String>,
     pub(crate) request_id: Option<String>,
+    /// `<Region>`: the bucket's region, in a wrong-region reply.
+    pub(crate) region: Option<String>,
 }
 
 /// Parses an S3 XML error body, keeping what it can; never fails.
@@ -324,6 +435,7 @@ pub(crate) fn parse_error_body(body: &[u8]) -> S3ErrorBody {
                     b"Code" => out.code = Some(text),
                     b"Message" => out.message = Some(text),
                     b"RequestId" => out.request_id = Some(text),
+                    b"Region" => out.region = Some(text),
                     _ => {}
                 }
             }
@@ -455,6 +567,36 @@ pub(crate) fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
     (first <= last && last < total).then_some((first, last, total))
 }
 
+/// The region a reply names for a request sent to the wrong one (S3-NOTES "Bucket region"): a
+/// 301 or 307 with `x-amz-bucket-region`, a 400 `AuthorizationHeaderMalformed` whose body
+/// has `<Region>`, or a HEAD's 400 (which has no body) with `x-amz-bucket-region`.
+fn redirect_region(
+    status: StatusCode,
+    bucket_region: Option<&[u8]>,
+    body: &S3ErrorBody,
+) -> Option<String> {
+    let header = bucket_region
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::trim);
+    let region = match status {
+        StatusCode::MOVED_PERMANENTLY | StatusCode::TEMPORARY_REDIRECT => {
+            header.or(body.region.as_deref())
+        }
+        StatusCode::BAD_REQUEST
+            if matches!(
+                body.code.as_deref(),
+                Some("AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")
+            ) =>
+        {
+            body.region.as_deref().or(header)
+        }
+        // A HEAD's 400 has no body to name the code: the field says it all.
+        StatusCode::BAD_REQUEST if body.code.is_none() => header,
+        _ => None,
+    }?;
+    is_region_name(region).then(|| region.to_owned())
+}
+
 /// S3 and AWS error codes that mean "slow down" (the AWS SDKs' throttling error list).
 fn is_throttling_code(code: &str) -> bool {
     matches!(
@@ -476,9 +618,21 @@ fn is_throttling_code(code: &str) -> bool {
     )
 }
 
-/// The error for a non-success response with status `status` and (possibly partial) `body`.
-pub(crate) fn status_error(status: StatusCode, body: &[u8]) -> Error {
+/// The error for a non-success response with status `status`, (possibly partial) `body` and
+/// `x-amz-bucket-region` field `bucket_region`. A reply that names the bucket's region for a
+/// request signed for another is [`ErrorKind::WrongRegion`], with the region.
+pub(crate) fn status_error(status: StatusCode, body: &[u8], bucket_region: Option<&[u8]>) -> Error {
     let parsed = parse_error_body(body);
+    if let Some(region) = redirect_region(status, bucket_region, &parsed) {
+        return Error::new(ErrorKind::WrongRegion)
+            .with_status(status)
+            .with_s3_details(
+                parsed.code,
+                Some(format!("the bucket is in region {region}")),
+                parsed.request_id,
+            )
+            .with_region(region);
+    }
     let throttling = parsed.code.as_deref().is_some_and(is_throttling_code);
     let kind = match status {
         _ if throttling => ErrorKind::Throttled,
@@ -554,7 +708,7 @@ mod tests {
             "/bkt/a%20b%2Bc%25d%3De%26f~g/%C3%BC//h?versionId=v%201%2F%2B"
         );
         assert_eq!(host, "127.0.0.1:9000");
-        assert_eq!(t.origin.uri().to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(t.route().origin.uri().to_string(), "http://127.0.0.1:9000/");
     }
 
     #[test]
@@ -569,11 +723,99 @@ mod tests {
         assert_eq!(target, "/k/x.bin");
         assert_eq!(host, "my-bucket.s3.eu-west-1.amazonaws.com");
         assert_eq!(
-            t.origin.uri().to_string(),
+            t.route().origin.uri().to_string(),
             "https://my-bucket.s3.eu-west-1.amazonaws.com/"
         );
         let e = BucketTarget::new(&c, "My_Bucket").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn wrong_region_replies_name_the_region() {
+        let wrong = |status: u16, body: &[u8], header: Option<&[u8]>| {
+            let e = status_error(StatusCode::from_u16(status).unwrap(), body, header);
+            (e.kind(), e.region().map(str::to_owned))
+        };
+        let moved = b"<Error><Code>PermanentRedirect</Code><Endpoint>b.s3.eu-west-1.amazonaws.com</Endpoint></Error>";
+        assert_eq!(
+            wrong(301, moved, Some(b"eu-west-1")),
+            (ErrorKind::WrongRegion, Some("eu-west-1".into()))
+        );
+        // A HEAD's redirect has no body, and a new bucket's may be a 307.
+        assert_eq!(
+            wrong(301, b"", Some(b"ap-south-2")),
+            (ErrorKind::WrongRegion, Some("ap-south-2".into()))
+        );
+        assert_eq!(
+            wrong(307, b"", Some(b"us-west-2")),
+            (ErrorKind::WrongRegion, Some("us-west-2".into()))
+        );
+        let malformed = b"<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region \
+            'us-east-1' is wrong; expecting 'eu-central-1'</Message><Region>eu-central-1</Region></Error>";
+        assert_eq!(
+            wrong(400, malformed, None),
+            (ErrorKind::WrongRegion, Some("eu-central-1".into()))
+        );
+        // Anything else fails as before.
+        assert_eq!(
+            wrong(
+                400,
+                b"<Error><Code>InvalidArgument</Code><Region>x</Region></Error>",
+                None
+            )
+            .0,
+            ErrorKind::Status
+        );
+        assert_eq!(
+            wrong(403, b"", Some(b"eu-west-1")).0,
+            ErrorKind::AccessDenied
+        );
+        assert_eq!(wrong(301, b"", None), (ErrorKind::Status, None));
+        assert_eq!(
+            wrong(400, b"", Some(b"eu-north-1")),
+            (ErrorKind::WrongRegion, Some("eu-north-1".into())),
+            "a HEAD's"
+        );
+        assert_eq!(wrong(400, b"", None), (ErrorKind::Status, None));
+        assert_eq!(
+            wrong(301, b"", Some(b"not a region/")),
+            (ErrorKind::Status, None)
+        );
+    }
+
+    #[test]
+    fn a_learned_region_moves_aws_endpoints_and_keeps_others() {
+        let aws = ClientBuilder::default()
+            .anonymous()
+            .region("us-east-1")
+            .validate()
+            .unwrap();
+        let t = BucketTarget::new(&aws, "my-bucket").unwrap();
+        assert!(t.reroute(&aws, "eu-west-1").unwrap());
+        assert!(!t.reroute(&aws, "eu-west-1").unwrap(), "already there");
+        let r = t.get_object("k", None).unwrap();
+        assert_eq!(r.region(), "eu-west-1");
+        assert_eq!(sent(&r).1, "my-bucket.s3.eu-west-1.amazonaws.com");
+        assert_eq!(
+            r.origin().uri().to_string(),
+            "https://my-bucket.s3.eu-west-1.amazonaws.com/"
+        );
+        // A request made before the move keeps its route until rerouted.
+        assert!(t.reroute(&aws, "ap-northeast-1").unwrap());
+        let mut r2 = r.clone();
+        assert_eq!(r2.region(), "eu-west-1");
+        r2.reroute();
+        assert_eq!(sent(&r2).1, "my-bucket.s3.ap-northeast-1.amazonaws.com");
+
+        let minio = config("http://127.0.0.1:9000", Addressing::PathStyle);
+        let t = BucketTarget::new(&minio, "bkt").unwrap();
+        t.reroute(&minio, "eu-west-1").unwrap();
+        let r = t.get_object("k", None).unwrap();
+        assert_eq!(
+            (r.region(), sent(&r).1.as_str()),
+            ("eu-west-1", "127.0.0.1:9000")
+        );
+        assert!(t.reroute(&minio, "bad/region").is_err());
     }
 
     #[test]
@@ -686,7 +928,7 @@ mod tests {
         let body = br#"<?xml version="1.0" encoding="UTF-8"?>
 <Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message>
 <Key>a&amp;b</Key><RequestId>4442587FB7D0A2F9</RequestId></Error>"#;
-        let e = status_error(StatusCode::NOT_FOUND, body);
+        let e = status_error(StatusCode::NOT_FOUND, body, None);
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert_eq!(e.code(), Some("NoSuchKey"));
         assert_eq!(e.message(), Some("The specified key does not exist."));
@@ -702,12 +944,13 @@ mod tests {
             b"<<<>>>",
             &[0xff; 100],
         ] {
-            let e = status_error(StatusCode::FORBIDDEN, body);
+            let e = status_error(StatusCode::FORBIDDEN, body, None);
             assert_eq!(e.kind(), ErrorKind::AccessDenied);
         }
         let e = status_error(
             StatusCode::SERVICE_UNAVAILABLE,
             b"<Error><Code>SlowDown</Code>",
+            None,
         );
         assert_eq!(e.kind(), ErrorKind::Throttled);
         assert_eq!(e.code(), Some("SlowDown"));

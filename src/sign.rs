@@ -41,20 +41,18 @@ const UNSIGNED: [&str; 4] = [
 
 /// Signs requests with credentials from the configured source.
 pub(crate) struct Signer {
-    region: std::sync::Arc<str>,
     credentials: Option<CredentialCache>,
     keys: KeyCache,
 }
 
 impl Signer {
-    pub(crate) fn new(region: std::sync::Arc<str>, source: &CredentialSource) -> Self {
+    pub(crate) fn new(source: &CredentialSource) -> Self {
         let credentials = match source {
             CredentialSource::Provider(p) => Some(CredentialCache::new(p.clone())),
             // `Environment` is resolved into a provider by validation.
             CredentialSource::Environment | CredentialSource::Anonymous => None,
         };
         Signer {
-            region,
             credentials,
             keys: KeyCache::default(),
         }
@@ -72,7 +70,7 @@ impl Signer {
         }
     }
 
-    /// Signs a request now with `creds`; see [`sign_parts`].
+    /// Signs a request now with `creds` for `region`; see [`sign_parts`].
     ///
     /// # Errors
     ///
@@ -81,23 +79,16 @@ impl Signer {
         &self,
         creds: &Credentials,
         request: Signable<'_>,
+        region: &str,
         buf: &'b mut Vec<u8>,
     ) -> Result<Signed<'b>, Error> {
-        sign_parts(
-            request,
-            creds,
-            &self.region,
-            SystemTime::now(),
-            &self.keys,
-            buf,
-        )
+        sign_parts(request, creds, region, SystemTime::now(), &self.keys, buf)
     }
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
-            .field("region", &self.region)
             .field("anonymous", &self.credentials.is_none())
             .finish_non_exhaustive()
     }
@@ -818,7 +809,7 @@ mod tests {
 
     #[tokio::test]
     async fn anonymous_clients_have_no_credentials_to_sign_with() {
-        let signer = Signer::new("us-east-1".into(), &CredentialSource::Anonymous);
+        let signer = Signer::new(&CredentialSource::Anonymous);
         assert!(signer.credentials_for_request().await.unwrap().is_none());
     }
 

@@ -13,6 +13,7 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) throttled: AtomicU64,
     pub(crate) parts: AtomicU64,
+    pub(crate) region_redirects: AtomicU64,
 }
 
 impl Counters {
@@ -42,6 +43,9 @@ pub struct Stats {
     /// Replies in which the server throttled a request (503 `SlowDown`, 429, …); each one's
     /// request was made again under the adaptive concurrency limit.
     pub throttled: u64,
+    /// Buckets found in another region than the request was signed for (a 301, 307 or 400
+    /// naming the region), counted once per bucket and region learned.
+    pub region_redirects: u64,
     /// The adaptive limit on requests in flight now: `max_connections` (or the configured
     /// ceiling) until the server throttles, lower after.
     pub concurrency_limit: usize,
@@ -76,6 +80,7 @@ impl Counters {
             retries: self.retries.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
             parts: self.parts.load(Ordering::Relaxed),
+            region_redirects: self.region_redirects.load(Ordering::Relaxed),
             ..Stats::default()
         }
     }

@@ -1,8 +1,9 @@
 //! The built binary finds credentials and the region the ways AWS compute gives them, each
 //! against a stand-in on 127.0.0.1 that this test process starts: the instance metadata service
 //! (IMDSv2), container credentials, `credential_process`, web identity and `role_arn` through an
-//! STS stand-in. Nothing here may reach an address off the loopback: every command runs with
-//! `AWS_EC2_METADATA_DISABLED=true` unless it points the metadata endpoint at a stand-in.
+//! STS stand-in; and it follows a bucket that is in another region. Nothing here may reach an
+//! address off the loopback: every command runs with `AWS_EC2_METADATA_DISABLED=true` unless it
+//! points the metadata endpoint at a stand-in.
 
 #[path = "../../tests/support/aws_standins.rs"]
 #[allow(dead_code)]
@@ -17,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_standins::{token_of, Standins, CONTAINER_PATH, CONTAINER_TOKEN};
-use s3_server::{content, S3Server, ACCESS_KEY, SECRET_KEY};
+use s3_server::{content, S3Server, WrongRegion, ACCESS_KEY, SECRET_KEY};
 
 struct World {
     s3: S3Server,
@@ -288,4 +289,63 @@ async fn a_metadata_service_that_never_answers_is_given_up_on_within_seconds() {
     // the credentials, with room for a slow machine.
     assert!(took < Duration::from_secs(30), "took {took:?}");
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_get_and_ls_follow_a_bucket_in_another_region() {
+    for form in [WrongRegion::Moved, WrongRegion::Malformed] {
+        let w = world().await;
+        w.s3.set_bucket_region("bkt", "eu-north-1", form);
+        let keys = |mut c: Command| {
+            c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .args(["--max-connections", "2"]);
+            c
+        };
+        let mut wrong = 0;
+        let mut bounded = |what: &str| {
+            let now = w.s3.signed_for_other_than("eu-north-1");
+            assert!(
+                (1..=2).contains(&(now - wrong)),
+                "{form:?} {what}: {} wrongly signed requests with 2 connections",
+                now - wrong
+            );
+            wrong = now;
+        };
+
+        let out = output(keys(w.cmd(&["ls", "s3://bkt"])), None).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            KEYS.len()
+        );
+        bounded("ls");
+
+        let out = output(keys(w.cmd(&CAT)), Some(KEYS.join("\n").into_bytes())).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == w.body, "{form:?}: the bodies in order");
+        bounded("cat");
+
+        let dir = w.home.path().join("out");
+        let dir_arg = dir.display().to_string();
+        let out = output(keys(w.cmd(&["get", "s3://bkt", "--out", &dir_arg])), None).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (i, key) in KEYS.iter().enumerate() {
+            let got = std::fs::read(dir.join(key)).expect("written");
+            assert!(got == content(key, 100 + i * 5000), "{key}");
+        }
+        bounded("get");
+    }
 }

@@ -12,6 +12,7 @@ mod parts;
 #[path = "../support/quiescent.rs"]
 mod quiescent;
 mod real_s3;
+mod region;
 #[path = "../support/s3_server.rs"]
 mod s3_server;
 #[path = "../support/shed_server.rs"]

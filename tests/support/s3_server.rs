@@ -3,6 +3,7 @@
 //! `TCP_NODELAY` on accepted sockets (without it every small GET waits on delayed ACKs).
 //! Shared by the library's and the CLI's integration tests.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,11 +72,73 @@ impl SeenRequest {
     }
 }
 
+/// How a bucket in another region answers a request signed for the wrong one, as S3 does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongRegion {
+    /// `301 PermanentRedirect` with `x-amz-bucket-region`.
+    Moved,
+    /// `400 AuthorizationHeaderMalformed` whose body names the `<Region>`.
+    Malformed,
+}
+
+type Regions = std::sync::Arc<std::sync::Mutex<HashMap<String, (String, WrongRegion)>>>;
+
 /// A real S3 server (s3s-fs) over a temporary directory.
 pub struct S3Server {
     pub addr: SocketAddr,
     root: tempfile::TempDir,
     seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+    regions: Regions,
+}
+
+/// The bucket of a path-style request, and the region its signature's scope names.
+fn bucket_and_region(req: &hyper::Request<hyper::body::Incoming>) -> Option<(String, String)> {
+    let bucket = req.uri().path().trim_start_matches('/').split('/').next()?;
+    let region = req
+        .headers()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .split("Credential=")
+        .nth(1)?
+        .split('/')
+        .nth(2)?;
+    Some((bucket.to_owned(), region.to_owned()))
+}
+
+/// S3's answer to a request for a bucket in `region` signed for `signed` (a HEAD's carries
+/// `x-amz-bucket-region` in either form, having no body).
+fn wrong_region(
+    region: &str,
+    signed: &str,
+    form: WrongRegion,
+    head: bool,
+) -> hyper::Response<s3s::Body> {
+    let (status, body) = match form {
+        WrongRegion::Moved => (
+            301,
+            format!(
+                "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to \
+                 access must be addressed using the specified endpoint.</Message>\
+                 <Endpoint>s3.{region}.amazonaws.com</Endpoint></Error>"
+            ),
+        ),
+        WrongRegion::Malformed => (
+            400,
+            format!(
+                "<Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization \
+                 header is malformed; the region '{signed}' is wrong; expecting '{region}'\
+                 </Message><Region>{region}</Region></Error>"
+            ),
+        ),
+    };
+    let mut b = hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/xml");
+    if form == WrongRegion::Moved || head {
+        b = b.header("x-amz-bucket-region", region);
+    }
+    b.body(s3s::Body::from(body)).expect("response")
 }
 
 impl S3Server {
@@ -96,7 +159,8 @@ impl S3Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = seen.clone();
+        let regions = Regions::default();
+        let (log, bucket_regions) = (seen.clone(), regions.clone());
         serve(listener, move |req| {
             let service = service.clone();
             log.lock().expect("log").push(SeenRequest {
@@ -104,7 +168,16 @@ impl S3Server {
                 uri: req.uri().clone(),
                 headers: req.headers().clone(),
             });
+            let head = req.method() == hyper::Method::HEAD;
+            let redirect = bucket_and_region(&req).and_then(|(bucket, signed)| {
+                let regions = bucket_regions.lock().expect("regions");
+                let (region, form) = regions.get(&bucket)?;
+                (*region != signed).then(|| wrong_region(region, &signed, *form, head))
+            });
             async move {
+                if let Some(resp) = redirect {
+                    return Ok(resp);
+                }
                 let resp = hyper::service::Service::call(&service, req)
                     .await
                     .unwrap_or_else(|e| {
@@ -113,7 +186,34 @@ impl S3Server {
                 Ok::<_, Infallible>(resp)
             }
         });
-        S3Server { addr, root, seen }
+        S3Server {
+            addr,
+            root,
+            seen,
+            regions,
+        }
+    }
+
+    /// Puts `bucket` in `region`: a request for it signed for another region gets S3's answer
+    /// in `form`.
+    pub fn set_bucket_region(&self, bucket: &str, region: &str, form: WrongRegion) {
+        self.regions
+            .lock()
+            .expect("regions")
+            .insert(bucket.to_owned(), (region.to_owned(), form));
+    }
+
+    /// How many requests so far were signed for another region than `region`.
+    pub fn signed_for_other_than(&self, region: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.header("authorization")
+                    .and_then(|a| a.split("Credential=").nth(1))
+                    .and_then(|c| c.split('/').nth(2))
+                    .is_some_and(|signed| signed != region)
+            })
+            .count()
     }
 
     /// Every request received so far, in order of arrival.
