@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
+use http::header::HeaderValue;
 use http::uri::{Scheme, Uri};
 
 use crate::error::ConfigError;
@@ -99,6 +100,19 @@ pub struct ClientBuilder {
     retry: RetryConfig,
     throttle: ThrottleConfig,
     checksum_mode: bool,
+    requester_pays: bool,
+    expected_bucket_owner: Option<String>,
+    sse_customer_key: Option<SseCustomerKey>,
+}
+
+/// An SSE-C key: 32 bytes, never shown.
+#[derive(Clone)]
+struct SseCustomerKey(Vec<u8>);
+
+impl std::fmt::Debug for SseCustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SseCustomerKey(..)")
+    }
 }
 
 impl Default for ClientBuilder {
@@ -120,6 +134,9 @@ impl Default for ClientBuilder {
             retry: RetryConfig::default(),
             throttle: ThrottleConfig::default(),
             checksum_mode: false,
+            requester_pays: false,
+            expected_bucket_owner: None,
+            sse_customer_key: None,
         }
     }
 }
@@ -301,6 +318,87 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends `x-amz-request-payer: requester` with every request, agreeing to pay for the
+    /// requests and the data of a requester-pays bucket (without it, such a bucket refuses
+    /// every request with 403). Default: off.
+    pub fn requester_pays(mut self, pays: bool) -> Self {
+        self.requester_pays = pays;
+        self
+    }
+
+    /// Sends `x-amz-expected-bucket-owner` with every request: S3 refuses (403) a request for
+    /// a bucket that another account owns. `account_id` is the 12-digit AWS account ID.
+    /// Default: none.
+    pub fn expected_bucket_owner(mut self, account_id: impl Into<String>) -> Self {
+        self.expected_bucket_owner = Some(account_id.into());
+        self
+    }
+
+    /// The key of objects stored with SSE-C (server-side encryption with a customer-provided
+    /// key): 32 bytes for AES-256, sent with every GET and HEAD (algorithm, key and its MD5,
+    /// all signed; never logged). Default: none.
+    pub fn sse_customer_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.sse_customer_key = Some(SseCustomerKey(key.into()));
+        self
+    }
+
+    /// The fields every request carries for the request options.
+    fn extra_fields(&self) -> Result<ExtraFields, ConfigError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut extra = ExtraFields::default();
+        if self.requester_pays {
+            extra
+                .all
+                .push(("x-amz-request-payer", HeaderValue::from_static("requester")));
+        }
+        if let Some(owner) = &self.expected_bucket_owner {
+            if owner.len() != 12 || !owner.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::new(
+                    "expected_bucket_owner",
+                    format!("{owner:?} is not a 12-digit AWS account ID"),
+                ));
+            }
+            let value = HeaderValue::from_str(owner)
+                .map_err(|_| ConfigError::new("expected_bucket_owner", "is not a header value"))?;
+            extra.all.push(("x-amz-expected-bucket-owner", value));
+        }
+        if let Some(SseCustomerKey(key)) = &self.sse_customer_key {
+            if key.len() != 32 {
+                return Err(ConfigError::new(
+                    "sse_customer_key",
+                    format!("is {} bytes; an AES-256 key is 32", key.len()),
+                ));
+            }
+            let md5 = {
+                use md5::Digest as _;
+                md5::Md5::digest(key)
+            };
+            let secret = |text: String| {
+                let mut v = HeaderValue::from_str(&text).map_err(|_| {
+                    ConfigError::new("sse_customer_key", "does not form a header value")
+                })?;
+                v.set_sensitive(true);
+                Ok::<_, ConfigError>(v)
+            };
+            extra.object.extend([
+                (
+                    "x-amz-server-side-encryption-customer-algorithm",
+                    HeaderValue::from_static("AES256"),
+                ),
+                (
+                    "x-amz-server-side-encryption-customer-key",
+                    secret(b64.encode(key))?,
+                ),
+                (
+                    "x-amz-server-side-encryption-customer-key-md5",
+                    secret(b64.encode(md5))?,
+                ),
+            ]);
+        }
+        Ok(extra)
+    }
+
     /// Validates the settings into a [`Config`]; [`build`](Self::build) then makes the client.
     pub(crate) fn validate(self) -> Result<Config, ConfigError> {
         if self.max_connections == 0 {
@@ -400,6 +498,7 @@ impl ClientBuilder {
             ));
         }
         validate_throttle(&self.throttle, self.max_connections)?;
+        let extra_fields = Arc::new(self.extra_fields()?);
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::new(
                 "connect_timeout",
@@ -464,6 +563,7 @@ impl ClientBuilder {
             retry: self.retry,
             throttle: self.throttle,
             checksum_mode: self.checksum_mode,
+            extra_fields,
         })
     }
 }
@@ -559,6 +659,27 @@ pub(crate) struct Config {
     pub(crate) retry: RetryConfig,
     pub(crate) throttle: ThrottleConfig,
     pub(crate) checksum_mode: bool,
+    /// The request options' fields.
+    pub(crate) extra_fields: Arc<ExtraFields>,
+}
+
+/// Header fields the request options add: to every request, and to object requests (GET and
+/// HEAD) only. Lower-case names; secret values are marked sensitive and never shown.
+#[derive(Default)]
+pub(crate) struct ExtraFields {
+    pub(crate) all: Vec<(&'static str, HeaderValue)>,
+    pub(crate) object: Vec<(&'static str, HeaderValue)>,
+}
+
+/// The most fields [`ExtraFields`] holds: requester pays and expected owner, and SSE-C's three.
+pub(crate) const MAX_EXTRA_FIELDS: usize = 5;
+
+impl std::fmt::Debug for ExtraFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: the SSE-C key is a secret.
+        let names = self.all.iter().chain(&self.object).map(|(n, _)| n);
+        f.debug_list().entries(names).finish()
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use http::header::{HeaderValue, HOST};
 use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::{Addressing, Config};
+use crate::config::{Addressing, Config, ExtraFields, MAX_EXTRA_FIELDS};
 use crate::error::{Error, ErrorKind};
 use crate::http1::Origin;
 use crate::object::ObjectRef;
@@ -50,6 +50,8 @@ pub(crate) struct Route {
 pub(crate) struct BucketTarget {
     bucket: String,
     route: Mutex<Arc<Route>>,
+    /// The request options' fields.
+    extra: Arc<ExtraFields>,
 }
 
 impl BucketTarget {
@@ -74,6 +76,7 @@ impl BucketTarget {
         Ok(BucketTarget {
             bucket: bucket.to_owned(),
             route: Mutex::new(Arc::new(route)),
+            extra: Arc::clone(&config.extra_fields),
         })
     }
 
@@ -247,8 +250,11 @@ pub(crate) fn is_region_name(region: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// The most header fields [`S3Request::headers`] yields.
-pub(crate) const MAX_REQUEST_FIELDS: usize = 4;
+/// The fields of a request's own: host, range, if-match, checksum mode.
+const OWN_FIELDS: usize = 4;
+
+/// The most header fields [`S3Request::headers`] yields: its own and the request options'.
+pub(crate) const MAX_REQUEST_FIELDS: usize = OWN_FIELDS + MAX_EXTRA_FIELDS;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy)]
@@ -377,14 +383,23 @@ impl<'a> S3Request<'a> {
 
     /// The header fields to send (before signing), names in lower case, `host` first.
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&'static str, &[u8])> + '_ {
-        let fields: [Option<(&'static str, &[u8])>; MAX_REQUEST_FIELDS] = [
+        let fields: [Option<(&'static str, &[u8])>; OWN_FIELDS] = [
             Some((HOST.as_str(), self.route.host.as_bytes())),
             self.range.as_ref().map(|r| ("range", &r.text[..r.len])),
             self.if_match.map(|v| ("if-match", v)),
             self.checksum_mode
                 .then_some(("x-amz-checksum-mode", &b"ENABLED"[..])),
         ];
-        fields.into_iter().flatten()
+        let extra = &self.target.extra;
+        let object = match self.resource {
+            Resource::Object { .. } => &extra.object[..],
+            Resource::List { .. } => &[],
+        };
+        let options = extra.all.iter().chain(object);
+        fields
+            .into_iter()
+            .flatten()
+            .chain(options.map(|(name, value)| (*name, value.as_bytes())))
     }
 }
 

@@ -35,6 +35,16 @@ pub(crate) struct ConnectOpts {
     /// warning every time
     #[arg(long)]
     no_verify_ssl: bool,
+    /// Agree to pay for the requests and data of a requester-pays bucket
+    #[arg(long, value_name = "WHO", value_parser = ["requester"])]
+    request_payer: Option<String>,
+    /// Refuse a bucket that another AWS account owns (12-digit account ID)
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    expected_bucket_owner: Option<String>,
+    /// The key of SSE-C encrypted objects (AES-256): the 32 bytes themselves, their base64, or
+    /// fileb://PATH to a file of 32 bytes
+    #[arg(long, value_name = "KEY")]
+    sse_c_key: Option<String>,
     /// Connections open at once
     #[arg(long, value_name = "N", default_value_t = s3_ordered::DEFAULT_MAX_CONNECTIONS)]
     pub(crate) max_connections: usize,
@@ -96,6 +106,15 @@ impl ConnectOpts {
             path_style: self.path_style.then_some(true),
             ca_bundle: self.ca_bundle.clone(),
         };
+        if self.request_payer.is_some() {
+            b = b.requester_pays(true);
+        }
+        if let Some(owner) = &self.expected_bucket_owner {
+            b = b.expected_bucket_owner(owner);
+        }
+        if let Some(key) = &self.sse_c_key {
+            b = b.sse_customer_key(sse_c_key(key)?);
+        }
         let mut b = b.aws_default_chain(&settings).await.map_err(cli_words)?;
         if self.no_verify_ssl {
             eprintln!("{}", crate::insecure::WARNING);
@@ -103,6 +122,23 @@ impl ConnectOpts {
         }
         b.build().context("invalid configuration")
     }
+}
+
+/// The bytes of `--sse-c-key`: a file's (`fileb://PATH`), the text itself when it is 32 bytes
+/// long, else its base64 decoding.
+fn sse_c_key(arg: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine as _;
+    if let Some(path) = arg.strip_prefix("fileb://") {
+        return std::fs::read(path).with_context(|| format!("reading the SSE-C key from {path}"));
+    }
+    if arg.len() == 32 {
+        return Ok(arg.as_bytes().to_vec());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(arg.trim())
+        .map_err(|_| {
+            anyhow::anyhow!("--sse-c-key is neither 32 bytes, nor base64, nor fileb://PATH")
+        })
 }
 
 /// A configuration error; missing credentials also get the command line's ways out.

@@ -8,6 +8,7 @@ mod cancel;
 mod certs;
 mod credentials;
 mod integrity;
+mod options;
 mod parts;
 #[path = "../support/quiescent.rs"]
 mod quiescent;

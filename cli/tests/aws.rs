@@ -349,3 +349,62 @@ async fn cat_get_and_ls_follow_a_bucket_in_another_region() {
         bounded("get");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_options_reach_the_server_on_every_request() {
+    let w = world().await;
+    let key_file = w.home.path().join("sse.key");
+    std::fs::write(&key_file, [7u8; 32]).expect("key");
+    let key_arg = format!("fileb://{}", key_file.display());
+    let mut c = w.cmd(&[
+        "cat",
+        "s3://bkt",
+        "--request-payer",
+        "requester",
+        "--expected-bucket-owner",
+        "210987654321",
+        "--sse-c-key",
+        &key_arg,
+    ]);
+    c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let out = output(c, None).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == w.body);
+    let requests = w.s3.requests();
+    assert_eq!(requests.len(), 1 + KEYS.len(), "a listing and the GETs");
+    for r in requests {
+        assert_eq!(r.header("x-amz-request-payer"), Some("requester"));
+        assert_eq!(
+            r.header("x-amz-expected-bucket-owner"),
+            Some("210987654321")
+        );
+        let listing = r.uri.query().is_some_and(|q| q.contains("list-type=2"));
+        // base64 of 32 bytes of 7.
+        let key = r.header("x-amz-server-side-encryption-customer-key");
+        assert_eq!(
+            key,
+            (!listing).then_some("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="),
+            "{}",
+            r.uri
+        );
+    }
+
+    for (flag, value, says) in [
+        ("--sse-c-key", "short", "--sse-c-key"),
+        ("--sse-c-key", "c2hvcnQ=", "32"),
+        ("--expected-bucket-owner", "me", "12-digit"),
+    ] {
+        let mut c = w.cmd(&["ls", "s3://bkt", flag, value]);
+        c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        let bad = output(c, None).await;
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
