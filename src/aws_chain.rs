@@ -154,8 +154,8 @@ impl ClientBuilder {
     /// and the region through the whole AWS default chain (see the module `aws_chain` docs in
     /// the README): key variables, web identity, the shared files' profile with roles,
     /// `credential_process` and SSO, container credentials, then the instance's metadata.
-    /// Endpoint, addressing and CA bundle come from the settings and the process's variables as
-    /// with `aws_settings`.
+    /// Endpoint, addressing, CA bundle and proxies come from the settings and the process's
+    /// variables as with `aws_settings`.
     ///
     /// The chain is asked for credentials once, now: the client then starts with them and
     /// refreshes them before they expire.
@@ -174,6 +174,7 @@ impl ClientBuilder {
         let env = AwsEnv::from_process();
         let r = Resolution::new(settings, &env);
         self = r.apply_endpoint(self);
+        self = r.apply_proxy(self);
         self = r.apply_ca_bundle(self)?;
         r.require_named_profile()?;
         let chain = Chain::new(settings.profile.as_deref());

@@ -181,6 +181,26 @@ impl<'a> Resolution<'a> {
         Ok(b)
     }
 
+    /// The proxies `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` name (or their lower-case forms,
+    /// as curl reads them).
+    pub(crate) fn apply_proxy(&self, mut b: ClientBuilder) -> ClientBuilder {
+        let var = |upper: &str| {
+            self.env
+                .get(upper)
+                .or_else(|| self.env.get(&upper.to_ascii_lowercase()))
+        };
+        if let Some(url) = var("HTTPS_PROXY") {
+            b = b.https_proxy(url);
+        }
+        if let Some(url) = var("HTTP_PROXY") {
+            b = b.http_proxy(url);
+        }
+        if let Some(rules) = var("NO_PROXY") {
+            b = b.no_proxy(rules);
+        }
+        b
+    }
+
     /// The region from the settings or the variables (`AWS_REGION`, `AWS_DEFAULT_REGION`).
     pub(crate) fn given_region(&self) -> Option<String> {
         self.settings
@@ -194,8 +214,9 @@ impl<'a> Resolution<'a> {
 impl ClientBuilder {
     /// Applies `settings`, and for what they leave out the AWS conventions read from `env`:
     /// the endpoint, the region, credentials from `AWS_ACCESS_KEY_ID` /
-    /// `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` or from a profile of the shared files, and
-    /// a CA bundle from `AWS_CA_BUNDLE` or the profile's `ca_bundle`.
+    /// `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` or from a profile of the shared files, a
+    /// CA bundle from `AWS_CA_BUNDLE` or the profile's `ca_bundle`, and proxies from
+    /// `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
     ///
     /// Only static keys are found this way. For the whole AWS default chain (roles, web
     /// identity, `credential_process`, SSO, container credentials, the instance's metadata),
@@ -213,6 +234,7 @@ impl ClientBuilder {
     ) -> Result<Self, ConfigError> {
         let r = Resolution::new(settings, env);
         self = r.apply_endpoint(self);
+        self = r.apply_proxy(self);
 
         // Credentials: anonymous; an explicit profile; the environment variables; then the
         // profile from AWS_PROFILE or "default". The profile's region counts when it supplied

@@ -12,6 +12,7 @@ use http::header::HeaderValue;
 use http::uri::{Scheme, Uri};
 
 use crate::error::ConfigError;
+use crate::proxy::{NoProxy, Proxies, Proxy};
 use crate::retry::{RetryConfig, ThrottleConfig};
 use crate::tls::{Bundle, TlsSettings};
 
@@ -103,6 +104,9 @@ pub struct ClientBuilder {
     requester_pays: bool,
     expected_bucket_owner: Option<String>,
     sse_customer_key: Option<SseCustomerKey>,
+    http_proxy: Option<String>,
+    https_proxy: Option<String>,
+    no_proxy: Option<String>,
 }
 
 /// An SSE-C key: 32 bytes, never shown.
@@ -137,6 +141,9 @@ impl Default for ClientBuilder {
             requester_pays: false,
             expected_bucket_owner: None,
             sse_customer_key: None,
+            http_proxy: None,
+            https_proxy: None,
+            no_proxy: None,
         }
     }
 }
@@ -342,6 +349,52 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every request through the HTTP proxy at `url`
+    /// (`http://[user:password@]host[:port]`): for an https endpoint through a `CONNECT`
+    /// tunnel (TLS stays end to end), for an http one as absolute-form requests. Same as
+    /// [`http_proxy`](Self::http_proxy) and [`https_proxy`](Self::https_proxy) together.
+    /// Sockets to the proxy count under `max_connections` like any other. Default: none (the
+    /// AWS conventions of [`aws_settings`](Self::aws_settings) read `HTTPS_PROXY`, `HTTP_PROXY`
+    /// and `NO_PROXY`).
+    pub fn proxy(self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        self.http_proxy(url.clone()).https_proxy(url)
+    }
+
+    /// The proxy for http endpoints; see [`proxy`](Self::proxy). Default: none.
+    pub fn http_proxy(mut self, url: impl Into<String>) -> Self {
+        self.http_proxy = Some(url.into());
+        self
+    }
+
+    /// The proxy for https endpoints; see [`proxy`](Self::proxy). Default: none.
+    pub fn https_proxy(mut self, url: impl Into<String>) -> Self {
+        self.https_proxy = Some(url.into());
+        self
+    }
+
+    /// Hosts reached without the proxy, in `NO_PROXY`'s syntax: comma-separated names (each
+    /// covering its subdomains), `.domain`, `host:port`, IP addresses, CIDR blocks, or `*`.
+    /// Default: none.
+    pub fn no_proxy(mut self, rules: impl Into<String>) -> Self {
+        self.no_proxy = Some(rules.into());
+        self
+    }
+
+    fn proxies(&self) -> Result<Proxies, ConfigError> {
+        let parse = |url: &Option<String>, field| {
+            url.as_deref()
+                .filter(|u| !u.is_empty())
+                .map(|u| Proxy::parse(u, field))
+                .transpose()
+        };
+        Ok(Proxies {
+            http: parse(&self.http_proxy, "http_proxy")?,
+            https: parse(&self.https_proxy, "https_proxy")?,
+            no_proxy: NoProxy::parse(self.no_proxy.as_deref().unwrap_or_default()),
+        })
+    }
+
     /// The fields every request carries for the request options.
     fn extra_fields(&self) -> Result<ExtraFields, ConfigError> {
         use base64::Engine as _;
@@ -499,6 +552,7 @@ impl ClientBuilder {
         }
         validate_throttle(&self.throttle, self.max_connections)?;
         let extra_fields = Arc::new(self.extra_fields()?);
+        let proxies = Arc::new(self.proxies()?);
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::new(
                 "connect_timeout",
@@ -564,6 +618,7 @@ impl ClientBuilder {
             throttle: self.throttle,
             checksum_mode: self.checksum_mode,
             extra_fields,
+            proxies,
         })
     }
 }
@@ -661,6 +716,8 @@ pub(crate) struct Config {
     pub(crate) checksum_mode: bool,
     /// The request options' fields.
     pub(crate) extra_fields: Arc<ExtraFields>,
+    /// Where connections go through a proxy.
+    pub(crate) proxies: Arc<Proxies>,
 }
 
 /// Header fields the request options add: to every request, and to object requests (GET and

@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, ErrorKind};
 use crate::http1::{self, Connection, Origin, Transport};
+use crate::proxy::Proxies;
 use crate::tls::TlsStream;
 
 /// The client's connection pool.
@@ -45,10 +46,16 @@ struct PoolInner {
     idle: Mutex<Vec<Box<Socket>>>,
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
+    proxies: Arc<Proxies>,
 }
 
 impl ConnPool {
-    pub(crate) fn new(max: usize, connect_timeout: Duration, tls: &rustls::ClientConfig) -> Self {
+    pub(crate) fn new(
+        max: usize,
+        connect_timeout: Duration,
+        tls: &rustls::ClientConfig,
+        proxies: Arc<Proxies>,
+    ) -> Self {
         // This client speaks HTTP/1.1 only, whatever the configuration offered.
         let mut tls = tls.clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -61,6 +68,7 @@ impl ConnPool {
                 idle: Mutex::new(Vec::new()),
                 tls: Arc::new(tls),
                 connect_timeout,
+                proxies,
             }),
         }
     }
@@ -209,15 +217,27 @@ impl Unit {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let proxy = self.pool.proxies.for_origin(https, host, port);
         let connect = async {
-            let tcp = connect_tcp(host, port, self.pool.connect_timeout).await?;
+            let (to_host, to_port) = match proxy {
+                Some(p) => (p.host.as_str(), p.port),
+                None => (host, port),
+            };
+            let mut tcp = connect_tcp(to_host, to_port, self.pool.connect_timeout).await?;
             tcp.set_nodelay(true)?;
             if !https {
                 return Ok(Transport::Plain(tcp));
             }
+            if let Some(p) = proxy {
+                p.tunnel(&mut tcp, host, port).await?;
+            }
             let name = ServerName::try_from(host.to_owned())?;
             let tls = TlsStream::connect(Arc::clone(&self.pool.tls), name, tcp).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Transport::Tls(Box::new(tls)))
+        };
+        let via = || match proxy {
+            Some(p) => format!(" through the proxy {}:{}", p.host, p.port),
+            None => String::new(),
         };
         let io = match tokio::time::timeout(self.pool.connect_timeout, connect).await {
             Ok(Ok(io)) => io,
@@ -226,12 +246,13 @@ impl Unit {
                     return Err(tls.with_source(e));
                 }
                 return Err(Error::new(ErrorKind::Connect)
-                    .with_message(format!("connecting to {origin}"))
+                    .with_message(format!("connecting to {origin}{}", via()))
                     .with_source(e));
             }
             Err(_) => {
                 return Err(Error::new(ErrorKind::Connect).with_message(format!(
-                    "connecting to {origin} timed out after {:?}",
+                    "connecting to {origin}{} timed out after {:?}",
+                    via(),
                     self.pool.connect_timeout
                 )))
             }
@@ -239,9 +260,17 @@ impl Unit {
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
         let open = self.pool.max - self.pool.sockets.available_permits();
         tracing::debug!(%origin, open, "connection opened");
+        let mut http = http1::Connection::new(io);
+        if let (Some(p), false) = (proxy, https) {
+            // Requests of a plain http origin go to the proxy in absolute form.
+            http.forward_through(
+                format!("http://{}", origin_authority(uri)),
+                p.authorization.clone(),
+            );
+        }
         Ok(Box::new(Socket {
             origin: origin.clone(),
-            http: http1::Connection::new(io),
+            http,
             _permit: permit,
         }))
     }
@@ -276,6 +305,11 @@ async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::Resul
             format!("{host} resolves to no address"),
         )
     }))
+}
+
+/// The authority of `uri` as an absolute-form request names it.
+fn origin_authority(uri: &http::Uri) -> &str {
+    uri.authority().map_or("", |a| a.as_str())
 }
 
 /// The least time one of several addresses of a name gets to connect.

@@ -44,7 +44,12 @@ impl Context {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         Arc::new(Context {
             memory: MemoryPool::new(config.slab_size, config.total_slabs),
-            conns: ConnPool::new(config.max_connections, config.connect_timeout, &config.tls),
+            conns: ConnPool::new(
+                config.max_connections,
+                config.connect_timeout,
+                &config.tls,
+                Arc::clone(&config.proxies),
+            ),
             signer: Signer::new(&config.credentials),
             counters: Counters::default(),
             budget: RetryBudget::new(&config.retry),

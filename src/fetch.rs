@@ -716,9 +716,17 @@ fn compose(
     signer: &Signer,
     creds: Option<&Credentials>,
 ) -> Result<(), Error> {
-    let (out, scratch) = conn.compose();
+    let (out, scratch, forward) = conn.compose();
     let method = req.method().as_str();
-    let target = http1::push_request_line(out, method, |o| req.write_target(o));
+    let origin_len = forward.map_or(0, |f| f.origin.len());
+    let target = http1::push_request_line(out, method, |o| {
+        if let Some(f) = forward {
+            o.extend_from_slice(f.origin.as_bytes());
+        }
+        req.write_target(o)
+    });
+    // What is signed is the path and query, without a proxy's absolute-form origin.
+    let target = target.start + origin_len..target.end;
     // The request's own fields, kept on the stack for the signer (as many as it can have).
     let mut fields = [("", &b""[..]); MAX_REQUEST_FIELDS];
     let mut count = 0;
@@ -740,6 +748,9 @@ fn compose(
         for (name, value) in signed.fields(creds.session_token()) {
             http1::push_field(out, name, value);
         }
+    }
+    if let Some(auth) = forward.and_then(|f| f.authorization.as_ref()) {
+        http1::push_field(out, "proxy-authorization", auth.as_bytes());
     }
     http1::end_head(out);
     Ok(())

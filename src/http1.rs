@@ -162,6 +162,18 @@ pub(crate) struct Connection {
     head: Head,
     state: State,
     keep_alive: bool,
+    /// For a plain http origin reached through a proxy: what requests add to go there.
+    forward: Option<Box<Forward>>,
+}
+
+/// What a request sent to a proxy for a plain http origin adds: the origin before its target
+/// (absolute form), and the proxy's credentials.
+#[derive(Debug)]
+pub(crate) struct Forward {
+    /// `http://host[:port]`.
+    pub(crate) origin: String,
+    /// `Proxy-Authorization`, if the proxy wants it.
+    pub(crate) authorization: Option<http::HeaderValue>,
 }
 
 impl Connection {
@@ -177,7 +189,21 @@ impl Connection {
             head: Head::default(),
             state: State::Ready,
             keep_alive: true,
+            forward: None,
         }
+    }
+
+    /// Makes requests on this connection go to a proxy for `origin`: in absolute form, with
+    /// `authorization` as `Proxy-Authorization`.
+    pub(crate) fn forward_through(
+        &mut self,
+        origin: String,
+        authorization: Option<http::HeaderValue>,
+    ) {
+        self.forward = Some(Box::new(Forward {
+            origin,
+            authorization,
+        }));
     }
 
     /// Whether the connection may carry another request: its last exchange ended cleanly.
@@ -198,11 +224,14 @@ impl Connection {
     }
 
     /// The buffers to compose the next request in, both cleared: the request's bytes (see
-    /// [`push_request_line`], [`push_field`], [`end_head`]) and a scratch buffer (for signing).
-    pub(crate) fn compose(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    /// [`push_request_line`], [`push_field`], [`end_head`]) and a scratch buffer (for signing);
+    /// and, for a connection to a proxy, what requests add ([`forward_through`]).
+    ///
+    /// [`forward_through`]: Connection::forward_through
+    pub(crate) fn compose(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>, Option<&Forward>) {
         self.out.clear();
         self.scratch.clear();
-        (&mut self.out, &mut self.scratch)
+        (&mut self.out, &mut self.scratch, self.forward.as_deref())
     }
 
     /// Writes the request [`compose`](Connection::compose)d (one without a body) in one go;
@@ -528,7 +557,7 @@ mod tests {
 
     /// Sends `GET path` with a `host` field.
     async fn get(conn: &mut Connection, path: &str) -> Result<(), Error> {
-        let (out, _) = conn.compose();
+        let (out, _, _) = conn.compose();
         push_request_line(out, "GET", |o| o.extend_from_slice(path.as_bytes()));
         push_field(out, "host", b"h");
         end_head(out);

@@ -109,6 +109,7 @@ mod limiter;
 mod list;
 mod memory;
 mod object;
+mod proxy;
 mod reorder;
 mod retry;
 mod s3;

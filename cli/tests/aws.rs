@@ -8,6 +8,9 @@
 #[path = "../../tests/support/aws_standins.rs"]
 #[allow(dead_code)]
 mod aws_standins;
+#[path = "../../tests/support/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 #[path = "../../tests/support/s3_server.rs"]
 #[allow(dead_code)]
 mod s3_server;
@@ -407,4 +410,37 @@ async fn request_options_reach_the_server_on_every_request() {
         assert_eq!(bad.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(err.contains(says), "{flag} {value}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_variables_are_honoured() {
+    let w = world().await;
+    let proxy = proxy::ProxyServer::start().await;
+    let mut c = w.cmd(&CAT);
+    c.env("HTTP_PROXY", proxy.url())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let out = output(c, Some(KEYS.join("\n").into_bytes())).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == w.body);
+    assert!(proxy.forwards() >= 1, "went through the proxy");
+
+    // NO_PROXY takes the endpoint off it.
+    let mut c = w.cmd(&CAT);
+    c.env("HTTP_PROXY", proxy.url())
+        .env("NO_PROXY", "localhost,127.0.0.1")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let before = proxy.forwards();
+    let out = output(c, Some(KEYS.join("\n").into_bytes())).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(proxy.forwards(), before);
 }

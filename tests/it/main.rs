@@ -10,6 +10,9 @@ mod credentials;
 mod integrity;
 mod options;
 mod parts;
+mod proxy;
+#[path = "../support/proxy.rs"]
+mod proxy_server;
 #[path = "../support/quiescent.rs"]
 mod quiescent;
 mod real_s3;
