@@ -156,7 +156,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The signing region. Default: `us-east-1`.
+    /// The signing region; a bucket found in another region (from a reply that names it) is
+    /// signed for its own from then on. Default: `us-east-1`.
     pub fn region(mut self, region: impl Into<String>) -> Self {
         self.region = Some(region.into());
         self
@@ -179,8 +180,11 @@ impl ClientBuilder {
         self.credentials_provider(creds)
     }
 
-    /// Any credentials provider (static `Credentials` are one). Credentials are fetched before
-    /// each signature and cached until five minutes before they expire.
+    /// Any credentials provider (static `Credentials` are one). The provider is asked on the
+    /// first request; credentials that expire are asked for again before they do (five
+    /// minutes early, or a quarter of their lifetime if that is shorter), by one request while
+    /// the others sign with the ones cached, and a refresh that fails while those are still
+    /// valid is tried again later without failing anything.
     pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
         self.credentials = CredentialSource::Provider(SharedCredentialsProvider::new(provider));
         self

@@ -39,6 +39,14 @@
 //! ([`ClientBuilder::checksum_mode`]). Every [`Error`] says how many attempts were made and why each
 //! failed.
 //!
+//! Credentials come from static keys, the environment, any `aws_credential_types` provider, or
+//! (feature `aws-config`) the whole AWS default chain — roles, web identity, profiles,
+//! `credential_process`, SSO, container credentials, the instance's metadata — with
+//! `ClientBuilder::aws_default_chain`; they are refreshed before they expire. A bucket in
+//! another region is learned from the first reply that names it, once. Requester pays, the
+//! expected bucket owner, SSE-C keys and HTTP proxies (`CONNECT` for https) are options of the
+//! builder.
+//!
 //! Throttling (503 `SlowDown`, 429) slows the client down instead of failing objects: every
 //! request takes a slot under an adaptive limit on requests in flight, below `max_connections`,
 //! which throttled replies cut and time grows back, CUBIC-style. Throttled attempts spend neither

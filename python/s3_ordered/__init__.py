@@ -16,5 +16,15 @@ Body memory counts against ``max_bytes`` until the body is read with ``read()`` 
 """
 
 from ._native import Body, Client, ListIterator, Object, ObjectError, ObjectIterator
+from .credentials import CredentialDict, CredentialProvider
 
-__all__ = ["Body", "Client", "ListIterator", "Object", "ObjectError", "ObjectIterator"]
+__all__ = [
+    "Body",
+    "Client",
+    "CredentialDict",
+    "CredentialProvider",
+    "ListIterator",
+    "Object",
+    "ObjectError",
+    "ObjectIterator",
+]

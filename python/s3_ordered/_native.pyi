@@ -4,6 +4,8 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Literal, TypeAlias, final, overload
 
+from .credentials import CredentialProvider
+
 __all__ = [
     "Body",
     "Chunk",
@@ -106,10 +108,12 @@ class Client:
     connections per ``get_all``, and body memory (``max_bytes``).
 
     What is not given comes from the AWS conventions, as the AWS CLI reads them:
-    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` /
-    ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` and the shared
-    ``~/.aws/credentials`` and ``~/.aws/config`` files. A bad setting raises ``ValueError``
-    naming it."""
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, the region (``AWS_REGION``, the profile's,
+    the instance's), ``AWS_PROFILE``, ``AWS_CA_BUNDLE``, ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
+    ``NO_PROXY``, and credentials from the AWS default chain: the ``AWS_*`` key variables, web
+    identity, the shared files' profile (keys, ``role_arn``, ``credential_process``, SSO),
+    container credentials, then the instance's role (IMDSv2). A bad setting, or no credentials
+    anywhere, raises ``ValueError`` naming it."""
 
     def __new__(
         cls,
@@ -122,10 +126,25 @@ class Client:
         path_style: bool | None = None,
         anonymous: bool = False,
         ca_bundle: str | os.PathLike[str] | None = None,
+        *,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        credential_provider: CredentialProvider | None = None,
+        request_payer: Literal["requester"] | None = None,
+        expected_bucket_owner: str | None = None,
+        sse_customer_key: bytes | None = None,
     ) -> Client:
         """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``).
         ``ca_bundle``: a PEM file of CA certificates to trust for https, besides the usual
-        roots (default: ``AWS_CA_BUNDLE``, then the profile's ``ca_bundle``)."""
+        roots (default: ``AWS_CA_BUNDLE``, then the profile's ``ca_bundle``).
+
+        Credentials, instead of the default chain: ``aws_access_key_id`` with
+        ``aws_secret_access_key`` (and ``aws_session_token``), or ``credential_provider``, a
+        callable returning a ``CredentialDict``; it is called again before ``expires_at``.
+        ``request_payer="requester"`` pays for a requester-pays bucket,
+        ``expected_bucket_owner`` (a 12-digit account ID) refuses a bucket of another account,
+        and ``sse_customer_key`` (32 bytes) reads SSE-C encrypted objects."""
     @overload
     def get_all(
         self,
@@ -141,5 +160,5 @@ class Client:
     def list(self, bucket: str, prefix: str) -> ListIterator:
         """The keys under ``prefix`` as ``(key, size)``; feeds ``get_all`` directly."""
     def stats(self) -> dict[str, int]:
-        """Counters and gauges: objects, bytes, requests, retries, throttled, errors,
-        open_connections, bytes_in_use, ..."""
+        """Counters and gauges: objects, bytes, requests, retries, throttled,
+        region_redirects, errors, open_connections, bytes_in_use, ..."""

@@ -2,7 +2,11 @@
 
 The keys are split into contiguous ranges, one read task each. Every task makes its own
 ``Client`` inside its worker (from ``client_options``, and the worker's AWS environment), so
-the memory of each worker is bounded by that client's ``max_bytes``; a task hands its rows
+the memory of each worker is bounded by that client's ``max_bytes``. Credentials reach the
+workers the same way: keys or a ``credential_provider`` in ``client_options`` are passed to
+every worker's ``Client`` (a provider is pickled, so it must be a picklable callable, such as
+a module-level function), and without them each worker finds its own through the AWS default
+chain (its role, its environment); a task hands its rows
 to Ray in blocks of at most ``block_bytes`` of bodies. Ray keeps the blocks of a read in
 task order when ``DataContext.execution_options.preserve_order`` is on: ``read_objects`` turns
 it on in the current context, so the rows come out in the global order of ``keys``.
@@ -29,6 +33,17 @@ KeyItem = Union[str, tuple[str, Optional[int]], tuple[str, Optional[int], Option
 
 # Bodies per block handed to Ray.
 _BLOCK_BYTES = 64 << 20
+
+# Client options that give credentials, passed to the workers untouched.
+_CREDENTIAL_OPTIONS = frozenset(
+    {
+        "anonymous",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "credential_provider",
+    }
+)
 
 
 def _size_of(item: KeyItem) -> int | None:
@@ -155,8 +170,9 @@ def read_objects(
         raise ValueError(f"invalid block_bytes: {block_bytes}; expected at least 1")
     options = dict(client_options or {})
     # Fail here, in the driver, on options the workers would refuse (credentials aside: the
-    # workers may have their own).
-    Client(**{**options, "anonymous": True})
+    # workers may have their own). Keys and a credential_provider go to the workers as given.
+    checked = {k: v for k, v in options.items() if k not in _CREDENTIAL_OPTIONS}
+    Client(**{**checked, "anonymous": True})
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     source = _datasource(bucket, items, _ranges(len(items), shards), options, block_bytes)
     dataset: ray.data.Dataset = ray.data.read_datasource(source, override_num_blocks=shards)

@@ -7,6 +7,7 @@
 //! by `fork` gets a new one on first use, and refuses clients made before the fork.
 
 mod body;
+mod credentials;
 mod error;
 mod iter;
 mod runtime;
@@ -39,10 +40,13 @@ impl Client {
     #[pyo3(signature = (
         endpoint_url=None, region=None, profile=None, max_connections=64,
         max_connections_per_request=None, max_bytes=None, path_style=None, anonymous=false,
-        ca_bundle=None,
+        ca_bundle=None, *, aws_access_key_id=None, aws_secret_access_key=None,
+        aws_session_token=None, credential_provider=None, request_payer=None,
+        expected_bucket_owner=None, sse_customer_key=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         endpoint_url: Option<String>,
         region: Option<String>,
         profile: Option<String>,
@@ -52,19 +56,53 @@ impl Client {
         path_style: Option<bool>,
         anonymous: bool,
         ca_bundle: Option<std::path::PathBuf>,
+        aws_access_key_id: Option<String>,
+        aws_secret_access_key: Option<String>,
+        aws_session_token: Option<String>,
+        credential_provider: Option<Py<PyAny>>,
+        request_payer: Option<String>,
+        expected_bucket_owner: Option<String>,
+        sse_customer_key: Option<Vec<u8>>,
     ) -> PyResult<Self> {
+        let value_error = |why: String| pyo3::exceptions::PyValueError::new_err(why);
         let max_bytes = match max_bytes {
             None => 256 << 20,
             Some(Size::Int(n)) => n,
-            Some(Size::Text(t)) => s3_ordered::parse_size(&t).map_err(|why| {
-                pyo3::exceptions::PyValueError::new_err(format!("invalid max_bytes: {why}"))
-            })?,
+            Some(Size::Text(t)) => s3_ordered::parse_size(&t)
+                .map_err(|why| value_error(format!("invalid max_bytes: {why}")))?,
         };
+        let keys = match (aws_access_key_id, aws_secret_access_key) {
+            (Some(id), Some(secret)) => Some((id, secret)),
+            (None, None) if aws_session_token.is_none() => None,
+            _ => {
+                return Err(value_error(
+                    "invalid credentials: give aws_access_key_id and aws_secret_access_key \
+                     together (with aws_session_token for temporary ones)"
+                        .into(),
+                ))
+            }
+        };
+        if let Some(p) = &credential_provider {
+            if !p.bind(py).is_callable() {
+                return Err(value_error(
+                    "invalid credential_provider: it must be callable".into(),
+                ));
+            }
+        }
+        let given = keys.is_some() as u8 + credential_provider.is_some() as u8 + anonymous as u8;
+        if given > 1 {
+            return Err(value_error(
+                "invalid credentials: give at most one of the keys, credential_provider and \
+                 anonymous=True"
+                    .into(),
+            ));
+        }
         let settings = s3_ordered::AwsSettings {
             endpoint_url,
             region,
             profile,
-            anonymous,
+            // Credentials given here: the chain is asked for the region only.
+            anonymous: given > 0,
             path_style,
             ca_bundle,
         };
@@ -77,9 +115,32 @@ impl Client {
         if let Some(n) = max_connections_per_request {
             b = b.max_connections_per_request(n);
         }
-        let env = s3_ordered::AwsEnv::from_process();
-        let b = b.aws_settings(&settings, &env).map_err(config_error)?;
+        match request_payer.as_deref() {
+            None => {}
+            Some("requester") => b = b.requester_pays(true),
+            Some(other) => {
+                return Err(value_error(format!(
+                    "invalid request_payer: {other:?}; expected \"requester\""
+                )))
+            }
+        }
+        if let Some(owner) = expected_bucket_owner {
+            b = b.expected_bucket_owner(owner);
+        }
+        if let Some(key) = sse_customer_key {
+            b = b.sse_customer_key(key);
+        }
         let rt = Runtime::current()?;
+        // The AWS default chain (credentials and region), with the GIL released: it may ask
+        // STS, a credential_process or the metadata service.
+        let mut b = rt
+            .wait(py, b.aws_default_chain(&settings))?
+            .map_err(config_error)?;
+        if let Some((id, secret)) = keys {
+            b = b.static_credentials(id, secret, aws_session_token);
+        } else if let Some(p) = credential_provider {
+            b = b.credentials_provider(credentials::PyProvider::new(p));
+        }
         let inner = {
             let _entered = rt.enter();
             b.build().map_err(config_error)?
@@ -140,6 +201,7 @@ impl Client {
         d.set_item("errors", s.errors)?;
         d.set_item("retries", s.retries)?;
         d.set_item("throttled", s.throttled)?;
+        d.set_item("region_redirects", s.region_redirects)?;
         d.set_item("concurrency_limit", s.concurrency_limit)?;
         d.set_item("requests_in_flight", s.requests_in_flight)?;
         d.set_item("connections_opened", s.connections_opened)?;

@@ -163,10 +163,12 @@ def https_server(server: Server, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Credentials in the environment, and no shared files from the user's home."""
+    """Credentials in the environment, no shared files from the user's home, no proxy, and
+    the instance metadata service turned off: the credential chain must never reach it."""
     for name in list(os.environ):
-        if name.startswith("AWS_"):
+        if name.startswith("AWS_") or name.lower().endswith("_proxy"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)

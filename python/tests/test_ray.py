@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,8 @@ def cluster() -> Iterator[None]:
             "env_vars": {
                 "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                 "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                # The workers' credential chain must never reach the metadata service.
+                "AWS_EC2_METADATA_DISABLED": "true",
             }
         },
     )
@@ -59,3 +62,27 @@ def test_a_missing_key_fails_the_read(server: Server, cluster: None) -> None:
     )
     with pytest.raises(Exception, match="obj/missing"):
         ds.take_all()
+
+
+def test_credentials_in_client_options_reach_the_workers(server: Server, cluster: None) -> None:
+    keys = ["obj/0001", "obj/0002", "obj/0003"]
+    # The workers' environment has the right keys: wrong ones given here must be the ones used.
+    wrong = {"aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": "wrong"}
+    ds = s3_ray.read_objects(
+        BUCKET, keys, shards=1, client_options={"endpoint_url": server.url, **wrong}
+    )
+    with pytest.raises(Exception, match="access_denied|403"):
+        ds.take_all()
+    # A provider is pickled to the workers (a partial of a builtin pickles anywhere).
+    provider: functools.partial[dict[str, str]] = functools.partial(
+        dict, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY
+    )
+    options = {"endpoint_url": server.url, "credential_provider": provider}
+    rows = s3_ray.read_objects(BUCKET, keys, shards=2, client_options=options).take_all()
+    assert [r["key"] for r in rows] == keys
+    bad: functools.partial[dict[str, str]] = functools.partial(
+        dict, access_key_id=ACCESS_KEY, secret_access_key="wrong"
+    )
+    options = {"endpoint_url": server.url, "credential_provider": bad}
+    with pytest.raises(Exception, match="access_denied|403"):
+        s3_ray.read_objects(BUCKET, keys, shards=1, client_options=options).take_all()
