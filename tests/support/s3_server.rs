@@ -70,6 +70,28 @@ impl SeenRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// The access key and region of the SigV4 signature's credential scope, if signed.
+    pub fn signed_by(&self) -> Option<(&str, &str)> {
+        scope(self.header("authorization")?)
+    }
+
+    /// The names the signature covers (`SignedHeaders`).
+    pub fn signed_headers(&self) -> Vec<&str> {
+        self.header("authorization")
+            .and_then(|a| a.split("SignedHeaders=").nth(1))
+            .and_then(|s| s.split(',').next())
+            .map(|s| s.split(';').collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The access key and region of an `Authorization: AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/…`.
+fn scope(authorization: &str) -> Option<(&str, &str)> {
+    let mut scope = authorization.split("Credential=").nth(1)?.split('/');
+    let key = scope.next()?;
+    let region = scope.nth(1)?;
+    Some((key, region))
 }
 
 /// How a bucket in another region answers a request signed for the wrong one, as S3 does.
@@ -94,15 +116,7 @@ pub struct S3Server {
 /// The bucket of a path-style request, and the region its signature's scope names.
 fn bucket_and_region(req: &hyper::Request<hyper::body::Incoming>) -> Option<(String, String)> {
     let bucket = req.uri().path().trim_start_matches('/').split('/').next()?;
-    let region = req
-        .headers()
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .split("Credential=")
-        .nth(1)?
-        .split('/')
-        .nth(2)?;
+    let (_, region) = scope(req.headers().get("authorization")?.to_str().ok()?)?;
     Some((bucket.to_owned(), region.to_owned()))
 }
 
@@ -207,12 +221,7 @@ impl S3Server {
     pub fn signed_for_other_than(&self, region: &str) -> usize {
         self.requests()
             .iter()
-            .filter(|r| {
-                r.header("authorization")
-                    .and_then(|a| a.split("Credential=").nth(1))
-                    .and_then(|c| c.split('/').nth(2))
-                    .is_some_and(|signed| signed != region)
-            })
+            .filter(|r| r.signed_by().is_some_and(|(_, signed)| signed != region))
             .count()
     }
 
