@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_standins::{token_of, Standins, CONTAINER_PATH, CONTAINER_TOKEN};
+use aws_standins::{token_of, Standins, CONTAINER_PATH, CONTAINER_TOKEN, SSO_TOKEN};
 use s3_server::{content, S3Server, WrongRegion, ACCESS_KEY, SECRET_KEY};
 
 struct World {
@@ -234,6 +234,54 @@ async fn role_arn_with_source_profile_through_sts_and_profile_over_key_variables
         w.standins.log(),
         ["sts AssumeRole of arn:aws:iam::123456789012:role/reader by AKIDBASEPROFILE"],
         "AssumeRole signed with the source profile's keys"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_arn_with_a_credential_source() {
+    let w = world().await;
+    w.file(
+        ".aws/config",
+        "[profile ci]\nrole_arn = arn:aws:iam::123456789012:role/ci\n\
+         credential_source = Environment\nregion = ca-central-1\n",
+    );
+    let mut c = w.cmd(&[&CAT[..], &["--profile", "ci"]].concat());
+    c.env("AWS_ENDPOINT_URL_STS", w.standins.url())
+        .env("AWS_ACCESS_KEY_ID", "AKIDFROMTHEENV")
+        .env("AWS_SECRET_ACCESS_KEY", "env-secret");
+    w.cat_signed_by(c, "assume-role", "ca-central-1").await;
+    assert_eq!(
+        w.standins.log(),
+        ["sts AssumeRole of arn:aws:iam::123456789012:role/ci by AKIDFROMTHEENV"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sso_profile_with_a_cached_token() {
+    let w = world().await;
+    w.file(
+        ".aws/config",
+        "[profile dev]\nsso_session = corp\nsso_account_id = 123456789012\n\
+         sso_role_name = reader\nregion = us-east-2\n\n\
+         [sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n\
+         sso_region = eu-west-1\n",
+    );
+    // What `aws sso login` leaves: the token, under the SHA-1 of the session's name.
+    let cache = w.home.path().join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    let expires = aws_standins::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    std::fs::write(
+        cache.join("ee0bfd2552fbd840c02cc48b6e823320543c450f.json"),
+        format!(r#"{{"accessToken": "{SSO_TOKEN}", "expiresAt": "{expires}"}}"#),
+    )
+    .expect("token");
+    let mut c = w.cmd(&CAT);
+    c.env("AWS_PROFILE", "dev")
+        .env("AWS_ENDPOINT_URL_SSO", w.standins.url());
+    w.cat_signed_by(c, "sso", "us-east-2").await;
+    assert_eq!(
+        w.standins.log(),
+        ["sso GET role_name=reader&account_id=123456789012"]
     );
 }
 

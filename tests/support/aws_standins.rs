@@ -1,7 +1,8 @@
 //! Stand-ins on 127.0.0.1 for the places AWS compute serves credentials from, so that the
 //! credential chain is tested without ever leaving the loopback: an IMDSv2 server (a session
 //! token is required; a GET without it is refused), a container-credentials endpoint (with its
-//! authorization token) and STS (`AssumeRoleWithWebIdentity`, `AssumeRole`). Each source hands
+//! authorization token), STS (`AssumeRoleWithWebIdentity`, `AssumeRole`) and the IAM Identity
+//! Center portal (`GetRoleCredentials`, for SSO profiles). Each source hands
 //! out the same keys with a session token of its own (`token-from-<source>`), so a test can tell
 //! from a request's `x-amz-security-token` which source signed it. Every request is logged.
 
@@ -24,6 +25,8 @@ pub const IMDS_ROLE: &str = "pipeline-role";
 pub const CONTAINER_TOKEN: &str = "container-auth-token";
 /// The path of the container credentials.
 pub const CONTAINER_PATH: &str = "/v2/credentials/task";
+/// The access token the SSO portal stand-in wants (`x-amz-sso_bearer_token`).
+pub const SSO_TOKEN: &str = "sso-access-token";
 
 /// The session token a source hands out.
 pub fn token_of(source: &str) -> String {
@@ -151,6 +154,29 @@ async fn handle(
         }
         log("container GET".into());
         return reply(200, json("container"));
+    }
+    if path == "/federation/credentials" {
+        // IAM Identity Center's GetRoleCredentials.
+        let query = parts.uri.query().unwrap_or_default().to_owned();
+        if header("x-amz-sso_bearer_token").as_deref() != Some(SSO_TOKEN) {
+            log("sso refused".into());
+            return reply(401, r#"{"message":"bad token"}"#.into());
+        }
+        log(format!("sso GET {query}"));
+        let expires_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64
+            + s.lifetime.lock().expect("lifetime").as_millis() as u64;
+        return reply(
+            200,
+            format!(
+                r#"{{"roleCredentials":{{"accessKeyId":"{}","secretAccessKey":"{}","sessionToken":"{}","expiration":{expires_ms}}}}}"#,
+                s.access_key,
+                s.secret_key,
+                token_of("sso")
+            ),
+        );
     }
     if parts.method == hyper::Method::POST && path == "/" {
         let form = String::from_utf8_lossy(&body).into_owned();
