@@ -6,9 +6,12 @@ service is turned off for every test (``conftest.aws_env``)."""
 from __future__ import annotations
 
 import datetime
+import http.server
+import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,101 @@ def fetch(c: s3_ordered.Client, server: Server) -> None:
 def no_env_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+
+
+class _RoleHandler(http.server.BaseHTTPRequestHandler):
+    """Serves role credentials as AWS compute does: IMDSv2 (a session token first, GETs
+    without it refused) and a container-credentials endpoint (with its authorization token)."""
+
+    log: list[str] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+        data = body.encode()
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _credentials(self, source: str) -> str:
+        expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        return json.dumps(
+            {
+                "Code": "Success",
+                "AccessKeyId": ACCESS_KEY,
+                "SecretAccessKey": SECRET_KEY,
+                "Token": f"token-from-{source}",
+                "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+
+    def do_PUT(self) -> None:
+        if self.path == "/latest/api/token" and self.headers.get(
+            "x-aws-ec2-metadata-token-ttl-seconds"
+        ):
+            self.log.append("imds token")
+            self._reply(200, "py-imds-token", {"x-aws-ec2-metadata-token-ttl-seconds": "21600"})
+        else:
+            self._reply(400, "")
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/latest/"):
+            if self.headers.get("x-aws-ec2-metadata-token") != "py-imds-token":
+                self.log.append("imds refused")
+                self._reply(401, "")
+            elif self.path == "/latest/meta-data/iam/security-credentials/":
+                self._reply(200, "py-role")
+            elif self.path == "/latest/meta-data/iam/security-credentials/py-role":
+                self.log.append("imds credentials")
+                self._reply(200, self._credentials("imds"))
+            elif self.path == "/latest/meta-data/placement/region":
+                self._reply(200, "eu-south-1")
+            else:
+                self._reply(404, "")
+        elif self.path == "/container" and self.headers.get("Authorization") == "py-auth":
+            self.log.append("container credentials")
+            self._reply(200, self._credentials("container"))
+        else:
+            self._reply(401, "")
+
+
+@pytest.fixture
+def role_server() -> Iterator[str]:
+    """The stand-in on 127.0.0.1, for one test."""
+    _RoleHandler.log = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RoleHandler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    t.join()
+
+
+def test_an_instance_role_through_imdsv2(
+    server: Server, role_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_env_keys(monkeypatch)
+    monkeypatch.delenv("AWS_EC2_METADATA_DISABLED")
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", role_server)
+    fetch(s3_ordered.Client(endpoint_url=server.url), server)
+    assert "imds token" in _RoleHandler.log
+    assert "imds credentials" in _RoleHandler.log
+    assert "imds refused" not in _RoleHandler.log
+
+
+def test_container_credentials(
+    server: Server, role_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_env_keys(monkeypatch)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"{role_server}/container")
+    monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "py-auth")
+    fetch(s3_ordered.Client(endpoint_url=server.url), server)
+    assert _RoleHandler.log == ["container credentials"]
 
 
 def test_no_credentials_anywhere_names_every_way(monkeypatch: pytest.MonkeyPatch) -> None:
