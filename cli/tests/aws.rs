@@ -11,16 +11,19 @@ mod aws_standins;
 #[path = "../../tests/support/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
+#[path = "support/run.rs"]
+mod run;
 #[path = "../../tests/support/s3_server.rs"]
 #[allow(dead_code)]
 mod s3_server;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_standins::{token_of, Standins, CONTAINER_PATH, CONTAINER_TOKEN, SSO_TOKEN};
+use run::output;
 use s3_server::{content, S3Server, WrongRegion, ACCESS_KEY, SECRET_KEY};
 
 struct World {
@@ -110,28 +113,6 @@ impl World {
         assert_eq!(tokens, BTreeSet::from([token_of(source)]), "tokens");
         assert_eq!(regions, BTreeSet::from([region.to_owned()]), "regions");
     }
-}
-
-/// Runs `c` off the async runtime, so the in-process servers keep serving.
-async fn output(mut c: Command, stdin: Option<Vec<u8>>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        c.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(&input).expect("write stdin");
-        }
-        child.wait_with_output().expect("wait")
-    })
-    .await
-    .expect("join")
 }
 
 const CAT: [&str; 4] = ["cat", "s3://bkt", "--keys-from", "-"];

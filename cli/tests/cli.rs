@@ -3,6 +3,8 @@
 #[path = "../../tests/support/certs.rs"]
 #[allow(dead_code)]
 mod certs;
+#[path = "support/run.rs"]
+mod run;
 #[path = "../../tests/support/s3_server.rs"]
 #[allow(dead_code)]
 mod s3_server;
@@ -13,10 +15,11 @@ mod shed_server;
 #[allow(dead_code)]
 mod tls_server;
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use run::output;
 use s3_server::{content, S3Server, ACCESS_KEY, SECRET_KEY};
 
 /// The binary with a clean environment: no AWS_* or proxy variables, HOME in `home`, and the
@@ -36,31 +39,6 @@ fn with_keys(mut c: Command, secret: &str) -> Command {
     c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", secret);
     c
-}
-
-/// Runs `c` off the async runtime, so the in-process server keeps serving.
-async fn output(mut c: Command, stdin: Option<Vec<u8>>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        c.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(&input)
-                .expect("write stdin");
-        }
-        child.wait_with_output().expect("wait")
-    })
-    .await
-    .expect("join")
 }
 
 fn text(b: &[u8]) -> String {

@@ -100,6 +100,15 @@ async fn fetch_for(client: &Client, run: Duration) -> usize {
     rounds
 }
 
+fn client(server: &S3Server, rotating: &Rotating) -> Client {
+    Client::builder()
+        .endpoint_url(format!("http://{}", server.addr))
+        .credentials_provider(rotating.clone())
+        .max_connections(4)
+        .build()
+        .unwrap()
+}
+
 async fn server(auth: &Rotating) -> S3Server {
     let server = S3Server::start_with_auth(auth.clone()).await;
     for i in 0..20 {
@@ -114,12 +123,7 @@ async fn expiring_credentials_are_refreshed_during_a_long_fetch() {
     // One-second credentials: refreshed a quarter of their life before they expire.
     let rotating = Rotating::new(Duration::from_secs(1), &[]);
     let server = server(&rotating).await;
-    let client = Client::builder()
-        .endpoint_url(format!("http://{}", server.addr))
-        .credentials_provider(rotating.clone())
-        .max_connections(4)
-        .build()
-        .unwrap();
+    let client = client(&server, &rotating);
     let rounds = fetch_for(&client, Duration::from_millis(3500)).await;
     let calls = rotating.calls.load(Ordering::SeqCst);
     assert!(calls >= 4, "{calls} credentials in 3.5 s of 1 s ones");
@@ -146,12 +150,7 @@ async fn a_refresh_that_fails_while_the_credentials_are_valid_fails_nothing() {
     // The first refresh fails; the next try, before the old ones expire, succeeds.
     let rotating = Rotating::new(Duration::from_secs(2), &[2]);
     let server = server(&rotating).await;
-    let client = Client::builder()
-        .endpoint_url(format!("http://{}", server.addr))
-        .credentials_provider(rotating.clone())
-        .max_connections(4)
-        .build()
-        .unwrap();
+    let client = client(&server, &rotating);
     fetch_for(&client, Duration::from_millis(2500)).await;
     let calls = rotating.calls.load(Ordering::SeqCst);
     assert!(
