@@ -565,13 +565,13 @@ impl ClientBuilder {
         }
 
         let region = self.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
-        if !crate::s3::is_region_name(&region) {
+        if !is_region_name(&region) {
             return Err(ConfigError::new(
                 "region",
                 format!("{region:?} is not a region name"),
             ));
         }
-        let regional = crate::s3::aws_endpoint(&region);
+        let regional = aws_endpoint(&region);
         let (endpoint, is_aws, endpoint_follows_region) = match self.endpoint {
             Some(url) => {
                 let uri = parse_endpoint(&url)?;
@@ -653,6 +653,20 @@ fn validate_throttle(t: &ThrottleConfig, max_connections: usize) -> Result<(), C
         }
     }
     Ok(())
+}
+
+/// AWS's S3 endpoint for `region`.
+pub(crate) fn aws_endpoint(region: &str) -> String {
+    format!("https://s3.{region}.amazonaws.com")
+}
+
+/// A region name: ASCII letters, digits and `-`, not empty.
+pub(crate) fn is_region_name(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 fn parse_endpoint(url: &str) -> Result<Uri, ConfigError> {

@@ -12,7 +12,9 @@ use http::header::{HeaderValue, HOST};
 use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::{Addressing, Config, ExtraFields, MAX_EXTRA_FIELDS};
+use crate::config::{
+    aws_endpoint, is_region_name, Addressing, Config, ExtraFields, MAX_EXTRA_FIELDS,
+};
 use crate::error::{Error, ErrorKind};
 use crate::http1::Origin;
 use crate::object::ObjectRef;
@@ -234,20 +236,6 @@ impl Route {
             region,
         })
     }
-}
-
-/// AWS's S3 endpoint for `region`.
-pub(crate) fn aws_endpoint(region: &str) -> String {
-    format!("https://s3.{region}.amazonaws.com")
-}
-
-/// A region name: ASCII letters, digits and `-`, not empty.
-pub(crate) fn is_region_name(region: &str) -> bool {
-    !region.is_empty()
-        && region.len() <= 64
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// The fields of a request's own: host, range, if-match, checksum mode.
