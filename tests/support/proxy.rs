@@ -114,45 +114,39 @@ async fn handle(mut client: TcpStream, c: &ProxyCounts) -> std::io::Result<()> {
         return Ok(());
     };
     c.forwards.fetch_add(1, Ordering::SeqCst);
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut upstream = TcpStream::connect(authority).await?;
+    let authority = rest.split('/').next().unwrap_or_default().to_owned();
+    let upstream = TcpStream::connect(&authority).await?;
     let _ = upstream.set_nodelay(true);
-    // The first request in origin form, without the proxy's own field; later requests on this
-    // connection are spliced as they come (each names the same origin).
-    let origin_form = head.replacen(target, if path.is_empty() { "/" } else { path }, 1);
-    let origin_form: String = origin_form
-        .split("\r\n")
-        .filter(|l| !l.to_ascii_lowercase().starts_with("proxy-authorization:"))
-        .collect::<Vec<_>>()
-        .join("\r\n");
-    upstream.write_all(origin_form.as_bytes()).await?;
-    upstream.write_all(&buf[end..]).await?;
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_upstream, mut to_upstream) = upstream.into_split();
     let up = async {
-        // Every later request head is rewritten to origin form as well.
-        let mut pending = Vec::new();
+        // Every request head (the one read above, and each that follows on this connection,
+        // all for the same origin) goes on in origin form, without the proxy's own field.
+        let mut pending = buf;
         loop {
+            while let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = pending.drain(..at + 4).collect();
+                let head = origin_form(&String::from_utf8_lossy(&head), &authority);
+                to_upstream.write_all(head.as_bytes()).await?;
+            }
             let n = from_client.read(&mut chunk).await?;
             if n == 0 {
                 return to_upstream.shutdown().await;
             }
             pending.extend_from_slice(&chunk[..n]);
-            while let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = pending.drain(..at + 4).collect();
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let prefix = format!("http://{authority}");
-                let text = text.replacen(&prefix, "", 1);
-                let text: String = text
-                    .split("\r\n")
-                    .filter(|l| !l.to_ascii_lowercase().starts_with("proxy-authorization:"))
-                    .collect::<Vec<_>>()
-                    .join("\r\n");
-                to_upstream.write_all(text.as_bytes()).await?;
-            }
         }
     };
     let down = tokio::io::copy(&mut from_upstream, &mut to_client);
     let _ = tokio::join!(up, down);
     Ok(())
+}
+
+/// An absolute-form request head for `authority` in origin form, without
+/// `Proxy-Authorization`.
+fn origin_form(head: &str, authority: &str) -> String {
+    head.replacen(&format!("http://{authority}"), "", 1)
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("proxy-authorization:"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
