@@ -106,9 +106,10 @@ impl Transport {
         }
     }
 
-    /// Bytes arrived that no read has taken yet (TLS plaintext decrypted ahead).
+    /// Bytes arrived that no read has taken yet: over TLS, plaintext decrypted ahead or
+    /// ciphertext not yet decrypted.
     fn has_buffered(&self) -> bool {
-        matches!(self, Transport::Tls(s) if s.has_plaintext())
+        matches!(self, Transport::Tls(s) if s.has_unread())
     }
 
     /// One read into `dst`: how many bytes, 0 at the end of the stream.
@@ -206,8 +207,16 @@ impl Connection {
         }));
     }
 
-    /// Whether the connection may carry another request: its last exchange ended cleanly.
+    /// Whether the connection may carry another request: its last exchange ended cleanly and
+    /// no byte is left after it, in the read buffer or (over TLS) in the ciphertext. Bytes the
+    /// server sent after a response belong to no request (RFC 9112 §6.3): reading them as the
+    /// next response could deliver another object's bytes.
     pub(crate) fn reusable(&self) -> bool {
+        self.exchange_ended() && !self.io.has_buffered()
+    }
+
+    /// No exchange, or the last one ended cleanly with nothing left in the read buffer.
+    fn exchange_ended(&self) -> bool {
         self.state == State::Ready
             || (self.state == State::Done && self.keep_alive && self.start == self.end)
     }
@@ -218,9 +227,7 @@ impl Connection {
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
         let mut peek = ReadBuf::new(&mut byte);
-        self.reusable()
-            && !self.io.has_buffered()
-            && self.io.tcp().poll_peek(&mut cx, &mut peek).is_pending()
+        self.reusable() && self.io.tcp().poll_peek(&mut cx, &mut peek).is_pending()
     }
 
     /// The buffers to compose the next request in, both cleared: the request's bytes (see
@@ -241,8 +248,10 @@ impl Connection {
     ///
     /// [`ErrorKind::Connection`] when the write fails; the connection is then broken.
     pub(crate) async fn send(&mut self, method_head: bool) -> Result<(), Error> {
+        // A new TLS connection may hold ciphertext the handshake left (session tickets): it is
+        // read with the response, so only the exchange's state matters here.
         debug_assert!(
-            self.reusable(),
+            self.exchange_ended(),
             "send on a connection in state {:?}",
             self.state
         );

@@ -86,6 +86,12 @@ impl TlsStream {
         self.plain_at < self.plain.len()
     }
 
+    /// Whether any byte arrived that no read has taken: plaintext, or ciphertext not yet
+    /// decrypted (a whole record or part of one).
+    pub(crate) fn has_unread(&self) -> bool {
+        self.has_plaintext() || self.start < self.used
+    }
+
     /// Reads plaintext into `dst` (not empty): how many bytes, 0 once the server closed.
     ///
     /// # Errors

@@ -165,3 +165,97 @@ async fn reconnects_resume_the_tls_session() {
         "{resumed} of {handshakes} handshakes resumed"
     );
 }
+
+/// A server that answers the first GET of each connection and then, in a TLS record of its
+/// own sent in the same flight, a second well-formed response nobody asked for — for the
+/// object the client asks for next. Every connection after the first answers honestly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_left_in_the_ciphertext_after_a_response_are_never_read_as_the_next_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(Leaf::Good));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                let mut sent_forged = false;
+                while tls.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                    if !head.ends_with(b"\r\n\r\n") {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    head.clear();
+                    let key = text
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|p| p.rsplit('/').next())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let reply = |body: &[u8]| {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\netag: \"e\"\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(body);
+                        r
+                    };
+                    // Records queued in rustls and written to the socket in one go, so that
+                    // the forged one arrives with the real one, as ciphertext.
+                    let queued = {
+                        let mut writer = tls.get_mut().1.writer();
+                        let mut queued =
+                            std::io::Write::write_all(&mut writer, &reply(&content(&key, SIZE)));
+                        if first && !sent_forged {
+                            sent_forged = true;
+                            std::io::Write::flush(&mut writer).ok();
+                            let forged = vec![b'X'; SIZE];
+                            queued =
+                                queued.and(std::io::Write::write_all(&mut writer, &reply(&forged)));
+                        }
+                        queued
+                    };
+                    if queued.is_err() || tls.flush().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let client = Client::builder()
+        .endpoint_url(format!("https://{addr}"))
+        .static_credentials("AKID", "SECRET", None)
+        .ca_bundle_pem(ca.pem.clone())
+        .max_connections(1)
+        .build()
+        .unwrap();
+    let keys: Vec<ObjectRef> = (0..4)
+        .map(|i| ObjectRef::new(format!("k{i}"), SIZE as u64))
+        .collect();
+    let got: Vec<_> = client.get_all("bucket", keys).collect().await;
+    for (i, r) in got.iter().enumerate() {
+        let o = r
+            .as_ref()
+            .unwrap_or_else(|e| panic!("k{i}: {}", e.with_causes()));
+        assert!(
+            o.body.to_vec() == content(&format!("k{i}"), SIZE),
+            "k{i} delivered with another reply's bytes"
+        );
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "the connection with bytes left over was closed, the next one reused"
+    );
+}
