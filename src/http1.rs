@@ -17,7 +17,8 @@
 //!   TCP (below [`SMALL_REST`]), read through the read buffer (see there why);
 //! * bodies are framed by `Content-Length`, `chunked` (decoded by [`chunked`]) or the
 //!   connection's close, as RFC 9112 says; a reply to HEAD, a 1xx, 204 and 304 have none, and
-//!   1xx responses before the final one are skipped.
+//!   1xx responses before the final one are skipped, but for 101 Switching Protocols, which
+//!   is final and ends the connection's use.
 //!
 //! A connection may carry another request only after an exchange that ended cleanly: the whole
 //! body read, no byte after it, and a server that did not ask to close. Before an idle
@@ -285,10 +286,16 @@ impl Connection {
         loop {
             if let head::Parsed::Complete(len) = self.head.parse(&self.buf[self.start..self.end])? {
                 self.start += len;
-                if self.head.status().is_informational() {
+                let status = self.head.status();
+                // 100 Continue and other interim replies come before the final one; 101
+                // Switching Protocols is final (hyper's reading too): after it the connection
+                // speaks another protocol, so it is never reused, and what follows is no
+                // HTTP response to read.
+                if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }
-                self.keep_alive = self.head.keep_alive();
+                self.keep_alive =
+                    self.head.keep_alive() && status != http::StatusCode::SWITCHING_PROTOCOLS;
                 self.state = match self.head.framing(method_head)? {
                     Framing::Empty | Framing::Length(0) => State::Done,
                     Framing::Length(n) => State::Body(BodyLeft::Length(n)),
@@ -616,6 +623,20 @@ mod tests {
             assert_eq!(seen[0], "GET /a?x=1 HTTP/1.1\r\nhost: h\r\n\r\n");
             assert_eq!(seen.len(), 3);
         }
+    }
+
+    #[tokio::test]
+    async fn switching_protocols_is_a_final_reply_and_ends_the_connection() {
+        // What follows the 101 looks like a response; it must not be read as one.
+        let reply = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n\
+            HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"
+            .to_vec();
+        let (mut conn, _server) = serve(vec![reply], 1 << 20).await;
+        get(&mut conn, "/a").await.unwrap();
+        conn.read_head().await.unwrap();
+        assert_eq!(conn.head().status(), 101);
+        assert_eq!(body(&mut conn, 16).await.unwrap(), b"");
+        assert!(!conn.reusable());
     }
 
     #[tokio::test]
