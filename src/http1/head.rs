@@ -206,8 +206,9 @@ impl Head {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Connection`] for a `Content-Length` that is not a number, or several that
-    /// disagree: the body's end cannot be known.
+    /// [`ErrorKind::Connection`] for a `Content-Length` that is not a number, several that
+    /// disagree, or `Transfer-Encoding` in an HTTP/1.0 response: the body's end cannot be
+    /// known.
     pub(crate) fn framing(&self, method_head: bool) -> Result<Framing, Error> {
         let code = self.status.as_u16();
         if method_head || (100..200).contains(&code) || code == 204 || code == 304 {
@@ -221,6 +222,13 @@ impl Head {
             }
         }
         if let Some(last) = coding {
+            // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
+            // refused, as hyper refuses it.
+            if self.minor == 0 {
+                return Err(invalid(
+                    "an HTTP/1.0 response with Transfer-Encoding cannot be framed".to_owned(),
+                ));
+            }
             return Ok(if last.eq_ignore_ascii_case(b"chunked") {
                 Framing::Chunked
             } else {
@@ -373,6 +381,13 @@ mod tests {
         assert_eq!(
             f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
             Ok(Framing::UntilClose)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                false
+            ),
+            Err(ErrorKind::Connection)
         );
         assert_eq!(
             f(
