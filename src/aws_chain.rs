@@ -151,9 +151,10 @@ const REMEDY: &str = "give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, 
 
 impl ClientBuilder {
     /// Applies `settings` as [`aws_settings`](Self::aws_settings) does, but finds credentials
-    /// and the region through the whole AWS default chain (see the module `aws_chain` docs in
-    /// the README): key variables, web identity, the shared files' profile with roles,
-    /// `credential_process` and SSO, container credentials, then the instance's metadata.
+    /// and the region through the whole AWS default chain (in this order; the README's
+    /// *Credentials, regions, proxies* says more): key variables, web identity, the shared
+    /// files' profile with roles, `credential_process` and SSO, container credentials, then
+    /// the instance's metadata.
     /// Endpoint, addressing, CA bundle and proxies come from the settings and the process's
     /// variables as with `aws_settings`.
     ///

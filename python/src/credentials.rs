@@ -8,6 +8,7 @@
 //! the client's life. An exception, or a value of another shape, is the error of the requests
 //! that needed the credentials (`kind == "credentials"`).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::error::CredentialsError;
@@ -16,14 +17,18 @@ use aws_credential_types::Credentials;
 use pyo3::prelude::*;
 use pyo3::types::PyMapping;
 
-/// A Python callable that returns credentials.
+/// A Python callable that returns credentials. Shared by an `Arc`, so that handing it to the
+/// blocking thread takes no GIL on the runtime's worker (which would stall every request while
+/// Python code holds the GIL).
 pub(crate) struct PyProvider {
-    callable: Py<PyAny>,
+    callable: Arc<Py<PyAny>>,
 }
 
 impl PyProvider {
     pub(crate) fn new(callable: Py<PyAny>) -> Self {
-        PyProvider { callable }
+        PyProvider {
+            callable: Arc::new(callable),
+        }
     }
 }
 
@@ -38,7 +43,7 @@ impl ProvideCredentials for PyProvider {
     where
         Self: 'a,
     {
-        let callable = Python::with_gil(|py| self.callable.clone_ref(py));
+        let callable = Arc::clone(&self.callable);
         future::ProvideCredentials::new(async move {
             let call = tokio::task::spawn_blocking(move || {
                 Python::with_gil(|py| call_provider(py, &callable))
