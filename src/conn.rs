@@ -145,12 +145,29 @@ impl Unit {
     /// server's certificate is refused or the handshake fails.
     pub(crate) async fn connect(self, origin: &Origin) -> Result<Conn, (Unit, Error)> {
         if let Some(socket) = self.take_idle(origin) {
-            return Ok(Conn { unit: self, socket });
+            return Ok(Conn {
+                unit: self,
+                socket,
+                reused: true,
+            });
         }
+        self.connect_new(origin).await
+    }
+
+    /// A new connection to `origin`, whatever is idle.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Unit::connect).
+    pub(crate) async fn connect_new(self, origin: &Origin) -> Result<Conn, (Unit, Error)> {
         // Boxed: a dial (resolver, TCP, TLS handshake) is rare and large, and would otherwise
         // make every request's future as large as itself.
         match Box::pin(self.dial(origin)).await {
-            Ok(socket) => Ok(Conn { unit: self, socket }),
+            Ok(socket) => Ok(Conn {
+                unit: self,
+                socket,
+                reused: false,
+            }),
             Err(e) => Err((self, e)),
         }
     }
@@ -321,13 +338,27 @@ pub(crate) struct Conn {
     // Dropped first: the socket is closed (its permit back) before the unit frees.
     socket: Box<Socket>,
     unit: Unit,
+    /// The connection carried an exchange before this one.
+    reused: bool,
 }
 
 impl Conn {
+    /// Whether the connection was taken from the idle list, not dialed for this request.
+    pub(crate) fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Closes the connection and keeps its unit, to send the request again on a new one.
+    pub(crate) fn close(self) -> Unit {
+        let Conn { socket, unit, .. } = self;
+        drop(socket);
+        unit
+    }
+
     /// Returns the connection to the idle list if its exchange ended cleanly (else closes it),
     /// and frees its unit.
     pub(crate) fn release(self) {
-        let Conn { unit, socket } = self;
+        let Conn { unit, socket, .. } = self;
         if socket.http.reusable() {
             let mut idle = unit
                 .pool

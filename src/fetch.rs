@@ -57,7 +57,9 @@ pub(crate) struct PartSpec {
 /// What the replies fixed for every part and attempt of one object.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Pinned {
-    pub(crate) etag: Option<String>,
+    /// The ETag as the server sent it: a field value, which may hold obs-text (octets over
+    /// 0x7f, not always UTF-8) that `If-Match` must send back unchanged.
+    pub(crate) etag: Option<Box<[u8]>>,
     pub(crate) version_id: Option<String>,
     pub(crate) size: Option<u64>,
 }
@@ -117,9 +119,10 @@ impl ObjectPin {
         };
         let mut p = self.lock();
         match (&p.etag, etag) {
-            (Some(first), Some(now)) if first.as_bytes() != now => {
+            (Some(first), Some(now)) if **first != *now => {
                 return Err(changed(format!(
-                    "ETag changed from {first:?} to {:?}",
+                    "ETag changed from {:?} to {:?}",
+                    String::from_utf8_lossy(first),
                     String::from_utf8_lossy(now)
                 )));
             }
@@ -128,18 +131,9 @@ impl ObjectPin {
                     "a reply has no ETag to match the first one's".to_owned(),
                 ));
             }
-            (None, Some(now)) => {
-                // Sent back in If-Match, so it must be a valid field value.
-                let now = std::str::from_utf8(now)
-                    .ok()
-                    .filter(|v| http1::is_field_value(v.as_bytes()))
-                    .ok_or_else(|| {
-                        Error::new(ErrorKind::InvalidResponse)
-                            .with_status(status)
-                            .with_message("the ETag is not a valid header value")
-                    })?;
-                p.etag = Some(now.to_owned());
-            }
+            // A field value as parsed (visible ASCII, blanks, obs-text), so it can be sent
+            // back in If-Match as it is.
+            (None, Some(now)) => p.etag = Some(now.into()),
             _ => {}
         }
         let version = version.and_then(|v| std::str::from_utf8(v).ok());
@@ -370,7 +364,7 @@ impl PartRequest<'_> {
 
         let mut req = self.target.get_object(self.key, self.version_id)?;
         if let Some(etag) = &pinned.etag {
-            req.if_match(etag.as_bytes());
+            req.if_match(etag);
         }
         if ranged {
             req.range(from, end - 1);
@@ -476,6 +470,16 @@ impl PartRequest<'_> {
                         .with_source(e))
                 }
             }
+        }
+        if lease.len() as u64 != want && conn.ends_with_close() {
+            // A body framed by the connection's close cannot tell a server that meant to end
+            // it from a connection that broke: retried like a broken connection.
+            return Err(Error::new(ErrorKind::Connection)
+                .with_status(status)
+                .with_message(format!(
+                    "the connection closed after {} of {want} bytes of a body that ends with it",
+                    lease.len()
+                )));
         }
         if lease.len() as u64 != want {
             return Err(length_error(
@@ -608,7 +612,7 @@ pub(crate) fn check_reply(
             .with_status(status)
             .with_message(why)
     };
-    let content_length = content_length.map(http1::parse_decimal);
+    let content_length = content_length.map(http1::parse_length);
     let shape = match status {
         StatusCode::OK => {
             let total = match (asked.size, content_length) {
@@ -694,17 +698,35 @@ async fn send(
 ) -> Result<Conn, Error> {
     let creds = ctx.signer.credentials_for_request().await?;
     let mut conn = unit.connect(req.origin()).await.map_err(|(_, e)| e)?;
-    compose(&mut conn, req, &ctx.signer, creds.as_ref())?;
-    Counters::add(&ctx.counters.requests, 1);
-    let exchange = async {
-        conn.send(req.method() == http::Method::HEAD).await?;
-        conn.read_head().await
-    };
-    match stalls.within(exchange).await {
-        Some(Ok(())) => Ok(conn),
-        Some(Err(e)) => Err(e),
-        None => Err(Error::new(ErrorKind::Timeout)
-            .with_message(format!("no response within {}", fmt_duration(stalls.stall)))),
+    loop {
+        compose(&mut conn, req, &ctx.signer, creds.as_ref())?;
+        Counters::add(&ctx.counters.requests, 1);
+        let exchange = async {
+            conn.send(req.method() == http::Method::HEAD).await?;
+            conn.read_head().await
+        };
+        let failed = match stalls.within(exchange).await {
+            Some(Ok(())) => return Ok(conn),
+            Some(Err(e)) => e,
+            None => {
+                return Err(Error::new(ErrorKind::Timeout)
+                    .with_message(format!("no response within {}", fmt_duration(stalls.stall))))
+            }
+        };
+        // A server may close an idle keep-alive connection just as it is taken for a request:
+        // the request is sent again at once on a new connection, spending no attempt, retry
+        // budget or backoff. Once only, as the new connection was not idle: a server that
+        // closes every connection still fails the request.
+        if !(conn.reused() && conn.unanswered() && failed.kind() == ErrorKind::Connection) {
+            return Err(failed);
+        }
+        tracing::debug!(error = %failed, "a reused connection was closed before any reply; sending again on a new one");
+        Counters::add(&ctx.counters.stale_connections, 1);
+        conn = conn
+            .close()
+            .connect_new(req.origin())
+            .await
+            .map_err(|(_, e)| e)?;
     }
 }
 

@@ -10,8 +10,8 @@
 //! here the connection is a plain struct, driven by the task that awaits the reply:
 //!
 //! * the request head is written from one reused buffer, in one write;
-//! * the response head is read into a fixed read buffer (16 KiB, grown up to 64 KiB only for a
-//!   larger head) and parsed by `httparse`; the body bytes that came with it are copied out of
+//! * the response head is read into a fixed read buffer (16 KiB, grown up to [`MAX_HEAD`] only
+//!   for a larger head) and parsed by `httparse`; the body bytes that came with it are copied out of
 //!   that buffer, and every later read goes from the socket (or TLS) directly into the
 //!   caller's slice, never past the body's end — except the last few KiB of a body over plain
 //!   TCP (below [`SMALL_REST`]), read through the read buffer (see there why);
@@ -38,7 +38,7 @@ use crate::error::{Error, ErrorKind};
 use crate::tls::TlsStream;
 pub(crate) use chunked::decode_all as decode_chunked;
 use chunked::{Chunked, Step};
-pub(crate) use head::{is_field_value, parse_decimal, Framing, Head, Parsed};
+pub(crate) use head::{is_field_value, parse_length, Framing, Head, Parsed};
 
 /// The read buffer's size: a response head and, for a small object, its whole body.
 const READ_BUF: usize = 16 << 10;
@@ -51,8 +51,9 @@ const READ_BUF: usize = 16 << 10;
 /// for the price of copying a few KiB.
 const SMALL_REST: u64 = 8 << 10;
 
-/// The largest response head accepted.
-pub(crate) const MAX_HEAD: usize = 64 << 10;
+/// The largest response head accepted: hyper's default read buffer limit (8 KiB + 100 × 4 KiB),
+/// so that a head hyper reads is read here too.
+pub(crate) const MAX_HEAD: usize = 8192 + 4096 * 100;
 
 /// Where connections go: a `scheme://authority` URI, with its text (lower case) as the key that
 /// pooled connections are matched by — a pointer or string comparison, not a URI's.
@@ -164,6 +165,10 @@ pub(crate) struct Connection {
     head: Head,
     state: State,
     keep_alive: bool,
+    /// The body of the current response ends with the connection.
+    until_close: bool,
+    /// A byte of the current response has arrived.
+    answered: bool,
     /// For a plain http origin reached through a proxy: what requests add to go there.
     forward: Option<Box<Forward>>,
 }
@@ -191,6 +196,8 @@ impl Connection {
             head: Head::default(),
             state: State::Ready,
             keep_alive: true,
+            until_close: false,
+            answered: false,
             forward: None,
         }
     }
@@ -259,6 +266,8 @@ impl Connection {
         self.state = State::Broken; // until the response is whole
         self.start = 0;
         self.end = 0;
+        self.answered = false;
+        self.until_close = false;
         self.io.write_all(&self.out).await.map_err(|e| {
             Error::new(ErrorKind::Connection)
                 .with_message("sending the request failed")
@@ -302,6 +311,7 @@ impl Connection {
                     Framing::Chunked => State::Body(BodyLeft::Chunked(Chunked::Size)),
                     Framing::UntilClose => {
                         self.keep_alive = false;
+                        self.until_close = true;
                         State::Body(BodyLeft::UntilClose)
                     }
                 };
@@ -326,6 +336,18 @@ impl Connection {
     /// The head [`read_head`](Connection::read_head) read.
     pub(crate) fn head(&self) -> &Head {
         &self.head
+    }
+
+    /// Whether the current response's body ends when the server closes the connection: then
+    /// a body shorter than expected may be a connection that broke, not a server that meant it.
+    pub(crate) fn ends_with_close(&self) -> bool {
+        self.until_close
+    }
+
+    /// Whether no byte of a response has arrived since the request was sent: a failure then
+    /// is a connection the server had closed, never a reply that went wrong.
+    pub(crate) fn unanswered(&self) -> bool {
+        !self.answered
     }
 
     /// Reads body bytes into `dst` (not empty): how many, or 0 once the body has ended.
@@ -464,6 +486,7 @@ impl Connection {
         }
         let n = self.io.read(&mut self.buf[self.end..]).await?;
         self.end += n;
+        self.answered |= n > 0;
         Ok(n)
     }
 

@@ -94,7 +94,8 @@ pub struct Object {
     pub key: String,
     /// Its position in the input (0-based).
     pub seq: u64,
-    /// The `ETag` the server sent, quotes included, if any.
+    /// The `ETag` the server sent, quotes included, if any (octets that are not UTF-8, which
+    /// HTTP allows, are shown as U+FFFD here; requests send the ETag back as it came).
     pub etag: Option<String>,
     /// The version id the server sent (`x-amz-version-id`), if any.
     pub version_id: Option<String>,

@@ -14,6 +14,7 @@ pub(crate) struct Counters {
     pub(crate) throttled: AtomicU64,
     pub(crate) parts: AtomicU64,
     pub(crate) region_redirects: AtomicU64,
+    pub(crate) stale_connections: AtomicU64,
 }
 
 impl Counters {
@@ -46,6 +47,10 @@ pub struct Stats {
     /// Buckets found in another region than the request was signed for (a 301, 307 or 400
     /// naming the region), counted once per bucket and region learned.
     pub region_redirects: u64,
+    /// Requests sent again at once on a new connection because the reused idle connection
+    /// they were sent on had been closed by the server before any byte of a reply (its
+    /// keep-alive timeout); such a request spends no attempt and no retry budget.
+    pub stale_connections: u64,
     /// The adaptive limit on requests in flight now: `max_connections` (or the configured
     /// ceiling) until the server throttles, lower after.
     pub concurrency_limit: usize,
@@ -81,6 +86,7 @@ impl Counters {
             throttled: self.throttled.load(Ordering::Relaxed),
             parts: self.parts.load(Ordering::Relaxed),
             region_redirects: self.region_redirects.load(Ordering::Relaxed),
+            stale_connections: self.stale_connections.load(Ordering::Relaxed),
             ..Stats::default()
         }
     }

@@ -161,4 +161,4 @@ class Client:
         """The keys under ``prefix`` as ``(key, size)``; feeds ``get_all`` directly."""
     def stats(self) -> dict[str, int]:
         """Counters and gauges: objects, bytes, requests, retries, throttled,
-        region_redirects, errors, open_connections, bytes_in_use, ..."""
+        region_redirects, stale_connections, errors, open_connections, bytes_in_use, ..."""

@@ -202,6 +202,7 @@ impl Client {
         d.set_item("retries", s.retries)?;
         d.set_item("throttled", s.throttled)?;
         d.set_item("region_redirects", s.region_redirects)?;
+        d.set_item("stale_connections", s.stale_connections)?;
         d.set_item("concurrency_limit", s.concurrency_limit)?;
         d.set_item("requests_in_flight", s.requests_in_flight)?;
         d.set_item("connections_opened", s.connections_opened)?;

@@ -302,7 +302,9 @@ impl Assembly {
         Object {
             key: delivery.take_key().unwrap_or_else(|| self.key.clone()),
             seq: self.seq,
-            etag: pinned.etag,
+            etag: pinned
+                .etag
+                .map(|e| String::from_utf8_lossy(&e).into_owned()),
             version_id: pinned.version_id,
             body,
         }

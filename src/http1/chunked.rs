@@ -52,21 +52,18 @@ impl Chunked {
         match *self {
             Chunked::Done => Ok(Step::Done),
             Chunked::Data(left) => Ok(Step::Data(left)),
-            Chunked::Size => match httparse::parse_chunk_size(bytes) {
-                Ok(httparse::Status::Complete((used, _))) if used > MAX_LINE => {
-                    Err(invalid("chunk-size line too long"))
-                }
-                Ok(httparse::Status::Complete((used, 0))) => {
+            Chunked::Size => match size_line(bytes)? {
+                Some((used, _)) if used > MAX_LINE => Err(invalid("chunk-size line too long")),
+                Some((used, 0)) => {
                     *self = Chunked::Trailers(0);
                     Ok(Step::Framing(used))
                 }
-                Ok(httparse::Status::Complete((used, size))) => {
+                Some((used, size)) => {
                     *self = Chunked::Data(size);
                     Ok(Step::Framing(used))
                 }
-                Ok(httparse::Status::Partial) if bytes.len() < MAX_LINE => Ok(Step::NeedMore),
-                Ok(httparse::Status::Partial) => Err(invalid("chunk-size line too long")),
-                Err(_) => Err(invalid("invalid chunk-size line")),
+                None if bytes.len() < MAX_LINE => Ok(Step::NeedMore),
+                None => Err(invalid("chunk-size line too long")),
             },
             Chunked::DataEnd => match bytes {
                 [b'\r', b'\n', ..] => {
@@ -77,21 +74,25 @@ impl Chunked {
                 _ => Err(invalid("chunk data not followed by CRLF")),
             },
             Chunked::Trailers(seen) => {
-                let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") else {
-                    return if bytes.len() < MAX_LINE && seen + bytes.len() < MAX_TRAILERS {
-                        Ok(Step::NeedMore)
-                    } else {
-                        Err(invalid("trailer section too long"))
-                    };
+                // A line ends at its first CR, which LF must follow (hyper's reading).
+                let Some(cr) = bytes.iter().position(|&b| b == b'\r') else {
+                    return more_trailers(bytes.len(), seen);
                 };
-                let used = end + 2;
+                match bytes.get(cr + 1) {
+                    None => return more_trailers(bytes.len(), seen),
+                    Some(b'\n') => {}
+                    Some(_) => return Err(invalid("trailer line not ended by CRLF")),
+                }
+                let used = cr + 2;
                 if used > MAX_LINE || seen + used > MAX_TRAILERS {
                     return Err(invalid("trailer section too long"));
                 }
-                // An empty line ends the body; any other line is a trailer field, skipped.
-                *self = if end == 0 {
+                // An empty line ends the body; any other line is a trailer field, checked as
+                // a field and skipped.
+                *self = if cr == 0 {
                     Chunked::Done
                 } else {
+                    trailer_field(&bytes[..used])?;
                     Chunked::Trailers(seen + used)
                 };
                 Ok(Step::Framing(used))
@@ -109,6 +110,74 @@ impl Chunked {
             }
         }
     }
+}
+
+/// Read more of a trailer line, if the bounds allow.
+fn more_trailers(have: usize, seen: usize) -> Result<Step, Error> {
+    if have < MAX_LINE && seen + have < MAX_TRAILERS {
+        Ok(Step::NeedMore)
+    } else {
+        Err(invalid("trailer section too long"))
+    }
+}
+
+/// Checks one trailer line (CRLF included) as header fields, as hyper does before it hands
+/// trailers out: a malformed one is refused, not skipped.
+fn trailer_field(line: &[u8]) -> Result<(), Error> {
+    let mut block = Vec::with_capacity(line.len() + 2);
+    block.extend_from_slice(line);
+    block.extend_from_slice(b"\r\n");
+    let mut fields = [httparse::EMPTY_HEADER; 8];
+    match httparse::parse_headers(&block, &mut fields) {
+        Ok(httparse::Status::Complete((used, parsed)))
+            if used == block.len()
+                && parsed
+                    .iter()
+                    .all(|f| http::HeaderValue::from_bytes(f.value).is_ok()) =>
+        {
+            Ok(())
+        }
+        _ => Err(invalid("malformed trailer field")),
+    }
+}
+
+/// A chunk-size line at the start of `bytes`: its length (CRLF included) and the size, or
+/// `None` when the line goes on past `bytes`. The grammar is RFC 9112 §7.1 as hyper reads it:
+/// at least one hex digit (a size over `u64` is refused), then optional blanks, then an optional
+/// extension (`;` and anything but CR or LF), then CRLF. An empty size (`\r\n` alone) is not
+/// the last chunk but an error, and so is a bare LF anywhere in the line: a peer that ends lines
+/// differently could see a different body in the same bytes.
+fn size_line(bytes: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum At {
+        Digits,
+        Blanks,
+        Extension,
+        Lf,
+    }
+    let mut size: u64 = 0;
+    let mut at = At::Digits;
+    for (i, &b) in bytes.iter().enumerate() {
+        at = match (at, b) {
+            (At::Digits, _) if b.is_ascii_hexdigit() => {
+                let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
+                size = size
+                    .checked_mul(16)
+                    .and_then(|s| s.checked_add(digit))
+                    .ok_or_else(|| invalid("chunk size over 2^64"))?;
+                At::Digits
+            }
+            (At::Digits, _) if i == 0 => return Err(invalid("chunk-size line without a size")),
+            (At::Digits | At::Blanks, b' ' | b'\t') => At::Blanks,
+            (At::Digits | At::Blanks | At::Extension, b';') => At::Extension,
+            (At::Digits | At::Blanks | At::Extension, b'\r') => At::Lf,
+            (At::Extension, b'\n') => return Err(invalid("bare LF in a chunk extension")),
+            (At::Extension, _) => At::Extension,
+            (At::Lf, b'\n') => return Ok(Some((i + 1, size))),
+            _ => return Err(invalid("invalid chunk-size line")),
+        };
+    }
+    Ok(None)
 }
 
 fn invalid(why: &str) -> Error {
@@ -157,7 +226,7 @@ mod tests {
     #[test]
     fn decodes_whatever_the_split() {
         let body =
-            b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: t\r\n\r\nNEXT";
+            b"5\r\nhello\r\n1 \t;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: t\r\n\r\nNEXT";
         for split in 1..body.len() {
             let (data, used) = decode_all(body, split).unwrap().unwrap();
             assert_eq!(data, b"hello 0123456789", "split {split}");
@@ -188,9 +257,21 @@ mod tests {
             b"5\r\nhelloXX0\r\n\r\n",
             b"-1\r\n",
             b"ffffffffffffffffff\r\n",
+            b"10000000000000000\r\n",
+            // An empty size is no last chunk, and lines end in CRLF only.
+            b"\r\n\r\n",
+            b";ext\r\n\r\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\rhello\r\n0\r\n\r\n",
+            b"5 5\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
             long_line.as_bytes(),
             long_trailer.as_bytes(),
             long_trailers.as_bytes(),
+            b"0\r\nx: y\rz\r\n\r\n",
+            b"0\r\nnot a field\r\n\r\n",
+            b"0\r\nx: \x01\r\n\r\n",
         ] {
             for split in [7, bad.len()] {
                 let e = decode_all(bad, split).unwrap_err();

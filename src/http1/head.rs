@@ -237,18 +237,16 @@ impl Head {
         }
         let mut length = None;
         for value in self.all("content-length") {
-            for v in value.split(|&b| b == b',') {
-                let n = parse_decimal(v.trim_ascii()).ok_or_else(|| {
-                    invalid(format!(
-                        "invalid Content-Length {:?}",
-                        String::from_utf8_lossy(value)
-                    ))
-                })?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(invalid("Content-Length values disagree".to_owned()));
-                }
-                length = Some(n);
+            let n = parse_length(value).ok_or_else(|| {
+                invalid(format!(
+                    "invalid Content-Length {:?}",
+                    String::from_utf8_lossy(value)
+                ))
+            })?;
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid("Content-Length values disagree".to_owned()));
             }
+            length = Some(n);
         }
         Ok(length.map_or(Framing::UntilClose, Framing::Length))
     }
@@ -270,12 +268,32 @@ pub(crate) fn is_field_value(v: &[u8]) -> bool {
     })
 }
 
-/// A decimal number of ASCII digits only (no sign, no blanks), as `Content-Length` must be.
+/// A `Content-Length` value: a decimal number, or a list of equal ones (`5, 5`, which RFC 9110
+/// §8.6 lets a recipient read as one; hyper does).
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for v in value.split(|&b| b == b',') {
+        let n = parse_decimal(v.trim_ascii())?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
+}
+
+/// A decimal number of ASCII digits only (no sign, no blanks), as `Content-Length` must be;
+/// leading zeros may make it as long as it likes, but its value must fit a `u64`.
 pub(crate) fn parse_decimal(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() {
         return None;
     }
-    Some(v.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+    v.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn invalid(why: String) -> Error {
@@ -431,11 +449,17 @@ mod tests {
     #[test]
     fn decimal_lengths() {
         assert_eq!(parse_decimal(b"0"), Some(0));
-        assert_eq!(parse_decimal(b"18446744073709551615"), None); // 20 digits
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        assert_eq!(parse_decimal(&[b'0'; 40]), Some(0));
+        assert_eq!(parse_decimal(b"0000000000000000000000012"), Some(12));
         assert_eq!(
             parse_decimal(b"9999999999999999999"),
             Some(9_999_999_999_999_999_999)
         );
         assert_eq!(parse_decimal(b"1a"), None);
+        assert_eq!(parse_length(b"5, 5,5"), Some(5));
+        assert_eq!(parse_length(b"5, 6"), None);
+        assert_eq!(parse_length(b"5,"), None);
     }
 }

@@ -7,6 +7,7 @@ mod cancel;
 #[allow(dead_code)] // leaf_pem is the CLI tests'
 mod certs;
 mod credentials;
+mod desync;
 mod integrity;
 mod options;
 mod parts;
@@ -27,3 +28,8 @@ mod tls;
 #[path = "../support/tls_server.rs"]
 mod tls_server;
 mod wire;
+
+/// A client builder on the transport these tests run on.
+pub fn builder() -> s3_ordered::ClientBuilder {
+    s3_ordered::Client::builder()
+}

@@ -1,13 +1,13 @@
 //! The client's HTTP/1.1 layer against servers that frame, close and misbehave in the ways the
-//! protocol allows (or forbids): chunked bodies, idle connections closed by the server, heads
-//! too large to accept.
+//! protocol allows (or forbids): chunked bodies and idle connections closed by the server
+//! (`desync.rs` has the rest).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{ErrorKind, ObjectRef};
+use s3_ordered::ObjectRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -111,40 +111,6 @@ async fn idle_connections_the_server_closed_are_not_used() {
     let results: Vec<_> = client.get_all("bucket", keys).collect().await;
     assert!(results.iter().all(|r| r.is_ok()));
     assert_eq!(accepted.load(Ordering::SeqCst), 5);
-    drop(results);
-    assert_quiescent(&client).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_head_over_64_kib_is_refused() {
-    let mock = Mock::start(|r: &Seen| {
-        let reply = Reply::ok(content(&r.key, 10));
-        if r.key == "huge" {
-            reply.header("x-amz-meta-big", "a".repeat(70 << 10))
-        } else {
-            reply.header("x-amz-meta-big", "a".repeat(40 << 10))
-        }
-    })
-    .await;
-    let client = mock
-        .builder()
-        .max_connections(1)
-        .retry(fast_retries(2))
-        .build()
-        .unwrap();
-    let results: Vec<_> = client
-        .get_all(
-            "bucket",
-            [ObjectRef::new("huge", 10), ObjectRef::new("large", 10)],
-        )
-        .collect()
-        .await;
-    let e = results[0].as_ref().unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
-    assert_eq!(e.attempts(), 2);
-    assert!(e.with_causes().contains("64 KiB"), "{}", e.with_causes());
-    // A large head within the bound is fine.
-    assert_eq!(results[1].as_ref().expect("large head").body.len(), 10);
     drop(results);
     assert_quiescent(&client).await;
 }
