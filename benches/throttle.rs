@@ -16,6 +16,12 @@
 #[path = "../tests/support/s3_server.rs"]
 #[allow(dead_code)] // only its object contents are used here
 mod s3_server;
+
+/// Where `S3Server::builder` starts.
+#[allow(dead_code)]
+fn client_builder() -> s3_ordered::ClientBuilder {
+    s3_ordered::Client::builder()
+}
 #[path = "../tests/support/shed_server.rs"]
 #[allow(dead_code)] // changing K while it runs is the tests'
 mod shed_server;

@@ -59,6 +59,22 @@ pub enum Addressing {
     VirtualHosted,
 }
 
+/// What carries the HTTP/1.1 exchanges on the pool's connections. Both run under the same
+/// connection, memory and retry budgets, with bodies read into the same slabs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpTransport {
+    /// This crate's own HTTP/1.1 (`httparse` heads, bodies read straight into the slabs, its
+    /// own TLS record layer over rustls): one copy less per body byte and a few allocations per
+    /// request. The default.
+    #[default]
+    Native,
+    /// hyper's `client::conn::http1` over tokio-rustls: the reference HTTP/1.1 client of the
+    /// Rust ecosystem, at the cost of a copy of every body byte and more allocations per
+    /// request (PERFORMANCE.md). Needs the crate feature `hyper` (on by default).
+    Hyper,
+}
+
 /// Where credentials come from.
 #[derive(Clone)]
 pub(crate) enum CredentialSource {
@@ -101,6 +117,7 @@ pub struct ClientBuilder {
     retry: RetryConfig,
     throttle: ThrottleConfig,
     checksum_mode: bool,
+    transport: HttpTransport,
     requester_pays: bool,
     expected_bucket_owner: Option<String>,
     sse_customer_key: Option<SseCustomerKey>,
@@ -138,6 +155,7 @@ impl Default for ClientBuilder {
             retry: RetryConfig::default(),
             throttle: ThrottleConfig::default(),
             checksum_mode: false,
+            transport: HttpTransport::Native,
             requester_pays: false,
             expected_bucket_owner: None,
             sse_customer_key: None,
@@ -326,6 +344,13 @@ impl ClientBuilder {
     /// with a range). Default: off.
     pub fn checksum_mode(mut self, enabled: bool) -> Self {
         self.checksum_mode = enabled;
+        self
+    }
+
+    /// What speaks HTTP/1.1 on the connections: this crate's own exchange (the default) or
+    /// hyper's; see [`HttpTransport`].
+    pub fn transport(mut self, transport: HttpTransport) -> Self {
+        self.transport = transport;
         self
     }
 
@@ -599,6 +624,12 @@ impl ClientBuilder {
             other => other,
         };
 
+        if self.transport == HttpTransport::Hyper && !cfg!(feature = "hyper") {
+            return Err(ConfigError::new(
+                "transport",
+                "this build has no hyper transport; enable the crate feature `hyper`",
+            ));
+        }
         // Every origin shares the endpoint's scheme: over http, no connection ever verifies a
         // certificate, and reading the platform's store would only cost start-up time.
         let https = endpoint.scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -621,6 +652,7 @@ impl ClientBuilder {
             retry: self.retry,
             throttle: self.throttle,
             checksum_mode: self.checksum_mode,
+            transport: self.transport,
             extra_fields,
             proxies,
         })
@@ -732,6 +764,7 @@ pub(crate) struct Config {
     pub(crate) retry: RetryConfig,
     pub(crate) throttle: ThrottleConfig,
     pub(crate) checksum_mode: bool,
+    pub(crate) transport: HttpTransport,
     /// The request options' fields.
     pub(crate) extra_fields: Arc<ExtraFields>,
     /// Where connections go through a proxy.

@@ -25,8 +25,9 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::config::HttpTransport;
 use crate::error::{Error, ErrorKind};
-use crate::http1::{self, Connection, Origin, Transport};
+use crate::http1::{self, Connection, Http, Origin, Transport};
 use crate::proxy::Proxies;
 use crate::tls::TlsStream;
 
@@ -47,6 +48,7 @@ struct PoolInner {
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     proxies: Arc<Proxies>,
+    transport: HttpTransport,
 }
 
 impl ConnPool {
@@ -55,6 +57,7 @@ impl ConnPool {
         connect_timeout: Duration,
         tls: &rustls::ClientConfig,
         proxies: Arc<Proxies>,
+        transport: HttpTransport,
     ) -> Self {
         // This client speaks HTTP/1.1 only, whatever the configuration offered.
         let mut tls = tls.clone();
@@ -69,6 +72,7 @@ impl ConnPool {
                 tls: Arc::new(tls),
                 connect_timeout,
                 proxies,
+                transport,
             }),
         }
     }
@@ -119,7 +123,7 @@ impl std::fmt::Debug for ConnPool {
 /// goes back when the socket is dropped (and so closed).
 struct Socket {
     origin: Origin,
-    http: Connection,
+    http: Http,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -186,6 +190,7 @@ impl Unit {
                 let pos = idle.iter().rposition(|s| s.origin == *origin)?;
                 idle.swap_remove(pos)
             };
+            let mut socket = socket;
             if socket.http.idle_alive() {
                 return Some(socket);
             }
@@ -242,22 +247,39 @@ impl Unit {
             };
             let mut tcp = connect_tcp(to_host, to_port, self.pool.connect_timeout).await?;
             tcp.set_nodelay(true)?;
-            if !https {
-                return Ok(Transport::Plain(tcp));
+            if https {
+                if let Some(p) = proxy {
+                    p.tunnel(&mut tcp, host, port).await?;
+                }
             }
-            if let Some(p) = proxy {
-                p.tunnel(&mut tcp, host, port).await?;
-            }
-            let name = ServerName::try_from(host.to_owned())?;
-            let tls = TlsStream::connect(Arc::clone(&self.pool.tls), name, tcp).await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Transport::Tls(Box::new(tls)))
+            let name = || ServerName::try_from(host.to_owned());
+            let http = match self.pool.transport {
+                HttpTransport::Native if https => {
+                    let tls = TlsStream::connect(Arc::clone(&self.pool.tls), name()?, tcp).await?;
+                    Http::Native(Connection::new(Transport::Tls(Box::new(tls))))
+                }
+                HttpTransport::Native => Http::Native(Connection::new(Transport::Plain(tcp))),
+                #[cfg(feature = "hyper")]
+                HttpTransport::Hyper => {
+                    let stream = if https {
+                        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.pool.tls));
+                        http1::HyperStream::tls(tls.connect(name()?, tcp).await?)
+                    } else {
+                        http1::HyperStream::plain(tcp)
+                    };
+                    Http::Hyper(Box::new(http1::HyperConnection::handshake(stream).await?))
+                }
+                #[cfg(not(feature = "hyper"))]
+                HttpTransport::Hyper => unreachable!("refused when the client is built"),
+            };
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http)
         };
         let via = || match proxy {
             Some(p) => format!(" through the proxy {}:{}", p.host, p.port),
             None => String::new(),
         };
-        let io = match tokio::time::timeout(self.pool.connect_timeout, connect).await {
-            Ok(Ok(io)) => io,
+        let mut http = match tokio::time::timeout(self.pool.connect_timeout, connect).await {
+            Ok(Ok(http)) => http,
             Ok(Err(e)) => {
                 if let Some(tls) = crate::tls::classify(uri, e.as_ref()) {
                     return Err(tls.with_source(e));
@@ -277,7 +299,6 @@ impl Unit {
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
         let open = self.pool.max - self.pool.sockets.available_permits();
         tracing::debug!(%origin, open, "connection opened");
-        let mut http = http1::Connection::new(io);
         if let (Some(p), false) = (proxy, https) {
             // Requests of a plain http origin go to the proxy in absolute form.
             http.forward_through(
@@ -374,15 +395,15 @@ impl Conn {
 }
 
 impl Deref for Conn {
-    type Target = Connection;
+    type Target = Http;
 
-    fn deref(&self) -> &Connection {
+    fn deref(&self) -> &Http {
         &self.socket.http
     }
 }
 
 impl DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut Connection {
+    fn deref_mut(&mut self) -> &mut Http {
         &mut self.socket.http
     }
 }

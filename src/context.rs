@@ -49,6 +49,7 @@ impl Context {
                 config.connect_timeout,
                 &config.tls,
                 Arc::clone(&config.proxies),
+                config.transport,
             ),
             signer: Signer::new(&config.credentials),
             counters: Counters::default(),

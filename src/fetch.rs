@@ -31,7 +31,7 @@ use crate::checksum::Expected;
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::http1::{self, Connection};
+use crate::http1::{self, Http};
 use crate::limiter::{Change, Limiter, Slot};
 use crate::memory::Lease;
 use crate::retry::{classify, Class, Next, Retrier};
@@ -733,7 +733,7 @@ async fn send(
 /// Writes `req` into `conn`'s request buffer as HTTP/1.1: its request line and fields, and —
 /// with credentials — the SigV4 fields computed over exactly those bytes.
 fn compose(
-    conn: &mut Connection,
+    conn: &mut Http,
     req: &S3Request<'_>,
     signer: &Signer,
     creds: Option<&Credentials>,

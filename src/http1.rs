@@ -27,6 +27,8 @@
 
 mod chunked;
 mod head;
+#[cfg(feature = "hyper")]
+mod via_hyper;
 
 use std::io;
 use std::task::{Context, Waker};
@@ -39,6 +41,8 @@ use crate::tls::TlsStream;
 pub(crate) use chunked::decode_all as decode_chunked;
 use chunked::{Chunked, Step};
 pub(crate) use head::{is_field_value, parse_length, Framing, Head, Parsed};
+#[cfg(feature = "hyper")]
+pub(crate) use via_hyper::{HyperConnection, HyperStream};
 
 /// The read buffer's size: a response head and, for a small object, its whole body.
 const READ_BUF: usize = 16 << 10;
@@ -231,7 +235,7 @@ impl Connection {
 
     /// For an idle connection: true unless the server closed it or sent something unasked for
     /// meanwhile. Never blocks: it peeks at the socket.
-    pub(crate) fn idle_alive(&self) -> bool {
+    pub(crate) fn idle_alive(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
         let mut peek = ReadBuf::new(&mut byte);
@@ -517,6 +521,90 @@ fn body_broke() -> Error {
 
 fn not_in_body() -> Error {
     Error::new(ErrorKind::Internal).with_message("no response body is being read")
+}
+
+/// One connection's HTTP/1.1, on the transport the client was built with
+/// ([`HttpTransport`](crate::HttpTransport)): the same methods whichever it is.
+// The native connection inline: it is on every request's path, and its socket is boxed already.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Http {
+    /// This crate's exchange.
+    Native(Connection),
+    /// hyper's `client::conn::http1`.
+    #[cfg(feature = "hyper")]
+    Hyper(Box<HyperConnection>),
+}
+
+/// `$body` with `$c` bound to whichever connection `$http` holds.
+macro_rules! on_either {
+    ($http:expr, $c:ident => $body:expr) => {
+        match $http {
+            Http::Native($c) => $body,
+            #[cfg(feature = "hyper")]
+            Http::Hyper($c) => $body,
+        }
+    };
+}
+
+impl Http {
+    /// See [`Connection::forward_through`].
+    pub(crate) fn forward_through(
+        &mut self,
+        origin: String,
+        authorization: Option<http::HeaderValue>,
+    ) {
+        on_either!(self, c => c.forward_through(origin, authorization))
+    }
+
+    /// See [`Connection::reusable`].
+    pub(crate) fn reusable(&self) -> bool {
+        on_either!(self, c => c.reusable())
+    }
+
+    /// See [`Connection::idle_alive`].
+    pub(crate) fn idle_alive(&mut self) -> bool {
+        on_either!(self, c => c.idle_alive())
+    }
+
+    /// See [`Connection::compose`].
+    pub(crate) fn compose(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>, Option<&Forward>) {
+        on_either!(self, c => c.compose())
+    }
+
+    /// See [`Connection::send`].
+    pub(crate) async fn send(&mut self, method_head: bool) -> Result<(), Error> {
+        on_either!(self, c => c.send(method_head).await)
+    }
+
+    /// See [`Connection::read_head`].
+    pub(crate) async fn read_head(&mut self) -> Result<(), Error> {
+        on_either!(self, c => c.read_head().await)
+    }
+
+    /// See [`Connection::head`].
+    pub(crate) fn head(&self) -> &Head {
+        on_either!(self, c => c.head())
+    }
+
+    /// See [`Connection::ends_with_close`].
+    pub(crate) fn ends_with_close(&self) -> bool {
+        on_either!(self, c => c.ends_with_close())
+    }
+
+    /// See [`Connection::unanswered`].
+    pub(crate) fn unanswered(&self) -> bool {
+        on_either!(self, c => c.unanswered())
+    }
+
+    /// See [`Connection::read_body`].
+    pub(crate) async fn read_body(&mut self, dst: &mut [u8]) -> Result<usize, Error> {
+        on_either!(self, c => c.read_body(dst).await)
+    }
+
+    /// See [`Connection::body_ended`].
+    pub(crate) async fn body_ended(&mut self) -> Result<bool, Error> {
+        on_either!(self, c => c.body_ended().await)
+    }
 }
 
 /// Starts a request: `method`, a space, then the target that `target` appends (which must be

@@ -130,9 +130,9 @@ mod waitlist;
 pub use aws_env::{AwsEnv, AwsSettings};
 pub use client::Client;
 pub use config::{
-    Addressing, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_SLAB_SIZE, DEFAULT_STALL_TIMEOUT, MAX_SLAB_SIZE,
-    MIN_SLAB_SIZE,
+    Addressing, ClientBuilder, HttpTransport, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_SLAB_SIZE,
+    DEFAULT_STALL_TIMEOUT, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
 };
 pub use engine::ObjectStream;
 pub use error::{ConfigError, Error, ErrorKind};

@@ -3,7 +3,7 @@
 //!
 //! A test binary of its own: the suite samples the kernel's socket table, which every socket of
 //! the process appears in, so no other test may run beside it; its two tests (plain, and a subset
-//! over TLS) take turns.
+//! over TLS, each also with hyper's HTTP/1.1) take turns.
 
 #[path = "support/certs.rs"]
 #[allow(dead_code)]
@@ -17,7 +17,9 @@ mod fault_suite;
 #[allow(dead_code)]
 mod quiescent;
 
-use fault_suite::{run_all, run_seed, run_seed_tls, seeds, Totals};
+use fault_suite::{
+    run_all, run_seed, run_seed_hyper, run_seed_tls, run_seed_tls_hyper, seeds, Totals,
+};
 
 /// The two tests of this binary run one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -48,5 +50,19 @@ async fn seeded_fault_runs_over_tls_keep_every_invariant() {
     // A subset over https: the same faults cut TLS records short, reset and stall inside them.
     let t = run_all(&seeds(1001..=1060), 8, run_seed_tls, |_| {}).await;
     eprintln!("fault suite over TLS: {t:?}");
+    assert_faults_were_real(&t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_fault_runs_on_hyper_keep_every_invariant() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // A share of the suite with hyper carrying the exchanges, plain and over TLS: the same
+    // faults, the same invariants (sockets within max_connections, memory within the budget,
+    // every object right or failed at its own place).
+    let t = run_all(&seeds(2001..=2060), 8, run_seed_hyper, |_| {}).await;
+    eprintln!("fault suite on hyper: {t:?}");
+    assert_faults_were_real(&t);
+    let t = run_all(&seeds(3001..=3030), 8, run_seed_tls_hyper, |_| {}).await;
+    eprintln!("fault suite on hyper over TLS: {t:?}");
     assert_faults_were_real(&t);
 }

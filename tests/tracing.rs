@@ -11,6 +11,12 @@ mod quiescent;
 #[path = "support/s3_server.rs"]
 #[allow(dead_code)]
 mod s3_server;
+
+/// Where `S3Server::builder` starts.
+#[allow(dead_code)]
+fn client_builder() -> s3_ordered::ClientBuilder {
+    s3_ordered::Client::builder()
+}
 #[path = "it/support.rs"]
 #[allow(dead_code, unused_imports)]
 mod support;

@@ -17,6 +17,12 @@ mod run;
 #[allow(dead_code)]
 mod s3_server;
 
+/// Where `S3Server::builder` starts.
+#[allow(dead_code)]
+fn client_builder() -> s3_ordered::ClientBuilder {
+    s3_ordered::Client::builder()
+}
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;

@@ -8,6 +8,12 @@ mod run;
 #[path = "../../tests/support/s3_server.rs"]
 #[allow(dead_code)]
 mod s3_server;
+
+/// Where `S3Server::builder` starts.
+#[allow(dead_code)]
+fn client_builder() -> s3_ordered::ClientBuilder {
+    s3_ordered::Client::builder()
+}
 #[path = "../../tests/support/shed_server.rs"]
 #[allow(dead_code)]
 mod shed_server;

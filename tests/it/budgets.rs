@@ -233,7 +233,7 @@ async fn connection_refused_is_a_connect_error_per_item() {
     // Port 1 (tcpmux) has no listener and lies outside the ephemeral range, so no other
     // test's server can ever be there (a freed ephemeral port could be reused by one).
     let addr = "127.0.0.1:1";
-    let client = s3_ordered::Client::builder()
+    let client = crate::client_builder()
         .endpoint_url(format!("http://{addr}"))
         .anonymous()
         .max_connections(2)
@@ -296,7 +296,7 @@ async fn version_id_and_signature_headers_are_sent() {
 async fn https_endpoint_goes_through_tls_and_fails_cleanly_on_a_plain_server() {
     // The mock speaks plain HTTP: the rustls handshake fails, as a TLS error that is not retried.
     let mock = Mock::start(|r: &Seen| Reply::ok(content(&r.key, 10))).await;
-    let client = s3_ordered::Client::builder()
+    let client = crate::client_builder()
         .endpoint_url(format!("https://{}", mock.addr))
         .anonymous()
         .max_connections(2)

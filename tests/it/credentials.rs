@@ -101,7 +101,7 @@ async fn fetch_for(client: &Client, run: Duration) -> usize {
 }
 
 fn client(server: &S3Server, rotating: &Rotating) -> Client {
-    Client::builder()
+    crate::client_builder()
         .endpoint_url(format!("http://{}", server.addr))
         .credentials_provider(rotating.clone())
         .max_connections(4)

@@ -100,7 +100,7 @@ async fn serve(mut s: TcpStream, conn: usize, log: Arc<Mutex<Vec<Request>>>, scr
 }
 
 fn one_connection(addr: std::net::SocketAddr, attempts: u32) -> s3_ordered::Client {
-    crate::builder()
+    crate::client_builder()
         .endpoint_url(format!("http://{addr}"))
         .anonymous()
         .max_connections(1)
@@ -166,7 +166,7 @@ async fn an_etag_with_obs_text_is_sent_back_as_it_came() {
         Act::Reply(out)
     }))
     .await;
-    let client = crate::builder()
+    let client = crate::client_builder()
         .endpoint_url(format!("http://{addr}"))
         .anonymous()
         .max_connections(1)
@@ -291,7 +291,7 @@ async fn a_server_that_closes_every_connection_still_fails_the_request() {
     assert_quiescent(&client).await;
 
     // The resend is not a retry: with three attempts, each fails on a new connection.
-    let client = crate::builder()
+    let client = crate::client_builder()
         .endpoint_url(format!("http://{addr}"))
         .anonymous()
         .max_connections(1)

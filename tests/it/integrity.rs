@@ -367,7 +367,7 @@ async fn the_retry_budget_stops_a_storm_of_refused_connections() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let client = Client::builder()
+    let client = crate::client_builder()
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .static_credentials("AKID", "SECRET", None)
         .max_connections(2)
@@ -425,7 +425,7 @@ async fn a_connect_that_hangs_in_the_tls_handshake_times_out() {
             held.push(socket);
         }
     });
-    let client = Client::builder()
+    let client = crate::client_builder()
         .endpoint_url(format!("https://{addr}"))
         .anonymous()
         .max_connections(1)

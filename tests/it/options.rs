@@ -78,7 +78,7 @@ async fn every_request_carries_the_options_signed() {
 
 #[test]
 fn invalid_options_are_configuration_errors() {
-    let b = || s3_ordered::Client::builder().anonymous();
+    let b = || crate::client_builder().anonymous();
     let e = b().expected_bucket_owner("12345").build().unwrap_err();
     assert_eq!(e.field(), "expected_bucket_owner");
     let e = b().sse_customer_key(vec![0u8; 16]).build().unwrap_err();

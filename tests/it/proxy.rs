@@ -85,7 +85,7 @@ async fn https_endpoints_tunnel_with_connect_and_verify_end_to_end() {
     let ca = Ca::new();
     let server = TlsServer::start(&ca, Leaf::Good).await;
     let proxy = ProxyServer::start().await;
-    let client = s3_ordered::Client::builder()
+    let client = crate::client_builder()
         .endpoint_url(server.url())
         .static_credentials("AKID", "SECRET", None)
         .ca_bundle_pem(ca.pem.clone())
@@ -114,7 +114,7 @@ async fn https_endpoints_tunnel_with_connect_and_verify_end_to_end() {
     );
 
     // An untrusted certificate is still refused through the tunnel: TLS is end to end.
-    let untrusting = s3_ordered::Client::builder()
+    let untrusting = crate::client_builder()
         .endpoint_url(server.url())
         .static_credentials("AKID", "SECRET", None)
         .https_proxy(proxy.url())
@@ -141,7 +141,7 @@ async fn no_proxy_and_the_proxy_variables() {
                 ])
                 .collect::<Vec<_>>(),
         );
-        s3_ordered::Client::builder()
+        crate::client_builder()
             .aws_settings(
                 &AwsSettings {
                     endpoint_url: Some(format!("http://{}", s3.addr)),
@@ -170,7 +170,7 @@ async fn no_proxy_and_the_proxy_variables() {
     fetch_checked(&client, 10, 2000).await;
     assert_eq!(proxy.forwards(), via_proxy);
 
-    let e = s3_ordered::Client::builder()
+    let e = crate::client_builder()
         .anonymous()
         .https_proxy("https://proxy:3129")
         .build()
@@ -197,7 +197,7 @@ async fn a_proxy_that_refuses_connect_is_a_connect_error_naming_it() {
             });
         }
     });
-    let client = s3_ordered::Client::builder()
+    let client = crate::client_builder()
         .endpoint_url(server.url())
         .static_credentials("AKID", "SECRET", None)
         .ca_bundle_pem(ca.pem.clone())

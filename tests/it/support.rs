@@ -14,7 +14,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use s3_ordered::{Client, ClientBuilder};
+use s3_ordered::ClientBuilder;
 use tokio::net::TcpListener;
 
 pub use crate::quiescent::assert_quiescent;
@@ -179,7 +179,7 @@ impl Mock {
     }
 
     pub fn builder(&self) -> ClientBuilder {
-        Client::builder()
+        crate::client_builder()
             .endpoint_url(format!("http://{}", self.addr))
             .static_credentials(ACCESS_KEY, SECRET_KEY, None)
     }

@@ -15,7 +15,7 @@ const SERVICE: Duration = Duration::from_millis(5);
 const LEN: usize = 1024;
 
 fn builder(server: &ShedServer) -> ClientBuilder {
-    Client::builder()
+    crate::client_builder()
         .endpoint_url(format!("http://{}", server.addr))
         .static_credentials(ACCESS_KEY, SECRET_KEY, None)
 }

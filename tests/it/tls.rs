@@ -10,7 +10,7 @@ use crate::s3_server::content;
 use crate::tls_server::{Ca, Leaf, TlsServer, SIZE};
 
 fn builder(server: &TlsServer) -> ClientBuilder {
-    Client::builder()
+    crate::client_builder()
         .endpoint_url(server.url())
         .static_credentials("AKID", "SECRET", None)
         .max_connections(4)
@@ -68,7 +68,7 @@ async fn a_private_ca_is_trusted_by_file_pem_roots_and_aws_ca_bundle() {
         endpoint_url: Some(server.url()),
         ..AwsSettings::default()
     };
-    let by_env = Client::builder()
+    let by_env = crate::client_builder()
         .max_connections(4)
         .aws_settings(&settings, &env)
         .unwrap()
@@ -125,7 +125,7 @@ async fn a_certificate_for_another_name_or_expired_is_refused() {
 fn bad_bundles_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let base = || {
-        Client::builder()
+        crate::client_builder()
             .endpoint_url("https://127.0.0.1:1")
             .static_credentials("AKID", "SECRET", None)
     };
@@ -233,7 +233,7 @@ async fn bytes_left_in_the_ciphertext_after_a_response_are_never_read_as_the_nex
             });
         }
     });
-    let client = Client::builder()
+    let client = crate::client_builder()
         .endpoint_url(format!("https://{addr}"))
         .static_credentials("AKID", "SECRET", None)
         .ca_bundle_pem(ca.pem.clone())

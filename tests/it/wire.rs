@@ -84,7 +84,7 @@ async fn idle_closing_server(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_the_server_closed_are_not_used() {
     let (addr, accepted) = idle_closing_server(100, Duration::from_millis(30)).await;
-    let client = s3_ordered::Client::builder()
+    let client = crate::client_builder()
         .endpoint_url(format!("http://{addr}"))
         .anonymous()
         .max_connections(1)

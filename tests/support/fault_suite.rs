@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{Client, ErrorKind, Object, ObjectRef, RetryConfig, ThrottleConfig};
+use s3_ordered::{
+    Client, ErrorKind, HttpTransport, Object, ObjectRef, RetryConfig, ThrottleConfig,
+};
 
 use crate::fault_server::{mix, FaultServer, FaultTiming, Mix};
 use crate::quiescent::assert_quiescent_for;
@@ -114,16 +116,26 @@ impl Drop for SeedGuard {
 
 /// Runs seed `seed` and checks every invariant (panics on a violation).
 pub async fn run_seed(seed: u64) -> RunReport {
-    run_hostile(seed, false).await
+    run_hostile(seed, false, HttpTransport::Native).await
+}
+
+/// [`run_seed`] with hyper's HTTP/1.1 carrying the exchanges.
+pub async fn run_seed_hyper(seed: u64) -> RunReport {
+    run_hostile(seed, false, HttpTransport::Hyper).await
+}
+
+/// [`run_seed_tls`] with hyper's HTTP/1.1 (over tokio-rustls) carrying the exchanges.
+pub async fn run_seed_tls_hyper(seed: u64) -> RunReport {
+    run_hostile(seed, true, HttpTransport::Hyper).await
 }
 
 /// [`run_seed`] over TLS: the server speaks https with a certificate of a private CA the client
 /// is given, so resets, truncations and stalls land inside TLS records.
 pub async fn run_seed_tls(seed: u64) -> RunReport {
-    run_hostile(seed, true).await
+    run_hostile(seed, true, HttpTransport::Native).await
 }
 
-async fn run_hostile(seed: u64, tls: bool) -> RunReport {
+async fn run_hostile(seed: u64, tls: bool, transport: HttpTransport) -> RunReport {
     let _guard = SeedGuard(seed);
     let r = |salt: u64| mix(seed ^ mix(salt));
     let count = 10 + (r(1) % 30) as usize;
@@ -147,7 +159,7 @@ async fn run_hostile(seed: u64, tls: bool) -> RunReport {
         .map(|ca| ca.server_config(crate::certs::Leaf::Good));
     let server =
         FaultServer::start_with(seed, Mix::Hostile, timing, objects.clone(), server_tls).await;
-    let mut builder = Client::builder();
+    let mut builder = Client::builder().transport(transport);
     if let Some(ca) = &ca {
         builder = builder.ca_bundle_pem(ca.pem.clone());
     }

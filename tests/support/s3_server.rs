@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use s3_ordered::{Client, ClientBuilder};
+use s3_ordered::ClientBuilder;
 use tokio::net::TcpListener;
 
 pub const ACCESS_KEY: &str = "AKIDTESTEXAMPLE";
@@ -242,7 +242,7 @@ impl S3Server {
     }
 
     pub fn builder(&self) -> ClientBuilder {
-        Client::builder()
+        crate::client_builder()
             .endpoint_url(format!("http://{}", self.addr))
             .static_credentials(ACCESS_KEY, SECRET_KEY, None)
     }
