@@ -3,7 +3,8 @@
 //! CPU and RSS are the client's alone (the server runs in this parent process).
 //!
 //! * `hyper_util_buffered`: `buffered(n)` whole-object GETs, each body collected (the baseline);
-//! * `s3_ordered` (and `s3_ordered_unsigned`, without SigV4);
+//! * `s3_ordered` (and `s3_ordered_unsigned`, without SigV4), and `s3_ordered_on_hyper`: the
+//!   same client with hyper's `client::conn::http1` carrying its exchanges, in every scenario;
 //! * `ranged_ceiling`: what the link carries — every object cut into part-size ranged GETs, `n`
 //!   at a time, bodies counted and never held (paced scenarios only).
 //!
@@ -275,6 +276,11 @@ fn main() {
         let tls = ca.as_ref().map(|ca| ca.server_config(certs::Leaf::Good));
         let addr = server::start_with(sc.size, sc.pace, tls);
         let mut modes: Vec<&str> = sc.modes.to_vec();
+        // The same client on hyper's HTTP/1.1, beside it in every round: the native
+        // transport's lead (or not), measured each time.
+        if let Some(i) = modes.iter().position(|m| *m == "s3_ordered") {
+            modes.insert(i + 1, ON_HYPER);
+        }
         if against.is_some() && modes.contains(&"s3_ordered") {
             modes.push(BEFORE);
         }
@@ -357,6 +363,9 @@ fn median(samples: &[Sample]) -> Sample {
     s.rss_kib = rss[rss.len() / 2];
     s
 }
+
+/// `s3_ordered` with `HttpTransport::Hyper`.
+const ON_HYPER: &str = "s3_ordered_on_hyper";
 
 /// The `s3_ordered` child of the build given with `--against`.
 const BEFORE: &str = "s3_ordered_before";
@@ -449,6 +458,7 @@ fn child(args: &[String]) {
                 clients::run_ranged_ceiling(&c, addr, objects, n, part).await
             }
             "s3_ordered"
+            | "s3_ordered_on_hyper"
             | "s3_ordered_unsigned"
             | "s3_ordered_unsized"
             | "s3_ordered_unsized_half" => {
@@ -457,6 +467,9 @@ fn child(args: &[String]) {
                 let mut c = clients::s3_ordered_builder(addr, n, max_bytes, signed, part);
                 if mode.ends_with("_half") {
                     c = c.stream_threshold(max_bytes / 2);
+                }
+                if mode == ON_HYPER {
+                    c = c.transport(s3_ordered::HttpTransport::Hyper);
                 }
                 if let Some(ca) = &ca {
                     c = c.endpoint_url(format!("https://{addr}")).ca_bundle_file(ca);

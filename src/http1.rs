@@ -24,9 +24,18 @@
 //! body read, no byte after it, and a server that did not ask to close. Before an idle
 //! connection is used again, [`Connection::idle_alive`] peeks at its socket without blocking,
 //! so one the server closed meanwhile is dropped instead of failing a request.
+//!
+//! Where this reader and hyper's could differ, it reads as hyper does (RFC 9112): a `101` is
+//! final, `Transfer-Encoding` in an HTTP/1.0 reply is refused, chunk-size lines follow the
+//! grammar strictly (no empty size, no bare LF), and `Content-Length` may be a list of equal
+//! values or carry leading zeros. The fuzz target `http1_vs_hyper` checks the two against each
+//! other. [`Http`] holds either this connection or hyper's (`via_hyper`), for
+//! [`HttpTransport`](crate::HttpTransport).
 
 mod chunked;
 mod head;
+#[cfg(fuzzing)]
+pub(crate) mod memory;
 #[cfg(feature = "hyper")]
 mod via_hyper;
 
@@ -102,14 +111,32 @@ pub(crate) enum Transport {
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsStream>),
+    /// Bytes in memory, for the differential fuzz target.
+    #[cfg(fuzzing)]
+    Memory(memory::MemoryStream),
 }
 
 impl Transport {
+    #[cfg(test)]
     fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(s) => s.tcp(),
         }
+    }
+
+    /// Nothing waits to be read and the peer has not closed: peeks at the socket, never blocks.
+    fn quiet(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut peek = ReadBuf::new(&mut byte);
+        let tcp = match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => s.tcp(),
+            #[cfg(fuzzing)]
+            Transport::Memory(m) => return m.quiet(),
+        };
+        tcp.poll_peek(&mut cx, &mut peek).is_pending()
     }
 
     /// Bytes arrived that no read has taken yet: over TLS, plaintext decrypted ahead or
@@ -123,6 +150,8 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.read(dst).await,
             Transport::Tls(s) => s.read(dst).await,
+            #[cfg(fuzzing)]
+            Transport::Memory(s) => s.read(dst).await,
         }
     }
 
@@ -130,6 +159,8 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.write_all(data).await,
             Transport::Tls(s) => s.write_all(data).await,
+            #[cfg(fuzzing)]
+            Transport::Memory(s) => s.write_all(data).await,
         }
     }
 }
@@ -206,19 +237,6 @@ impl Connection {
         }
     }
 
-    /// Makes requests on this connection go to a proxy for `origin`: in absolute form, with
-    /// `authorization` as `Proxy-Authorization`.
-    pub(crate) fn forward_through(
-        &mut self,
-        origin: String,
-        authorization: Option<http::HeaderValue>,
-    ) {
-        self.forward = Some(Box::new(Forward {
-            origin,
-            authorization,
-        }));
-    }
-
     /// Whether the connection may carry another request: its last exchange ended cleanly and
     /// no byte is left after it, in the read buffer or (over TLS) in the ciphertext. Bytes the
     /// server sent after a response belong to no request (RFC 9112 §6.3): reading them as the
@@ -236,17 +254,12 @@ impl Connection {
     /// For an idle connection: true unless the server closed it or sent something unasked for
     /// meanwhile. Never blocks: it peeks at the socket.
     pub(crate) fn idle_alive(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut byte = [0u8; 1];
-        let mut peek = ReadBuf::new(&mut byte);
-        self.reusable() && self.io.tcp().poll_peek(&mut cx, &mut peek).is_pending()
+        self.reusable() && self.io.quiet()
     }
 
     /// The buffers to compose the next request in, both cleared: the request's bytes (see
     /// [`push_request_line`], [`push_field`], [`end_head`]) and a scratch buffer (for signing);
-    /// and, for a connection to a proxy, what requests add ([`forward_through`]).
-    ///
-    /// [`forward_through`]: Connection::forward_through
+    /// and, for a connection to a proxy, what requests add ([`Http::forward_through`]).
     pub(crate) fn compose(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>, Option<&Forward>) {
         self.out.clear();
         self.scratch.clear();
@@ -547,13 +560,18 @@ macro_rules! on_either {
 }
 
 impl Http {
-    /// See [`Connection::forward_through`].
+    /// Makes requests on this connection go to a proxy for `origin`: in absolute form, with
+    /// `authorization` as `Proxy-Authorization`.
     pub(crate) fn forward_through(
         &mut self,
         origin: String,
         authorization: Option<http::HeaderValue>,
     ) {
-        on_either!(self, c => c.forward_through(origin, authorization))
+        let forward = Some(Box::new(Forward {
+            origin,
+            authorization,
+        }));
+        on_either!(self, c => c.forward = forward)
     }
 
     /// See [`Connection::reusable`].

@@ -199,6 +199,115 @@ pub mod __internals {
         )))
     }
 
+    /// How one side of the differential fuzz target read a response.
+    #[cfg(fuzzing)]
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Read {
+        /// The head was accepted with this status; then the body ended so.
+        Accepted {
+            /// The final status.
+            status: u16,
+            /// The body bytes delivered.
+            body: Vec<u8>,
+            /// How the body ended.
+            end: End,
+            /// Whether the connection would carry another request (after a clean end).
+            reusable: bool,
+        },
+        /// The head was refused, for this reason.
+        Refused(String),
+        /// The head never completed: more bytes were awaited from a peer that sent no more.
+        Stuck,
+    }
+
+    /// How a body ended in [`Read::Accepted`].
+    #[cfg(fuzzing)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum End {
+        /// Its framing said so.
+        Clean,
+        /// Refused, or the stream ended first.
+        Error,
+        /// More bytes were awaited from a peer that sent no more.
+        Stuck,
+    }
+
+    /// Reads the response a GET (or HEAD) gets when the server sends `pieces` (one per read,
+    /// then the end of the stream if `eof`, else silence), on the native exchange or on
+    /// hyper's, with body reads into buffers of the sizes `reads` cycles through.
+    #[cfg(all(fuzzing, feature = "hyper"))]
+    pub fn read_response(
+        hyper: bool,
+        pieces: Vec<Vec<u8>>,
+        eof: bool,
+        method_head: bool,
+        reads: &[usize],
+    ) -> Read {
+        use crate::http1::{memory::MemoryStream, Connection, Http, HyperConnection, HyperStream};
+        let stream = MemoryStream::new(pieces, eof);
+        let mut conn = if hyper {
+            let io = HyperStream::memory(stream);
+            match now(HyperConnection::handshake(io)) {
+                Some(Ok(c)) => Http::Hyper(Box::new(c)),
+                Some(Err(e)) => return Read::Refused(e.with_causes()),
+                None => return Read::Stuck,
+            }
+        } else {
+            Http::Native(Connection::new(crate::http1::Transport::Memory(stream)))
+        };
+        let (out, _, _) = conn.compose();
+        let method = if method_head { "HEAD" } else { "GET" };
+        crate::http1::push_request_line(out, method, |o| o.extend_from_slice(b"/b/k"));
+        crate::http1::push_field(out, "host", b"h");
+        crate::http1::end_head(out);
+        let sent = now(async {
+            conn.send(method_head).await?;
+            conn.read_head().await
+        });
+        match sent {
+            None => return Read::Stuck,
+            Some(Err(e)) => return Read::Refused(e.with_causes()),
+            Some(Ok(())) => {}
+        }
+        let status = conn.head().status().as_u16();
+        let mut body = Vec::new();
+        let mut end = End::Stuck;
+        for &size in reads.iter().cycle().take(1 << 16) {
+            let mut dst = vec![0u8; size.max(1)];
+            match now(conn.read_body(&mut dst)) {
+                None => break,
+                Some(Err(_)) => {
+                    end = End::Error;
+                    break;
+                }
+                Some(Ok(0)) => {
+                    end = End::Clean;
+                    break;
+                }
+                Some(Ok(n)) => body.extend_from_slice(&dst[..n]),
+            }
+        }
+        let reusable = end == End::Clean && conn.idle_alive();
+        Read::Accepted {
+            status,
+            body,
+            end,
+            reusable,
+        }
+    }
+
+    /// `fut`'s output if it completes without waiting on anything outside: polled with a
+    /// waker that does nothing, a bounded number of times (a future may wake itself to yield).
+    #[cfg(fuzzing)]
+    fn now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        (0..64).find_map(|_| match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        })
+    }
+
     /// `(first, last, total)` of a `Content-Range` value.
     pub fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
         crate::s3::parse_content_range(value)

@@ -45,6 +45,8 @@ pub(crate) struct HyperStream {
 enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    #[cfg(fuzzing)]
+    Memory(super::memory::MemoryStream),
 }
 
 impl HyperStream {
@@ -56,6 +58,12 @@ impl HyperStream {
     /// TLS, after its handshake.
     pub(crate) fn tls(tls: tokio_rustls::client::TlsStream<TcpStream>) -> Self {
         Self::new(Io::Tls(Box::new(tls)))
+    }
+
+    /// Bytes in memory, for the differential fuzz target.
+    #[cfg(fuzzing)]
+    pub(crate) fn memory(m: super::memory::MemoryStream) -> Self {
+        Self::new(Io::Memory(m))
     }
 
     fn new(io: Io) -> Self {
@@ -77,6 +85,8 @@ impl AsyncRead for HyperStream {
         let polled = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(fuzzing)]
+            Io::Memory(s) => Pin::new(s).poll_read(cx, buf),
         };
         if buf.filled().len() > before {
             this.answered.store(true, Ordering::Relaxed);
@@ -94,6 +104,8 @@ impl AsyncWrite for HyperStream {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, data),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+            #[cfg(fuzzing)]
+            Io::Memory(s) => Pin::new(s).poll_write(cx, data),
         }
     }
 
@@ -101,6 +113,8 @@ impl AsyncWrite for HyperStream {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(fuzzing)]
+            Io::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -108,6 +122,8 @@ impl AsyncWrite for HyperStream {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(fuzzing)]
+            Io::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -119,6 +135,8 @@ impl AsyncWrite for HyperStream {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(fuzzing)]
+            Io::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -126,6 +144,8 @@ impl AsyncWrite for HyperStream {
         match &self.io {
             Io::Plain(s) => s.is_write_vectored(),
             Io::Tls(s) => s.is_write_vectored(),
+            #[cfg(fuzzing)]
+            Io::Memory(s) => s.is_write_vectored(),
         }
     }
 }
@@ -179,7 +199,8 @@ pub(crate) struct HyperConnection {
     dispatcher: Option<Pin<Box<Dispatcher>>>,
     out: Vec<u8>,
     scratch: Vec<u8>,
-    forward: Option<Box<Forward>>,
+    /// See [`Http::forward_through`](super::Http::forward_through).
+    pub(super) forward: Option<Box<Forward>>,
     head: Head,
     /// Scratch for the rewritten response head.
     raw: Vec<u8>,
@@ -211,18 +232,6 @@ impl HyperConnection {
             until_close: false,
             answered,
         })
-    }
-
-    /// As [`Connection::forward_through`](super::Connection::forward_through).
-    pub(crate) fn forward_through(
-        &mut self,
-        origin: String,
-        authorization: Option<http::HeaderValue>,
-    ) {
-        self.forward = Some(Box::new(Forward {
-            origin,
-            authorization,
-        }));
     }
 
     /// As [`Connection::compose`](super::Connection::compose).

@@ -291,13 +291,7 @@ async fn a_server_that_closes_every_connection_still_fails_the_request() {
     assert_quiescent(&client).await;
 
     // The resend is not a retry: with three attempts, each fails on a new connection.
-    let client = crate::client_builder()
-        .endpoint_url(format!("http://{addr}"))
-        .anonymous()
-        .max_connections(1)
-        .retry(fast_retries(3))
-        .build()
-        .unwrap();
+    let client = one_connection(addr, 3);
     let before = seen.lock().unwrap().len();
     let mut s = client.get_all("bucket", [ObjectRef::new("c", 2)]);
     let e = s.next().await.unwrap().unwrap_err();

@@ -166,11 +166,23 @@ async fn reconnects_resume_the_tls_session() {
     );
 }
 
-/// A server that answers the first GET of each connection and then, in a TLS record of its
-/// own sent in the same flight, a second well-formed response nobody asked for — for the
-/// object the client asks for next. Every connection after the first answers honestly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_left_in_the_ciphertext_after_a_response_are_never_read_as_the_next_one() {
+    // In a TLS record of its own, sent in the same TCP write as the reply's.
+    bytes_after_a_reply_over_tls(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_a_response_in_its_own_tls_record_are_never_read_as_the_next_one() {
+    // In the same TLS record as the reply's end.
+    bytes_after_a_reply_over_tls(false).await;
+}
+
+/// A server that answers the first GET of each connection and then, in the same flight, a
+/// second well-formed response nobody asked for — for the object the client asks for next —
+/// in a record of its own (`own_record`) or in the reply's. Every connection after the first
+/// answers honestly.
+async fn bytes_after_a_reply_over_tls(own_record: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ca = Ca::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(Leaf::Good));
@@ -215,14 +227,20 @@ async fn bytes_left_in_the_ciphertext_after_a_response_are_never_read_as_the_nex
                     // the forged one arrives with the real one, as ciphertext.
                     let queued = {
                         let mut writer = tls.get_mut().1.writer();
-                        let mut queued =
-                            std::io::Write::write_all(&mut writer, &reply(&content(&key, SIZE)));
-                        if first && !sent_forged {
-                            sent_forged = true;
-                            std::io::Write::flush(&mut writer).ok();
-                            let forged = vec![b'X'; SIZE];
-                            queued =
-                                queued.and(std::io::Write::write_all(&mut writer, &reply(&forged)));
+                        let mut out = reply(&content(&key, SIZE));
+                        let forge = first && !sent_forged;
+                        sent_forged |= forge;
+                        if forge && !own_record {
+                            // One write: one record holds the reply's end and the forged one.
+                            out.extend(reply(&vec![b'X'; SIZE]));
+                        }
+                        let mut queued = std::io::Write::write_all(&mut writer, &out);
+                        if forge && own_record {
+                            // A write of its own: records of its own.
+                            queued = queued.and(std::io::Write::write_all(
+                                &mut writer,
+                                &reply(&vec![b'X'; SIZE]),
+                            ));
                         }
                         queued
                     };
