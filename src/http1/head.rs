@@ -400,6 +400,15 @@ mod tests {
             f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
             Ok(Framing::UntilClose)
         );
+        // A trailing comma leaves an empty last coding: not chunked, so the body ends with
+        // the connection (hyper reads it so too).
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked,\r\n\r\n",
+                false
+            ),
+            Ok(Framing::UntilClose)
+        );
         assert_eq!(
             f(
                 "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
