@@ -363,6 +363,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "throttled": stats.throttled,
                 "parts": stats.parts,
                 "connections_opened": stats.connections_opened,
+                "stale_connections": stats.stale_connections,
             })
         );
     } else {

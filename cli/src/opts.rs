@@ -65,6 +65,10 @@ pub(crate) struct ConnectOpts {
     /// to what the server accepts (throttled requests then back off one by one)
     #[arg(long)]
     fixed_concurrency: bool,
+    /// What speaks HTTP/1.1: this tool's own exchange, or hyper's client (slower; to rule the
+    /// tool's HTTP layer out when a server misbehaves)
+    #[arg(long, value_name = "WHICH", default_value = "native", value_parser = ["native", "hyper"])]
+    transport: String,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -92,6 +96,9 @@ impl ConnectOpts {
         }
         if let Some(n) = self.part_size {
             b = b.part_size(n);
+        }
+        if self.transport == "hyper" {
+            b = b.transport(s3_ordered::HttpTransport::Hyper);
         }
         b = b.throttle(ThrottleConfig {
             adaptive: !self.fixed_concurrency,

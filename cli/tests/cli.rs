@@ -469,6 +469,20 @@ async fn bench_reports_json() {
     assert_eq!(v["bytes"], bytes);
     assert!(v["cpu_seconds"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    assert_eq!(v["stale_connections"], 0);
+    // The same on hyper's HTTP/1.1.
+    let args = [
+        "bench",
+        "s3://bkt/pre/",
+        "--json",
+        "-q",
+        "--transport",
+        "hyper",
+    ];
+    let on_hyper = output(f.cmd(&args), None).await;
+    assert!(on_hyper.status.success(), "{}", text(&on_hyper.stderr));
+    let h: serde_json::Value = serde_json::from_slice(&on_hyper.stdout).expect("json");
+    assert_eq!((&h["objects"], &h["bytes"]), (&v["objects"], &v["bytes"]));
     let text_out = output(f.cmd(&["bench", "s3://bkt/pre/", "-q"]), None).await;
     assert!(
         text(&text_out.stdout).starts_with("objects 6  failed 0"),
