@@ -134,6 +134,7 @@ class Client:
         request_payer: Literal["requester"] | None = None,
         expected_bucket_owner: str | None = None,
         sse_customer_key: bytes | None = None,
+        transport: Literal["native", "hyper"] | None = None,
     ) -> Client:
         """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``).
         ``ca_bundle``: a PEM file of CA certificates to trust for https, besides the usual
@@ -144,7 +145,9 @@ class Client:
         callable returning a ``CredentialDict``; it is called again before ``expires_at``.
         ``request_payer="requester"`` pays for a requester-pays bucket,
         ``expected_bucket_owner`` (a 12-digit account ID) refuses a bucket of another account,
-        and ``sse_customer_key`` (32 bytes) reads SSE-C encrypted objects."""
+        and ``sse_customer_key`` (32 bytes) reads SSE-C encrypted objects.
+        ``transport="hyper"`` has hyper's HTTP/1.1 client carry the requests instead of the
+        library's own (default ``"native"``, which is faster)."""
     @overload
     def get_all(
         self,

@@ -42,7 +42,7 @@ impl Client {
         max_connections_per_request=None, max_bytes=None, path_style=None, anonymous=false,
         ca_bundle=None, *, aws_access_key_id=None, aws_secret_access_key=None,
         aws_session_token=None, credential_provider=None, request_payer=None,
-        expected_bucket_owner=None, sse_customer_key=None,
+        expected_bucket_owner=None, sse_customer_key=None, transport=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -63,6 +63,7 @@ impl Client {
         request_payer: Option<String>,
         expected_bucket_owner: Option<String>,
         sse_customer_key: Option<Vec<u8>>,
+        transport: Option<String>,
     ) -> PyResult<Self> {
         let value_error = |why: String| pyo3::exceptions::PyValueError::new_err(why);
         let max_bytes = match max_bytes {
@@ -126,6 +127,15 @@ impl Client {
         }
         if let Some(owner) = expected_bucket_owner {
             b = b.expected_bucket_owner(owner);
+        }
+        match transport.as_deref() {
+            None | Some("native") => {}
+            Some("hyper") => b = b.transport(s3_ordered::HttpTransport::Hyper),
+            Some(other) => {
+                return Err(value_error(format!(
+                    "invalid transport: {other:?}; expected \"native\" or \"hyper\""
+                )))
+            }
         }
         if let Some(key) = sse_customer_key {
             b = b.sse_customer_key(key);

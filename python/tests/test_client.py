@@ -49,6 +49,16 @@ def test_order_and_bytes_with_and_without_sizes(server: Server) -> None:
     assert stats["errors"] == 0
 
 
+def test_hyper_transport_reads_the_same_bytes(server: Server) -> None:
+    keys = sorted(k for k in server.objects if k.startswith("obj/"))
+    c = client(server, max_connections=4, transport="hyper")
+    got = list(c.get_all(BUCKET, keys))
+    assert [o.key for o in got] == keys
+    assert all(o.read() == server.objects[o.key] for o in got)
+    with pytest.raises(ValueError, match="invalid transport"):
+        client(server, transport="h2")
+
+
 def test_awkward_keys(server: Server) -> None:
     got = list(client(server).get_all(BUCKET, AWKWARD))
     assert [o.key for o in got] == AWKWARD
