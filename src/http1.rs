@@ -200,8 +200,6 @@ pub(crate) struct Connection {
     head: Head,
     state: State,
     keep_alive: bool,
-    /// The body of the current response ends with the connection.
-    until_close: bool,
     /// A byte of the current response has arrived.
     answered: bool,
     /// For a plain http origin reached through a proxy: what requests add to go there.
@@ -231,7 +229,6 @@ impl Connection {
             head: Head::default(),
             state: State::Ready,
             keep_alive: true,
-            until_close: false,
             answered: false,
             forward: None,
         }
@@ -284,7 +281,6 @@ impl Connection {
         self.start = 0;
         self.end = 0;
         self.answered = false;
-        self.until_close = false;
         self.io.write_all(&self.out).await.map_err(|e| {
             Error::new(ErrorKind::Connection)
                 .with_message("sending the request failed")
@@ -328,7 +324,6 @@ impl Connection {
                     Framing::Chunked => State::Body(BodyLeft::Chunked(Chunked::Size)),
                     Framing::UntilClose => {
                         self.keep_alive = false;
-                        self.until_close = true;
                         State::Body(BodyLeft::UntilClose)
                     }
                 };
@@ -353,12 +348,6 @@ impl Connection {
     /// The head [`read_head`](Connection::read_head) read.
     pub(crate) fn head(&self) -> &Head {
         &self.head
-    }
-
-    /// Whether the current response's body ends when the server closes the connection: then
-    /// a body shorter than expected may be a connection that broke, not a server that meant it.
-    pub(crate) fn ends_with_close(&self) -> bool {
-        self.until_close
     }
 
     /// Whether no byte of a response has arrived since the request was sent: a failure then
@@ -604,9 +593,11 @@ impl Http {
         on_either!(self, c => c.head())
     }
 
-    /// See [`Connection::ends_with_close`].
+    /// Whether the body of the current response, to a GET, ends when the server closes the
+    /// connection: then a body shorter than expected may be a connection that broke, not a
+    /// server that meant it.
     pub(crate) fn ends_with_close(&self) -> bool {
-        on_either!(self, c => c.ends_with_close())
+        matches!(self.head().framing(false), Ok(Framing::UntilClose))
     }
 
     /// See [`Connection::unanswered`].

@@ -302,13 +302,18 @@ impl Assembly {
         Object {
             key: delivery.take_key().unwrap_or_else(|| self.key.clone()),
             seq: self.seq,
-            etag: pinned
-                .etag
-                .map(|e| String::from_utf8_lossy(&e).into_owned()),
+            etag: pinned.etag.map(etag_text),
             version_id: pinned.version_id,
             body,
         }
     }
+}
+
+/// The ETag as text: moved, not copied, when it is UTF-8 (nearly always); else with U+FFFD
+/// for the octets that are not.
+fn etag_text(etag: Box<[u8]>) -> String {
+    String::from_utf8(etag.into_vec())
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 impl Drop for Assembly {

@@ -29,7 +29,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Forward, Framing, Head, Parsed};
+use super::{Forward, Head, Parsed};
 use crate::error::{Error, ErrorKind};
 
 /// The most fields a request composed by this crate carries, with room to spare.
@@ -179,10 +179,7 @@ type Responding = Pin<Box<dyn Future<Output = hyper::Result<http::Response<Incom
 /// Where the current exchange is.
 enum State {
     Ready,
-    Sent {
-        response: Responding,
-        method_head: bool,
-    },
+    Sent(Responding),
     Body {
         body: Incoming,
         /// What is left of the last data frame.
@@ -205,7 +202,6 @@ pub(crate) struct HyperConnection {
     /// Scratch for the rewritten response head.
     raw: Vec<u8>,
     state: State,
-    until_close: bool,
     answered: Arc<AtomicBool>,
 }
 
@@ -229,7 +225,6 @@ impl HyperConnection {
             head: Head::default(),
             raw: Vec::with_capacity(1024),
             state: State::Ready,
-            until_close: false,
             answered,
         })
     }
@@ -267,15 +262,15 @@ impl HyperConnection {
     }
 
     /// Hands the request [`compose`](HyperConnection::compose)d to hyper once it is ready for
-    /// one; hyper writes it while the response is awaited.
+    /// one; hyper writes it while the response is awaited. Whether it is a HEAD, hyper knows
+    /// from the request itself.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Connection`] when hyper cannot take a request on this connection.
-    pub(crate) async fn send(&mut self, method_head: bool) -> Result<(), Error> {
+    pub(crate) async fn send(&mut self, _method_head: bool) -> Result<(), Error> {
         self.state = State::Broken;
         self.answered.store(false, Ordering::Relaxed);
-        self.until_close = false;
         let request = self.request()?;
         let (sender, dispatcher) = (&mut self.sender, &mut self.dispatcher);
         std::future::poll_fn(|cx| {
@@ -284,10 +279,7 @@ impl HyperConnection {
         })
         .await
         .map_err(|e| broken("sending the request failed", e))?;
-        self.state = State::Sent {
-            response: Box::pin(self.sender.send_request(request)),
-            method_head,
-        };
+        self.state = State::Sent(Box::pin(self.sender.send_request(request)));
         Ok(())
     }
 
@@ -318,11 +310,7 @@ impl HyperConnection {
     ///
     /// [`ErrorKind::Connection`] when hyper refuses the response or the connection fails.
     pub(crate) async fn read_head(&mut self) -> Result<(), Error> {
-        let State::Sent {
-            mut response,
-            method_head,
-        } = std::mem::replace(&mut self.state, State::Broken)
-        else {
+        let State::Sent(mut response) = std::mem::replace(&mut self.state, State::Broken) else {
             return Err(Error::new(ErrorKind::Internal).with_message("no request was sent"));
         };
         let dispatcher = &mut self.dispatcher;
@@ -333,7 +321,6 @@ impl HyperConnection {
         .await
         .map_err(|e| broken("no response", e))?;
         self.rewrite_head(&response)?;
-        self.until_close = matches!(self.head.framing(method_head), Ok(Framing::UntilClose));
         self.state = State::Body {
             body: response.into_body(),
             left: Bytes::new(),
@@ -365,11 +352,6 @@ impl HyperConnection {
     /// The head [`read_head`](HyperConnection::read_head) read.
     pub(crate) fn head(&self) -> &Head {
         &self.head
-    }
-
-    /// As [`Connection::ends_with_close`](super::Connection::ends_with_close).
-    pub(crate) fn ends_with_close(&self) -> bool {
-        self.until_close
     }
 
     /// As [`Connection::unanswered`](super::Connection::unanswered).
