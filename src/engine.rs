@@ -30,9 +30,10 @@
 //! cannot deadlock as long as their consumers read (or drop) each body before waiting for the
 //! next object.
 //!
-//! Dropping the [`ObjectStream`] aborts every worker (they live in one [`JoinSet`]); their
-//! slabs, slots and connections are released as their futures are dropped, and results not yet
-//! consumed are dropped with the ring. Other requests are not affected.
+//! Dropping the [`ObjectStream`] aborts every worker (they live in one [`JoinSet`]), and no worker
+//! starts after it, not even from one mid-poll at that moment. Their slabs, slots and connections
+//! are released as their futures are dropped, and results not yet consumed are dropped with the
+//! ring. Other requests are not affected.
 
 mod assembly;
 mod plan;
@@ -264,8 +265,10 @@ struct Workers {
     started: AtomicUsize,
     max: usize,
     span: tracing::Span,
-    /// Every worker, so that dropping the stream cancels them all.
-    tasks: Mutex<JoinSet<()>>,
+    /// Every worker, so that dropping the stream cancels them all; `None` once it has. A worker
+    /// mid-poll when the stream is dropped may still try to start another: under this lock it
+    /// finds `None` and starts none, so no worker outlives the stream.
+    tasks: Mutex<Option<JoinSet<()>>>,
 }
 
 impl Workers {
@@ -276,13 +279,13 @@ impl Workers {
             admitting: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             span,
-            tasks: Mutex::new(JoinSet::new()),
+            tasks: Mutex::new(Some(JoinSet::new())),
         });
         workers.spawn();
         workers
     }
 
-    /// Starts one more worker, unless there are as many as allowed.
+    /// Starts one more worker, unless there are as many as allowed or the stream was dropped.
     fn spawn(self: &Arc<Self>) {
         if self.started.fetch_add(1, Ordering::Relaxed) >= self.max {
             self.started.fetch_sub(1, Ordering::Relaxed);
@@ -293,7 +296,9 @@ impl Workers {
         let me = Arc::clone(self);
         let span = self.span.clone();
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        tasks.spawn(Box::pin(me.run().instrument(span)));
+        if let Some(tasks) = tasks.as_mut() {
+            tasks.spawn(Box::pin(me.run().instrument(span)));
+        }
     }
 
     /// One worker: admit a part, fetch it, again, until every object is admitted.
@@ -315,11 +320,15 @@ impl Workers {
         }
     }
 
+    /// Cancels every worker, and any start of one from now on.
     fn abort(&self) {
-        self.tasks
+        let tasks = self
+            .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .abort_all();
+            .take();
+        // Dropped outside the lock; dropping a `JoinSet` aborts its tasks.
+        drop(tasks);
     }
 }
 

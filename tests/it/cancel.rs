@@ -125,3 +125,44 @@ async fn dropping_an_unpolled_stream_cancels_its_fetches() {
         .load(std::sync::atomic::Ordering::SeqCst);
     assert!(requests <= 8, "{requests} requests after cancel");
 }
+
+/// Dropped while a worker is inside a poll that admits a part and would start another worker:
+/// no worker may start after the drop. One that did would go on admitting and fetching, then
+/// wait forever for a probe the drop cancelled, holding every result in the ring.
+///
+/// The first input is an error, delivered at once with no worker freed; the next key's probe
+/// is slow; every later key takes 50 ms to come out of the input, inside the admitting
+/// worker's poll, and the drop lands there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_while_a_worker_admits_starts_no_worker() {
+    let mock = Mock::start(|r: &Seen| {
+        Reply::ok(content(&r.key, 3000)).delayed(Duration::from_millis(300))
+    })
+    .await;
+    // Below the budget, so admission may go on past a probe still out.
+    let client = mock.builder().stream_threshold(1 << 20).build().unwrap();
+    let keys = (0..6).map(|i| match i {
+        0 => Err(s3_ordered::Error::invalid_input("a bad line")),
+        1 => Ok(ObjectRef::without_size("k/1")),
+        _ => {
+            std::thread::sleep(Duration::from_millis(50));
+            Ok(ObjectRef::without_size(format!("k/{i}")))
+        }
+    });
+    let mut s = client.get_stream("bucket", futures::stream::iter(keys));
+    let first = s.next().await.expect("an item");
+    assert!(first.is_err(), "{first:?}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    drop(s);
+    let requests = || {
+        mock.counts
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let sent = requests();
+    assert_quiescent(&client).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = requests();
+    assert_eq!(later, sent, "requests sent after the stream was dropped");
+    assert_eq!(client.stats().slabs_in_use, 0, "{:?}", client.stats());
+}
