@@ -1,72 +1,330 @@
-//! Whole-object checksums S3 sends with `x-amz-checksum-mode: ENABLED`: CRC32C and CRC32,
-//! base64 of the big-endian value. Composite checksums of multipart uploads (`…-N`) describe the
-//! parts, not the object, and are not checked.
+//! Response checksums: what a reply says the object's checksum is, the running checksum of the
+//! bytes received, and how the parts' CRCs combine into the whole object's.
+//!
+//! With `x-amz-checksum-mode: ENABLED`, S3 sends the checksum it stores (`x-amz-checksum-<alg>`,
+//! base64 of the big-endian value) on replies that carry the whole object — a plain GET, a range
+//! covering every byte, a HEAD — and none on a partial range. A value is of the whole object
+//! (`FULL_OBJECT`) or, for a multipart upload, a checksum of its parts' checksums (`COMPOSITE`:
+//! `x-amz-checksum-type: COMPOSITE`, or a value ending in `-N`), which no hash of the bytes can
+//! match. CRCs of consecutive pieces combine into the CRC of the whole ([`combine`]); SHA digests
+//! do not, and are computed over the bytes in order.
+//!
+//! CRCs use `crc-fast` (hardware-accelerated: PCLMULQDQ / PMULL), SHA digests `ring`.
+
+use std::fmt;
 
 use base64::Engine as _;
+use crc_fast::CrcAlgorithm;
 
-/// Which CRC the server sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Algorithm {
+use crate::error::{Error, ErrorKind};
+
+/// A checksum algorithm S3 stores.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChecksumAlgorithm {
+    /// CRC-64/NVME: what S3 stores for a new object whose uploader chose none.
+    Crc64Nvme,
+    /// CRC-32C (Castagnoli).
     Crc32c,
+    /// CRC-32 (ISO-HDLC, as zlib).
     Crc32,
+    /// SHA-1.
+    Sha1,
+    /// SHA-256.
+    Sha256,
 }
 
-/// The checksum a response announced for the whole object.
+/// Preference when a reply offers several: CRCs first (they combine across parts and cost
+/// least), then the digests.
+const ALGORITHMS: [ChecksumAlgorithm; 5] = [
+    ChecksumAlgorithm::Crc64Nvme,
+    ChecksumAlgorithm::Crc32c,
+    ChecksumAlgorithm::Crc32,
+    ChecksumAlgorithm::Sha256,
+    ChecksumAlgorithm::Sha1,
+];
+
+impl ChecksumAlgorithm {
+    /// The name S3 uses (`CRC64NVME`, `CRC32C`, `CRC32`, `SHA1`, `SHA256`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => "CRC64NVME",
+            ChecksumAlgorithm::Crc32c => "CRC32C",
+            ChecksumAlgorithm::Crc32 => "CRC32",
+            ChecksumAlgorithm::Sha1 => "SHA1",
+            ChecksumAlgorithm::Sha256 => "SHA256",
+        }
+    }
+
+    /// The response field that carries it.
+    fn field(self) -> &'static str {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => "x-amz-checksum-crc64nvme",
+            ChecksumAlgorithm::Crc32c => "x-amz-checksum-crc32c",
+            ChecksumAlgorithm::Crc32 => "x-amz-checksum-crc32",
+            ChecksumAlgorithm::Sha1 => "x-amz-checksum-sha1",
+            ChecksumAlgorithm::Sha256 => "x-amz-checksum-sha256",
+        }
+    }
+
+    /// The `crc-fast` algorithm of a CRC; `None` for a digest.
+    fn crc(self) -> Option<CrcAlgorithm> {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => Some(CrcAlgorithm::Crc64Nvme),
+            ChecksumAlgorithm::Crc32c => Some(CrcAlgorithm::Crc32Iscsi),
+            ChecksumAlgorithm::Crc32 => Some(CrcAlgorithm::Crc32IsoHdlc),
+            ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256 => None,
+        }
+    }
+
+    /// True for the CRCs, whose values of consecutive pieces [`combine`].
+    pub(crate) fn is_crc(self) -> bool {
+        self.crc().is_some()
+    }
+
+    /// Bytes of a value.
+    fn width(self) -> usize {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => 8,
+            ChecksumAlgorithm::Crc32c | ChecksumAlgorithm::Crc32 => 4,
+            ChecksumAlgorithm::Sha1 => 20,
+            ChecksumAlgorithm::Sha256 => 32,
+        }
+    }
+}
+
+impl fmt::Display for ChecksumAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether an object's bytes were checked, and how.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Expected {
-    pub(crate) algorithm: Algorithm,
-    pub(crate) value: u32,
+pub enum Checksum {
+    /// Every byte was checked against the object's full-object checksum in this algorithm.
+    /// A streaming body is checked as it is read: it cannot end without the check passing, and
+    /// a mismatch is its last item.
+    Verified(ChecksumAlgorithm),
+    /// The bytes were not checked, for this reason.
+    NotVerified(NotVerified),
 }
 
-impl Expected {
-    /// The full-object checksum among the reply's header fields (`field` looks one up by
-    /// name), CRC32C preferred; `None` when there is none this crate can verify.
-    pub(crate) fn from_headers<'a>(field: impl Fn(&str) -> Option<&'a [u8]>) -> Option<Self> {
-        [
-            ("x-amz-checksum-crc32c", Algorithm::Crc32c),
-            ("x-amz-checksum-crc32", Algorithm::Crc32),
-        ]
-        .into_iter()
-        .find_map(|(name, algorithm)| {
-            let text = std::str::from_utf8(field(name)?).ok()?;
-            Some(Expected {
-                algorithm,
-                value: decode(text)?,
-            })
+impl Checksum {
+    /// True when the object's bytes were (or, for a streaming body, are being) verified.
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Checksum::Verified(_))
+    }
+}
+
+/// Why an object's bytes were not checked.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotVerified {
+    /// Checksums are off ([`ChecksumMode::Off`](crate::ChecksumMode::Off)).
+    Off,
+    /// The server sent no checksum for the object.
+    NoChecksum,
+    /// The server has only a composite checksum (of a multipart upload's parts), which the
+    /// object's bytes alone cannot be checked against.
+    Composite(ChecksumAlgorithm),
+}
+
+/// A checksum's value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Value {
+    Crc(u64),
+    Sha1([u8; 20]),
+    Sha256([u8; 32]),
+}
+
+impl Value {
+    fn from_bytes(algorithm: ChecksumAlgorithm, bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != algorithm.width() {
+            return None;
+        }
+        Some(match algorithm {
+            ChecksumAlgorithm::Sha1 => Value::Sha1(bytes.try_into().ok()?),
+            ChecksumAlgorithm::Sha256 => Value::Sha256(bytes.try_into().ok()?),
+            _ => Value::Crc(bytes.iter().fold(0, |v, b| v << 8 | u64::from(*b))),
         })
     }
 
-    /// The checksum of `chunks`, in this one's algorithm.
-    pub(crate) fn compute<'a>(&self, chunks: impl Iterator<Item = &'a [u8]>) -> u32 {
-        match self.algorithm {
-            Algorithm::Crc32c => chunks.fold(0, crc32c::crc32c_append),
-            Algorithm::Crc32 => {
-                let mut h = crc32fast::Hasher::new();
-                chunks.for_each(|c| h.update(c));
-                h.finalize()
+    /// Base64 of the big-endian value, as S3 shows it.
+    fn show(&self, algorithm: ChecksumAlgorithm) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match self {
+            Value::Crc(v) => b64.encode(&v.to_be_bytes()[8 - algorithm.width()..]),
+            Value::Sha1(d) => b64.encode(d),
+            Value::Sha256(d) => b64.encode(d),
+        }
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Crc(v) => write!(f, "Crc({v:#x})"),
+            Value::Sha1(_) | Value::Sha256(_) => f.write_str("Sha(..)"),
+        }
+    }
+}
+
+/// An object's full-object checksum, as the server stated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expected {
+    pub(crate) algorithm: ChecksumAlgorithm,
+    pub(crate) value: Value,
+}
+
+impl Expected {
+    /// Compares what the bytes gave with the stated value.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ChecksumMismatch`], naming the algorithm and both values.
+    pub(crate) fn check(&self, got: Value) -> Result<(), Error> {
+        if got == self.value {
+            return Ok(());
+        }
+        let alg = self.algorithm;
+        Err(
+            Error::new(ErrorKind::ChecksumMismatch).with_message(format!(
+                "{alg} of the bytes received is {}, the server's is {}",
+                got.show(alg),
+                self.value.show(alg)
+            )),
+        )
+    }
+}
+
+/// What a reply that carries the whole object says about its checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// A full-object checksum to verify against.
+    Full(Expected),
+    /// Only a composite checksum.
+    Composite(ChecksumAlgorithm),
+    /// None at all.
+    Nothing,
+}
+
+impl Offered {
+    /// What the reply's fields state; `field` looks one up by lower-case name.
+    pub(crate) fn from_fields<'a>(field: impl Fn(&str) -> Option<&'a [u8]>) -> Self {
+        let composite_type = field("x-amz-checksum-type")
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"COMPOSITE"));
+        let mut composite = None;
+        for algorithm in ALGORITHMS {
+            let Some(text) = field(algorithm.field()) else {
+                continue;
+            };
+            let text = text.trim_ascii();
+            // A composite value is base64 of the checksum of the parts' checksums, then `-N`.
+            if composite_type || text.contains(&b'-') {
+                composite.get_or_insert(algorithm);
+                continue;
+            }
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()
+                .and_then(|bytes| Value::from_bytes(algorithm, &bytes));
+            if let Some(value) = value {
+                return Offered::Full(Expected { algorithm, value });
+            }
+        }
+        composite.map_or(Offered::Nothing, Offered::Composite)
+    }
+
+    /// The outcome for an object whose bytes pass (or will pass) the check this offers.
+    pub(crate) fn outcome(&self) -> Checksum {
+        match self {
+            Offered::Full(e) => Checksum::Verified(e.algorithm),
+            Offered::Composite(a) => Checksum::NotVerified(NotVerified::Composite(*a)),
+            Offered::Nothing => Checksum::NotVerified(NotVerified::NoChecksum),
+        }
+    }
+}
+
+/// The running checksum of bytes, in one algorithm.
+pub(crate) enum Hasher {
+    Crc(crc_fast::Digest),
+    Sha(ring::digest::Context),
+}
+
+impl Hasher {
+    pub(crate) fn new(algorithm: ChecksumAlgorithm) -> Self {
+        match algorithm.crc() {
+            Some(crc) => Hasher::Crc(crc_fast::Digest::new(crc)),
+            None if algorithm == ChecksumAlgorithm::Sha1 => Hasher::Sha(
+                ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY),
+            ),
+            None => Hasher::Sha(ring::digest::Context::new(&ring::digest::SHA256)),
+        }
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Crc(d) => d.update(bytes),
+            Hasher::Sha(c) => c.update(bytes),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Value {
+        match self {
+            Hasher::Crc(d) => Value::Crc(d.finalize()),
+            Hasher::Sha(c) => {
+                let d = c.finish();
+                let d = d.as_ref();
+                Value::from_bytes(
+                    if d.len() == 20 {
+                        ChecksumAlgorithm::Sha1
+                    } else {
+                        ChecksumAlgorithm::Sha256
+                    },
+                    d,
+                )
+                .unwrap_or(Value::Crc(0))
             }
         }
     }
 }
 
-/// Base64 of a 4-byte big-endian value; `None` for composite (`…-N`) or malformed values.
-fn decode(text: &str) -> Option<u32> {
-    if text.contains('-') {
-        return None;
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hasher::Crc(_) => "Hasher::Crc",
+            Hasher::Sha(_) => "Hasher::Sha",
+        })
     }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()?;
-    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// The CRC of `a ‖ b` from the CRCs of `a` and of `b` (`b_len` bytes long); `algorithm` is a
+/// CRC (a digest gives `a` back unchanged).
+pub(crate) fn combine(algorithm: ChecksumAlgorithm, a: u64, b: u64, b_len: u64) -> u64 {
+    match algorithm.crc() {
+        Some(crc) if b_len > 0 => crc_fast::checksum_combine(crc, a, b, b_len),
+        _ => a,
+    }
+}
+
+/// The CRC of the empty string, where a combination starts.
+pub(crate) fn empty_crc(algorithm: ChecksumAlgorithm) -> u64 {
+    match algorithm.crc() {
+        Some(crc) => crc_fast::Digest::new(crc).finalize(),
+        None => 0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    /// `Expected::from_headers` over these fields.
-    fn from(pairs: &[(&str, &str)]) -> Option<Expected> {
-        Expected::from_headers(|name| {
+    /// `Offered::from_fields` over these fields.
+    fn from(pairs: &[(&str, &str)]) -> Offered {
+        Offered::from_fields(|name| {
             pairs
                 .iter()
                 .find(|(n, _)| *n == name)
@@ -74,33 +332,130 @@ mod tests {
         })
     }
 
+    fn of(algorithm: ChecksumAlgorithm, bytes: &[u8]) -> Value {
+        let mut h = Hasher::new(algorithm);
+        h.update(bytes);
+        h.finish()
+    }
+
+    /// The standard check values over "123456789", and the stated values decoded the same.
     #[test]
     fn known_values() {
-        // "123456789" is the standard check input: CRC32C 0xE3069283, CRC32 0xCBF43926.
-        let c = from(&[("x-amz-checksum-crc32c", "4waSgw==")]).unwrap();
-        assert_eq!(
-            c,
-            Expected {
-                algorithm: Algorithm::Crc32c,
-                value: 0xE306_9283
-            }
-        );
-        assert_eq!(c.compute([&b"1234"[..], b"56789"].into_iter()), 0xE306_9283);
-        let c = from(&[("x-amz-checksum-crc32", "y/Q5Jg==")]).unwrap();
-        assert_eq!(c.value, 0xCBF4_3926);
-        assert_eq!(c.compute([&b"123456789"[..]].into_iter()), 0xCBF4_3926);
+        use ChecksumAlgorithm::*;
+        let check = b"123456789";
+        let cases = [
+            (Crc64Nvme, "x-amz-checksum-crc64nvme", "rosUhgp5mIg="),
+            (Crc32c, "x-amz-checksum-crc32c", "4waSgw=="),
+            (Crc32, "x-amz-checksum-crc32", "y/Q5Jg=="),
+            (Sha1, "x-amz-checksum-sha1", "98O8HYCOBHMq32eZZczDTKeuNEE="),
+            (
+                Sha256,
+                "x-amz-checksum-sha256",
+                "FeKw08M4keuw8e9gnsQZQgwg4yDOlMZfvIwzEkSOsiU=",
+            ),
+        ];
+        for (algorithm, field, text) in cases {
+            let Offered::Full(e) = from(&[(field, text)]) else {
+                panic!("{algorithm}: not a full checksum");
+            };
+            assert_eq!(e.algorithm, algorithm);
+            assert!(e.check(of(algorithm, check)).is_ok(), "{algorithm}");
+            // Split anywhere, the running value is the same.
+            let mut h = Hasher::new(algorithm);
+            h.update(&check[..4]);
+            h.update(&check[4..]);
+            assert_eq!(h.finish(), e.value, "{algorithm}");
+            assert_eq!(e.value.show(algorithm), text);
+        }
+        assert_eq!(of(Crc64Nvme, check), Value::Crc(0xAE8B_1486_0A79_9888));
     }
 
     #[test]
-    fn prefers_crc32c_and_skips_what_it_cannot_check() {
-        let both = &[
+    fn a_mismatch_names_the_algorithm_and_both_values() {
+        let Offered::Full(e) = from(&[("x-amz-checksum-crc32c", "4waSgw==")]) else {
+            panic!("not full");
+        };
+        let err = e
+            .check(of(ChecksumAlgorithm::Crc32c, b"12345678X"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ChecksumMismatch);
+        let text = err.to_string();
+        assert!(
+            text.contains("CRC32C") && text.contains("4waSgw=="),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn preference_composites_and_what_cannot_be_checked() {
+        use ChecksumAlgorithm::*;
+        let all = [
+            ("x-amz-checksum-sha1", "98O8HYCOBHMq32eZZczDTKeuNEE="),
             ("x-amz-checksum-crc32", "y/Q5Jg=="),
             ("x-amz-checksum-crc32c", "4waSgw=="),
+            ("x-amz-checksum-crc64nvme", "rosUhgp5mIg="),
         ];
-        assert_eq!(from(both).unwrap().algorithm, Algorithm::Crc32c);
-        for bad in ["4waSgw==-3", "not base64!", "AAAAAAAA", ""] {
-            assert_eq!(from(&[("x-amz-checksum-crc32c", bad)]), None, "{bad}");
+        let Offered::Full(e) = from(&all) else {
+            panic!("not full")
+        };
+        assert_eq!(e.algorithm, Crc64Nvme);
+        let Offered::Full(e) = from(&all[..2]) else {
+            panic!("not full")
+        };
+        assert_eq!(e.algorithm, Crc32);
+        // Composite by its suffix or by the type field, even where the value has no suffix.
+        assert_eq!(
+            from(&[("x-amz-checksum-crc32c", "4waSgw==-3")]),
+            Offered::Composite(Crc32c)
+        );
+        assert_eq!(
+            from(&[
+                ("x-amz-checksum-crc32", "y/Q5Jg=="),
+                ("x-amz-checksum-type", "COMPOSITE")
+            ]),
+            Offered::Composite(Crc32)
+        );
+        // A full value wins over a composite one.
+        assert!(matches!(
+            from(&[
+                ("x-amz-checksum-crc32c", "4waSgw==-3"),
+                ("x-amz-checksum-crc32", "y/Q5Jg==")
+            ]),
+            Offered::Full(Expected {
+                algorithm: Crc32,
+                ..
+            })
+        ));
+        for bad in ["not base64!", "AAAAAAAA", ""] {
+            assert_eq!(
+                from(&[("x-amz-checksum-crc32c", bad)]),
+                Offered::Nothing,
+                "{bad}"
+            );
         }
-        assert_eq!(from(&[("x-amz-checksum-sha256", "abc=")]), None);
+        assert_eq!(from(&[("x-amz-checksum-sha256", "abc=")]), Offered::Nothing);
+        assert_eq!(from(&[]), Offered::Nothing);
+    }
+
+    proptest! {
+        /// Combining the CRCs of the pieces of any split, in order, gives the CRC of the whole.
+        #[test]
+        fn part_crcs_combine_into_the_whole(
+            data in proptest::collection::vec(any::<u8>(), 0..5000),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (data.len() + 1)).collect();
+            cuts.sort_unstable();
+            for algorithm in [ChecksumAlgorithm::Crc64Nvme, ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Crc32] {
+                let mut acc = empty_crc(algorithm);
+                let mut start = 0;
+                for end in cuts.iter().copied().chain([data.len()]) {
+                    let Value::Crc(piece) = of(algorithm, &data[start..end]) else { unreachable!() };
+                    acc = combine(algorithm, acc, piece, (end - start) as u64);
+                    start = end;
+                }
+                prop_assert_eq!(Value::Crc(acc), of(algorithm, &data), "{}", algorithm);
+            }
+        }
     }
 }

@@ -75,6 +75,30 @@ pub enum HttpTransport {
     Hyper,
 }
 
+/// Whether object checksums are asked for and verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChecksumMode {
+    /// Nothing is asked for or checked; every object says
+    /// [`NotVerified::Off`](crate::NotVerified::Off).
+    Off,
+    /// Ask for checksums (`x-amz-checksum-mode: ENABLED`) and verify every object the server
+    /// has a full-object checksum for; an object without one is delivered, saying so. The
+    /// default, as in the AWS SDKs.
+    #[default]
+    WhenAvailable,
+    /// As `WhenAvailable`, and an object with no full-object checksum to verify fails with
+    /// [`ErrorKind::ChecksumMissing`](crate::ErrorKind::ChecksumMissing).
+    Required,
+}
+
+impl ChecksumMode {
+    /// True unless [`ChecksumMode::Off`].
+    pub(crate) fn is_on(self) -> bool {
+        self != ChecksumMode::Off
+    }
+}
+
 /// Where credentials come from.
 #[derive(Clone)]
 pub(crate) enum CredentialSource {
@@ -116,7 +140,7 @@ pub struct ClientBuilder {
     stall_timeout: Duration,
     retry: RetryConfig,
     throttle: ThrottleConfig,
-    checksum_mode: bool,
+    checksum_mode: ChecksumMode,
     transport: HttpTransport,
     requester_pays: bool,
     expected_bucket_owner: Option<String>,
@@ -154,7 +178,7 @@ impl Default for ClientBuilder {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             retry: RetryConfig::default(),
             throttle: ThrottleConfig::default(),
-            checksum_mode: false,
+            checksum_mode: ChecksumMode::WhenAvailable,
             transport: HttpTransport::Native,
             requester_pays: false,
             expected_bucket_owner: None,
@@ -336,14 +360,19 @@ impl ClientBuilder {
         self
     }
 
-    /// Ask for and verify object checksums (`x-amz-checksum-mode: ENABLED`): a CRC32C or CRC32
-    /// the server sends for the whole object is checked against the bytes received, and a
-    /// mismatch is [`ErrorKind::ChecksumMismatch`](crate::ErrorKind::ChecksumMismatch).
-    /// Composite checksums of multipart uploads (`…-N`) cannot be checked this way and are
-    /// skipped, and so are objects fetched as ranged parts (S3 sends no whole-object checksum
-    /// with a range). Default: off.
-    pub fn checksum_mode(mut self, enabled: bool) -> Self {
-        self.checksum_mode = enabled;
+    /// Whether object checksums are asked for and verified. Default:
+    /// [`ChecksumMode::WhenAvailable`].
+    ///
+    /// The bytes of an object are checked against the full-object checksum the server stores
+    /// (CRC64NVME, CRC32C, CRC32, SHA-256 or SHA-1). An object fetched in one GET gets it with
+    /// the reply. One fetched in ranged parts (above the part size) costs one HEAD more, made
+    /// after its first part: the parts' CRCs are combined in order (a SHA digest is computed
+    /// over the parts in order). A mismatch is retried once on a new connection, then fails
+    /// the object with [`ErrorKind::ChecksumMismatch`](crate::ErrorKind::ChecksumMismatch)
+    /// (for a streaming body, as its last item). Each [`Object`](crate::Object) says whether it
+    /// was verified ([`Checksum`](crate::Checksum)); [`Stats`](crate::Stats) counts both.
+    pub fn checksum_mode(mut self, mode: ChecksumMode) -> Self {
+        self.checksum_mode = mode;
         self
     }
 
@@ -763,7 +792,7 @@ pub(crate) struct Config {
     pub(crate) stall_timeout: Duration,
     pub(crate) retry: RetryConfig,
     pub(crate) throttle: ThrottleConfig,
-    pub(crate) checksum_mode: bool,
+    pub(crate) checksum_mode: ChecksumMode,
     pub(crate) transport: HttpTransport,
     /// The request options' fields.
     pub(crate) extra_fields: Arc<ExtraFields>,

@@ -33,9 +33,13 @@ pub enum ErrorKind {
     Throttled,
     /// No response, or no body bytes, within the stall timeout. Retried.
     Timeout,
-    /// The body's CRC32C or CRC32 does not match the checksum the server sent (with checksum
-    /// mode enabled). Not retried: the stored object and its checksum disagree.
+    /// The bytes received do not match the object's checksum (with checksum mode on, the
+    /// default). Sent again once on a new connection (corruption in transit), then the object
+    /// fails with this kind; the message names the algorithm and both values.
     ChecksumMismatch,
+    /// [`ChecksumMode::Required`](crate::ChecksumMode::Required) and the server has no
+    /// full-object checksum for the object (none, or only a composite one). Not retried.
+    ChecksumMissing,
     /// The object changed between attempts: its ETag differs from the first attempt's, or the
     /// server refused `If-Match` (HTTP 412). Not retried; no mix of two versions is delivered.
     Changed,
@@ -81,6 +85,7 @@ impl ErrorKind {
             ErrorKind::Throttled => "throttled by the server",
             ErrorKind::Timeout => "timed out",
             ErrorKind::ChecksumMismatch => "checksum mismatch",
+            ErrorKind::ChecksumMissing => "no checksum to verify",
             ErrorKind::Changed => "object changed while being fetched",
             ErrorKind::LengthMismatch => "body length does not match the declared size",
             ErrorKind::Connect => "could not connect",

@@ -12,9 +12,11 @@
 //! `Content-Range` (or, from a server that ignores ranges, `Content-Length`) gives the size. A
 //! `416` without a size (`Content-Range: bytes */0`) to that first range is an empty object.
 //!
-//! A part is accepted only if its length equals what was asked for (and `Content-Length`), and —
-//! with checksum mode, for an object fetched in one GET — its CRC matches the whole-object
-//! checksum the server sent. The stall timeout applies to each wait for the server — the
+//! A part is accepted only if its length equals what was asked for (and `Content-Length`). With
+//! checksums on, a part that is the whole object is hashed as it is read and must match the
+//! checksum its reply states (a mismatch is sent again once, on a new connection); a part of an
+//! object fetched in parts gives the CRC of its bytes, and its object's first part learns the
+//! object's checksum with a HEAD. The stall timeout applies to each wait for the server — the
 //! response head, every read of the body — never to the whole transfer.
 
 use std::future::Future;
@@ -25,9 +27,11 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use http::StatusCode;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::checksum::Expected;
+use crate::checksum::{ChecksumAlgorithm, Hasher, Offered, Value};
+use crate::config::ChecksumMode;
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
@@ -62,23 +66,59 @@ pub(crate) struct Pinned {
     pub(crate) etag: Option<Box<[u8]>>,
     pub(crate) version_id: Option<String>,
     pub(crate) size: Option<u64>,
+    /// The object's checksum, once a reply carrying the whole object (or a HEAD) stated it.
+    pub(crate) checksum: Option<Offered>,
 }
 
 /// The [`Pinned`] state of one object, shared by its parts.
 #[derive(Debug, Default)]
-pub(crate) struct ObjectPin(Mutex<Pinned>);
+pub(crate) struct ObjectPin {
+    pinned: Mutex<Pinned>,
+    /// Signalled when the checksum becomes known.
+    checksum_known: Notify,
+}
 
 impl ObjectPin {
     /// A pin for an object of `size` bytes (`None`: learned from the first reply).
     pub(crate) fn new(size: Option<u64>) -> Self {
-        ObjectPin(Mutex::new(Pinned {
-            size,
-            ..Pinned::default()
-        }))
+        ObjectPin {
+            pinned: Mutex::new(Pinned {
+                size,
+                ..Pinned::default()
+            }),
+            checksum_known: Notify::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Pinned> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.pinned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The object's checksum, if known yet.
+    pub(crate) fn checksum(&self) -> Option<Offered> {
+        self.lock().checksum
+    }
+
+    /// Records what a reply carrying the whole object (or the HEAD) said about the checksum.
+    /// A later reply (a resend after a mismatch) replaces it: its ETag pins the same object,
+    /// and a value corrupted in transit must not fail the resend.
+    fn learn_checksum(&self, offered: Offered) {
+        self.lock().checksum = Some(offered);
+        self.checksum_known.notify_waiters();
+    }
+
+    /// Waits until the object's checksum is known (the object's first part learns it).
+    async fn checksum_resolved(&self) -> Offered {
+        loop {
+            let notified = self.checksum_known.notified();
+            let mut notified = pin!(notified);
+            // Registered before the check, so a signal between the two is not missed.
+            notified.as_mut().enable();
+            if let Some(offered) = self.checksum() {
+                return offered;
+            }
+            notified.await;
+        }
     }
 
     /// What is pinned now.
@@ -94,6 +134,7 @@ impl ObjectPin {
             etag: p.etag.take(),
             version_id: p.version_id.take(),
             size: p.size,
+            checksum: p.checksum,
         }
     }
 
@@ -166,8 +207,21 @@ impl ObjectPin {
     }
 }
 
+/// A part's bytes, and — for a part of an object fetched in ranged parts whose checksum is a
+/// CRC — the CRC of those bytes, for the object to combine with its other parts'.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) lease: Lease,
+    pub(crate) crc: Option<u64>,
+}
+
 /// Fetches one part of `key` into `lease`; `first` is the slot and connection right for the
 /// first attempt. `on_size` is called once, mid-download, if this part learns the object's size.
+///
+/// With checksums on, a part whose reply carried the whole object is verified here, as it is
+/// read; a mismatch is sent again once on a new connection. The first part of an object
+/// fetched in ranged parts learns the object's checksum with a HEAD before it is handed over;
+/// every other part waits for that, then gives the CRC of its bytes.
 ///
 /// # Errors
 ///
@@ -184,12 +238,13 @@ pub(crate) async fn fetch_part(
     first: (Slot, Unit),
     pin: &ObjectPin,
     on_size: &(dyn Fn(u64) + Sync),
-) -> Result<Lease, Error> {
+) -> Result<Fetched, Error> {
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
-    let mut checksum = None;
+    let mut running = Running::default();
     let mut ticket = Some(first);
     let mut place = Place::Front;
     let mut redirects = 0;
+    let mut resent = false;
     let req = PartRequest {
         ctx,
         target,
@@ -199,16 +254,27 @@ pub(crate) async fn fetch_part(
         pin,
         on_size,
     };
-    loop {
+    let whole = loop {
         retrier.start_attempt();
         let (slot, unit) = match ticket.take() {
             Some(t) => t,
             None => ctx.ticket(place).await,
         };
-        match req.attempt(&mut lease, unit, &mut checksum).await {
-            Ok(()) => {
+        match req.attempt(&mut lease, unit, &mut running, resent).await {
+            Ok(whole) => {
                 trace_change(slot.succeeded(), &ctx.limiter);
-                break;
+                break whole;
+            }
+            Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
+                Counters::add(&ctx.counters.checksum_mismatches, 1);
+                if resent {
+                    return Err(e.with_attempts(retrier.attempts()));
+                }
+                // Corruption in transit, most likely: once more, on a new connection.
+                tracing::warn!(error = %e, "checksum mismatch; sending again on a new connection");
+                resent = true;
+                drop(slot);
+                place = Place::Front;
             }
             Err(e) if follow_region(ctx, target, &e, &mut redirects, &mut retrier)? => {
                 drop(slot);
@@ -216,21 +282,79 @@ pub(crate) async fn fetch_part(
             }
             Err(e) => place = after_failure(ctx, &mut retrier, slot, e).await?,
         }
-    }
-    if let Some(expected) = checksum {
-        let got = expected.compute(lease.chunks());
-        if got != expected.value {
-            return Err(Error::new(ErrorKind::ChecksumMismatch)
-                .with_message(format!(
-                    "{:?} of the body is {got:08x}, the server sent {:08x}",
-                    expected.algorithm, expected.value
-                ))
-                .with_attempts(retrier.attempts()));
+    };
+    let crc = if ctx.config.checksum_mode.is_on() && !whole {
+        req.part_checksum(&lease, &mut running)
+            .await
+            .map_err(|e| e.with_attempts(retrier.attempts()))?
+    } else {
+        None
+    };
+    if ctx.config.checksum_mode == ChecksumMode::Required && spec.start == 0 {
+        let size = pin.size().unwrap_or_default();
+        match pin.checksum() {
+            Some(Offered::Full(_)) => {}
+            // An empty object has no byte to verify.
+            _ if size == 0 => {}
+            offered => {
+                return Err(
+                    Error::new(ErrorKind::ChecksumMissing).with_message(match offered {
+                        Some(Offered::Composite(a)) => format!(
+                            "the server has only a composite {a} checksum (of the upload's parts)"
+                        ),
+                        _ => "the server sent no checksum for the object".to_owned(),
+                    }),
+                )
+            }
         }
     }
     Counters::add(&ctx.counters.parts, 1);
     Counters::add(&ctx.counters.bytes, lease.len() as u64);
-    Ok(lease)
+    Ok(Fetched { lease, crc })
+}
+
+/// The running checksum of the bytes in a part's lease: bytes `..covered` are in `hasher`.
+#[derive(Debug, Default)]
+struct Running {
+    hasher: Option<(ChecksumAlgorithm, Hasher)>,
+    covered: usize,
+}
+
+impl Running {
+    /// Starts over in `algorithm` (the lease was cleared, or this is the first reply).
+    fn start(&mut self, algorithm: ChecksumAlgorithm) {
+        self.hasher = Some((algorithm, Hasher::new(algorithm)));
+        self.covered = 0;
+    }
+
+    /// Forgets what was hashed: the lease was cleared.
+    fn reset(&mut self) {
+        if let Some((algorithm, _)) = self.hasher {
+            self.start(algorithm);
+        }
+    }
+
+    /// Hashes the lease's bytes not hashed yet: after each read, while they are in the cache.
+    fn catch_up(&mut self, lease: &Lease) {
+        if let Some((_, hasher)) = &mut self.hasher {
+            for bytes in lease.bytes_from(self.covered) {
+                hasher.update(bytes);
+            }
+            self.covered = lease.len();
+        }
+    }
+
+    fn algorithm(&self) -> Option<ChecksumAlgorithm> {
+        self.hasher.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The value over every byte of `lease`.
+    fn finish(&mut self, lease: &Lease) -> Option<Value> {
+        self.catch_up(lease);
+        let (algorithm, hasher) = self.hasher.take()?;
+        self.start(algorithm);
+        Some(hasher.finish())
+    }
 }
 
 /// How many times one request follows a reply naming its bucket's region before such a reply
@@ -337,13 +461,16 @@ struct PartRequest<'a> {
 }
 
 impl PartRequest<'_> {
-    /// One attempt: on success the lease holds the whole part.
+    /// One attempt: on success the lease holds the whole part. True when the reply carried the
+    /// whole object, and so (with checksums on) told its checksum and was verified against it.
+    /// `fresh`: on a new connection, not an idle one.
     async fn attempt(
         &self,
         lease: &mut Lease,
         unit: Unit,
-        checksum: &mut Option<Expected>,
-    ) -> Result<(), Error> {
+        running: &mut Running,
+        fresh: bool,
+    ) -> Result<bool, Error> {
         let (ctx, spec) = (self.ctx, self.spec);
         let stall = ctx.config.stall_timeout;
         let pinned = self.pin.snapshot();
@@ -358,9 +485,11 @@ impl PartRequest<'_> {
             spec.start + held
         } else {
             lease.clear();
+            running.reset();
             spec.start
         };
         let ranged = spec.ranged || from > spec.start;
+        let checksums = ctx.config.checksum_mode.is_on();
 
         let mut req = self.target.get_object(self.key, self.version_id)?;
         if let Some(etag) = &pinned.etag {
@@ -369,7 +498,7 @@ impl PartRequest<'_> {
         if ranged {
             req.range(from, end - 1);
         }
-        if ctx.config.checksum_mode {
+        if checksums {
             req.checksum_mode();
         }
         tracing::debug!(
@@ -381,7 +510,7 @@ impl PartRequest<'_> {
         );
         let timer = pin!(unarmed(ctx));
         let mut stalls = Stall::new(timer, stall);
-        let mut conn = send(ctx, unit, &req, &mut stalls).await?;
+        let mut conn = send(ctx, unit, &req, &mut stalls, fresh).await?;
         let status = conn.head().status();
 
         if !status.is_success() {
@@ -395,7 +524,10 @@ impl PartRequest<'_> {
                     lease.shrink_to(0);
                     (self.on_size)(0);
                 }
-                return Ok(());
+                if checksums {
+                    self.pin.learn_checksum(Offered::Nothing);
+                }
+                return Ok(true);
             }
             return Err(status_error(status, &bytes, region.as_deref()));
         }
@@ -415,6 +547,7 @@ impl PartRequest<'_> {
         )?;
         if shape.restart {
             lease.clear(); // a full body, even if a range was asked for
+            running.reset();
         }
         if self.pin.check(
             status,
@@ -426,8 +559,23 @@ impl PartRequest<'_> {
             lease.shrink_to(spec.len.min(shape.total - spec.start.min(shape.total)));
             (self.on_size)(shape.total);
         }
-        if ctx.config.checksum_mode && status == StatusCode::OK {
-            *checksum = Expected::from_headers(|name| head.get(name));
+        // This part is the whole object: verified here. Else its CRC is computed as it is
+        // read, once the object's checksum is known, for the object to combine.
+        let whole = spec.start == 0 && spec.len >= shape.total;
+        let mut expected = None;
+        if checksums {
+            // S3 states the object's checksum only on a reply that carries all of it.
+            if shape.restart || (from == 0 && shape.len == shape.total) {
+                self.pin
+                    .learn_checksum(Offered::from_fields(|name| head.get(name)));
+            }
+            if let Some(Offered::Full(e)) = self.pin.checksum() {
+                if (whole || e.algorithm.is_crc()) && running.algorithm() != Some(e.algorithm) {
+                    running.start(e.algorithm);
+                    running.catch_up(lease);
+                }
+                expected = whole.then_some(e);
+            }
         }
 
         let want = if shape.restart {
@@ -459,7 +607,10 @@ impl PartRequest<'_> {
             };
             match read {
                 Ok(0) => break,
-                Ok(n) => lease.advance(n),
+                Ok(n) => {
+                    lease.advance(n);
+                    running.catch_up(lease);
+                }
                 Err(e) => {
                     return Err(Error::new(ErrorKind::Connection)
                         .with_status(status)
@@ -487,9 +638,63 @@ impl PartRequest<'_> {
                 format!("body ended after {} of {want} bytes", lease.len()),
             ));
         }
+        if let Some(expected) = expected {
+            if let Some(got) = running.finish(lease) {
+                // The connection is dropped (closed), not released: the resend goes on a new one.
+                expected.check(got).map_err(|e| e.with_status(status))?;
+            }
+        }
         conn.release();
         tracing::debug!(status = status.as_u16(), bytes = want, "GET done");
-        Ok(())
+        Ok(whole)
+    }
+
+    /// For a part of an object fetched in ranged parts: learns the object's checksum (the
+    /// first part, with a HEAD), or waits for the first part to; then the CRC of this part's
+    /// bytes when the checksum is a CRC (a digest is computed over the parts in order where
+    /// they meet).
+    async fn part_checksum(
+        &self,
+        lease: &Lease,
+        running: &mut Running,
+    ) -> Result<Option<u64>, Error> {
+        let offered = match self.pin.checksum() {
+            Some(offered) => offered,
+            None if self.spec.start == 0 => {
+                let offered = self.head_checksum().await?;
+                self.pin.learn_checksum(offered);
+                offered
+            }
+            None => self.pin.checksum_resolved().await,
+        };
+        let Offered::Full(e) = offered else {
+            return Ok(None);
+        };
+        if !e.algorithm.is_crc() {
+            return Ok(None);
+        }
+        if running.algorithm() != Some(e.algorithm) {
+            running.start(e.algorithm);
+        }
+        Ok(match running.finish(lease) {
+            Some(Value::Crc(crc)) => Some(crc),
+            _ => None,
+        })
+    }
+
+    /// The object's checksum from a HEAD with checksum mode, pinned to the ETag its parts have.
+    async fn head_checksum(&self) -> Result<Offered, Error> {
+        let pinned = self.pin.snapshot();
+        let mut req = self.target.head_object(self.key, self.version_id)?;
+        if let Some(etag) = &pinned.etag {
+            req.if_match(etag);
+        }
+        req.checksum_mode();
+        Counters::add(&self.ctx.counters.checksum_heads, 1);
+        let (headers, _) = request_whole(self.ctx, req, 0).await?;
+        let offered = Offered::from_fields(|name| headers.get(name).map(|v| v.as_bytes()));
+        tracing::debug!(?offered, "checksum learned with a HEAD");
+        Ok(offered)
     }
 }
 
@@ -695,9 +900,15 @@ async fn send(
     unit: Unit,
     req: &S3Request<'_>,
     stalls: &mut Stall<'_>,
+    fresh: bool,
 ) -> Result<Conn, Error> {
     let creds = ctx.signer.credentials_for_request().await?;
-    let mut conn = unit.connect(req.origin()).await.map_err(|(_, e)| e)?;
+    let conn = if fresh {
+        unit.connect_new(req.origin()).await
+    } else {
+        unit.connect(req.origin()).await
+    };
+    let mut conn = conn.map_err(|(_, e)| e)?;
     loop {
         compose(&mut conn, req, &ctx.signer, creds.as_ref())?;
         Counters::add(&ctx.counters.requests, 1);
@@ -825,7 +1036,7 @@ async fn whole_once(
 ) -> Result<(http::HeaderMap, Vec<u8>), Error> {
     let timer = pin!(unarmed(ctx));
     let mut stalls = Stall::new(timer, ctx.config.stall_timeout);
-    let mut conn = send(ctx, unit, req, &mut stalls).await?;
+    let mut conn = send(ctx, unit, req, &mut stalls, false).await?;
     let status = conn.head().status();
     let headers = conn.head().to_header_map();
     let limit = if status.is_success() {

@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-pub(crate) use body::PartQueue;
 pub use body::{Body, Chunks};
+pub(crate) use body::{EndCheck, PartQueue};
 use budget::SlabBudget;
 
 /// The shared slab pool of one client.

@@ -1,6 +1,7 @@
 //! What goes in ([`ObjectRef`]: a key, its size if known, optionally a version) and what comes
 //! out ([`Object`]: the key, its position in the input, its ETag and its [`Body`]).
 
+use crate::checksum::Checksum;
 use crate::error::Error;
 use crate::memory::Body;
 
@@ -99,6 +100,9 @@ pub struct Object {
     pub etag: Option<String>,
     /// The version id the server sent (`x-amz-version-id`), if any.
     pub version_id: Option<String>,
+    /// Whether its bytes were verified against the server's checksum, and how
+    /// ([`ClientBuilder::checksum_mode`](crate::ClientBuilder::checksum_mode)).
+    pub checksum: Checksum,
     /// The object's bytes, held whole or streaming ([`Body::is_streaming`]). Dropping it returns
     /// its memory to the client's budget (and cancels what a streaming body still had to fetch).
     pub body: Body,

@@ -15,6 +15,10 @@ pub(crate) struct Counters {
     pub(crate) parts: AtomicU64,
     pub(crate) region_redirects: AtomicU64,
     pub(crate) stale_connections: AtomicU64,
+    pub(crate) checksums_verified: AtomicU64,
+    pub(crate) checksums_unavailable: AtomicU64,
+    pub(crate) checksum_mismatches: AtomicU64,
+    pub(crate) checksum_heads: AtomicU64,
 }
 
 impl Counters {
@@ -51,6 +55,18 @@ pub struct Stats {
     /// they were sent on had been closed by the server before any byte of a reply (its
     /// keep-alive timeout); such a request spends no attempt and no retry budget.
     pub stale_connections: u64,
+    /// Objects whose bytes were verified against their full-object checksum (a streaming body
+    /// is counted once its last part is in and checked).
+    pub checksums_verified: u64,
+    /// Objects delivered unverified with checksums on: the server had no checksum for them, or
+    /// only a composite one.
+    pub checksums_unavailable: u64,
+    /// Replies (or whole objects fetched in parts) whose bytes did not match the checksum; a
+    /// one-GET object is sent again once, so this counts corruption seen, not objects failed.
+    pub checksum_mismatches: u64,
+    /// HEADs sent to learn the checksum of an object fetched in ranged parts (one per such
+    /// object: S3 sends no checksum with a partial range).
+    pub checksum_heads: u64,
     /// The adaptive limit on requests in flight now: `max_connections` (or the configured
     /// ceiling) until the server throttles, lower after.
     pub concurrency_limit: usize,
@@ -87,6 +103,10 @@ impl Counters {
             parts: self.parts.load(Ordering::Relaxed),
             region_redirects: self.region_redirects.load(Ordering::Relaxed),
             stale_connections: self.stale_connections.load(Ordering::Relaxed),
+            checksums_verified: self.checksums_verified.load(Ordering::Relaxed),
+            checksums_unavailable: self.checksums_unavailable.load(Ordering::Relaxed),
+            checksum_mismatches: self.checksum_mismatches.load(Ordering::Relaxed),
+            checksum_heads: self.checksum_heads.load(Ordering::Relaxed),
             ..Stats::default()
         }
     }

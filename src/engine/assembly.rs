@@ -13,6 +13,11 @@
 //! cancelled — or, once a streaming body is out, an error read from the body after the parts
 //! before it, with the parts after it cancelled. Dropping a streaming body cancels the parts
 //! still to come. Either way no more parts of the object are admitted.
+//!
+//! Checksums of an object in parts are checked here, against the value its first part learned:
+//! a whole object's parts' CRCs are combined in order (a digest is computed over the joined
+//! body) before it is delivered, and a mismatch fails it; a streaming body ends with the
+//! verdict on the combined CRC once every part is in, or hashes its digest as it is read.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -22,10 +27,11 @@ use super::plan::{self, Mode};
 use tokio::sync::Notify;
 
 use super::Delivery;
+use crate::checksum::{self, Checksum, Expected, Hasher, NotVerified, Offered, Value};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::fetch::{ObjectPin, PartSpec};
-use crate::memory::{Body, Lease, PartQueue};
+use crate::fetch::{Fetched, ObjectPin, PartSpec};
+use crate::memory::{Body, EndCheck, Lease, PartQueue};
 use crate::object::{Object, ObjectRef};
 use crate::stats::Counters;
 
@@ -56,10 +62,13 @@ enum Kind {
     Whole {
         /// Each part's lease once in; empty for a one-part object.
         leases: Vec<Option<Lease>>,
+        /// Each part's CRC and length once in (with a CRC checksum); empty for one part.
+        sums: Vec<Option<(u64, u64)>>,
         received: usize,
     },
     Streaming {
         queue: Arc<PartQueue>,
+        sums: Vec<Option<(u64, u64)>>,
         received: usize,
     },
     Probing,
@@ -165,12 +174,12 @@ impl Assembly {
 
     /// Takes part `idx`'s result: fills in the object, delivers it when it is complete (or
     /// streamable), or fails it.
-    pub(crate) fn part_done(&self, idx: usize, result: Result<Lease, Error>) {
+    pub(crate) fn part_done(&self, idx: usize, result: Result<Fetched, Error>) {
         let mut out = Outcome::default();
         {
             let mut st = self.lock();
             match result {
-                Ok(lease) => self.part_in(&mut st, idx, lease, &mut out),
+                Ok(f) => self.part_in(&mut st, idx, f.lease, f.crc, &mut out),
                 Err(e) => self.part_failed(&mut st, idx, e, &mut out),
             }
         }
@@ -181,6 +190,9 @@ impl Assembly {
         if let Some((queue, idx, part)) = out.queue_put {
             queue.put(idx, part);
         }
+        if let Some((queue, verdict)) = out.verdict {
+            queue.verdict(verdict);
+        }
         if let Some((delivery, item)) = out.deliver {
             delivery.deliver(item, &self.ctx.counters);
         }
@@ -190,18 +202,32 @@ impl Assembly {
         self.sized.notify_waiters();
     }
 
-    fn part_in(&self, st: &mut State, idx: usize, lease: Lease, out: &mut Outcome) {
+    fn part_in(
+        &self,
+        st: &mut State,
+        idx: usize,
+        lease: Lease,
+        crc: Option<u64>,
+        out: &mut Outcome,
+    ) {
         let parts = st.parts;
+        let sum = crc.map(|crc| (crc, lease.len() as u64));
         match &mut st.kind {
-            Kind::Whole { leases, received } => {
+            Kind::Whole {
+                leases,
+                sums,
+                received,
+            } => {
                 if st.delivery.is_none() {
                     out.dropped.push(lease); // the object already failed
                     return;
                 }
-                let body = if leases.is_empty() {
-                    lease // the one part of a one-part object
+                let (body, checksum) = if leases.is_empty() {
+                    // The one part of a one-part object, verified as it was read.
+                    (lease, self.outcome())
                 } else {
                     leases[idx] = Some(lease);
+                    sums[idx] = sum;
                     *received += 1;
                     if *received < leases.len() {
                         return;
@@ -213,25 +239,61 @@ impl Assembly {
                     for next in joined {
                         body.append(next);
                     }
-                    body
+                    match self.verify_parts(sums, Some(&body)) {
+                        Ok(checksum) => (body, checksum),
+                        Err(e) => {
+                            out.dropped.push(body);
+                            self.part_failed(st, usize::MAX, e, out);
+                            return;
+                        }
+                    }
                 };
+                self.count(checksum);
                 Counters::add(&self.ctx.counters.objects, 1);
                 if let Some(mut delivery) = st.delivery.take() {
-                    let object = self.object(&mut delivery, Body::whole(body), true);
+                    let object = self.object(&mut delivery, Body::whole(body), true, checksum);
                     out.deliver = Some((delivery, Ok(object)));
                 }
             }
-            Kind::Streaming { queue, received } => {
+            Kind::Streaming {
+                queue,
+                sums,
+                received,
+            } => {
                 *received += 1;
-                if *received == parts {
-                    Counters::add(&self.ctx.counters.objects, 1);
-                }
+                sums[idx] = sum;
                 if idx == 0 {
                     if let Some(mut delivery) = st.delivery.take() {
+                        // The first part learned the checksum: the body checks its end by it.
+                        let checksum = self.outcome();
+                        match self.pin.checksum() {
+                            Some(Offered::Full(e)) if e.algorithm.is_crc() => queue.await_verdict(),
+                            Some(Offered::Full(e)) => queue.check(Box::new(DigestCheck {
+                                hasher: Hasher::new(e.algorithm),
+                                expected: e,
+                                ctx: Arc::clone(&self.ctx),
+                                key: self.key.clone(),
+                                seq: self.seq,
+                            })),
+                            _ => self.count(checksum),
+                        }
                         let size = self.pin.size().unwrap_or_default();
                         let body = Body::streaming(size, Arc::clone(queue));
-                        let object = self.object(&mut delivery, body, false);
+                        let object = self.object(&mut delivery, body, false, checksum);
                         out.deliver = Some((delivery, Ok(object)));
+                    }
+                }
+                if *received == parts {
+                    Counters::add(&self.ctx.counters.objects, 1);
+                    if let Some(Offered::Full(e)) = self.pin.checksum() {
+                        if e.algorithm.is_crc() {
+                            let verdict = self.verify_parts(sums, None).map(|c| self.count(c));
+                            let verdict = verdict.map_err(|e| {
+                                Counters::add(&self.ctx.counters.errors, 1);
+                                e.with_key(&self.key).with_seq(self.seq)
+                            });
+                            out.verdict = Some((Arc::clone(queue), verdict));
+                        }
                     }
                 }
                 out.queue_put = Some((Arc::clone(queue), idx, Ok(lease)));
@@ -246,9 +308,10 @@ impl Assembly {
         }
     }
 
+    /// Part `idx` failed for good (`usize::MAX`: the object as a whole did).
     fn part_failed(&self, st: &mut State, idx: usize, e: Error, out: &mut Outcome) {
         let parts = st.parts;
-        let e = if parts > 1 {
+        let e = if parts > 1 && idx < parts {
             e.with_part(idx, parts)
         } else {
             e
@@ -293,7 +356,13 @@ impl Assembly {
     /// The delivered object; its key comes from `delivery`, which holds the object's one copy.
     /// Once every part is in (`complete`), what the replies pinned is moved into it; a
     /// streaming object gets a copy, as its later parts still need the pin.
-    fn object(&self, delivery: &mut Delivery, body: Body, complete: bool) -> Object {
+    fn object(
+        &self,
+        delivery: &mut Delivery,
+        body: Body,
+        complete: bool,
+        checksum: Checksum,
+    ) -> Object {
         let pinned = if complete {
             self.pin.take()
         } else {
@@ -304,7 +373,92 @@ impl Assembly {
             seq: self.seq,
             etag: pinned.etag.map(etag_text),
             version_id: pinned.version_id,
+            checksum,
             body,
+        }
+    }
+
+    /// What the object's checksum allows: verified (once the check passes) or why not.
+    fn outcome(&self) -> Checksum {
+        self.pin
+            .checksum()
+            .map_or(Checksum::NotVerified(NotVerified::Off), |o| o.outcome())
+    }
+
+    /// Counts an object's checksum outcome.
+    fn count(&self, checksum: Checksum) {
+        let counters = &self.ctx.counters;
+        match checksum {
+            Checksum::Verified(_) => Counters::add(&counters.checksums_verified, 1),
+            Checksum::NotVerified(NotVerified::Off) => {}
+            Checksum::NotVerified(_) => Counters::add(&counters.checksums_unavailable, 1),
+        }
+    }
+
+    /// Checks an object fetched in parts against its full-object checksum: the parts' CRCs
+    /// combined in order, or (a digest, or a CRC missing) the bytes of `body` hashed in order.
+    fn verify_parts(
+        &self,
+        sums: &[Option<(u64, u64)>],
+        body: Option<&Lease>,
+    ) -> Result<Checksum, Error> {
+        let Some(Offered::Full(e)) = self.pin.checksum() else {
+            return Ok(self.outcome());
+        };
+        let alg = e.algorithm;
+        let got = if alg.is_crc() && sums.iter().all(Option::is_some) {
+            let crc = sums
+                .iter()
+                .flatten()
+                .fold(checksum::empty_crc(alg), |acc, (crc, len)| {
+                    checksum::combine(alg, acc, *crc, *len)
+                });
+            Value::Crc(crc)
+        } else if let Some(body) = body {
+            let mut hasher = Hasher::new(alg);
+            body.chunks().for_each(|bytes| hasher.update(bytes));
+            hasher.finish()
+        } else {
+            return Err(Error::new(ErrorKind::Internal)
+                .with_message("a part of a streaming object came without its CRC"));
+        };
+        match e.check(got) {
+            Ok(()) => Ok(Checksum::Verified(alg)),
+            Err(err) => {
+                Counters::add(&self.ctx.counters.checksum_mismatches, 1);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// A streaming body's digest check: SHA digests do not combine, so the body hashes its parts
+/// as it reads them, in order.
+struct DigestCheck {
+    hasher: Hasher,
+    expected: Expected,
+    ctx: Arc<Context>,
+    key: String,
+    seq: u64,
+}
+
+impl EndCheck for DigestCheck {
+    fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Error> {
+        let counters = &self.ctx.counters;
+        match self.expected.check(self.hasher.finish()) {
+            Ok(()) => {
+                Counters::add(&counters.checksums_verified, 1);
+                Ok(())
+            }
+            Err(e) => {
+                Counters::add(&counters.checksum_mismatches, 1);
+                Counters::add(&counters.errors, 1);
+                Err(e.with_key(&self.key).with_seq(self.seq))
+            }
         }
     }
 }
@@ -322,7 +476,10 @@ impl Drop for Assembly {
     /// instead of waiting forever.
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Kind::Streaming { queue, received } = &st.kind {
+        if let Kind::Streaming {
+            queue, received, ..
+        } = &st.kind
+        {
             if *received < st.parts && st.delivery.is_none() {
                 let e = Error::new(ErrorKind::Cancelled)
                     .with_message("the request was dropped before this part arrived")
@@ -339,6 +496,7 @@ impl Drop for Assembly {
 struct Outcome {
     deliver: Option<(Delivery, Result<Object, Error>)>,
     queue_put: Option<(Arc<PartQueue>, usize, Result<Lease, Error>)>,
+    verdict: Option<(Arc<PartQueue>, Result<(), Error>)>,
     abort: Vec<(usize, AbortHandle)>,
     dropped: Vec<Lease>,
 }
@@ -356,6 +514,11 @@ fn plan_known(ctx: &Context, me: &Weak<Assembly>, size: u64) -> (Kind, usize) {
             } else {
                 Vec::new()
             },
+            sums: if parts > 1 {
+                vec![None; parts]
+            } else {
+                Vec::new()
+            },
             received: 0,
         },
         Mode::Streaming => {
@@ -366,7 +529,11 @@ fn plan_known(ctx: &Context, me: &Weak<Assembly>, size: u64) -> (Kind, usize) {
                     asm.close();
                 }
             }));
-            Kind::Streaming { queue, received: 0 }
+            Kind::Streaming {
+                queue,
+                sums: vec![None; parts],
+                received: 0,
+            }
         }
     };
     (kind, parts)

@@ -26,6 +26,24 @@ use crate::error::Error;
 /// Called once when a streaming body is dropped before its last part.
 type CloseHook = Box<dyn FnOnce() + Send>;
 
+/// A check a streaming body runs over its bytes as it takes each part, in order, and ends with.
+pub(crate) trait EndCheck: Send {
+    /// Takes the next bytes of the body.
+    fn update(&mut self, bytes: &[u8]);
+    /// After the last byte: `Err` is the body's last item.
+    fn finish(self: Box<Self>) -> Result<(), Error>;
+}
+
+/// What a streaming body does after its last part.
+enum Ending {
+    /// Ends.
+    Open,
+    /// Waits for the verdict the engine puts once every part is in; an `Err` is the last item.
+    Verdict(Option<Result<(), Error>>),
+    /// Runs this check over the bytes as they are read; its error is the last item.
+    Check(Box<dyn EndCheck>),
+}
+
 /// The parts of one streaming body, put in by the downloads in any order and taken out by the
 /// body in order.
 pub(crate) struct PartQueue {
@@ -41,6 +59,7 @@ struct QueueState {
     closed: bool,
     waker: Option<Waker>,
     on_close: Option<CloseHook>,
+    ending: Ending,
 }
 
 impl PartQueue {
@@ -53,8 +72,32 @@ impl PartQueue {
                 closed: false,
                 waker: None,
                 on_close: None,
+                ending: Ending::Open,
             }),
         })
+    }
+
+    /// The body does not end after its last part until [`verdict`](PartQueue::verdict) says.
+    pub(crate) fn await_verdict(&self) {
+        self.lock().ending = Ending::Verdict(None);
+    }
+
+    /// The verdict on the whole body: `Err` is read after its last part.
+    pub(crate) fn verdict(&self, verdict: Result<(), Error>) {
+        let waker = {
+            let mut st = self.lock();
+            st.ending = Ending::Verdict(Some(verdict));
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The body runs `check` over its bytes as it reads them, and ends with its result. Set
+    /// before the body is handed out.
+    pub(crate) fn check(&self, check: Box<dyn EndCheck>) {
+        self.lock().ending = Ending::Check(check);
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -318,13 +361,32 @@ impl Body {
                 }
                 let mut st = queue.lock();
                 if st.head >= st.parts.len() {
+                    let end = match std::mem::replace(&mut st.ending, Ending::Open) {
+                        Ending::Open | Ending::Verdict(Some(Ok(()))) => Ok(()),
+                        Ending::Verdict(Some(Err(e))) => Err(e),
+                        Ending::Verdict(None) => {
+                            st.ending = Ending::Verdict(None);
+                            match &mut st.waker {
+                                Some(w) => w.clone_from(cx.waker()),
+                                slot => *slot = Some(cx.waker().clone()),
+                            }
+                            return Poll::Pending;
+                        }
+                        Ending::Check(check) => {
+                            drop(st);
+                            check.finish()
+                        }
+                    };
                     *done = true;
-                    return Poll::Ready(None);
+                    return Poll::Ready(end.err().map(Err));
                 }
                 let head = st.head;
                 match st.parts[head].take() {
                     Some(Ok(lease)) => {
                         st.head += 1;
+                        if let Ending::Check(check) = &mut st.ending {
+                            lease.chunks().for_each(|bytes| check.update(bytes));
+                        }
                         *current = Some((lease, 0));
                     }
                     Some(Err(e)) => {
@@ -418,6 +480,16 @@ impl Lease {
             lease: self,
             idx: 0,
         }
+    }
+
+    /// The written bytes from byte `from` on, slab by slab.
+    pub(crate) fn bytes_from(&self, from: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        let slab = self.slab_size();
+        (from / slab..self.len.div_ceil(slab)).filter_map(move |idx| {
+            let bytes = self.slab_bytes(idx);
+            let skip = from.saturating_sub(idx * slab);
+            bytes.get(skip..).filter(|b| !b.is_empty())
+        })
     }
 }
 

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{Client, ErrorKind, Object, ObjectRef, RetryConfig, ThrottleConfig};
+use s3_ordered::{
+    Checksum, ChecksumAlgorithm, ChecksumMode, Client, ErrorKind, NotVerified, Object, ObjectRef,
+    RetryConfig, ThrottleConfig,
+};
 
 use crate::budgets::fast_retries;
 use crate::support::{assert_quiescent, content, Mock, Reply, Seen};
@@ -170,57 +173,103 @@ async fn an_etag_change_between_attempts_is_an_error_not_a_mix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checksums_are_verified_in_checksum_mode_and_not_retried() {
-    let good = {
+async fn checksums_are_verified_by_default_and_a_mismatch_is_sent_again_once() {
+    let crc32c = |key: &str| {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD
-            .encode(crc32c::crc32c(&content("k", LEN)).to_be_bytes())
+            .encode(crc32c::crc32c(&content(key, LEN)).to_be_bytes())
     };
-    let requests = Arc::new(AtomicUsize::new(0));
-    let (r2, g2) = (requests.clone(), good.clone());
-    let (mock, log) = scripted(move |r, _| {
-        r2.fetch_add(1, Ordering::SeqCst);
+    let good = crc32c("bad");
+    let (mock, log) = scripted(move |r, n| {
         let reply = Reply::ok(content(&r.key, LEN));
-        match r.key.as_str() {
-            "k" => reply.header("x-amz-checksum-crc32c", g2.clone()),
-            "bad" => reply.header("x-amz-checksum-crc32c", "AAAAAA=="),
-            // Multipart composite checksum: not a whole-object CRC, skipped.
+        match (r.key.as_str(), n) {
+            ("k", _) => reply.header("x-amz-checksum-crc32c", crc32c("k")),
+            // Corrupted in transit once: the resend is right.
+            ("once", 0) => reply.header("x-amz-checksum-crc32c", "AAAAAA=="),
+            ("once", _) => reply.header("x-amz-checksum-crc32c", crc32c("once")),
+            ("bad", _) => reply.header("x-amz-checksum-crc32c", "AAAAAA=="),
+            // Multipart composite checksum: not a whole-object CRC; delivered, saying so.
             _ => reply.header("x-amz-checksum-crc32c", "AAAAAA==-3"),
         }
     })
     .await;
     let client = mock
         .builder()
-        .checksum_mode(true)
+        .max_connections(1)
         .retry(fast_retries(4))
         .build()
         .unwrap();
+    let keys = ["k", "bad", "multipart", "k"];
     let results: Vec<_> = client
-        .get_all(
-            "bucket",
-            ["k", "bad", "multipart"].map(|k| ObjectRef::new(k, LEN as u64)),
-        )
+        .get_all("bucket", keys.map(|k| ObjectRef::new(k, LEN as u64)))
         .collect()
         .await;
-    assert!(results[0].is_ok());
+    let ok = results[0].as_ref().unwrap();
+    assert_eq!(ok.checksum, Checksum::Verified(ChecksumAlgorithm::Crc32c));
     let e = results[1].as_ref().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{e}");
-    assert_eq!(e.attempts(), 1);
-    assert!(results[2].is_ok());
-    assert_eq!(
-        requests.load(Ordering::SeqCst),
-        3,
-        "a checksum mismatch was retried"
+    assert!(
+        e.to_string().contains("CRC32C") && e.to_string().contains(&good),
+        "{e}"
     );
+    assert!(e.to_string().contains("AAAAAA=="), "{e}");
+    assert_eq!(e.attempts(), 2, "{e}");
+    let composite = results[2].as_ref().unwrap();
+    assert_eq!(
+        composite.checksum,
+        Checksum::NotVerified(NotVerified::Composite(ChecksumAlgorithm::Crc32c))
+    );
+    assert!(results[3].is_ok());
+    let stats = client.stats();
+    assert_eq!(mock.counts.requests.load(Ordering::SeqCst), 5, "{stats:?}");
+    assert_eq!(
+        (
+            stats.checksums_verified,
+            stats.checksums_unavailable,
+            stats.checksum_mismatches
+        ),
+        (2, 1, 2),
+        "{stats:?}"
+    );
+    // Each mismatch closed its connection: "bad" took two new ones, on one connection slot.
+    assert_eq!(mock.counts.accepted.load(Ordering::SeqCst), 3, "{stats:?}");
     assert!(log
         .lock()
         .unwrap()
         .iter()
         .all(|r| r.headers["x-amz-checksum-mode"] == "ENABLED"));
 
-    // Without checksum mode nothing is asked for or checked.
-    let plain = mock.builder().build().unwrap();
-    assert!(fetch(&plain, "bad").await.is_ok());
+    // Corrupted once: the resend's bytes are delivered, verified.
+    let obj = fetch(&client, "once").await.unwrap();
+    assert_eq!(obj.checksum, Checksum::Verified(ChecksumAlgorithm::Crc32c));
+    assert!(obj.body.to_vec() == content("once", LEN));
+
+    // Off: nothing is asked for or checked.
+    let plain = mock
+        .builder()
+        .checksum_mode(ChecksumMode::Off)
+        .build()
+        .unwrap();
+    let obj = fetch(&plain, "bad").await.unwrap();
+    assert_eq!(obj.checksum, Checksum::NotVerified(NotVerified::Off));
+    assert!(!log
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .headers
+        .contains_key("x-amz-checksum-mode"));
+
+    // Required: an object with only a composite checksum fails.
+    let strict = mock
+        .builder()
+        .checksum_mode(ChecksumMode::Required)
+        .build()
+        .unwrap();
+    let e = fetch(&strict, "multipart").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChecksumMissing, "{e}");
+    assert!(e.to_string().contains("composite CRC32C"), "{e}");
+    assert!(fetch(&strict, "k").await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

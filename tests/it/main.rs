@@ -6,6 +6,7 @@ pub(crate) mod cancel;
 #[path = "../support/certs.rs"]
 #[allow(dead_code)] // leaf_pem is the CLI tests'
 pub(crate) mod certs;
+pub(crate) mod checksums;
 pub(crate) mod credentials;
 pub(crate) mod desync;
 pub(crate) mod integrity;

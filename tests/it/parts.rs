@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{Client, ErrorKind, Object, ObjectRef};
+use s3_ordered::{ChecksumMode, Client, ErrorKind, Object, ObjectRef};
 
 use crate::budgets::fast_retries;
 use crate::support::{assert_quiescent, content, Mock, Reply, S3Server};
@@ -150,12 +150,14 @@ async fn every_size_arrives_whole_or_streamed_with_sizes_known_and_unknown() {
             );
         })
         .await;
-        // One GET per part, and no HEAD for the sizes that were not given.
+        // One GET per part, and no HEAD for the sizes that were not given; one HEAD for the
+        // checksum of each object fetched in several parts.
         let parts: u64 = objects.iter().map(|(_, s)| s.div_ceil(PART).max(1)).sum();
+        let multipart = objects.iter().filter(|(_, s)| *s > PART).count() as u64;
         let stats = client.stats();
         assert_eq!(
-            (stats.requests, stats.parts),
-            (parts, parts),
+            (stats.requests, stats.parts, stats.checksum_heads),
+            (parts + multipart, parts, multipart),
             "sized {sized}"
         );
         assert_eq!(stats.objects, objects.len() as u64);
@@ -267,8 +269,10 @@ async fn later_parts_send_if_match_and_a_412_is_changed() {
         Reply::ranged(&data, seen).header("etag", "\"v1\"")
     })
     .await;
-    // One part at a time, so every part after the first is sent after the first reply.
+    // One part at a time, so every part after the first is sent after the first reply;
+    // checksums off, so the only requests are the parts' GETs.
     let client = small_budget(mock.builder())
+        .checksum_mode(ChecksumMode::Off)
         .max_connections(2)
         .max_connections_per_request(1)
         .build()
@@ -297,7 +301,9 @@ async fn a_part_cut_short_resumes_inside_the_part() {
         r
     })
     .await;
+    // Checksums off: the only requests are the parts' GETs.
     let client = small_budget(mock.builder())
+        .checksum_mode(ChecksumMode::Off)
         .max_connections(4)
         .build()
         .unwrap();
@@ -412,7 +418,9 @@ async fn parts_count_against_the_per_request_cap() {
         (2..=3).contains(&most),
         "{most} parts were in flight at once"
     );
-    assert_eq!(mock.counts.requests.load(Ordering::SeqCst), 12);
+    // Twelve GETs, and the HEAD for the object's checksum.
+    assert_eq!(mock.counts.requests.load(Ordering::SeqCst), 12 + 1);
+    assert_eq!(client.stats().checksum_heads, 1);
     drop((obj, results));
     assert_quiescent(&client).await;
 }
@@ -475,7 +483,8 @@ async fn a_paused_reader_stops_the_transfer_and_the_budget_holds_throughout() {
         got.extend_from_slice(&chunk.unwrap());
     }
     assert!(got == data);
-    assert_eq!(requests(), total_parts);
+    // Every part's GET, and the HEAD for the object's checksum.
+    assert_eq!(requests(), total_parts + 1);
     drop((obj, results));
     let most_streaming = tokio::time::timeout(Duration::from_secs(5), sampler)
         .await

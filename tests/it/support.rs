@@ -83,6 +83,7 @@ impl Reply {
 /// What the mock's script sees of a request.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: http::Method,
     /// The key, percent-decoded.
     pub key: String,
     /// The raw query string, if any.
@@ -202,6 +203,7 @@ async fn respond(
     let group = key.split('/').next().unwrap_or_default().to_owned();
     counts.enter(&group);
     let seen = Seen {
+        method: req.method().clone(),
         key,
         query: req.uri().query().map(str::to_owned),
         headers: req.headers().clone(),

@@ -257,8 +257,7 @@ async fn read_head<S: Stream>(socket: &mut S, buf: &mut Vec<u8>) -> Option<Strin
 
 /// Answers one request; false when the connection must end.
 async fn respond<S: Stream>(socket: &mut S, shared: &Shared, head: &str) -> bool {
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
+    let request_line = head.split("\r\n").next().unwrap_or_default();
     let path = request_line.split(' ').nth(1).unwrap_or_default();
     let path = path.split('?').next().unwrap_or_default();
     let key = path.splitn(3, '/').nth(2).unwrap_or_default().to_owned();
@@ -271,7 +270,6 @@ async fn respond<S: Stream>(socket: &mut S, shared: &Shared, head: &str) -> bool
         })
     };
     let (range, if_match) = (header("range"), header("if-match"));
-    let _ = lines;
 
     let asked = range.as_deref().and_then(parse_range);
     let attempt_key = format!("{key}@{}", asked.map_or(0, |r| r.0));
@@ -359,6 +357,10 @@ async fn respond<S: Stream>(socket: &mut S, shared: &Shared, head: &str) -> bool
         head.push_str(&format!("x-amz-checksum-crc32c: {b64}\r\n"));
     }
     head.push_str("\r\n");
+    if request_line.starts_with("HEAD ") {
+        // A HEAD's reply has no body, whatever fault the body would have had.
+        return write_all(socket, head.as_bytes()).await;
+    }
 
     match fault {
         Fault::CloseAfterHead => {

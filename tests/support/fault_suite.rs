@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use s3_ordered::{
-    Client, ErrorKind, HttpTransport, Object, ObjectRef, RetryConfig, ThrottleConfig,
+    ChecksumMode, Client, ErrorKind, HttpTransport, Object, ObjectRef, RetryConfig, ThrottleConfig,
 };
 
 use crate::fault_server::{mix, FaultServer, FaultTiming, Mix};
@@ -180,7 +180,11 @@ async fn run_hostile(seed: u64, tls: bool, transport: HttpTransport) -> RunRepor
             SLABS * SLAB as u64
         })
         .stall_timeout(Duration::from_millis(150))
-        .checksum_mode(r(2) % 2 == 0)
+        .checksum_mode(if r(2) % 2 == 0 {
+            ChecksumMode::WhenAvailable
+        } else {
+            ChecksumMode::Off
+        })
         .retry(RetryConfig {
             max_attempts: MAX_ATTEMPTS,
             base_delay: Duration::from_millis(1),

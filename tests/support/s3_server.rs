@@ -237,6 +237,52 @@ impl S3Server {
         std::fs::write(path, data).expect("write");
     }
 
+    /// Stores an object through s3s-fs's own PutObject with `algorithm` (`"CRC64NVME"`,
+    /// `"CRC32C"`, `"CRC32"`, `"SHA1"`, `"SHA256"`): the server computes the checksum with its
+    /// own code, stores it, and returns it on GET and HEAD, as S3 does.
+    pub async fn put_with_checksum(&self, bucket: &str, key: &str, data: &[u8], algorithm: &str) {
+        use s3s::dto::{ChecksumAlgorithm, PutObjectInput, StreamingBlob};
+        let fs = s3s_fs::FileSystem::new(self.root.path()).expect("s3s-fs");
+        // The value as an uploader sends it, computed by s3s's own code (which PutObject
+        // checks against the body).
+        let mut hasher = s3s::checksum::ChecksumHasher::default();
+        match algorithm {
+            "CRC32" => hasher.crc32 = Some(Default::default()),
+            "CRC32C" => hasher.crc32c = Some(Default::default()),
+            "SHA1" => hasher.sha1 = Some(Default::default()),
+            "SHA256" => hasher.sha256 = Some(Default::default()),
+            "CRC64NVME" => hasher.crc64nvme = Some(Default::default()),
+            other => panic!("no such checksum algorithm: {other}"),
+        }
+        hasher.update(data);
+        let sums = hasher.finalize();
+        let input = PutObjectInput {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            body: Some(StreamingBlob::from(s3s::Body::from(data.to_vec()))),
+            content_length: Some(data.len() as i64),
+            checksum_algorithm: Some(ChecksumAlgorithm::from(algorithm.to_owned())),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            ..Default::default()
+        };
+        let req = s3s::S3Request {
+            input,
+            method: hyper::Method::PUT,
+            uri: format!("/{bucket}/{key}").parse().expect("uri"),
+            headers: Default::default(),
+            extensions: Default::default(),
+            credentials: None,
+            region: None,
+            service: None,
+            trailing_headers: None,
+        };
+        s3s::S3::put_object(&fs, req).await.expect("put_object");
+    }
+
     pub fn create_bucket(&self, bucket: &str) {
         std::fs::create_dir_all(self.root.path().join(bucket)).expect("mkdir");
     }

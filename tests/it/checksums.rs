@@ -1,0 +1,326 @@
+//! Response checksums, on by default: every algorithm S3 stores, objects fetched whole or in
+//! parts, sizes known or not, against a real server that stores and returns them (s3s-fs);
+//! corruption in transit and composite checksums from the scripted mock.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::StreamExt;
+use s3_ordered::{
+    Checksum, ChecksumAlgorithm, ChecksumMode, ErrorKind, NotVerified, Object, ObjectRef,
+};
+
+use crate::budgets::fast_retries;
+use crate::support::{assert_quiescent, content, Mock, Reply, S3Server, Seen};
+
+const SLAB: usize = 4096;
+const PART: u64 = 16 * 1024;
+const THRESHOLD: u64 = 40 * 1024;
+
+fn small(b: s3_ordered::ClientBuilder) -> s3_ordered::ClientBuilder {
+    b.slab_size(SLAB)
+        .max_bytes(256 * 1024)
+        .part_size(PART)
+        .stream_threshold(THRESHOLD)
+        .retry(fast_retries(3))
+}
+
+/// Every byte of a body, whole or streaming; a streaming body's last item may be its error.
+async fn read_all(obj: &mut Object) -> Result<Vec<u8>, s3_ordered::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = obj.body.next_chunk().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+const ALGORITHMS: [(&str, ChecksumAlgorithm); 5] = [
+    ("CRC64NVME", ChecksumAlgorithm::Crc64Nvme),
+    ("CRC32C", ChecksumAlgorithm::Crc32c),
+    ("CRC32", ChecksumAlgorithm::Crc32),
+    ("SHA1", ChecksumAlgorithm::Sha1),
+    ("SHA256", ChecksumAlgorithm::Sha256),
+];
+
+/// Sizes at the edges of the plan: empty, one byte, one part less one, a part and a byte
+/// (whole, in two parts), three parts and a byte (streaming).
+const SIZES: [u64; 6] = [0, 1, PART - 1, PART + 1, 2 * PART, 3 * PART + 1];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_and_size_is_verified_with_sizes_known_and_unknown() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt-ck");
+    let mut objects = Vec::new();
+    for (name, algorithm) in ALGORITHMS {
+        for size in SIZES {
+            let key = format!("{name}/{size}");
+            server
+                .put_with_checksum("bkt-ck", &key, &content(&key, size as usize), name)
+                .await;
+            objects.push((key, size, algorithm));
+        }
+    }
+    for sized in [true, false] {
+        let client = small(server.builder()).build().unwrap();
+        let inputs = objects.iter().map(|(k, s, _)| match sized {
+            true => ObjectRef::new(k.clone(), *s),
+            false => ObjectRef::without_size(k.clone()),
+        });
+        let mut results = client.get_all("bkt-ck", inputs.collect::<Vec<_>>());
+        let mut expected_verified = 0;
+        for (key, size, algorithm) in &objects {
+            let mut obj = results.next().await.expect("an item").expect("an object");
+            assert_eq!(&obj.key, key);
+            assert_eq!(obj.body.is_streaming(), *size > THRESHOLD, "{key}");
+            // A probe of an empty object is refused (416) and says nothing of a checksum.
+            let want = if *size == 0 && !sized {
+                Checksum::NotVerified(NotVerified::NoChecksum)
+            } else {
+                expected_verified += 1;
+                Checksum::Verified(*algorithm)
+            };
+            assert_eq!(obj.checksum, want, "sized {sized}: {key}");
+            let bytes = read_all(&mut obj)
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert!(bytes == content(key, *size as usize), "{key}");
+        }
+        assert!(results.next().await.is_none());
+        let stats = client.stats();
+        let multipart = objects.iter().filter(|(_, s, _)| *s > PART).count() as u64;
+        let parts: u64 = objects
+            .iter()
+            .map(|(_, s, _)| s.div_ceil(PART).max(1))
+            .sum();
+        assert_eq!(stats.checksums_verified, expected_verified, "{stats:?}");
+        assert_eq!(
+            stats.checksums_unavailable,
+            objects.len() as u64 - expected_verified,
+            "{stats:?}"
+        );
+        assert_eq!(stats.checksum_mismatches, 0, "{stats:?}");
+        // The cost: one HEAD per object fetched in parts, nothing for the others.
+        assert_eq!(stats.checksum_heads, multipart, "{stats:?}");
+        assert_eq!(stats.requests, parts + multipart, "{stats:?}");
+        // Every GET and HEAD asked for the checksum.
+        let asked = server
+            .requests()
+            .iter()
+            .filter(|r| r.header("x-amz-checksum-mode") == Some("ENABLED"))
+            .count() as u64;
+        assert!(asked >= stats.requests, "{asked} of {stats:?}");
+        drop(results);
+        assert_quiescent(&client).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_without_a_checksum_say_so_and_required_fails_them() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt-ck");
+    server.put("bkt-ck", "plain", &content("plain", 5000));
+    server.put(
+        "bkt-ck",
+        "plain-big",
+        &content("plain-big", 3 * PART as usize),
+    );
+    server
+        .put_with_checksum("bkt-ck", "sum", &content("sum", 5000), "CRC32C")
+        .await;
+    let client = small(server.builder()).build().unwrap();
+    let keys = ["plain", "plain-big", "sum"].map(ObjectRef::without_size);
+    let mut results = client.get_all("bkt-ck", keys);
+    for (key, want) in [
+        ("plain", Checksum::NotVerified(NotVerified::NoChecksum)),
+        ("plain-big", Checksum::NotVerified(NotVerified::NoChecksum)),
+        ("sum", Checksum::Verified(ChecksumAlgorithm::Crc32c)),
+    ] {
+        let mut obj = results.next().await.unwrap().unwrap();
+        assert_eq!(obj.checksum, want, "{key}");
+        assert!(read_all(&mut obj).await.unwrap() == content(key, obj.body.size() as usize));
+    }
+    let stats = client.stats();
+    assert_eq!(
+        (stats.checksums_verified, stats.checksums_unavailable),
+        (1, 2)
+    );
+
+    let strict = small(server.builder())
+        .checksum_mode(ChecksumMode::Required)
+        .build()
+        .unwrap();
+    let results: Vec<_> = strict
+        .get_all(
+            "bkt-ck",
+            ["plain", "plain-big", "sum"].map(ObjectRef::without_size),
+        )
+        .collect()
+        .await;
+    for r in &results[..2] {
+        let e = r.as_ref().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ChecksumMissing, "{e}");
+        assert!(e.to_string().contains("no checksum"), "{e}");
+    }
+    assert!(results[2].is_ok());
+
+    let off = small(server.builder())
+        .checksum_mode(ChecksumMode::Off)
+        .build()
+        .unwrap();
+    let obj = off
+        .get_all("bkt-ck", [ObjectRef::new("sum", 5000)])
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(obj.checksum, Checksum::NotVerified(NotVerified::Off));
+    assert_eq!(off.stats().checksums_unavailable, 0);
+}
+
+fn crc32c_of(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(data).to_be_bytes())
+}
+
+/// A server that stores `data` under every key with its CRC32C, and flips one byte of the
+/// bytes it sends for keys starting with `always/`, and for the first GET of `once/` keys.
+async fn flipping_server(data: Vec<u8>) -> Mock {
+    let sum = crc32c_of(&data);
+    let sent =
+        std::sync::Mutex::new(std::collections::HashSet::<(String, Option<(u64, u64)>)>::new());
+    Mock::start(move |r: &Seen| {
+        let mut reply = Reply::ranged(&data, r).header("x-amz-checksum-crc32c", sum.clone());
+        let first = sent.lock().unwrap().insert((r.key.clone(), r.range()));
+        let flip = r.key.starts_with("always/") || (r.key.starts_with("once/") && first);
+        // The byte in the middle of what this reply carries (the first part of a ranged
+        // object covers the middle of nothing else).
+        if flip && r.method == http::Method::GET && !reply.body.is_empty() {
+            let mid = reply.body.len() / 2;
+            reply.body[mid] ^= 0x20;
+        }
+        reply
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_is_sent_again_once_or_fails_that_object_alone() {
+    let data = content("flip", 10_000);
+    let mock = flipping_server(data.clone()).await;
+    let client = small(mock.builder()).build().unwrap();
+    let keys = ["ok/a", "once/b", "always/c", "ok/d"].map(|k| ObjectRef::new(k, 10_000));
+    let results: Vec<_> = client.get_all("bucket", keys).collect().await;
+    for i in [0, 1, 3] {
+        let obj = results[i].as_ref().unwrap();
+        assert!(obj.body.to_vec() == data, "{}", obj.key);
+        assert_eq!(obj.checksum, Checksum::Verified(ChecksumAlgorithm::Crc32c));
+    }
+    let e = results[2].as_ref().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{e}");
+    assert_eq!((e.key(), e.attempts()), (Some("always/c"), 2), "{e}");
+    assert!(e.to_string().contains(&crc32c_of(&data)), "{e}");
+    let stats = client.stats();
+    // once/b: one mismatch then right; always/c: two.
+    assert_eq!(stats.checksum_mismatches, 3, "{stats:?}");
+    assert_eq!(
+        (stats.checksums_verified, stats.errors),
+        (3, 1),
+        "{stats:?}"
+    );
+    drop(results);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_part_fails_the_object_whole_or_at_the_end_of_its_stream() {
+    // Whole in three parts (below the threshold), and streaming in eight.
+    for (len, streaming) in [(2 * PART as usize + 100, false), (8 * PART as usize, true)] {
+        let data = content("parts", len);
+        let mock = flipping_server(data.clone()).await;
+        let client = small(mock.builder()).build().unwrap();
+        let keys = ["ok/a", "always/b", "ok/c"].map(|k| ObjectRef::new(k, len as u64));
+        let mut results = client.get_all("bucket", keys);
+        for key in ["ok/a", "always/b", "ok/c"] {
+            let item = results.next().await.unwrap();
+            if key == "ok/a" || key == "ok/c" {
+                let mut obj = item.unwrap();
+                assert_eq!(obj.body.is_streaming(), streaming);
+                assert_eq!(obj.checksum, Checksum::Verified(ChecksumAlgorithm::Crc32c));
+                assert!(read_all(&mut obj).await.unwrap() == data, "{key}");
+                continue;
+            }
+            let e = if streaming {
+                // Handed out before its end; every byte comes, then the mismatch.
+                let mut obj = item.unwrap();
+                let mut got = 0;
+                let err = loop {
+                    match obj.body.next_chunk().await {
+                        Some(Ok(c)) => got += c.len(),
+                        Some(Err(e)) => break e,
+                        None => panic!("a corrupted stream ended without an error"),
+                    }
+                };
+                assert_eq!(got, len);
+                assert!(obj.body.next_chunk().await.is_none());
+                err
+            } else {
+                item.unwrap_err()
+            };
+            assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{e}");
+            assert_eq!(e.key(), Some(key), "{e}");
+        }
+        let stats = client.stats();
+        assert_eq!(
+            (stats.checksum_heads, stats.checksum_mismatches),
+            (3, 1),
+            "{stats:?}"
+        );
+        assert_eq!(
+            (stats.checksums_verified, stats.errors),
+            (2, 1),
+            "{stats:?}"
+        );
+        drop(results);
+        assert_quiescent(&client).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_checksum_is_not_verified_and_says_so() {
+    let data = content("mpu", 2 * PART as usize + 5);
+    let d = data.clone();
+    let mock = Mock::start(move |r: &Seen| {
+        Reply::ranged(&d, r)
+            .header("x-amz-checksum-crc64nvme", "AAAAAAAAAAA=-3")
+            .header("x-amz-checksum-type", "COMPOSITE")
+            .delayed(Duration::from_millis(1))
+    })
+    .await;
+    let client = small(mock.builder()).build().unwrap();
+    let keys = [
+        ObjectRef::new("mpu", data.len() as u64),
+        ObjectRef::without_size("mpu"),
+    ];
+    let results: Vec<_> = client.get_all("bucket", keys).collect().await;
+    for r in &results {
+        let obj = r.as_ref().unwrap();
+        assert!(obj.body.to_vec() == data);
+        assert_eq!(
+            obj.checksum,
+            Checksum::NotVerified(NotVerified::Composite(ChecksumAlgorithm::Crc64Nvme))
+        );
+    }
+    let stats = client.stats();
+    assert_eq!((stats.checksums_unavailable, stats.checksum_heads), (2, 2));
+    let strict = small(mock.builder())
+        .checksum_mode(ChecksumMode::Required)
+        .build()
+        .unwrap();
+    let e = strict
+        .get_all("bucket", [ObjectRef::new("mpu", data.len() as u64)])
+        .next()
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChecksumMissing, "{e}");
+    assert!(e.to_string().contains("composite CRC64NVME"), "{e}");
+}
