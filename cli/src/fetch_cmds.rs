@@ -364,6 +364,10 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "parts": stats.parts,
                 "connections_opened": stats.connections_opened,
                 "stale_connections": stats.stale_connections,
+                "checksums_verified": stats.checksums_verified,
+                "checksums_unavailable": stats.checksums_unavailable,
+                "checksum_mismatches": stats.checksum_mismatches,
+                "checksum_heads": stats.checksum_heads,
             })
         );
     } else {

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use std::time::Duration;
 
-use s3_ordered::{AwsSettings, Client, ConfigError, ThrottleConfig};
+use s3_ordered::{AwsSettings, ChecksumMode, Client, ConfigError, ThrottleConfig};
 
 use s3_ordered::parse_size;
 
@@ -69,6 +69,11 @@ pub(crate) struct ConnectOpts {
     /// tool's HTTP layer out when a server misbehaves)
     #[arg(long, value_name = "WHICH", default_value = "native", value_parser = ["native", "hyper"])]
     transport: String,
+    /// Verify each object against the checksum the server stores: when-available (objects
+    /// without one are delivered, counted in the summary), required (they fail), or off
+    #[arg(long, value_name = "MODE", default_value = "when-available",
+          value_parser = ["when-available", "required", "off"])]
+    checksum_mode: String,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -100,6 +105,11 @@ impl ConnectOpts {
         if self.transport == "hyper" {
             b = b.transport(s3_ordered::HttpTransport::Hyper);
         }
+        b = b.checksum_mode(match self.checksum_mode.as_str() {
+            "required" => ChecksumMode::Required,
+            "off" => ChecksumMode::Off,
+            _ => ChecksumMode::WhenAvailable,
+        });
         b = b.throttle(ThrottleConfig {
             adaptive: !self.fixed_concurrency,
             timeout: Duration::from_secs_f64(self.throttle_timeout),

@@ -105,13 +105,15 @@ impl Tally {
         self.clear();
         if !self.quiet {
             let secs = self.elapsed().max(1e-9);
+            let stats = self.client.stats();
             eprintln!(
-                "{} objects ok, {} failed, {} in {secs:.2} s ({}/s){}",
+                "{} objects ok, {} failed, {} in {secs:.2} s ({}/s){}{}",
                 self.ok,
                 self.failed,
                 human_bytes(self.bytes),
                 human_bytes((self.bytes as f64 / secs) as u64),
-                trouble(&self.client.stats(), true)
+                trouble(&stats, true),
+                checksums(&stats)
             );
         }
         if self.failed > 0 {
@@ -131,6 +133,21 @@ pub(crate) fn trouble(stats: &Stats, always: bool) -> String {
     let mut out = format!("; {} retries, {} throttled", stats.retries, stats.throttled);
     if stats.throttled > 0 {
         out.push_str(&format!(" (concurrency limit {})", stats.concurrency_limit));
+    }
+    out
+}
+
+/// `; checksums: 12 verified, 3 unavailable, 1 mismatch`: empty with checksums off.
+pub(crate) fn checksums(stats: &Stats) -> String {
+    let (verified, unavailable) = (stats.checksums_verified, stats.checksums_unavailable);
+    let mismatches = stats.checksum_mismatches;
+    if verified + unavailable + mismatches == 0 {
+        return String::new();
+    }
+    let mut out = format!("; checksums: {verified} verified, {unavailable} unavailable");
+    if mismatches > 0 {
+        let s = if mismatches == 1 { "" } else { "es" };
+        out.push_str(&format!(", {mismatches} mismatch{s}"));
     }
     out
 }

@@ -492,6 +492,72 @@ async fn bench_reports_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_never_writes_an_object_whose_checksum_fails() {
+    let f = fixture().await;
+    // Stored with their checksums, then one byte changed on disk behind the server's back:
+    // a small object (one GET) and one that streams in parts.
+    let small = content("ck/small", 5000);
+    let big = content("ck/big", 3 << 20);
+    f.server
+        .put_with_checksum("bkt", "ck/small", &small, "CRC64NVME")
+        .await;
+    f.server
+        .put_with_checksum("bkt", "ck/big", &big, "SHA256")
+        .await;
+    f.server
+        .put_with_checksum("bkt", "ck/good", &small, "CRC32C")
+        .await;
+    for (key, data) in [("ck/small", &small), ("ck/big", &big)] {
+        let mut bad = data.clone();
+        bad[data.len() / 2] ^= 1;
+        f.server.put("bkt", key, &bad);
+    }
+    let out_dir = f.home.path().join("ck-out");
+    let budget = [
+        "--max-connections",
+        "4",
+        "--max-bytes",
+        "1MiB",
+        "--part-size",
+        "256KiB",
+    ];
+    let mut cmd = f.cmd(&["get", "s3://bkt/ck/", "--out", out_dir.to_str().unwrap()]);
+    cmd.args(budget);
+    let out = output(cmd, None).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ck/small") && err.contains("checksum mismatch"),
+        "{err}"
+    );
+    assert!(err.contains("ck/big") && err.contains("SHA256"), "{err}");
+    assert!(
+        err.contains("checksums: 1 verified, 0 unavailable"),
+        "{err}"
+    );
+    // Only the good object, and no temporary file.
+    let names: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["good"], "{err}");
+    assert!(std::fs::read(out_dir.join("good")).unwrap() == small);
+
+    // With checksums off the same bytes are written, unchecked.
+    let off_dir = f.home.path().join("ck-off");
+    let mut cmd = f.cmd(&["get", "s3://bkt/ck/", "--out", off_dir.to_str().unwrap()]);
+    cmd.args(budget).args(["--checksum-mode", "off"]);
+    let out = output(cmd, None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("checksums:"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&off_dir).unwrap().count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_stream_through_cat_get_and_bench_in_parts() {
     let f = fixture().await;
     let huge = content("big/huge", 3 << 20);
@@ -539,7 +605,8 @@ async fn large_objects_stream_through_cat_get_and_bench_in_parts() {
         "no leftovers"
     );
 
-    // Keys without sizes: the first GET of each learns it, with no HEAD.
+    // Keys without sizes: the first GET of each learns it, with no HEAD for the size; the
+    // object fetched in parts costs one HEAD for its checksum (it has none here).
     let out = output(
         cmd(&["bench", "s3://bkt", "--keys-from", "-", "--json", "-q"]),
         Some(b"big/huge\nbig/small\n".to_vec()),
@@ -550,7 +617,12 @@ async fn large_objects_stream_through_cat_get_and_bench_in_parts() {
     assert_eq!(v["objects"], 2);
     assert_eq!(v["bytes"], (3 << 20) + 4);
     assert_eq!(v["parts"], 12 + 1);
-    assert_eq!(v["requests"], 12 + 1);
+    assert_eq!(v["checksum_heads"], 1);
+    assert_eq!(v["requests"], 12 + 1 + 1);
+    assert_eq!(
+        (&v["checksums_verified"], &v["checksums_unavailable"]),
+        (&0.into(), &2.into())
+    );
 }
 
 #[test]
