@@ -70,6 +70,13 @@ class Object:
     """The ETag the server sent, quotes included."""
     version_id: str | None
     """The version id the server sent, if any."""
+    checksum: str | None
+    """The algorithm its bytes were verified with (``"CRC64NVME"``, ``"CRC32C"``, ``"CRC32"``,
+    ``"SHA256"``, ``"SHA1"``), or None. A streaming body is verified as it is read: a mismatch
+    raises at its end."""
+    checksum_status: Literal["verified", "no_checksum", "composite", "off"]
+    """``"verified"``, or why not: the server has no checksum, only a composite one (of a
+    multipart upload's parts), or ``checksum_mode="off"``."""
     body: Body
     """The object's bytes."""
     def read(self) -> bytes:
@@ -135,6 +142,7 @@ class Client:
         expected_bucket_owner: str | None = None,
         sse_customer_key: bytes | None = None,
         transport: Literal["native", "hyper"] | None = None,
+        checksum_mode: Literal["when_available", "required", "off"] = "when_available",
     ) -> Client:
         """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``).
         ``ca_bundle``: a PEM file of CA certificates to trust for https, besides the usual
@@ -147,7 +155,11 @@ class Client:
         ``expected_bucket_owner`` (a 12-digit account ID) refuses a bucket of another account,
         and ``sse_customer_key`` (32 bytes) reads SSE-C encrypted objects.
         ``transport="hyper"`` has hyper's HTTP/1.1 client carry the requests instead of the
-        library's own (default ``"native"``, which is faster)."""
+        library's own (default ``"native"``, which is faster).
+        ``checksum_mode``: verify every object against the checksum the server stores
+        (``"when_available"``, the default), fail objects without one (``"required"``, error
+        kind ``"checksum_missing"``), or check nothing (``"off"``). A mismatch is sent again
+        once, then raises an ``ObjectError`` of kind ``"checksum_mismatch"``."""
     @overload
     def get_all(
         self,
@@ -164,4 +176,6 @@ class Client:
         """The keys under ``prefix`` as ``(key, size)``; feeds ``get_all`` directly."""
     def stats(self) -> dict[str, int]:
         """Counters and gauges: objects, bytes, requests, retries, throttled,
-        region_redirects, stale_connections, errors, open_connections, bytes_in_use, ..."""
+        region_redirects, stale_connections, errors, checksums_verified,
+        checksums_unavailable, checksum_mismatches, checksum_heads, open_connections,
+        bytes_in_use, ..."""

@@ -12,6 +12,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyMemoryView};
+use s3_ordered::{Checksum, NotVerified};
 
 use crate::error::object_error;
 use crate::runtime::{ForkGuard, Runtime};
@@ -31,6 +32,12 @@ pub(crate) struct Object {
     /// The version id the server sent, or None.
     #[pyo3(get)]
     version_id: Option<String>,
+    /// The checksum algorithm the bytes were verified with (`"CRC64NVME"`, ...), or None.
+    #[pyo3(get)]
+    checksum: Option<&'static str>,
+    /// `"verified"`, or why not: `"no_checksum"`, `"composite"` or `"off"`.
+    #[pyo3(get)]
+    checksum_status: &'static str,
     /// The object's bytes.
     #[pyo3(get)]
     body: Py<Body>,
@@ -60,6 +67,16 @@ impl Object {
             seq: o.seq,
             etag: o.etag,
             version_id: o.version_id,
+            checksum: match o.checksum {
+                Checksum::Verified(a) => Some(a.as_str()),
+                _ => None,
+            },
+            checksum_status: match o.checksum {
+                Checksum::Verified(_) => "verified",
+                Checksum::NotVerified(NotVerified::Composite(_)) => "composite",
+                Checksum::NotVerified(NotVerified::Off) => "off",
+                _ => "no_checksum",
+            },
             body: Py::new(py, body)?,
         })
     }

@@ -43,6 +43,7 @@ impl Client {
         ca_bundle=None, *, aws_access_key_id=None, aws_secret_access_key=None,
         aws_session_token=None, credential_provider=None, request_payer=None,
         expected_bucket_owner=None, sse_customer_key=None, transport=None,
+        checksum_mode="when_available",
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -64,6 +65,7 @@ impl Client {
         expected_bucket_owner: Option<String>,
         sse_customer_key: Option<Vec<u8>>,
         transport: Option<String>,
+        checksum_mode: &str,
     ) -> PyResult<Self> {
         let value_error = |why: String| pyo3::exceptions::PyValueError::new_err(why);
         let max_bytes = match max_bytes {
@@ -137,6 +139,17 @@ impl Client {
                 )))
             }
         }
+        b = b.checksum_mode(match checksum_mode {
+            "when_available" => s3_ordered::ChecksumMode::WhenAvailable,
+            "required" => s3_ordered::ChecksumMode::Required,
+            "off" => s3_ordered::ChecksumMode::Off,
+            other => {
+                return Err(value_error(format!(
+                    "invalid checksum_mode: {other:?}; expected \"when_available\", \
+                     \"required\" or \"off\""
+                )))
+            }
+        });
         if let Some(key) = sse_customer_key {
             b = b.sse_customer_key(key);
         }
@@ -213,6 +226,10 @@ impl Client {
         d.set_item("throttled", s.throttled)?;
         d.set_item("region_redirects", s.region_redirects)?;
         d.set_item("stale_connections", s.stale_connections)?;
+        d.set_item("checksums_verified", s.checksums_verified)?;
+        d.set_item("checksums_unavailable", s.checksums_unavailable)?;
+        d.set_item("checksum_mismatches", s.checksum_mismatches)?;
+        d.set_item("checksum_heads", s.checksum_heads)?;
         d.set_item("concurrency_limit", s.concurrency_limit)?;
         d.set_item("requests_in_flight", s.requests_in_flight)?;
         d.set_item("connections_opened", s.connections_opened)?;

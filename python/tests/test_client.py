@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import _thread
+import base64
 import gc
+import json
 import multiprocessing
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import s3_ordered
-from conftest import AWKWARD, BUCKET, HttpsServer, Server
+from conftest import AWKWARD, BUCKET, HttpsServer, Server, put
 
 
 def client(server: Server, **kw: Any) -> s3_ordered.Client:
@@ -320,3 +324,54 @@ def test_https_with_a_private_ca(
     monkeypatch.setenv("AWS_CA_BUNDLE", str(https_server.ca))
     by_env = s3_ordered.Client(endpoint_url=https_server.url)
     assert [o.read() for o in by_env.get_all(BUCKET, keys)] == expected
+
+
+def put_with_crc32(root: Path, key: str, data: bytes, stated: bytes | None = None) -> None:
+    """Stores ``data`` under ``key`` with the CRC32 of ``stated`` (default: of ``data``), as
+    ``s3-ordered serve`` (s3s-fs) keeps a checksum given at upload: in its internal-info file
+    beside the bucket. The value is computed here by zlib, independently of the library."""
+    put(root, key, data)
+
+    def enc(s: str) -> str:
+        return base64.urlsafe_b64encode(s.encode()).rstrip(b"=").decode()
+
+    crc = zlib.crc32(data if stated is None else stated).to_bytes(4, "big")
+    info = {"checksum_crc32": base64.b64encode(crc).decode()}
+    (root / f".bucket-{enc(BUCKET)}.object-{enc(key)}.internal.json").write_text(json.dumps(info))
+
+
+def test_checksums_are_verified_by_default_and_each_object_says_how(server: Server) -> None:
+    good, plain = b"verified bytes" * 100, b"no checksum stored"
+    put_with_crc32(server.root, "ck/good", good)
+    put_with_crc32(server.root, "ck/bad", good, stated=b"other bytes")
+    put(server.root, "ck/plain", plain)
+    keys = ["ck/good", "ck/bad", "ck/plain"]
+
+    c = client(server)
+    got = list(c.get_all(BUCKET, keys, errors="return"))
+    ok = got[0]
+    assert isinstance(ok, s3_ordered.Object)
+    assert (ok.checksum, ok.checksum_status, ok.read()) == ("CRC32", "verified", good)
+    bad = got[1]
+    assert isinstance(bad, s3_ordered.ObjectError)
+    assert bad.kind == "checksum_mismatch" and "CRC32" in str(bad)
+    unchecked = got[2]
+    assert isinstance(unchecked, s3_ordered.Object)
+    assert (unchecked.checksum, unchecked.checksum_status) == (None, "no_checksum")
+    stats = c.stats()
+    # The mismatch was sent again once on a new connection before it failed.
+    assert (stats["checksums_verified"], stats["checksums_unavailable"]) == (1, 1)
+    assert stats["checksum_mismatches"] == 2
+
+    off = list(client(server, checksum_mode="off").get_all(BUCKET, keys))
+    assert [o.checksum_status for o in off] == ["off"] * 3
+    assert off[1].read() == good
+
+    strict = list(client(server, checksum_mode="required").get_all(BUCKET, keys, errors="return"))
+    assert isinstance(strict[0], s3_ordered.Object)
+    assert [getattr(e, "kind", None) for e in strict[1:]] == [
+        "checksum_mismatch",
+        "checksum_missing",
+    ]
+    with pytest.raises(ValueError, match="invalid checksum_mode"):
+        client(server, checksum_mode="sometimes")
