@@ -5,6 +5,9 @@
 //! * `hyper_util_buffered`: `buffered(n)` whole-object GETs, each body collected (the baseline);
 //! * `s3_ordered` (and `s3_ordered_unsigned`, without SigV4), and `s3_ordered_on_hyper`: the
 //!   same client with hyper's `client::conn::http1` carrying its exchanges, in every scenario;
+//! * `s3_ordered_checksums_off` and `hyper_util_buffered_verified` (W1 and W2): the cost of
+//!   verifying every object's CRC64NVME, which the server states as S3 does — this client with
+//!   checksums off beside it as shipped (on), and the baseline computing the CRC itself;
 //! * `ranged_ceiling`: what the link carries — every object cut into part-size ranged GETs, `n`
 //!   at a time, bodies counted and never held (paced scenarios only).
 //!
@@ -92,6 +95,14 @@ struct Scenario {
 }
 
 const UNPACED: &[&str] = &["hyper_util_buffered", "s3_ordered", "s3_ordered_unsigned"];
+/// W1: checksums verified (as shipped) and off, and the baseline verifying them itself.
+const W1: &[&str] = &[
+    "hyper_util_buffered",
+    "hyper_util_buffered_verified",
+    "s3_ordered",
+    "s3_ordered_checksums_off",
+    "s3_ordered_unsigned",
+];
 /// Small objects: the plain HTTP load loop first, as the ceiling.
 const SMALL: &[&str] = &[
     "plain_loop",
@@ -99,7 +110,15 @@ const SMALL: &[&str] = &[
     "s3_ordered",
     "s3_ordered_unsigned",
 ];
-const PACED: &[&str] = &["ranged_ceiling", "hyper_util_buffered", "s3_ordered"];
+/// W2, paced: the link's ceiling, the baseline (also verifying), this client with checksums
+/// on and off.
+const W2: &[&str] = &[
+    "ranged_ceiling",
+    "hyper_util_buffered",
+    "hyper_util_buffered_verified",
+    "s3_ordered",
+    "s3_ordered_checksums_off",
+];
 /// Over https: the baseline with hyper-rustls, then this client.
 const HTTPS: &[&str] = &["hyper_util_buffered", "s3_ordered"];
 /// Sizes given, left out (default streaming threshold), left out with half the budget as
@@ -182,7 +201,7 @@ fn main() {
             max_bytes: 32 << 20,
             part: 0,
             pace: None,
-            modes: UNPACED,
+            modes: W1,
             tls: false,
         },
         Scenario {
@@ -204,7 +223,7 @@ fn main() {
             max_bytes: 256 << 20,
             part: 8 << 20,
             pace: Some(S3_LINK),
-            modes: PACED,
+            modes: W2,
             tls: false,
         },
         Scenario {
@@ -453,6 +472,10 @@ fn child(args: &[String]) {
                     clients::run_baseline(&c, addr, objects, n).await
                 }
             },
+            "hyper_util_buffered_verified" => {
+                let c = clients::baseline_client(n);
+                clients::run_baseline_verified(&c, addr, objects, n).await
+            }
             "ranged_ceiling" => {
                 let c = clients::baseline_client(n);
                 clients::run_ranged_ceiling(&c, addr, objects, n, part).await
@@ -460,6 +483,7 @@ fn child(args: &[String]) {
             "s3_ordered"
             | "s3_ordered_on_hyper"
             | "s3_ordered_unsigned"
+            | "s3_ordered_checksums_off"
             | "s3_ordered_unsized"
             | "s3_ordered_unsized_half" => {
                 let part = (part > 0).then_some(part);
@@ -470,6 +494,9 @@ fn child(args: &[String]) {
                 }
                 if mode == ON_HYPER {
                     c = c.transport(s3_ordered::HttpTransport::Hyper);
+                }
+                if mode.ends_with("checksums_off") {
+                    c = c.checksum_mode(s3_ordered::ChecksumMode::Off);
                 }
                 if let Some(ca) = &ca {
                     c = c.endpoint_url(format!("https://{addr}")).ca_bundle_file(ca);
@@ -484,7 +511,12 @@ fn child(args: &[String]) {
                     objects
                 };
                 let got = clients::run_s3_ordered(&c, objects).await;
-                assert!(c.stats().bytes_in_use <= max_bytes);
+                let stats = c.stats();
+                assert!(stats.bytes_in_use <= max_bytes);
+                // As shipped, every object is verified (an unsized empty object excepted).
+                if !mode.ends_with("checksums_off") && (size > 0 || !mode.contains("unsized")) {
+                    assert_eq!(stats.checksums_verified, count as u64, "{stats:?}");
+                }
                 got
             }
             other => panic!("unknown mode {other}"),

@@ -54,7 +54,7 @@ use tracing::Instrument;
 use crate::conn::Unit;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::fetch::{fetch_part, PartSpec};
+use crate::fetch::{fetch_part, learn_checksum, PartSpec, Start};
 use crate::limiter::Slot;
 use crate::memory::Lease;
 use crate::object::{IntoObjectRef, Object, ObjectRef};
@@ -332,8 +332,61 @@ impl Workers {
     }
 }
 
+/// What a worker does next: fetch an admitted part, or learn an object's checksum.
+enum Job {
+    Part(PartJob),
+    Checksum(ChecksumJob),
+}
+
+impl Job {
+    async fn run(self) {
+        match self {
+            Job::Part(job) => job.run().await,
+            Job::Checksum(job) => job.run().await,
+        }
+    }
+}
+
+/// The HEAD that learns the checksum of an object fetched in ranged parts (S3 states none on
+/// a partial range). Sent as the object's parts are admitted, before the first waits for
+/// memory, so that its round trip overlaps the wait and the transfers rather than adding to
+/// them; it needs no memory, only a slot and a connection, in the same FIFO as the parts.
+struct ChecksumJob {
+    ctx: Arc<Context>,
+    target: Arc<BucketTarget>,
+    asm: Arc<Assembly>,
+    ticket: (Slot, Unit),
+}
+
+impl ChecksumJob {
+    /// Learns the checksum into the object's pin, where its parts find it; a failure fails the
+    /// object. Cancelled with the object, like its parts.
+    async fn run(self) {
+        let ChecksumJob {
+            ctx,
+            target,
+            asm,
+            ticket: (slot, unit),
+        } = self;
+        let span = tracing::debug_span!("checksum", key = %asm.key, seq = asm.seq);
+        let learn = learn_checksum(
+            &ctx,
+            &target,
+            &asm.key,
+            asm.version_id.as_deref(),
+            &asm.pin,
+            Start::Ticket(slot, unit),
+        );
+        let (learn, handle) = abortable(learn.instrument(span));
+        asm.add_abort(0, handle);
+        if let Ok(Err(e)) = learn.await {
+            asm.failed(e);
+        }
+    }
+}
+
 /// One admitted part: its memory and its ticket (a slot under the limit, a connection unit).
-struct Job {
+struct PartJob {
     ctx: Arc<Context>,
     target: Arc<BucketTarget>,
     asm: Arc<Assembly>,
@@ -343,13 +396,13 @@ struct Job {
     ticket: (Slot, Unit),
 }
 
-impl Job {
+impl PartJob {
     /// Fetches the part and hands its result to its object. A part whose object may cancel it
     /// (one of several parts, or a probe) is fetched abortably; a failure of a sibling or a
     /// dropped streaming body aborts it, and nothing is handed over. A panic (a bug) becomes
     /// the object's error, as the [`Delivery`] of an object never dropped unanswered does.
     async fn run(self) {
-        let Job {
+        let PartJob {
             ctx,
             target,
             asm,
@@ -489,6 +542,26 @@ impl Admission {
                 continue;
             }
             if let Some(cur) = &mut self.current {
+                // An object of known size fetched in parts: its checksum's HEAD goes first.
+                let checksums = self.ctx.config.checksum_mode.is_on();
+                // Its slot and connection are taken here, in order, as a part's are: no worker
+                // waits for them holding nothing else to do.
+                if cur.next == 0 && cur.limit > 1 && checksums && cur.asm.pin.claim_head() {
+                    if let Ok(target) = &self.target {
+                        let (ctx, target, asm) = (
+                            Arc::clone(&self.ctx),
+                            Arc::clone(target),
+                            Arc::clone(&cur.asm),
+                        );
+                        let ticket = ctx.ticket(Place::Back).await;
+                        return Some(Job::Checksum(ChecksumJob {
+                            ctx,
+                            target,
+                            asm,
+                            ticket,
+                        }));
+                    }
+                }
                 if cur.next < cur.limit && cur.asm.wants_more() {
                     let (asm, idx) = (Arc::clone(&cur.asm), cur.next);
                     cur.next += 1;
@@ -628,7 +701,7 @@ impl Admission {
         };
         let taken = ctx.memory.slab_bytes(spec.len);
         let ticket = ctx.ticket(Place::Back).await;
-        let job = Job {
+        let job = Job::Part(PartJob {
             ctx: Arc::clone(ctx),
             target: Arc::clone(target),
             asm: Arc::clone(asm),
@@ -636,7 +709,7 @@ impl Admission {
             spec,
             lease,
             ticket,
-        };
+        });
         Some((taken, job))
     }
 }

@@ -68,6 +68,8 @@ pub(crate) struct Pinned {
     pub(crate) size: Option<u64>,
     /// The object's checksum, once a reply carrying the whole object (or a HEAD) stated it.
     pub(crate) checksum: Option<Offered>,
+    /// A HEAD for the checksum was sent (or is being): no other is.
+    head_claimed: bool,
 }
 
 /// The [`Pinned`] state of one object, shared by its parts.
@@ -107,6 +109,11 @@ impl ObjectPin {
         self.checksum_known.notify_waiters();
     }
 
+    /// True for the one caller that is to send the object's HEAD for its checksum.
+    pub(crate) fn claim_head(&self) -> bool {
+        !std::mem::replace(&mut self.lock().head_claimed, true)
+    }
+
     /// Waits until the object's checksum is known (the object's first part learns it).
     async fn checksum_resolved(&self) -> Offered {
         loop {
@@ -135,6 +142,7 @@ impl ObjectPin {
             version_id: p.version_id.take(),
             size: p.size,
             checksum: p.checksum,
+            head_claimed: p.head_claimed,
         }
     }
 
@@ -569,12 +577,22 @@ impl PartRequest<'_> {
                 self.pin
                     .learn_checksum(Offered::from_fields(|name| head.get(name)));
             }
-            if let Some(Offered::Full(e)) = self.pin.checksum() {
-                if (whole || e.algorithm.is_crc()) && running.algorithm() != Some(e.algorithm) {
-                    running.start(e.algorithm);
+            match self.pin.checksum() {
+                Some(Offered::Full(e)) => {
+                    if (whole || e.algorithm.is_crc()) && running.algorithm() != Some(e.algorithm) {
+                        running.start(e.algorithm);
+                        running.catch_up(lease);
+                    }
+                    expected = whole.then_some(e);
+                }
+                // A part whose object's checksum is not known yet (its first part learns it
+                // with a HEAD): CRC64NVME, what S3 stores by default, as the bytes arrive,
+                // while they are in the cache. Another algorithm costs a pass over the part.
+                None if !whole && running.algorithm().is_none() => {
+                    running.start(ChecksumAlgorithm::Crc64Nvme);
                     running.catch_up(lease);
                 }
-                expected = whole.then_some(e);
+                _ => {}
             }
         }
 
@@ -660,10 +678,12 @@ impl PartRequest<'_> {
     ) -> Result<Option<u64>, Error> {
         let offered = match self.pin.checksum() {
             Some(offered) => offered,
-            None if self.spec.start == 0 => {
-                let offered = self.head_checksum().await?;
-                self.pin.learn_checksum(offered);
-                offered
+            None if self.pin.claim_head() => {
+                // An object of unknown size found to need parts: its checksum now, at the
+                // front of the queue, as a retry is (the object was admitted long ago).
+                let (ctx, target) = (self.ctx, self.target);
+                let start = Start::Queue(Place::Front);
+                learn_checksum(ctx, target, self.key, self.version_id, self.pin, start).await?
             }
             None => self.pin.checksum_resolved().await,
         };
@@ -681,21 +701,47 @@ impl PartRequest<'_> {
             _ => None,
         })
     }
+}
 
-    /// The object's checksum from a HEAD with checksum mode, pinned to the ETag its parts have.
-    async fn head_checksum(&self) -> Result<Offered, Error> {
-        let pinned = self.pin.snapshot();
-        let mut req = self.target.head_object(self.key, self.version_id)?;
-        if let Some(etag) = &pinned.etag {
-            req.if_match(etag);
-        }
-        req.checksum_mode();
-        Counters::add(&self.ctx.counters.checksum_heads, 1);
-        let (headers, _) = request_whole(self.ctx, req, 0).await?;
-        let offered = Offered::from_fields(|name| headers.get(name).map(|v| v.as_bytes()));
-        tracing::debug!(?offered, "checksum learned with a HEAD");
-        Ok(offered)
+/// Learns an object's checksum with a HEAD (checksum mode), started as `start` says, and
+/// pins what it learned: the reply's ETag, version and size are checked against (or pinned
+/// for) the object's GETs, as any reply's are, so the checksum is the one of the bytes fetched.
+/// Sent with `If-Match` once an ETag is pinned.
+///
+/// # Errors
+///
+/// The HEAD's error (after its retries), or [`ErrorKind::Changed`] when its reply describes
+/// another version of the object.
+pub(crate) async fn learn_checksum(
+    ctx: &Context,
+    target: &BucketTarget,
+    key: &str,
+    version_id: Option<&str>,
+    pin: &ObjectPin,
+    start: Start,
+) -> Result<Offered, Error> {
+    let pinned = pin.snapshot();
+    let mut req = target.head_object(key, version_id)?;
+    if let Some(etag) = &pinned.etag {
+        req.if_match(etag);
     }
+    req.checksum_mode();
+    Counters::add(&ctx.counters.checksum_heads, 1);
+    let (headers, _) = request_whole_from(ctx, req, 0, start).await?;
+    let field = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    let size = field("content-length").and_then(http1::parse_length);
+    if let Some(size) = size {
+        pin.check(
+            StatusCode::OK,
+            field("etag"),
+            field("x-amz-version-id"),
+            size,
+        )?;
+    }
+    let offered = Offered::from_fields(field);
+    tracing::debug!(?offered, "checksum learned with a HEAD");
+    pin.learn_checksum(offered);
+    Ok(offered)
 }
 
 fn stalled(status: StatusCode, stall: Duration, got: usize, want: u64) -> Error {
@@ -1002,15 +1048,39 @@ fn fmt_duration(d: Duration) -> String {
 /// failure or stall, or [`ErrorKind::InvalidResponse`] for a body over `limit`.
 pub(crate) async fn request_whole(
     ctx: &Context,
-    mut req: S3Request<'_>,
+    req: S3Request<'_>,
     limit: usize,
 ) -> Result<(http::HeaderMap, Vec<u8>), Error> {
+    request_whole_from(ctx, req, limit, Start::Queue(Place::Back)).await
+}
+
+/// How the first attempt of a request gets its slot and connection.
+pub(crate) enum Start {
+    /// Queued for them at this place: the front for a request an admitted object waits for.
+    Queue(Place),
+    /// Already taken, in admission order.
+    Ticket(Slot, Unit),
+}
+
+/// [`request_whole`], its first attempt started as `start` says.
+async fn request_whole_from(
+    ctx: &Context,
+    mut req: S3Request<'_>,
+    limit: usize,
+    start: Start,
+) -> Result<(http::HeaderMap, Vec<u8>), Error> {
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
-    let mut place = Place::Back;
+    let (mut place, mut ticket) = match start {
+        Start::Queue(place) => (place, None),
+        Start::Ticket(slot, unit) => (Place::Front, Some((slot, unit))),
+    };
     let mut redirects = 0;
     loop {
         retrier.start_attempt();
-        let (slot, unit) = ctx.ticket(place).await;
+        let (slot, unit) = match ticket.take() {
+            Some(t) => t,
+            None => ctx.ticket(place).await,
+        };
         tracing::debug!(method = %req.method(), "request sent");
         match whole_once(ctx, unit, &req, limit).await {
             Ok(ok) => {

@@ -129,7 +129,7 @@ pub async fn run_baseline_tls(
     objects: Vec<ObjectRef>,
     n: usize,
 ) -> u64 {
-    buffered(client, "https", addr, objects, n).await
+    buffered(client, "https", addr, objects, n, false).await
 }
 
 /// `futures::stream::iter(..).buffered(n)` over the hyper-util client; each body is collected
@@ -140,7 +140,18 @@ pub async fn run_baseline(
     objects: Vec<ObjectRef>,
     n: usize,
 ) -> u64 {
-    buffered(client, "http", addr, objects, n).await
+    buffered(client, "http", addr, objects, n, false).await
+}
+
+/// [`run_baseline`], each body's CRC64NVME computed (with `crc-fast`) and compared with the
+/// one the server states, as an application verifying checksums itself would.
+pub async fn run_baseline_verified(
+    client: &Baseline,
+    addr: SocketAddr,
+    objects: Vec<ObjectRef>,
+    n: usize,
+) -> u64 {
+    buffered(client, "http", addr, objects, n, true).await
 }
 
 async fn buffered<C>(
@@ -149,6 +160,7 @@ async fn buffered<C>(
     addr: SocketAddr,
     objects: Vec<ObjectRef>,
     n: usize,
+    verify: bool,
 ) -> u64
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
@@ -160,7 +172,14 @@ where
                 .parse()
                 .expect("uri");
             let resp = client.get(url).await.expect("response");
-            resp.into_body().collect().await.expect("body").to_bytes()
+            let stated = resp.headers().get("x-amz-checksum-crc64nvme").cloned();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            if verify {
+                let stated = stated.expect("the server states a checksum");
+                let computed = crate::server::crc64nvme_base64(&body);
+                assert_eq!(stated.as_bytes(), computed.as_bytes());
+            }
+            body
         })
         .buffered(n);
     while let Some(body) = s.next().await {

@@ -1,7 +1,8 @@
 //! A minimal in-process object server for benchmarks, over http or https: every GET gets (a range of) the same
 //! in-memory payload (zero-copy `Bytes` slices), so the client is what is measured. Loopback
 //! only, `TCP_NODELAY`. It serves `Range` as S3 does (206 with `Content-Range`, clamped at the
-//! end).
+//! end), and states the payload's CRC64NVME (`x-amz-checksum-crc64nvme`) on every reply that
+//! carries the whole object and on HEAD, as S3 does for an object stored with one.
 //!
 //! With a [`Pace`] it imitates a remote link: each response waits before its first byte and each
 //! connection sends at most a fixed rate (a frame every `frame / rate` seconds), as one S3
@@ -47,6 +48,7 @@ pub fn start_with(
 ) -> SocketAddr {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let payload = Bytes::from((0..object_size).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+    let checksum: std::sync::Arc<str> = crc64nvme_base64(&payload).into();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -64,12 +66,14 @@ pub fn start_with(
                     continue;
                 };
                 let _ = socket.set_nodelay(true);
-                let payload = payload.clone();
+                let (payload, checksum) = (payload.clone(), checksum.clone());
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        let payload = payload.clone();
-                        async move { Ok::<_, Infallible>(respond(&req, payload, pace).await) }
+                        let (payload, checksum) = (payload.clone(), checksum.clone());
+                        async move {
+                            Ok::<_, Infallible>(respond(&req, payload, &checksum, pace).await)
+                        }
                     });
                     let http = hyper::server::conn::http1::Builder::new();
                     let _ = match acceptor {
@@ -88,9 +92,17 @@ pub fn start_with(
     rx.recv().expect("server address")
 }
 
+/// Base64 of the big-endian CRC64NVME of `data`, as S3 states it.
+pub fn crc64nvme_base64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data);
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
 async fn respond<B>(
     req: &hyper::Request<B>,
     payload: Bytes,
+    checksum: &str,
     pace: Option<Pace>,
 ) -> hyper::Response<Body> {
     let len = payload.len() as u64;
@@ -119,6 +131,9 @@ async fn respond<B>(
         }
         None => payload,
     };
+    if body.len() as u64 == len {
+        resp = resp.header("x-amz-checksum-crc64nvme", checksum);
+    }
     resp = resp.header("content-length", body.len());
     let Some(pace) = pace else {
         return resp.body(Full::new(body).boxed()).expect("response");

@@ -341,6 +341,36 @@ impl Assembly {
         }
     }
 
+    /// The object failed as a whole (its checksum's HEAD did): one error at its position, or
+    /// read from a streaming body already out; every part still to come is cancelled.
+    pub(crate) fn failed(&self, e: Error) {
+        let mut out = Outcome::default();
+        {
+            let mut st = self.lock();
+            if st.finished {
+                return;
+            }
+            let last = st.parts.saturating_sub(1);
+            let idx = if st.delivery.is_some() {
+                usize::MAX
+            } else {
+                last
+            };
+            self.part_failed(&mut st, idx, e, &mut out);
+        }
+        for (_, handle) in out.abort {
+            handle.abort();
+        }
+        if let Some((queue, idx, part)) = out.queue_put {
+            queue.put(idx, part);
+        }
+        if let Some((delivery, item)) = out.deliver {
+            delivery.deliver(item, &self.ctx.counters);
+        }
+        drop(out.dropped);
+        self.sized.notify_waiters();
+    }
+
     /// The streaming body was dropped before its end: cancel what is still to come.
     fn close(&self) {
         let aborts = {
