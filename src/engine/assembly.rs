@@ -183,7 +183,12 @@ impl Assembly {
                 Err(e) => self.part_failed(&mut st, idx, e, &mut out),
             }
         }
-        // Outside the lock: delivering wakes the consumer, aborting and dropping return memory.
+        self.settle(out);
+    }
+
+    /// Does what a part's end decided, outside the lock: delivering wakes the consumer,
+    /// aborting and dropping return memory.
+    fn settle(&self, out: Outcome) {
         for (_, handle) in out.abort {
             handle.abort();
         }
@@ -358,17 +363,7 @@ impl Assembly {
             };
             self.part_failed(&mut st, idx, e, &mut out);
         }
-        for (_, handle) in out.abort {
-            handle.abort();
-        }
-        if let Some((queue, idx, part)) = out.queue_put {
-            queue.put(idx, part);
-        }
-        if let Some((delivery, item)) = out.deliver {
-            delivery.deliver(item, &self.ctx.counters);
-        }
-        drop(out.dropped);
-        self.sized.notify_waiters();
+        self.settle(out);
     }
 
     /// The streaming body was dropped before its end: cancel what is still to come.
