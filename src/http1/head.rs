@@ -269,11 +269,14 @@ pub(crate) fn is_field_value(v: &[u8]) -> bool {
 }
 
 /// A `Content-Length` value: a decimal number, or a list of equal ones (`5, 5`, which RFC 9110
-/// §8.6 lets a recipient read as one; hyper does).
+/// §8.6 lets a recipient read as one; hyper does), with blanks (SP, HTAB) around each.
 pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
     let mut length = None;
     for v in value.split(|&b| b == b',') {
-        let n = parse_decimal(v.trim_ascii())?;
+        let start = v.iter().position(|b| !blank(b)).unwrap_or(v.len());
+        let end = v.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+        let n = parse_decimal(&v[start..end])?;
         if length.is_some_and(|l| l != n) {
             return None;
         }
@@ -470,5 +473,9 @@ mod tests {
         assert_eq!(parse_length(b"5, 5,5"), Some(5));
         assert_eq!(parse_length(b"5, 6"), None);
         assert_eq!(parse_length(b"5,"), None);
+        // Blanks are SP and HTAB only; a CR or LF cannot be part of a field value.
+        assert_eq!(parse_length(b" 5\t,\t5 "), Some(5));
+        assert_eq!(parse_length(b"\r\n5"), None);
+        assert_eq!(parse_length(b"5\n"), None);
     }
 }
