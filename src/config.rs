@@ -367,7 +367,7 @@ impl ClientBuilder {
     /// (CRC64NVME, CRC32C, CRC32, SHA-256 or SHA-1). An object fetched in one GET gets it with
     /// the reply. One fetched in ranged parts (above the part size) costs one HEAD more, made
     /// after its first part: the parts' CRCs are combined in order (a SHA digest is computed
-    /// over the parts in order). A mismatch is retried once on a new connection, then fails
+    /// over the parts in order). A mismatch is fetched again once on new connections (every part of an object in parts), then fails
     /// the object with [`ErrorKind::ChecksumMismatch`](crate::ErrorKind::ChecksumMismatch)
     /// (for a streaming body, as its last item). Each [`Object`](crate::Object) says whether it
     /// was verified ([`Checksum`](crate::Checksum)); [`Stats`](crate::Stats) counts both.

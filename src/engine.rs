@@ -54,7 +54,7 @@ use tracing::Instrument;
 use crate::conn::Unit;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::fetch::{fetch_part, learn_checksum, PartSpec, Start};
+use crate::fetch::{fetch_part, learn_checksum, Connect, PartSpec, Start};
 use crate::limiter::Slot;
 use crate::memory::Lease;
 use crate::object::{IntoObjectRef, Object, ObjectRef};
@@ -62,7 +62,7 @@ use crate::reorder::ReorderRing;
 use crate::s3::BucketTarget;
 use crate::stats::Counters;
 use crate::waitlist::Place;
-use assembly::Assembly;
+use assembly::{Assembly, Refetch};
 
 type Item = Result<Object, Error>;
 
@@ -424,6 +424,7 @@ impl PartJob {
                 ticket,
                 &asm.pin,
                 &on_size,
+                Connect::Pooled,
             )
             .await
         };
@@ -444,7 +445,42 @@ impl PartJob {
         let result = result.unwrap_or_else(|_| {
             Err(Error::new(ErrorKind::Internal).with_message("the fetch of a part panicked"))
         });
-        asm.part_done(idx, result);
+        if let Some(refetch) = asm.part_done(idx, result) {
+            refetch_parts(&ctx, &target, &asm, refetch).await;
+        }
+    }
+}
+
+/// Fetches every part of a whole object again, one after the other, into the memory they had,
+/// each on a new connection, after the object's bytes did not match its checksum. Rare
+/// (corruption in transit), so one worker does it in order rather than admission in parallel.
+/// The object then delivers, or fails with a second mismatch; it stops at a part that fails.
+async fn refetch_parts(ctx: &Context, target: &BucketTarget, asm: &Arc<Assembly>, r: Refetch) {
+    for (idx, lease) in r.leases.into_iter().enumerate() {
+        if !asm.wants_more() {
+            return;
+        }
+        let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
+        let ticket = ctx.ticket(Place::Front).await;
+        let on_size = |size| asm.learned_size(size);
+        let result = fetch_part(
+            ctx,
+            target,
+            &asm.key,
+            asm.version_id.as_deref(),
+            asm.spec(idx),
+            lease,
+            ticket,
+            &asm.pin,
+            &on_size,
+            Connect::New,
+        )
+        .instrument(span)
+        .await;
+        // A second mismatch fails the object; it asks for nothing more.
+        if asm.part_done(idx, result).is_some() {
+            return;
+        }
     }
 }
 

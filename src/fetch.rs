@@ -15,8 +15,9 @@
 //! A part is accepted only if its length equals what was asked for (and `Content-Length`). With
 //! checksums on, a part that is the whole object is hashed as it is read and must match the
 //! checksum its reply states (a mismatch is sent again once, on a new connection); a part of an
-//! object fetched in parts gives the CRC of its bytes, and its object's first part learns the
-//! object's checksum with a HEAD. The stall timeout applies to each wait for the server — the
+//! object fetched in parts gives the CRC of its bytes, once the object's checksum is learned
+//! with a HEAD (sent ahead of a known-size object's parts, or by the first part of an object
+//! whose size was unknown). The stall timeout applies to each wait for the server — the
 //! response head, every read of the body — never to the whole transfer.
 
 use std::future::Future;
@@ -223,8 +224,17 @@ pub(crate) struct Fetched {
     pub(crate) crc: Option<u64>,
 }
 
+/// Which connection a part's first attempt goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Connect {
+    /// An idle one of the pool if any (the usual).
+    Pooled,
+    /// A new one: the part is fetched again after a checksum mismatch.
+    New,
+}
+
 /// Fetches one part of `key` into `lease`; `first` is the slot and connection right for the
-/// first attempt. `on_size` is called once, mid-download, if this part learns the object's size.
+/// first attempt, on a connection as `connect` says. `on_size` is called once, mid-download, if this part learns the object's size.
 ///
 /// With checksums on, a part whose reply carried the whole object is verified here, as it is
 /// read; a mismatch is sent again once on a new connection. The first part of an object
@@ -246,6 +256,7 @@ pub(crate) async fn fetch_part(
     first: (Slot, Unit),
     pin: &ObjectPin,
     on_size: &(dyn Fn(u64) + Sync),
+    connect: Connect,
 ) -> Result<Fetched, Error> {
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
     let mut running = Running::default();
@@ -253,6 +264,7 @@ pub(crate) async fn fetch_part(
     let mut place = Place::Front;
     let mut redirects = 0;
     let mut resent = false;
+    let mut fresh = connect == Connect::New;
     let req = PartRequest {
         ctx,
         target,
@@ -268,7 +280,7 @@ pub(crate) async fn fetch_part(
             Some(t) => t,
             None => ctx.ticket(place).await,
         };
-        match req.attempt(&mut lease, unit, &mut running, resent).await {
+        match req.attempt(&mut lease, unit, &mut running, fresh).await {
             Ok(whole) => {
                 trace_change(slot.succeeded(), &ctx.limiter);
                 break whole;
@@ -281,6 +293,7 @@ pub(crate) async fn fetch_part(
                 // Corruption in transit, most likely: once more, on a new connection.
                 tracing::warn!(error = %e, "checksum mismatch; sending again on a new connection");
                 resent = true;
+                fresh = true;
                 drop(slot);
                 place = Place::Front;
             }

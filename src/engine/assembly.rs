@@ -16,7 +16,7 @@
 //!
 //! Checksums of an object in parts are checked here, against the value its first part learned:
 //! a whole object's parts' CRCs are combined in order (a digest is computed over the joined
-//! body) before it is delivered, and a mismatch fails it; a streaming body ends with the
+//! body) before it is delivered, and a first mismatch has every part fetched again, a second fails it; a streaming body ends with the
 //! verdict on the combined CRC once every part is in, or hashes its digest as it is read.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -55,6 +55,8 @@ struct State {
     parts: usize,
     /// No more parts are wanted: the object failed or its streaming body was dropped.
     finished: bool,
+    /// Its parts were fetched again after a checksum mismatch (once at most).
+    refetched: bool,
     aborts: Vec<(usize, AbortHandle)>,
 }
 
@@ -95,6 +97,7 @@ impl Assembly {
                     kind,
                     parts,
                     finished: false,
+                    refetched: false,
                     aborts: Vec::new(),
                 }),
             }
@@ -174,7 +177,12 @@ impl Assembly {
 
     /// Takes part `idx`'s result: fills in the object, delivers it when it is complete (or
     /// streamable), or fails it.
-    pub(crate) fn part_done(&self, idx: usize, result: Result<Fetched, Error>) {
+    ///
+    /// Returns the parts' leases, in order, when a whole object in parts did not match its
+    /// checksum for the first time: its caller fetches every part again into them
+    /// ([`Refetch`]), and hands each to this again.
+    #[must_use = "a refetch returned must be fetched, or the object never ends"]
+    pub(crate) fn part_done(&self, idx: usize, result: Result<Fetched, Error>) -> Option<Refetch> {
         let mut out = Outcome::default();
         {
             let mut st = self.lock();
@@ -183,7 +191,9 @@ impl Assembly {
                 Err(e) => self.part_failed(&mut st, idx, e, &mut out),
             }
         }
+        let refetch = out.refetch.take();
         self.settle(out);
+        refetch
     }
 
     /// Does what a part's end decided, outside the lock: delivering wakes the consumer,
@@ -237,6 +247,24 @@ impl Assembly {
                     if *received < leases.len() {
                         return;
                     }
+                    let checksum = match self.verify_parts(sums, leases) {
+                        Ok(checksum) => checksum,
+                        Err(e) if e.kind() == ErrorKind::ChecksumMismatch && !st.refetched => {
+                            // Corruption in transit, most likely, in a part that cannot be told:
+                            // every part once more, into the same memory, on new connections.
+                            tracing::warn!(error = %e, "checksum mismatch; fetching every part again");
+                            st.refetched = true;
+                            *received = 0;
+                            sums.iter_mut().for_each(|s| *s = None);
+                            let leases = leases.iter_mut().filter_map(Option::take).collect();
+                            out.refetch = Some(Refetch { leases });
+                            return;
+                        }
+                        Err(e) => {
+                            self.part_failed(st, usize::MAX, e, out);
+                            return;
+                        }
+                    };
                     let mut joined = leases.iter_mut().filter_map(Option::take);
                     let Some(mut body) = joined.next() else {
                         return;
@@ -244,14 +272,7 @@ impl Assembly {
                     for next in joined {
                         body.append(next);
                     }
-                    match self.verify_parts(sums, Some(&body)) {
-                        Ok(checksum) => (body, checksum),
-                        Err(e) => {
-                            out.dropped.push(body);
-                            self.part_failed(st, usize::MAX, e, out);
-                            return;
-                        }
-                    }
+                    (body, checksum)
                 };
                 self.count(checksum);
                 Counters::add(&self.ctx.counters.objects, 1);
@@ -292,7 +313,7 @@ impl Assembly {
                     Counters::add(&self.ctx.counters.objects, 1);
                     if let Some(Offered::Full(e)) = self.pin.checksum() {
                         if e.algorithm.is_crc() {
-                            let verdict = self.verify_parts(sums, None).map(|c| self.count(c));
+                            let verdict = self.verify_parts(sums, &[]).map(|c| self.count(c));
                             let verdict = verdict.map_err(|e| {
                                 Counters::add(&self.ctx.counters.errors, 1);
                                 e.with_key(&self.key).with_seq(self.seq)
@@ -421,11 +442,12 @@ impl Assembly {
     }
 
     /// Checks an object fetched in parts against its full-object checksum: the parts' CRCs
-    /// combined in order, or (a digest, or a CRC missing) the bytes of `body` hashed in order.
+    /// combined in order, or (a digest, or a CRC missing) the bytes of `leases` hashed in
+    /// order (none for a streaming object, whose parts are gone to its body).
     fn verify_parts(
         &self,
         sums: &[Option<(u64, u64)>],
-        body: Option<&Lease>,
+        leases: &[Option<Lease>],
     ) -> Result<Checksum, Error> {
         let Some(Offered::Full(e)) = self.pin.checksum() else {
             return Ok(self.outcome());
@@ -439,9 +461,11 @@ impl Assembly {
                     checksum::combine(alg, acc, *crc, *len)
                 });
             Value::Crc(crc)
-        } else if let Some(body) = body {
+        } else if !leases.is_empty() {
             let mut hasher = Hasher::new(alg);
-            body.chunks().for_each(|bytes| hasher.update(bytes));
+            for lease in leases.iter().flatten() {
+                lease.chunks().for_each(|bytes| hasher.update(bytes));
+            }
             hasher.finish()
         } else {
             return Err(Error::new(ErrorKind::Internal)
@@ -516,9 +540,17 @@ impl Drop for Assembly {
     }
 }
 
+/// A whole object in parts to fetch again, every part into its lease (part `i` into
+/// `leases[i]`), after its bytes did not match its checksum.
+#[derive(Debug)]
+pub(crate) struct Refetch {
+    pub(crate) leases: Vec<Lease>,
+}
+
 /// What a part's end does once the assembly's lock is released.
 #[derive(Default)]
 struct Outcome {
+    refetch: Option<Refetch>,
     deliver: Option<(Delivery, Result<Object, Error>)>,
     queue_put: Option<(Arc<PartQueue>, usize, Result<Lease, Error>)>,
     verdict: Option<(Arc<PartQueue>, Result<(), Error>)>,

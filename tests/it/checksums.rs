@@ -231,17 +231,20 @@ async fn a_flipped_byte_is_sent_again_once_or_fails_that_object_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flipped_byte_in_a_part_fails_the_object_whole_or_at_the_end_of_its_stream() {
-    // Whole in three parts (below the threshold), and streaming in eight.
+async fn a_flipped_byte_in_a_part_refetches_a_whole_object_or_ends_its_stream() {
+    // Whole in three parts (below the threshold): fetched again once, every part on a new
+    // connection. Streaming in eight: its bytes are out, so the mismatch is its last item.
     for (len, streaming) in [(2 * PART as usize + 100, false), (8 * PART as usize, true)] {
         let data = content("parts", len);
         let mock = flipping_server(data.clone()).await;
         let client = small(mock.builder()).build().unwrap();
-        let keys = ["ok/a", "always/b", "ok/c"].map(|k| ObjectRef::new(k, len as u64));
+        let names = ["ok/a", "always/b", "once/c", "ok/d"];
+        let keys = names.map(|k| ObjectRef::new(k, len as u64));
         let mut results = client.get_all("bucket", keys);
-        for key in ["ok/a", "always/b", "ok/c"] {
+        for key in names {
             let item = results.next().await.unwrap();
-            if key == "ok/a" || key == "ok/c" {
+            let fails = key.starts_with("always/") || (streaming && key.starts_with("once/"));
+            if !fails {
                 let mut obj = item.unwrap();
                 assert_eq!(obj.body.is_streaming(), streaming);
                 assert_eq!(obj.checksum, Checksum::Verified(ChecksumAlgorithm::Crc32c));
@@ -269,16 +272,21 @@ async fn a_flipped_byte_in_a_part_fails_the_object_whole_or_at_the_end_of_its_st
             assert_eq!(e.key(), Some(key), "{e}");
         }
         let stats = client.stats();
+        // Whole: always/b mismatched twice, once/c once; streaming: once each, not refetched.
+        let (mismatches, verified, errors) = if streaming { (2, 2, 2) } else { (3, 3, 1) };
         assert_eq!(
             (stats.checksum_heads, stats.checksum_mismatches),
-            (3, 1),
+            (4, mismatches),
             "{stats:?}"
         );
         assert_eq!(
             (stats.checksums_verified, stats.errors),
-            (2, 1),
+            (verified, errors),
             "{stats:?}"
         );
+        // A refetch asks for every part again: 3 parts more for each of the two whole ones.
+        let parts = if streaming { 4 * 8 } else { 4 * 3 + 2 * 3 };
+        assert_eq!(stats.parts, parts, "{stats:?}");
         drop(results);
         assert_quiescent(&client).await;
     }
