@@ -234,12 +234,13 @@ pub(crate) enum Connect {
 }
 
 /// Fetches one part of `key` into `lease`; `first` is the slot and connection right for the
-/// first attempt, on a connection as `connect` says. `on_size` is called once, mid-download, if this part learns the object's size.
+/// first attempt, on a connection as `connect` says. `on_size` is called once, mid-download,
+/// if this part learns the object's size.
 ///
-/// With checksums on, a part whose reply carried the whole object is verified here, as it is
-/// read; a mismatch is sent again once on a new connection. The first part of an object
-/// fetched in ranged parts learns the object's checksum with a HEAD before it is handed over;
-/// every other part waits for that, then gives the CRC of its bytes.
+/// With checksums on, a part that is the whole object is verified here, as it is read; a
+/// mismatch is sent again once on a new connection. A part of an object fetched in ranged parts
+/// waits for the object's checksum (learned with a HEAD, which this part sends itself only for
+/// an object whose size was unknown), then gives the CRC of its bytes.
 ///
 /// # Errors
 ///
@@ -264,7 +265,6 @@ pub(crate) async fn fetch_part(
     let mut place = Place::Front;
     let mut redirects = 0;
     let mut resent = false;
-    let mut fresh = connect == Connect::New;
     let req = PartRequest {
         ctx,
         target,
@@ -280,6 +280,7 @@ pub(crate) async fn fetch_part(
             Some(t) => t,
             None => ctx.ticket(place).await,
         };
+        let fresh = connect == Connect::New || resent;
         match req.attempt(&mut lease, unit, &mut running, fresh).await {
             Ok(whole) => {
                 trace_change(slot.succeeded(), &ctx.limiter);
@@ -293,7 +294,6 @@ pub(crate) async fn fetch_part(
                 // Corruption in transit, most likely: once more, on a new connection.
                 tracing::warn!(error = %e, "checksum mismatch; sending again on a new connection");
                 resent = true;
-                fresh = true;
                 drop(slot);
                 place = Place::Front;
             }
@@ -586,11 +586,14 @@ impl PartRequest<'_> {
         let mut expected = None;
         if checksums {
             // S3 states the object's checksum only on a reply that carries all of it.
-            if shape.restart || (from == 0 && shape.len == shape.total) {
-                self.pin
-                    .learn_checksum(Offered::from_fields(|name| head.get(name)));
-            }
-            match self.pin.checksum() {
+            let offered = if shape.restart || (from == 0 && shape.len == shape.total) {
+                let offered = Offered::from_fields(|name| head.get(name));
+                self.pin.learn_checksum(offered);
+                Some(offered)
+            } else {
+                self.pin.checksum()
+            };
+            match offered {
                 Some(Offered::Full(e)) => {
                     if (whole || e.algorithm.is_crc()) && running.algorithm() != Some(e.algorithm) {
                         running.start(e.algorithm);
