@@ -7,11 +7,16 @@
 //! (`FULL_OBJECT`) or, for a multipart upload, a checksum of its parts' checksums (`COMPOSITE`:
 //! `x-amz-checksum-type: COMPOSITE`, or a value ending in `-N`), which no hash of the bytes can
 //! match. CRCs of consecutive pieces combine into the CRC of the whole ([`combine`]); SHA digests
-//! do not, and are computed over the bytes in order.
+//! do not, and are computed over the bytes in order ([`InOrder`]).
+//!
+//! A composite checksum is verified through the upload's parts ([`UploadParts`]): each part's
+//! own checksum (a HEAD with `partNumber`) against its bytes, and the parts' checksums together
+//! against the composite value, so a part list that is not the object's cannot pass.
 //!
 //! CRCs use `crc-fast` (hardware-accelerated: PCLMULQDQ / PMULL), SHA digests `ring`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use crc_fast::CrcAlgorithm;
@@ -107,6 +112,11 @@ pub enum Checksum {
     /// A streaming body is checked as it is read: it cannot end without the check passing, and
     /// a mismatch is its last item.
     Verified(ChecksumAlgorithm),
+    /// The object has only a composite checksum (a multipart upload's): every byte was checked
+    /// against its upload part's checksum in this algorithm, and the parts' checksums against
+    /// the composite one. A streaming body is checked as it is read, as for
+    /// [`Verified`](Checksum::Verified).
+    VerifiedParts(ChecksumAlgorithm),
     /// The bytes were not checked, for this reason.
     NotVerified(NotVerified),
 }
@@ -114,7 +124,7 @@ pub enum Checksum {
 impl Checksum {
     /// True when the object's bytes were (or, for a streaming body, are being) verified.
     pub fn is_verified(&self) -> bool {
-        matches!(self, Checksum::Verified(_))
+        matches!(self, Checksum::Verified(_) | Checksum::VerifiedParts(_))
     }
 }
 
@@ -127,7 +137,8 @@ pub enum NotVerified {
     /// The server sent no checksum for the object.
     NoChecksum,
     /// The server has only a composite checksum (of a multipart upload's parts), which the
-    /// object's bytes alone cannot be checked against.
+    /// object's bytes alone cannot be checked against, and its parts' checksums could not be
+    /// had: the object was fetched in one GET, or the server did not state them.
     Composite(ChecksumAlgorithm),
 }
 
@@ -149,6 +160,25 @@ impl Value {
             ChecksumAlgorithm::Sha256 => Value::Sha256(bytes.try_into().ok()?),
             _ => Value::Crc(bytes.iter().fold(0, |v, b| v << 8 | u64::from(*b))),
         })
+    }
+
+    /// Feeds the value's bytes (big-endian, as S3 concatenates part checksums) to `hasher`.
+    fn feed(&self, algorithm: ChecksumAlgorithm, hasher: &mut Hasher) {
+        match self {
+            Value::Crc(v) => hasher.update(&v.to_be_bytes()[8 - algorithm.width()..]),
+            Value::Sha1(d) => hasher.update(d),
+            Value::Sha256(d) => hasher.update(d),
+        }
+    }
+
+    /// Decodes base64 `text` as a value of `algorithm`.
+    fn decode(algorithm: ChecksumAlgorithm, text: &[u8]) -> Option<Self> {
+        // Decoded on the stack: the longest value (SHA-256) is 32 bytes.
+        let mut buf = [0u8; 48];
+        let n = base64::engine::general_purpose::STANDARD
+            .decode_slice(text, &mut buf)
+            .ok()?;
+        Value::from_bytes(algorithm, &buf[..n])
     }
 
     /// Base64 of the big-endian value, as S3 shows it.
@@ -185,13 +215,18 @@ impl Expected {
     ///
     /// [`ErrorKind::ChecksumMismatch`], naming the algorithm and both values.
     pub(crate) fn check(&self, got: Value) -> Result<(), Error> {
+        self.check_of(got, "the bytes received")
+    }
+
+    /// [`check`](Self::check), the bytes named by `what`.
+    fn check_of(&self, got: Value, what: &str) -> Result<(), Error> {
         if got == self.value {
             return Ok(());
         }
         let alg = self.algorithm;
         Err(
             Error::new(ErrorKind::ChecksumMismatch).with_message(format!(
-                "{alg} of the bytes received is {}, the server's is {}",
+                "{alg} of {what} is {}, the server's is {}",
                 got.show(alg),
                 self.value.show(alg)
             )),
@@ -199,13 +234,226 @@ impl Expected {
     }
 }
 
-/// What a reply that carries the whole object says about its checksum.
+/// A composite checksum as a reply stated it: a checksum of a multipart upload's parts'
+/// checksums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Composite {
+    pub(crate) algorithm: ChecksumAlgorithm,
+    /// The checksum of the parts' checksums, when it decoded.
+    pub(crate) value: Option<Value>,
+    /// The upload's part count (the `-N`), when stated.
+    pub(crate) parts: Option<u32>,
+}
+
+/// A multipart upload's parts as the server stated them (one HEAD with `partNumber` each):
+/// their lengths and checksums, in order, checked to add up to the object and to its composite
+/// checksum.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UploadParts {
+    algorithm: ChecksumAlgorithm,
+    /// Each part's length and checksum, in order.
+    parts: Vec<(u64, Value)>,
+}
+
+impl UploadParts {
+    /// The parts of an object of `size` bytes whose composite checksum is `composite`.
+    ///
+    /// # Errors
+    ///
+    /// Why the parts are not the object's: their count, lengths or checksums disagree with
+    /// what the object's own reply stated.
+    pub(crate) fn new(
+        composite: &Composite,
+        parts: Vec<(u64, Value)>,
+        size: u64,
+    ) -> Result<Self, String> {
+        let alg = composite.algorithm;
+        if composite.parts.is_some_and(|n| n as usize != parts.len()) {
+            return Err(format!(
+                "{} parts stated, the composite checksum is of {:?}",
+                parts.len(),
+                composite.parts
+            ));
+        }
+        let total: u64 = parts.iter().map(|(len, _)| len).sum();
+        if total != size {
+            return Err(format!("the parts hold {total} bytes, the object {size}"));
+        }
+        let Some(value) = composite.value else {
+            return Err("the composite checksum did not decode".to_owned());
+        };
+        let mut of_parts = Hasher::new(alg);
+        for (_, v) in &parts {
+            v.feed(alg, &mut of_parts);
+        }
+        let expected = Expected {
+            algorithm: alg,
+            value,
+        };
+        expected
+            .check_of(of_parts.finish(), "the parts' checksums")
+            .map_err(|e| e.to_string())?;
+        Ok(UploadParts {
+            algorithm: alg,
+            parts,
+        })
+    }
+}
+
+/// Checks bytes given in order — a whole object's, part after part — against a checksum that
+/// needs them in order: a full-object digest, or each upload part's checksum.
+#[derive(Debug)]
+pub(crate) struct InOrder {
+    hasher: Hasher,
+    against: Against,
+}
+
+#[derive(Debug)]
+enum Against {
+    Whole(Expected),
+    Parts {
+        parts: Arc<UploadParts>,
+        /// The upload part being hashed, its first byte in the object, and its bytes still to come.
+        idx: usize,
+        start: u64,
+        left: u64,
+        /// The first part that did not match.
+        failed: Option<Error>,
+        /// Bytes came after the last part's.
+        overflow: bool,
+    },
+}
+
+impl InOrder {
+    /// Against a full-object checksum.
+    pub(crate) fn whole(expected: Expected) -> Self {
+        InOrder {
+            hasher: Hasher::new(expected.algorithm),
+            against: Against::Whole(expected),
+        }
+    }
+
+    /// Against each of `parts`' checksums.
+    pub(crate) fn parts(parts: Arc<UploadParts>) -> Self {
+        let left = parts.parts.first().map_or(0, |p| p.0);
+        let mut check = InOrder {
+            hasher: Hasher::new(parts.algorithm),
+            against: Against::Parts {
+                parts,
+                idx: 0,
+                start: 0,
+                left,
+                failed: None,
+                overflow: false,
+            },
+        };
+        check.close_empty_parts();
+        check
+    }
+
+    /// The next bytes of the object.
+    pub(crate) fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let Against::Parts {
+                parts,
+                idx,
+                left,
+                overflow,
+                ..
+            } = &mut self.against
+            else {
+                self.hasher.update(bytes);
+                return;
+            };
+            if *idx >= parts.parts.len() {
+                *overflow = true;
+                return;
+            }
+            let n = bytes
+                .len()
+                .min(usize::try_from(*left).unwrap_or(usize::MAX));
+            *left -= n as u64;
+            self.hasher.update(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.close_empty_parts();
+        }
+    }
+
+    /// Checks every upload part whose bytes are all in (none left), and moves on.
+    fn close_empty_parts(&mut self) {
+        let Against::Parts {
+            parts,
+            idx,
+            start,
+            left,
+            failed,
+            ..
+        } = &mut self.against
+        else {
+            return;
+        };
+        while *left == 0 && *idx < parts.parts.len() {
+            let (len, value) = parts.parts[*idx];
+            let alg = parts.algorithm;
+            let got = std::mem::replace(&mut self.hasher, Hasher::new(alg)).finish();
+            let expected = Expected {
+                algorithm: alg,
+                value,
+            };
+            let what = format!(
+                "upload part {} of {} (bytes {}..{})",
+                *idx + 1,
+                parts.parts.len(),
+                *start,
+                *start + len
+            );
+            if let Err(e) = expected.check_of(got, &what) {
+                failed.get_or_insert(e);
+            }
+            *idx += 1;
+            *start += len;
+            *left = parts.parts.get(*idx).map_or(0, |p| p.0);
+        }
+    }
+
+    /// The verdict once every byte was given.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ChecksumMismatch`] naming the algorithm, the values and (for upload parts)
+    /// the first part that did not match; [`ErrorKind::LengthMismatch`] when the bytes given
+    /// were not as many as the parts hold.
+    pub(crate) fn finish(self) -> Result<(), Error> {
+        match self.against {
+            Against::Whole(expected) => expected.check(self.hasher.finish()),
+            Against::Parts {
+                parts,
+                idx,
+                failed,
+                overflow,
+                ..
+            } => match failed {
+                Some(e) => Err(e),
+                None if idx == parts.parts.len() && !overflow => Ok(()),
+                None => Err(Error::new(ErrorKind::LengthMismatch).with_message(format!(
+                    "the bytes received are not the {} bytes of the upload's {} parts",
+                    parts.parts.iter().map(|p| p.0).sum::<u64>(),
+                    parts.parts.len()
+                ))),
+            },
+        }
+    }
+}
+
+/// What a reply that carries the whole object says about its checksum.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Offered {
     /// A full-object checksum to verify against.
     Full(Expected),
     /// Only a composite checksum.
-    Composite(ChecksumAlgorithm),
+    Composite(Composite),
+    /// A composite checksum, and the upload's parts to verify the bytes against.
+    Parts(Arc<UploadParts>),
     /// None at all.
     Nothing,
 }
@@ -222,17 +470,20 @@ impl Offered {
             };
             let text = text.trim_ascii();
             // A composite value is base64 of the checksum of the parts' checksums, then `-N`.
-            if composite_type || text.contains(&b'-') {
-                composite.get_or_insert(algorithm);
+            let split = text.iter().position(|&b| b == b'-');
+            if composite_type || split.is_some() {
+                let (value, parts) = match split {
+                    Some(at) => (&text[..at], std::str::from_utf8(&text[at + 1..]).ok()),
+                    None => (text, None),
+                };
+                composite.get_or_insert(Composite {
+                    algorithm,
+                    value: Value::decode(algorithm, value),
+                    parts: parts.and_then(|n| n.parse().ok()),
+                });
                 continue;
             }
-            // Decoded on the stack: the longest value (SHA-256) is 32 bytes.
-            let mut buf = [0u8; 48];
-            let value = base64::engine::general_purpose::STANDARD
-                .decode_slice(text, &mut buf)
-                .ok()
-                .and_then(|n| Value::from_bytes(algorithm, &buf[..n]));
-            if let Some(value) = value {
+            if let Some(value) = Value::decode(algorithm, text) {
                 return Offered::Full(Expected { algorithm, value });
             }
         }
@@ -243,8 +494,18 @@ impl Offered {
     pub(crate) fn outcome(&self) -> Checksum {
         match self {
             Offered::Full(e) => Checksum::Verified(e.algorithm),
-            Offered::Composite(a) => Checksum::NotVerified(NotVerified::Composite(*a)),
+            Offered::Parts(p) => Checksum::VerifiedParts(p.algorithm),
+            Offered::Composite(c) => Checksum::NotVerified(NotVerified::Composite(c.algorithm)),
             Offered::Nothing => Checksum::NotVerified(NotVerified::NoChecksum),
+        }
+    }
+
+    /// The check of the object's bytes in order this offers, if any.
+    pub(crate) fn in_order(&self) -> Option<InOrder> {
+        match self {
+            Offered::Full(e) => Some(InOrder::whole(*e)),
+            Offered::Parts(p) => Some(InOrder::parts(Arc::clone(p))),
+            Offered::Composite(_) | Offered::Nothing => None,
         }
     }
 }
@@ -492,14 +753,30 @@ mod tests {
         // Composite by its suffix or by the type field, even where the value has no suffix.
         assert_eq!(
             from(&[("x-amz-checksum-crc32c", "4waSgw==-3")]),
-            Offered::Composite(Crc32c)
+            Offered::Composite(Composite {
+                algorithm: Crc32c,
+                value: Some(Value::Crc(0xe306_9283)),
+                parts: Some(3)
+            })
         );
         assert_eq!(
             from(&[
                 ("x-amz-checksum-crc32", "y/Q5Jg=="),
                 ("x-amz-checksum-type", "COMPOSITE")
             ]),
-            Offered::Composite(Crc32)
+            Offered::Composite(Composite {
+                algorithm: Crc32,
+                value: Some(Value::Crc(0xcbf4_3926)),
+                parts: None
+            })
+        );
+        assert_eq!(
+            from(&[("x-amz-checksum-sha1", "junk-x")]),
+            Offered::Composite(Composite {
+                algorithm: Sha1,
+                value: None,
+                parts: None
+            })
         );
         // A full value wins over a composite one.
         assert!(matches!(
@@ -523,7 +800,109 @@ mod tests {
         assert_eq!(from(&[]), Offered::Nothing);
     }
 
+    /// `data` as a multipart upload cut at `cuts` (sorted): its composite checksum and parts.
+    fn upload(
+        algorithm: ChecksumAlgorithm,
+        data: &[u8],
+        cuts: &[usize],
+    ) -> (Composite, Vec<(u64, Value)>) {
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for end in cuts.iter().copied().chain([data.len()]) {
+            parts.push(((end - start) as u64, of(algorithm, &data[start..end])));
+            start = end;
+        }
+        let mut h = Hasher::new(algorithm);
+        parts.iter().for_each(|(_, v)| v.feed(algorithm, &mut h));
+        let composite = Composite {
+            algorithm,
+            value: Some(h.finish()),
+            parts: Some(parts.len() as u32),
+        };
+        (composite, parts)
+    }
+
+    #[test]
+    fn upload_parts_must_be_the_objects() {
+        let data = b"0123456789abcdef";
+        for algorithm in ALGORITHMS {
+            let (composite, parts) = upload(algorithm, data, &[5, 10]);
+            assert!(UploadParts::new(&composite, parts.clone(), 16).is_ok());
+            // Another size, another count, another part's checksum, no composite value.
+            assert!(UploadParts::new(&composite, parts.clone(), 17)
+                .unwrap_err()
+                .contains("16 bytes"));
+            let fewer = Composite {
+                parts: Some(2),
+                ..composite
+            };
+            assert!(UploadParts::new(&fewer, parts.clone(), 16).is_err());
+            let (_, swapped) = upload(algorithm, b"0123456789xbcdef", &[5, 10]);
+            assert!(
+                UploadParts::new(&composite, swapped, 16).is_err(),
+                "{algorithm}"
+            );
+            let unknown = Composite {
+                value: None,
+                ..composite
+            };
+            assert!(UploadParts::new(&unknown, parts, 16).is_err());
+        }
+    }
+
     proptest! {
+        /// Bytes given in any pieces pass against their upload's parts cut anywhere (empty
+        /// parts included); one byte changed fails, naming the part that holds it.
+        #[test]
+        fn upload_parts_check_the_bytes_in_any_pieces(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            pieces in proptest::collection::vec(any::<usize>(), 0..8),
+            flip in any::<usize>(),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (data.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut pieces: Vec<usize> = pieces.into_iter().map(|c| c % (data.len() + 1)).collect();
+            pieces.sort_unstable();
+            let feed = |check: &mut InOrder, bytes: &[u8]| {
+                let mut start = 0;
+                for end in pieces.iter().copied().chain([bytes.len()]) {
+                    check.update(&bytes[start..end]);
+                    start = end;
+                }
+            };
+            for algorithm in [ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Sha256] {
+                let (composite, parts) = upload(algorithm, &data, &cuts);
+                let parts = Arc::new(UploadParts::new(&composite, parts, data.len() as u64).unwrap());
+                let mut check = InOrder::parts(Arc::clone(&parts));
+                feed(&mut check, &data);
+                prop_assert!(check.finish().is_ok());
+                if data.is_empty() {
+                    continue;
+                }
+                let at = flip % data.len();
+                let mut bad = data.clone();
+                bad[at] ^= 1;
+                let mut check = InOrder::parts(Arc::clone(&parts));
+                feed(&mut check, &bad);
+                let e = check.finish().unwrap_err();
+                // Part k holds byte `at` when k cuts lie at or before it (empty parts before it
+                // included).
+                let k = cuts.iter().filter(|&&c| c <= at).count() + 1;
+                let want = format!("upload part {k} of {}", cuts.len() + 1);
+                prop_assert_eq!(e.kind(), ErrorKind::ChecksumMismatch);
+                prop_assert!(e.to_string().contains(&want), "{} / {}", e, want);
+                // Too few bytes, or too many, is a length error.
+                let mut short = InOrder::parts(Arc::clone(&parts));
+                short.update(&data[..data.len() - 1]);
+                prop_assert_eq!(short.finish().unwrap_err().kind(), ErrorKind::LengthMismatch);
+                let mut long = InOrder::parts(Arc::clone(&parts));
+                long.update(&data);
+                long.update(b"x");
+                prop_assert_eq!(long.finish().unwrap_err().kind(), ErrorKind::LengthMismatch);
+            }
+        }
+
         /// Combining the CRCs of the pieces of any split, in order, gives the CRC of the whole.
         #[test]
         fn part_crcs_combine_into_the_whole(

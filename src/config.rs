@@ -83,11 +83,12 @@ pub enum ChecksumMode {
     /// [`NotVerified::Off`](crate::NotVerified::Off).
     Off,
     /// Ask for checksums (`x-amz-checksum-mode: ENABLED`) and verify every object the server
-    /// has a full-object checksum for; an object without one is delivered, saying so. The
-    /// default, as in the AWS SDKs.
+    /// has a full-object checksum for, or (fetched in parts) a composite one with its upload
+    /// parts' checksums; an object without one is delivered, saying so. The default, as in the
+    /// AWS SDKs.
     #[default]
     WhenAvailable,
-    /// As `WhenAvailable`, and an object with no full-object checksum to verify fails with
+    /// As `WhenAvailable`, and an object with no checksum to verify it by fails with
     /// [`ErrorKind::ChecksumMissing`](crate::ErrorKind::ChecksumMissing).
     Required,
 }

@@ -22,7 +22,7 @@
 
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use http::StatusCode;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::checksum::{ChecksumAlgorithm, Hasher, Offered, Value};
+use crate::checksum::{ChecksumAlgorithm, Composite, Hasher, Offered, UploadParts, Value};
 use crate::config::ChecksumMode;
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
@@ -99,14 +99,21 @@ impl ObjectPin {
 
     /// The object's checksum, if known yet.
     pub(crate) fn checksum(&self) -> Option<Offered> {
-        self.lock().checksum
+        self.lock().checksum.clone()
     }
 
     /// Records what a reply carrying the whole object (or the HEAD) said about the checksum.
     /// A later reply (a resend after a mismatch) replaces it: its ETag pins the same object,
     /// and a value corrupted in transit must not fail the resend.
+    /// Upload parts learned for a composite checksum stay: a reply restating the composite
+    /// value says nothing new.
     fn learn_checksum(&self, offered: Offered) {
-        self.lock().checksum = Some(offered);
+        let mut p = self.lock();
+        if let (Some(Offered::Parts(_)), Offered::Composite(_)) = (&p.checksum, &offered) {
+            return;
+        }
+        p.checksum = Some(offered);
+        drop(p);
         self.checksum_known.notify_waiters();
     }
 
@@ -142,7 +149,7 @@ impl ObjectPin {
             etag: p.etag.take(),
             version_id: p.version_id.take(),
             size: p.size,
-            checksum: p.checksum,
+            checksum: p.checksum.clone(),
             head_claimed: p.head_claimed,
         }
     }
@@ -314,14 +321,16 @@ pub(crate) async fn fetch_part(
     if ctx.config.checksum_mode == ChecksumMode::Required && spec.start == 0 {
         let size = pin.size().unwrap_or_default();
         match pin.checksum() {
-            Some(Offered::Full(_)) => {}
+            Some(Offered::Full(_) | Offered::Parts(_)) => {}
             // An empty object has no byte to verify.
             _ if size == 0 => {}
             offered => {
                 return Err(
                     Error::new(ErrorKind::ChecksumMissing).with_message(match offered {
-                        Some(Offered::Composite(a)) => format!(
-                            "the server has only a composite {a} checksum (of the upload's parts)"
+                        Some(Offered::Composite(c)) => format!(
+                            "the server has only a composite {} checksum (of the upload's \
+                             parts), and the parts' own could not be had",
+                            c.algorithm
                         ),
                         _ => "the server sent no checksum for the object".to_owned(),
                     }),
@@ -588,7 +597,7 @@ impl PartRequest<'_> {
             // S3 states the object's checksum only on a reply that carries all of it.
             let offered = if shape.restart || (from == 0 && shape.len == shape.total) {
                 let offered = Offered::from_fields(|name| head.get(name));
-                self.pin.learn_checksum(offered);
+                self.pin.learn_checksum(offered.clone());
                 Some(offered)
             } else {
                 self.pin.checksum()
@@ -754,10 +763,108 @@ pub(crate) async fn learn_checksum(
             size,
         )?;
     }
-    let offered = Offered::from_fields(field);
+    let mut offered = Offered::from_fields(field);
+    if let (Offered::Composite(composite), Some(size)) = (&offered, size) {
+        let (etag, parts) = (pin.snapshot().etag, composite.parts);
+        if let (Some(etag), Some(n @ 1..=MAX_UPLOAD_PARTS)) = (etag, parts) {
+            let head = UploadHead {
+                ctx,
+                target,
+                key,
+                version_id,
+                etag: &etag,
+            };
+            if let Some(parts) = head.upload_parts(composite, n, size).await? {
+                offered = Offered::Parts(Arc::new(parts));
+            }
+        }
+    }
     tracing::debug!(?offered, "checksum learned with a HEAD");
-    pin.learn_checksum(offered);
+    pin.learn_checksum(offered.clone());
     Ok(offered)
+}
+
+/// The most parts a multipart upload has (S3's limit).
+const MAX_UPLOAD_PARTS: u32 = 10_000;
+
+/// The HEADs that learn a multipart upload's parts, each asking for one part of the version
+/// `etag` names.
+struct UploadHead<'a> {
+    ctx: &'a Context,
+    target: &'a BucketTarget,
+    key: &'a str,
+    version_id: Option<&'a str>,
+    etag: &'a [u8],
+}
+
+impl UploadHead<'_> {
+    /// The `n` parts of an object of `size` bytes whose checksum is `composite`, one HEAD
+    /// with `partNumber` each; `None` when the server does not state them in a way that adds
+    /// up to the object (the object is then not verified, and says so).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Changed`] when a part's reply is of another version; a HEAD's error that
+    /// is not about the part number (after its retries).
+    async fn upload_parts(
+        &self,
+        composite: &Composite,
+        n: u32,
+        size: u64,
+    ) -> Result<Option<UploadParts>, Error> {
+        let mut parts = Vec::with_capacity(n as usize);
+        for number in 1..=n {
+            let Some(part) = self.part(composite.algorithm, number).await? else {
+                return Ok(None);
+            };
+            parts.push(part);
+        }
+        match UploadParts::new(composite, parts, size) {
+            Ok(parts) => Ok(Some(parts)),
+            Err(why) => {
+                tracing::warn!(key = self.key, %why, "the upload's parts are not the object's");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Part `number`'s length and checksum in `algorithm`.
+    async fn part(
+        &self,
+        algorithm: ChecksumAlgorithm,
+        number: u32,
+    ) -> Result<Option<(u64, Value)>, Error> {
+        let mut req = self.target.head_object(self.key, self.version_id)?;
+        req.part_number(number);
+        req.if_match(self.etag);
+        req.checksum_mode();
+        Counters::add(&self.ctx.counters.checksum_heads, 1);
+        let start = Start::Queue(Place::Front);
+        let headers = match request_whole_from(self.ctx, req, 0, start).await {
+            Ok((headers, _)) => headers,
+            // The version changed (If-Match refused): the object's own error.
+            Err(e) if e.kind() == ErrorKind::Changed => return Err(e),
+            Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),
+            Err(e) => {
+                // A server that does not know part numbers: the object is read unverified.
+                tracing::warn!(key = self.key, number, error = %e, "no upload part checksum");
+                return Ok(None);
+            }
+        };
+        let field = |name: &str| headers.get(name).map(|v| v.as_bytes());
+        if field("etag").is_some_and(|e| e != self.etag) {
+            return Err(Error::new(ErrorKind::Changed)
+                .with_status(StatusCode::OK)
+                .with_message(format!(
+                    "ETag changed during the HEAD of upload part {number}"
+                )));
+        }
+        let len = field("content-length").and_then(http1::parse_length);
+        Ok(match (len, Offered::from_fields(field)) {
+            (Some(len), Offered::Full(e)) if e.algorithm == algorithm => Some((len, e.value)),
+            _ => None,
+        })
+    }
 }
 
 fn stalled(status: StatusCode, stall: Duration, got: usize, want: u64) -> Error {

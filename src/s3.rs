@@ -270,6 +270,8 @@ pub(crate) struct S3Request<'a> {
     range: Option<RangeText>,
     if_match: Option<&'a [u8]>,
     checksum_mode: bool,
+    /// `partNumber`: one part of a multipart upload (a HEAD for the part's checksum).
+    part_number: Option<u32>,
 }
 
 /// `bytes=first-last`, formatted in place.
@@ -289,6 +291,7 @@ impl<'a> S3Request<'a> {
             range: None,
             if_match: None,
             checksum_mode: false,
+            part_number: None,
         }
     }
 
@@ -310,6 +313,11 @@ impl<'a> S3Request<'a> {
     /// Asks for the object only if its ETag is still `etag`.
     pub(crate) fn if_match(&mut self, etag: &'a [u8]) {
         self.if_match = Some(etag);
+    }
+
+    /// Asks for part `number` of the multipart upload the object was made by.
+    pub(crate) fn part_number(&mut self, number: u32) {
+        self.part_number = Some(number);
     }
 
     /// Asks for the object's checksum headers.
@@ -350,9 +358,16 @@ impl<'a> S3Request<'a> {
         match self.resource {
             Resource::Object { key, version_id } => {
                 utf8_percent_encode(key, KEY).for_each(&mut push);
+                let mut sep = "?";
                 if let Some(v) = version_id {
                     push("?versionId=");
                     utf8_percent_encode(v, QUERY_VALUE).for_each(&mut push);
+                    sep = "&";
+                }
+                if let Some(n) = self.part_number {
+                    push(sep);
+                    push("partNumber=");
+                    push(itoa::Buffer::new().format(n));
                 }
             }
             Resource::List { prefix, token } => {
@@ -712,6 +727,13 @@ mod tests {
         );
         assert_eq!(host, "127.0.0.1:9000");
         assert_eq!(t.route().origin.uri().to_string(), "http://127.0.0.1:9000/");
+        // A HEAD of one upload part, with and without a version.
+        let mut r = t.head_object("k", Some("v1")).unwrap();
+        r.part_number(7);
+        assert_eq!(sent(&r).0, "/bkt/k?versionId=v1&partNumber=7");
+        let mut r = t.head_object("k", None).unwrap();
+        r.part_number(10_000);
+        assert_eq!(sent(&r).0, "/bkt/k?partNumber=10000");
     }
 
     #[test]

@@ -631,7 +631,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         /// Byte for byte what `aws-sigv4` sends, for keys of any characters (encoded once, as
-        /// requests are built), version ids, ranges, `If-Match`, session tokens, regions, times
+        /// requests are built), version ids, part numbers (a HEAD), ranges, `If-Match`, session tokens, regions, times
         /// from 1970 to 2200, up to 20 more headers and a header sent twice.
         #[test]
         fn matches_aws_sigv4(
@@ -645,6 +645,7 @@ mod tests {
             list in any::<bool>(),
             extra in 0usize..20,
             repeated in proptest::option::of(("[a-z0-9 ]{1,12}", "[a-z0-9 ]{1,12}")),
+            part in proptest::option::of(1u32..=10_000),
         ) {
             let creds = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token, None, "t");
             let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
@@ -654,10 +655,14 @@ mod tests {
                 .validate()
                 .unwrap();
             let target = crate::s3::BucketTarget::new(&cfg, "bucket").unwrap();
-            let built = if list {
-                target.list_objects_v2(&key, version.as_deref())
-            } else {
-                target.get_object(&key, version.as_deref()).unwrap()
+            let built = match (list, part) {
+                (true, _) => target.list_objects_v2(&key, version.as_deref()),
+                (false, None) => target.get_object(&key, version.as_deref()).unwrap(),
+                (false, Some(n)) => {
+                    let mut r = target.head_object(&key, version.as_deref()).unwrap();
+                    r.part_number(n);
+                    r
+                }
             };
             let mut req = to_http(&built);
             if let Some((first, len)) = range {

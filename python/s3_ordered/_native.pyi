@@ -74,9 +74,11 @@ class Object:
     """The algorithm its bytes were verified with (``"CRC64NVME"``, ``"CRC32C"``, ``"CRC32"``,
     ``"SHA256"``, ``"SHA1"``), or None. A streaming body is verified as it is read: a mismatch
     raises at its end."""
-    checksum_status: Literal["verified", "no_checksum", "composite", "off"]
-    """``"verified"``, or why not: the server has no checksum, only a composite one (of a
-    multipart upload's parts), or ``checksum_mode="off"``."""
+    checksum_status: Literal["verified", "verified_parts", "no_checksum", "composite", "off"]
+    """``"verified"`` (against the object's checksum), ``"verified_parts"`` (against each part's
+    checksum of a multipart upload whose checksum is composite), or why not: the server has no
+    checksum, only a composite one whose parts' checksums could not be had, or
+    ``checksum_mode="off"``."""
     body: Body
     """The object's bytes."""
     def read(self) -> bytes:

@@ -68,11 +68,12 @@ impl Object {
             etag: o.etag,
             version_id: o.version_id,
             checksum: match o.checksum {
-                Checksum::Verified(a) => Some(a.as_str()),
+                Checksum::Verified(a) | Checksum::VerifiedParts(a) => Some(a.as_str()),
                 _ => None,
             },
             checksum_status: match o.checksum {
                 Checksum::Verified(_) => "verified",
+                Checksum::VerifiedParts(_) => "verified_parts",
                 Checksum::NotVerified(NotVerified::Composite(_)) => "composite",
                 Checksum::NotVerified(NotVerified::Off) => "off",
                 _ => "no_checksum",

@@ -14,10 +14,11 @@
 //! before it, with the parts after it cancelled. Dropping a streaming body cancels the parts
 //! still to come. Either way no more parts of the object are admitted.
 //!
-//! Checksums of an object in parts are checked here, against the value its first part learned:
-//! a whole object's parts' CRCs are combined in order (a digest is computed over the joined
-//! body) before it is delivered, and a first mismatch has every part fetched again, a second fails it; a streaming body ends with the
-//! verdict on the combined CRC once every part is in, or hashes its digest as it is read.
+//! Checksums of an object in parts are checked here, against the value its HEAD learned: a
+//! whole object's parts' CRCs are combined in order (a digest, or a multipart upload's parts'
+//! checksums, is computed over the joined body) before it is delivered, and a first mismatch
+//! has every part fetched again, a second fails it; a streaming body ends with the verdict on
+//! the combined CRC once every part is in, or checks its bytes in order as it is read.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -27,7 +28,7 @@ use super::plan::{self, Mode};
 use tokio::sync::Notify;
 
 use super::Delivery;
-use crate::checksum::{self, Checksum, Expected, Hasher, NotVerified, Offered, Value};
+use crate::checksum::{self, Checksum, InOrder, NotVerified, Offered, Value};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::fetch::{Fetched, ObjectPin, PartSpec};
@@ -292,16 +293,20 @@ impl Assembly {
                     if let Some(mut delivery) = st.delivery.take() {
                         // The first part learned the checksum: the body checks its end by it.
                         let checksum = self.outcome();
-                        match self.pin.checksum() {
+                        // A CRC combines the parts' CRCs; anything else checks the bytes
+                        // in order as the body reads them.
+                        let offered = self.pin.checksum();
+                        match offered.as_ref() {
                             Some(Offered::Full(e)) if e.algorithm.is_crc() => queue.await_verdict(),
-                            Some(Offered::Full(e)) => queue.check(Box::new(DigestCheck {
-                                hasher: Hasher::new(e.algorithm),
-                                expected: e,
-                                ctx: Arc::clone(&self.ctx),
-                                key: self.key.clone(),
-                                seq: self.seq,
-                            })),
-                            _ => self.count(checksum),
+                            o => match o.and_then(Offered::in_order) {
+                                Some(check) => queue.check(Box::new(BodyCheck {
+                                    check,
+                                    ctx: Arc::clone(&self.ctx),
+                                    key: self.key.clone(),
+                                    seq: self.seq,
+                                })),
+                                None => self.count(checksum),
+                            },
                         }
                         let size = self.pin.size().unwrap_or_default();
                         let body = Body::streaming(size, Arc::clone(queue));
@@ -435,44 +440,52 @@ impl Assembly {
     fn count(&self, checksum: Checksum) {
         let counters = &self.ctx.counters;
         match checksum {
-            Checksum::Verified(_) => Counters::add(&counters.checksums_verified, 1),
+            Checksum::Verified(_) | Checksum::VerifiedParts(_) => {
+                Counters::add(&counters.checksums_verified, 1);
+            }
             Checksum::NotVerified(NotVerified::Off) => {}
             Checksum::NotVerified(_) => Counters::add(&counters.checksums_unavailable, 1),
         }
     }
 
-    /// Checks an object fetched in parts against its full-object checksum: the parts' CRCs
-    /// combined in order, or (a digest, or a CRC missing) the bytes of `leases` hashed in
-    /// order (none for a streaming object, whose parts are gone to its body).
+    /// Checks an object fetched in parts against its checksum: the parts' CRCs combined in
+    /// order, or (a digest, the upload's parts, or a CRC missing) the bytes of `leases` checked
+    /// in order (none for a streaming object, whose parts are gone to its body).
     fn verify_parts(
         &self,
         sums: &[Option<(u64, u64)>],
         leases: &[Option<Lease>],
     ) -> Result<Checksum, Error> {
-        let Some(Offered::Full(e)) = self.pin.checksum() else {
+        let Some(offered) = self.pin.checksum() else {
             return Ok(self.outcome());
         };
-        let alg = e.algorithm;
-        let got = if alg.is_crc() && sums.iter().all(Option::is_some) {
-            let crc = sums
-                .iter()
-                .flatten()
-                .fold(checksum::empty_crc(alg), |acc, (crc, len)| {
-                    checksum::combine(alg, acc, *crc, *len)
-                });
-            Value::Crc(crc)
-        } else if !leases.is_empty() {
-            let mut hasher = Hasher::new(alg);
-            for lease in leases.iter().flatten() {
-                lease.chunks().for_each(|bytes| hasher.update(bytes));
+        let verdict = match &offered {
+            Offered::Full(e) if e.algorithm.is_crc() && sums.iter().all(Option::is_some) => {
+                let alg = e.algorithm;
+                let crc = sums
+                    .iter()
+                    .flatten()
+                    .fold(checksum::empty_crc(alg), |acc, (crc, len)| {
+                        checksum::combine(alg, acc, *crc, *len)
+                    });
+                e.check(Value::Crc(crc))
             }
-            hasher.finish()
-        } else {
-            return Err(Error::new(ErrorKind::Internal)
-                .with_message("a part of a streaming object came without its CRC"));
+            _ => match offered.in_order() {
+                Some(_) if leases.is_empty() => {
+                    return Err(Error::new(ErrorKind::Internal)
+                        .with_message("a part of a streaming object came without its CRC"));
+                }
+                Some(mut check) => {
+                    for lease in leases.iter().flatten() {
+                        lease.chunks().for_each(|bytes| check.update(bytes));
+                    }
+                    check.finish()
+                }
+                None => return Ok(self.outcome()),
+            },
         };
-        match e.check(got) {
-            Ok(()) => Ok(Checksum::Verified(alg)),
+        match verdict {
+            Ok(()) => Ok(offered.outcome()),
             Err(err) => {
                 Counters::add(&self.ctx.counters.checksum_mismatches, 1);
                 Err(err)
@@ -481,24 +494,23 @@ impl Assembly {
     }
 }
 
-/// A streaming body's digest check: SHA digests do not combine, so the body hashes its parts
-/// as it reads them, in order.
-struct DigestCheck {
-    hasher: Hasher,
-    expected: Expected,
+/// A streaming body's check of its bytes in order, as it reads them: a digest (SHA digests do
+/// not combine) or the upload's parts.
+struct BodyCheck {
+    check: InOrder,
     ctx: Arc<Context>,
     key: String,
     seq: u64,
 }
 
-impl EndCheck for DigestCheck {
+impl EndCheck for BodyCheck {
     fn update(&mut self, bytes: &[u8]) {
-        self.hasher.update(bytes);
+        self.check.update(bytes);
     }
 
     fn finish(self: Box<Self>) -> Result<(), Error> {
         let counters = &self.ctx.counters;
-        match self.expected.check(self.hasher.finish()) {
+        match self.check.finish() {
             Ok(()) => {
                 Counters::add(&counters.checksums_verified, 1);
                 Ok(())

@@ -1,6 +1,7 @@
 //! Response checksums, on by default: every algorithm S3 stores, objects fetched whole or in
 //! parts, sizes known or not, against a real server that stores and returns them (s3s-fs);
-//! corruption in transit and composite checksums from the scripted mock.
+//! corruption in transit and composite checksums (verified through the upload's parts, or
+//! saying why not) from the scripted mock.
 
 use std::time::Duration;
 
@@ -318,7 +319,9 @@ async fn a_composite_checksum_is_not_verified_and_says_so() {
         );
     }
     let stats = client.stats();
-    assert_eq!((stats.checksums_unavailable, stats.checksum_heads), (2, 2));
+    // Each: the HEAD for its checksum, and one for its first upload part, whose reply (this
+    // server ignores `partNumber`) states no part checksum, so no more are sent.
+    assert_eq!((stats.checksums_unavailable, stats.checksum_heads), (2, 4));
     let strict = small(mock.builder())
         .checksum_mode(ChecksumMode::Required)
         .build()
@@ -331,4 +334,230 @@ async fn a_composite_checksum_is_not_verified_and_says_so() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ChecksumMissing, "{e}");
     assert!(e.to_string().contains("composite CRC64NVME"), "{e}");
+}
+
+/// The checksum in `alg` (`CRC32C` or `SHA256`) of `bytes`, big-endian.
+fn digest(alg: &str, bytes: &[u8]) -> Vec<u8> {
+    match alg {
+        "CRC32C" => crc32c::crc32c(bytes).to_be_bytes().to_vec(),
+        _ => ring::digest::digest(&ring::digest::SHA256, bytes)
+            .as_ref()
+            .to_vec(),
+    }
+}
+
+/// An object stored as a multipart upload of parts of `upload_part` bytes (the last one
+/// shorter), with a composite checksum in `alg`.
+struct Upload {
+    data: Vec<u8>,
+    alg: &'static str,
+    upload_part: usize,
+}
+
+impl Upload {
+    fn parts(&self) -> Vec<&[u8]> {
+        self.data.chunks(self.upload_part).collect()
+    }
+
+    fn field(&self) -> &'static str {
+        match self.alg {
+            "CRC32C" => "x-amz-checksum-crc32c",
+            _ => "x-amz-checksum-sha256",
+        }
+    }
+}
+
+/// A server of multipart uploads: a HEAD or GET of a key states its composite checksum; a
+/// HEAD with `partNumber=K` states part K's length and checksum. Keys starting with
+/// `always/` have one byte flipped in every GET; `wrong/` ones state a wrong checksum for
+/// part 2; `noparts/` ones ignore `partNumber` (the reply is of the whole object).
+async fn multipart_server(uploads: Vec<(String, Upload)>) -> Mock {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Mock::start(move |r: &Seen| {
+        let Some((key, up)) = uploads.iter().find(|(k, _)| *k == r.key) else {
+            let mut reply = Reply::ok(b"<Error><Code>NoSuchKey</Code></Error>".to_vec());
+            reply.status = 404;
+            return reply;
+        };
+        let parts = up.parts();
+        let number = r.query.as_deref().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("partNumber="))
+                .and_then(|n| n.parse::<usize>().ok())
+        });
+        if let Some(k) = number.filter(|_| !key.starts_with("noparts/")) {
+            let Some(part) = parts.get(k.wrapping_sub(1)) else {
+                let mut reply =
+                    Reply::ok(b"<Error><Code>InvalidPartNumber</Code></Error>".to_vec());
+                reply.status = 416;
+                return reply;
+            };
+            let sum = if key.starts_with("wrong/") && k == 2 {
+                digest(up.alg, b"another part")
+            } else {
+                digest(up.alg, part)
+            };
+            return Reply::ok(part.to_vec())
+                .header(up.field(), b64.encode(sum))
+                .header("x-amz-mp-parts-count", parts.len().to_string());
+        }
+        let of_parts: Vec<u8> = parts.iter().flat_map(|p| digest(up.alg, p)).collect();
+        let composite = format!("{}-{}", b64.encode(digest(up.alg, &of_parts)), parts.len());
+        let mut reply = Reply::ranged(&up.data, r)
+            .header(up.field(), composite)
+            .header("x-amz-checksum-type", "COMPOSITE")
+            .delayed(Duration::from_millis(1));
+        if key.starts_with("always/") && r.method == http::Method::GET && !reply.body.is_empty() {
+            let mid = reply.body.len() / 2;
+            reply.body[mid] ^= 0x20;
+        }
+        reply
+    })
+    .await
+}
+
+/// Objects below and above the stream threshold, each cut by its upload at other places than
+/// the client's parts: (prefix, size, upload part size, algorithm).
+fn uploads(prefix: &str) -> Vec<(String, Upload)> {
+    let mut out = Vec::new();
+    for alg in ["CRC32C", "SHA256"] {
+        for (size, upload_part) in [(39_000, 15_000), (70_000, 25_000)] {
+            let key = format!("{prefix}{alg}/{size}");
+            let data = content(&key, size);
+            out.push((
+                key,
+                Upload {
+                    data,
+                    alg,
+                    upload_part,
+                },
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_checksum_is_verified_through_the_uploads_parts() {
+    let uploads = uploads("mpu/");
+    let expected: Vec<(String, Vec<u8>, &str, usize)> = uploads
+        .iter()
+        .map(|(k, u)| (k.clone(), u.data.clone(), u.alg, u.parts().len()))
+        .collect();
+    let mock = multipart_server(uploads).await;
+    for sized in [true, false] {
+        let client = small(mock.builder())
+            .checksum_mode(ChecksumMode::Required)
+            .build()
+            .unwrap();
+        let inputs = expected.iter().map(|(k, d, _, _)| match sized {
+            true => ObjectRef::new(k.clone(), d.len() as u64),
+            false => ObjectRef::without_size(k.clone()),
+        });
+        let mut results = client.get_all("bucket", inputs.collect::<Vec<_>>());
+        for (key, data, alg, _) in &expected {
+            let mut obj = results.next().await.unwrap().unwrap();
+            assert_eq!(&obj.key, key);
+            assert_eq!(obj.body.is_streaming(), data.len() as u64 > THRESHOLD);
+            let want = match *alg {
+                "CRC32C" => ChecksumAlgorithm::Crc32c,
+                _ => ChecksumAlgorithm::Sha256,
+            };
+            assert_eq!(obj.checksum, Checksum::VerifiedParts(want), "{key}");
+            assert!(obj.checksum.is_verified());
+            assert!(read_all(&mut obj).await.unwrap() == *data, "{key}");
+        }
+        assert!(results.next().await.is_none());
+        let stats = client.stats();
+        // One HEAD for the object's checksum and one per upload part, for each object.
+        let heads: usize = expected.iter().map(|(_, _, _, n)| 1 + n).sum();
+        assert_eq!(
+            (stats.checksums_verified, stats.checksum_heads),
+            (expected.len() as u64, heads as u64),
+            "sized {sized}: {stats:?}"
+        );
+        assert_eq!((stats.errors, stats.checksum_mismatches), (0, 0));
+        drop(results);
+        assert_quiescent(&client).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_part_that_does_not_match_fails_its_object_alone() {
+    let mut all = uploads("always/");
+    all.extend(uploads("wrong/"));
+    all.extend(uploads("noparts/"));
+    all.extend(uploads("mpu/"));
+    let expected: Vec<(String, Vec<u8>)> = all
+        .iter()
+        .map(|(k, u)| (k.clone(), u.data.clone()))
+        .collect();
+    let mock = multipart_server(all).await;
+    let client = small(mock.builder()).build().unwrap();
+    let inputs = expected
+        .iter()
+        .map(|(k, d)| ObjectRef::new(k.clone(), d.len() as u64));
+    let mut results = client.get_all("bucket", inputs.collect::<Vec<_>>());
+    for (key, data) in &expected {
+        let item = results.next().await.unwrap();
+        if key.starts_with("always/") && data.len() as u64 <= THRESHOLD {
+            // A whole object: fetched again once, then fails at its position.
+            let e = item.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{key}: {e}");
+            assert!(e.to_string().contains("upload part"), "{e}");
+            assert_eq!(e.key(), Some(key.as_str()));
+            continue;
+        }
+        let mut obj = item.unwrap();
+        let read = read_all(&mut obj).await;
+        if key.starts_with("always/") {
+            // A streaming body: its bytes, then the mismatch as its last item.
+            let e = read.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{key}: {e}");
+            assert!(e.to_string().contains("upload part"), "{e}");
+            continue;
+        }
+        assert!(read.unwrap() == *data, "{key}");
+        if key.starts_with("mpu/") {
+            assert!(obj.checksum.is_verified(), "{key}");
+        } else {
+            // Parts that do not add up to the composite value, or none stated: delivered,
+            // saying the checksum was not verified.
+            assert!(
+                matches!(
+                    obj.checksum,
+                    Checksum::NotVerified(NotVerified::Composite(_))
+                ),
+                "{key}: {:?}",
+                obj.checksum
+            );
+        }
+    }
+    assert!(results.next().await.is_none());
+    let stats = client.stats();
+    assert_eq!(
+        (stats.checksums_verified, stats.checksums_unavailable),
+        (4, 8),
+        "{stats:?}"
+    );
+    drop(results);
+    assert_quiescent(&client).await;
+    // With checksums required, those eight fail for want of a checksum.
+    let strict = small(mock.builder())
+        .checksum_mode(ChecksumMode::Required)
+        .build()
+        .unwrap();
+    for prefix in ["wrong/", "noparts/"] {
+        let (key, data) = expected
+            .iter()
+            .find(|(k, _)| k.starts_with(prefix))
+            .unwrap();
+        let e = strict
+            .get_all("bucket", [ObjectRef::new(key.clone(), data.len() as u64)])
+            .next()
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ChecksumMissing, "{key}: {e}");
+    }
 }
