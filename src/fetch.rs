@@ -27,6 +27,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
+use futures_util::StreamExt as _;
 use http::StatusCode;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -787,6 +788,9 @@ pub(crate) async fn learn_checksum(
 /// The most parts a multipart upload has (S3's limit).
 const MAX_UPLOAD_PARTS: u32 = 10_000;
 
+/// The most HEADs for an object's upload parts in flight at once.
+const UPLOAD_HEADS: usize = 8;
+
 /// The HEADs that learn a multipart upload's parts, each asking for one part of the version
 /// `etag` names.
 struct UploadHead<'a> {
@@ -812,9 +816,24 @@ impl UploadHead<'_> {
         n: u32,
         size: u64,
     ) -> Result<Option<UploadParts>, Error> {
+        // The first alone: a server that does not state part checksums is asked once. Then
+        // a few at a time, within the request's connections: an object of many parts waits
+        // for them (its parts' fetches do) before its first byte is delivered.
+        let Some(first) = self.part(composite.algorithm, 1).await? else {
+            return Ok(None);
+        };
         let mut parts = Vec::with_capacity(n as usize);
-        for number in 1..=n {
-            let Some(part) = self.part(composite.algorithm, number).await? else {
+        parts.push(first);
+        let fan_out = self
+            .ctx
+            .config
+            .max_connections_per_request
+            .clamp(1, UPLOAD_HEADS);
+        let mut heads = futures_util::stream::iter(2..=n)
+            .map(|number| self.part(composite.algorithm, number))
+            .buffered(fan_out);
+        while let Some(part) = heads.next().await {
+            let Some(part) = part? else {
                 return Ok(None);
             };
             parts.push(part);
