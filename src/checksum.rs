@@ -137,8 +137,8 @@ pub enum NotVerified {
     /// The server sent no checksum for the object.
     NoChecksum,
     /// The server has only a composite checksum (of a multipart upload's parts), which the
-    /// object's bytes alone cannot be checked against, and its parts' checksums could not be
-    /// had: the object was fetched in one GET, or the server did not state them.
+    /// object's bytes alone cannot be checked against, and the server did not state its
+    /// parts' checksums (a HEAD with `partNumber`) in a way that adds up to the object.
     Composite(ChecksumAlgorithm),
 }
 

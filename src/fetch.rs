@@ -32,7 +32,7 @@ use http::StatusCode;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::checksum::{ChecksumAlgorithm, Composite, Hasher, Offered, UploadParts, Value};
+use crate::checksum::{ChecksumAlgorithm, Composite, Hasher, InOrder, Offered, UploadParts, Value};
 use crate::config::ChecksumMode;
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
@@ -273,6 +273,8 @@ pub(crate) async fn fetch_part(
     let mut place = Place::Front;
     let mut redirects = 0;
     let mut resent = false;
+    // A whole object's upload parts, once learned (a resend after a mismatch keeps them).
+    let mut upload = None;
     let req = PartRequest {
         ctx,
         target,
@@ -292,7 +294,24 @@ pub(crate) async fn fetch_part(
         match req.attempt(&mut lease, unit, &mut running, fresh).await {
             Ok(whole) => {
                 trace_change(slot.succeeded(), &ctx.limiter);
-                break whole;
+                if !whole {
+                    break whole;
+                }
+                match req.verify_through_upload(&lease, &mut upload).await {
+                    Ok(()) => break whole,
+                    Err(e) if e.kind() == ErrorKind::ChecksumMismatch && !resent => {
+                        Counters::add(&ctx.counters.checksum_mismatches, 1);
+                        tracing::warn!(error = %e, "checksum mismatch; sending again on a new connection");
+                        resent = true;
+                        place = Place::Front;
+                    }
+                    Err(e) => {
+                        if e.kind() == ErrorKind::ChecksumMismatch {
+                            Counters::add(&ctx.counters.checksum_mismatches, 1);
+                        }
+                        return Err(e.with_attempts(retrier.attempts()));
+                    }
+                }
             }
             Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
                 Counters::add(&ctx.counters.checksum_mismatches, 1);
@@ -691,6 +710,52 @@ impl PartRequest<'_> {
         conn.release();
         tracing::debug!(status = status.as_u16(), bytes = want, "GET done");
         Ok(whole)
+    }
+
+    /// For a whole object fetched in one GET whose checksum is composite: verifies its bytes
+    /// in `lease` through its upload's parts (learned into `upload` on the first call), and
+    /// pins them as its checksum. Nothing to do for any other checksum, or when the parts'
+    /// checksums cannot be had (the object then says it was not verified).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ChecksumMismatch`] naming the first upload part that did not match; the
+    /// part HEADs' errors ([`UploadHead::upload_parts`]).
+    async fn verify_through_upload(
+        &self,
+        lease: &Lease,
+        upload: &mut Option<Arc<UploadParts>>,
+    ) -> Result<(), Error> {
+        let Some(Offered::Composite(composite)) = self.pin.checksum() else {
+            return Ok(());
+        };
+        let parts = match upload {
+            Some(parts) => Arc::clone(parts),
+            None => {
+                let pinned = self.pin.snapshot();
+                let (Some(etag), Some(n @ 1..=MAX_UPLOAD_PARTS), Some(size)) =
+                    (pinned.etag, composite.parts, pinned.size)
+                else {
+                    return Ok(());
+                };
+                let head = UploadHead {
+                    ctx: self.ctx,
+                    target: self.target,
+                    key: self.key,
+                    version_id: self.version_id,
+                    etag: &etag,
+                };
+                let Some(parts) = head.upload_parts(&composite, n, size).await? else {
+                    return Ok(());
+                };
+                Arc::clone(upload.insert(Arc::new(parts)))
+            }
+        };
+        let mut check = InOrder::parts(Arc::clone(&parts));
+        lease.chunks().for_each(|bytes| check.update(bytes));
+        check.finish()?;
+        self.pin.learn_checksum(Offered::Parts(parts));
+        Ok(())
     }
 
     /// For a part of an object fetched in ranged parts: learns the object's checksum (the

@@ -416,12 +416,12 @@ async fn multipart_server(uploads: Vec<(String, Upload)>) -> Mock {
     .await
 }
 
-/// Objects below and above the stream threshold, each cut by its upload at other places than
-/// the client's parts: (prefix, size, upload part size, algorithm).
+/// Objects fetched in one GET, in parts, and above the stream threshold, each cut by its
+/// upload at other places than the client's parts.
 fn uploads(prefix: &str) -> Vec<(String, Upload)> {
     let mut out = Vec::new();
     for alg in ["CRC32C", "SHA256"] {
-        for (size, upload_part) in [(39_000, 15_000), (70_000, 25_000)] {
+        for (size, upload_part) in [(12_000, 5_000), (39_000, 15_000), (70_000, 25_000)] {
             let key = format!("{prefix}{alg}/{size}");
             let data = content(&key, size);
             out.push((
@@ -469,8 +469,12 @@ async fn a_composite_checksum_is_verified_through_the_uploads_parts() {
         }
         assert!(results.next().await.is_none());
         let stats = client.stats();
-        // One HEAD for the object's checksum and one per upload part, for each object.
-        let heads: usize = expected.iter().map(|(_, _, _, n)| 1 + n).sum();
+        // One HEAD per upload part, and one for the checksum of each object fetched in parts
+        // (a whole GET states it).
+        let heads: usize = expected
+            .iter()
+            .map(|(_, d, _, n)| n + usize::from(d.len() as u64 > PART))
+            .sum();
         assert_eq!(
             (stats.checksums_verified, stats.checksum_heads),
             (expected.len() as u64, heads as u64),
@@ -501,7 +505,8 @@ async fn an_upload_part_that_does_not_match_fails_its_object_alone() {
     for (key, data) in &expected {
         let item = results.next().await.unwrap();
         if key.starts_with("always/") && data.len() as u64 <= THRESHOLD {
-            // A whole object: fetched again once, then fails at its position.
+            // A whole object (in one GET or in parts): fetched again once, then fails at its
+            // position.
             let e = item.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{key}: {e}");
             assert!(e.to_string().contains("upload part"), "{e}");
@@ -537,9 +542,11 @@ async fn an_upload_part_that_does_not_match_fails_its_object_alone() {
     let stats = client.stats();
     assert_eq!(
         (stats.checksums_verified, stats.checksums_unavailable),
-        (4, 8),
+        (6, 12),
         "{stats:?}"
     );
+    // Each of the four whole `always/` objects was fetched twice.
+    assert_eq!(stats.checksum_mismatches, 4 * 2 + 2, "{stats:?}");
     drop(results);
     assert_quiescent(&client).await;
     // With checksums required, those eight fail for want of a checksum.

@@ -188,7 +188,8 @@ async fn checksums_are_verified_by_default_and_a_mismatch_is_sent_again_once() {
             ("once", 0) => reply.header("x-amz-checksum-crc32c", "AAAAAA=="),
             ("once", _) => reply.header("x-amz-checksum-crc32c", crc32c("once")),
             ("bad", _) => reply.header("x-amz-checksum-crc32c", "AAAAAA=="),
-            // Multipart composite checksum: not a whole-object CRC; delivered, saying so.
+            // Multipart composite checksum: not a whole-object CRC, and the HEAD for the first
+            // upload part's checksum states none; delivered, saying so.
             _ => reply.header("x-amz-checksum-crc32c", "AAAAAA==-3"),
         }
     })
@@ -221,7 +222,8 @@ async fn checksums_are_verified_by_default_and_a_mismatch_is_sent_again_once() {
     );
     assert!(results[3].is_ok());
     let stats = client.stats();
-    assert_eq!(mock.counts.requests.load(Ordering::SeqCst), 5, "{stats:?}");
+    // Four GETs, the resend of "bad", and the HEAD of "multipart"'s first upload part.
+    assert_eq!(mock.counts.requests.load(Ordering::SeqCst), 6, "{stats:?}");
     assert_eq!(
         (
             stats.checksums_verified,
