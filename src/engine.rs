@@ -47,14 +47,14 @@ use std::task::{Poll, Waker};
 use futures_core::Stream;
 use futures_util::future::{abortable, Aborted};
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::conn::Unit;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::fetch::{fetch_part, learn_checksum, Connect, PartSpec, Start};
+use crate::fetch::{fetch_part, learn_checksum, Connect, PartSpec, Rights, Start};
 use crate::limiter::Slot;
 use crate::memory::Lease;
 use crate::object::{IntoObjectRef, Object, ObjectRef};
@@ -332,6 +332,28 @@ impl Workers {
     }
 }
 
+/// One of a request's connection rights, held by a job for its whole run.
+struct Right {
+    _permit: OwnedSemaphorePermit,
+    /// The request's rights, for the job's extra requests at once (spare ones only).
+    rights: Rights,
+}
+
+impl Right {
+    /// Waits for a right; the workers are as many as the rights, so only a job's extra
+    /// requests still out make this wait.
+    async fn acquire(rights: &Rights) -> Self {
+        let permit = Arc::clone(rights)
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("a request's rights are never closed"));
+        Right {
+            _permit: permit,
+            rights: Arc::clone(rights),
+        }
+    }
+}
+
 /// What a worker does next: fetch an admitted part, or learn an object's checksum.
 enum Job {
     Part(PartJob),
@@ -356,6 +378,7 @@ struct ChecksumJob {
     target: Arc<BucketTarget>,
     asm: Arc<Assembly>,
     ticket: (Slot, Unit),
+    right: Right,
 }
 
 impl ChecksumJob {
@@ -367,6 +390,7 @@ impl ChecksumJob {
             target,
             asm,
             ticket: (slot, unit),
+            right,
         } = self;
         let span = tracing::debug_span!("checksum", key = %asm.key, seq = asm.seq);
         let learn = learn_checksum(
@@ -376,6 +400,7 @@ impl ChecksumJob {
             asm.version_id.as_deref(),
             &asm.pin,
             Start::Ticket(slot, unit),
+            &right.rights,
         );
         let (learn, handle) = abortable(learn.instrument(span));
         asm.add_abort(0, handle);
@@ -394,6 +419,7 @@ struct PartJob {
     spec: PartSpec,
     lease: Lease,
     ticket: (Slot, Unit),
+    right: Right,
 }
 
 impl PartJob {
@@ -410,6 +436,7 @@ impl PartJob {
             spec,
             lease,
             ticket,
+            right,
         } = self;
         let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
         let fetch = async {
@@ -425,6 +452,7 @@ impl PartJob {
                 &asm.pin,
                 &on_size,
                 Connect::Pooled,
+                &right.rights,
             )
             .await
         };
@@ -446,7 +474,7 @@ impl PartJob {
             Err(Error::new(ErrorKind::Internal).with_message("the fetch of a part panicked"))
         });
         if let Some(refetch) = asm.part_done(idx, result) {
-            refetch_parts(&ctx, &target, &asm, refetch).await;
+            refetch_parts(&ctx, &target, &asm, refetch, &right.rights).await;
         }
     }
 }
@@ -455,7 +483,13 @@ impl PartJob {
 /// each on a new connection, after the object's bytes did not match its checksum. Rare
 /// (corruption in transit), so one worker does it in order rather than admission in parallel.
 /// The object then delivers, or fails with a second mismatch; it stops at a part that fails.
-async fn refetch_parts(ctx: &Context, target: &BucketTarget, asm: &Arc<Assembly>, r: Refetch) {
+async fn refetch_parts(
+    ctx: &Context,
+    target: &BucketTarget,
+    asm: &Arc<Assembly>,
+    r: Refetch,
+    rights: &Rights,
+) {
     for (idx, lease) in r.leases.into_iter().enumerate() {
         if !asm.wants_more() {
             return;
@@ -474,6 +508,7 @@ async fn refetch_parts(ctx: &Context, target: &BucketTarget, asm: &Arc<Assembly>
             &asm.pin,
             &on_size,
             Connect::New,
+            rights,
         )
         .instrument(span)
         .await;
@@ -529,6 +564,8 @@ struct Admission {
     admitted: u64,
     /// How far admission may run ahead of a probe still out; see [`Admission::lookahead_room`].
     room: u64,
+    /// The request's connection rights: one for each job admitted, until it ends.
+    rights: Rights,
 }
 
 impl Admission {
@@ -538,6 +575,7 @@ impl Admission {
         shared: Arc<Shared>,
         objects: Pin<Box<dyn Stream<Item = Result<ObjectRef, Error>> + Send>>,
     ) -> Self {
+        let per_request = ctx.config.max_connections_per_request.max(1);
         let mut adm = Admission {
             target: ctx.target(&bucket),
             ctx,
@@ -550,6 +588,7 @@ impl Admission {
             probes: VecDeque::new(),
             admitted: 0,
             room: 0,
+            rights: Arc::new(Semaphore::new(per_request)),
         };
         adm.room = adm.lookahead_room();
         adm
@@ -589,12 +628,14 @@ impl Admission {
                             Arc::clone(target),
                             Arc::clone(&cur.asm),
                         );
+                        let right = Right::acquire(&self.rights).await;
                         let ticket = ctx.ticket(Place::Back).await;
                         return Some(Job::Checksum(ChecksumJob {
                             ctx,
                             target,
                             asm,
                             ticket,
+                            right,
                         }));
                     }
                 }
@@ -736,6 +777,7 @@ impl Admission {
             }
         };
         let taken = ctx.memory.slab_bytes(spec.len);
+        let right = Right::acquire(&self.rights).await;
         let ticket = ctx.ticket(Place::Back).await;
         let job = Job::Part(PartJob {
             ctx: Arc::clone(ctx),
@@ -745,6 +787,7 @@ impl Admission {
             spec,
             lease,
             ticket,
+            right,
         });
         Some((taken, job))
     }

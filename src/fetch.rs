@@ -266,6 +266,7 @@ pub(crate) async fn fetch_part(
     pin: &ObjectPin,
     on_size: &(dyn Fn(u64) + Sync),
     connect: Connect,
+    rights: &Rights,
 ) -> Result<Fetched, Error> {
     let mut retrier = Retrier::new(&ctx.config.retry, ctx.config.throttle.timeout, &ctx.budget);
     let mut running = Running::default();
@@ -283,6 +284,7 @@ pub(crate) async fn fetch_part(
         spec,
         pin,
         on_size,
+        rights,
     };
     let whole = loop {
         retrier.start_attempt();
@@ -508,6 +510,7 @@ struct PartRequest<'a> {
     spec: PartSpec,
     pin: &'a ObjectPin,
     on_size: &'a (dyn Fn(u64) + Sync),
+    rights: &'a Rights,
 }
 
 impl PartRequest<'_> {
@@ -744,6 +747,7 @@ impl PartRequest<'_> {
                     key: self.key,
                     version_id: self.version_id,
                     etag: &etag,
+                    rights: self.rights,
                 };
                 let Some(parts) = head.upload_parts(&composite, n, size).await? else {
                     return Ok(());
@@ -774,7 +778,8 @@ impl PartRequest<'_> {
                 // front of the queue, as a retry is (the object was admitted long ago).
                 let (ctx, target) = (self.ctx, self.target);
                 let start = Start::Queue(Place::Front);
-                learn_checksum(ctx, target, self.key, self.version_id, self.pin, start).await?
+                let (key, version_id, pin) = (self.key, self.version_id, self.pin);
+                learn_checksum(ctx, target, key, version_id, pin, start, self.rights).await?
             }
             None => self.pin.checksum_resolved().await,
         };
@@ -810,6 +815,7 @@ pub(crate) async fn learn_checksum(
     version_id: Option<&str>,
     pin: &ObjectPin,
     start: Start,
+    rights: &Rights,
 ) -> Result<Offered, Error> {
     let pinned = pin.snapshot();
     let mut req = target.head_object(key, version_id)?;
@@ -839,6 +845,7 @@ pub(crate) async fn learn_checksum(
                 key,
                 version_id,
                 etag: &etag,
+                rights,
             };
             if let Some(parts) = head.upload_parts(composite, n, size).await? {
                 offered = Offered::Parts(Arc::new(parts));
@@ -853,6 +860,12 @@ pub(crate) async fn learn_checksum(
 /// The most parts a multipart upload has (S3's limit).
 const MAX_UPLOAD_PARTS: u32 = 10_000;
 
+/// A request's connection rights: `max_connections_per_request` permits. Each admitted job
+/// holds one for its whole run (its retries and follow-up requests included); a job that
+/// sends several requests at once takes spare ones for the others, without waiting, so a
+/// request never holds more connections than its cap.
+pub(crate) type Rights = Arc<tokio::sync::Semaphore>;
+
 /// The most HEADs for an object's upload parts in flight at once.
 const UPLOAD_HEADS: usize = 8;
 
@@ -864,6 +877,8 @@ struct UploadHead<'a> {
     key: &'a str,
     version_id: Option<&'a str>,
     etag: &'a [u8],
+    /// The request's: more than one HEAD at a time only on spare rights.
+    rights: &'a Rights,
 }
 
 impl UploadHead<'_> {
@@ -882,22 +897,37 @@ impl UploadHead<'_> {
         size: u64,
     ) -> Result<Option<UploadParts>, Error> {
         // The first alone: a server that does not state part checksums is asked once. Then
-        // a few at a time, within the request's connections: an object of many parts waits
-        // for them (its parts' fetches do) before its first byte is delivered.
-        let Some(first) = self.part(composite.algorithm, 1).await? else {
+        // up to a few at a time while the request has connections to spare (one is always
+        // its own): an object of many parts waits for them before it can be verified.
+        let alg = composite.algorithm;
+        let Some(first) = self.part(alg, 1).await? else {
             return Ok(None);
         };
         let mut parts = Vec::with_capacity(n as usize);
         parts.push(first);
-        let fan_out = self
-            .ctx
-            .config
-            .max_connections_per_request
-            .clamp(1, UPLOAD_HEADS);
-        let mut heads = futures_util::stream::iter(2..=n)
-            .map(|number| self.part(composite.algorithm, number))
-            .buffered(fan_out);
-        while let Some(part) = heads.next().await {
+        let mut heads = futures_util::stream::FuturesOrdered::new();
+        let mut next = 2;
+        while parts.len() < n as usize {
+            while next <= n && heads.len() < UPLOAD_HEADS {
+                let extra = if heads.is_empty() {
+                    None
+                } else {
+                    match Arc::clone(self.rights).try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    }
+                };
+                let number = next;
+                heads.push_back(async move {
+                    let part = self.part(alg, number).await;
+                    drop(extra);
+                    part
+                });
+                next += 1;
+            }
+            let Some(part) = heads.next().await else {
+                break;
+            };
             let Some(part) = part? else {
                 return Ok(None);
             };

@@ -399,7 +399,8 @@ async fn multipart_server(uploads: Vec<(String, Upload)>) -> Mock {
             };
             return Reply::ok(part.to_vec())
                 .header(up.field(), b64.encode(sum))
-                .header("x-amz-mp-parts-count", parts.len().to_string());
+                .header("x-amz-mp-parts-count", parts.len().to_string())
+                .delayed(Duration::from_millis(5));
         }
         let of_parts: Vec<u8> = parts.iter().flat_map(|p| digest(up.alg, p)).collect();
         let composite = format!("{}-{}", b64.encode(digest(up.alg, &of_parts)), parts.len());
@@ -566,5 +567,38 @@ async fn an_upload_part_that_does_not_match_fails_its_object_alone() {
             .unwrap()
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ChecksumMissing, "{key}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_part_heads_go_a_few_at_a_time_within_the_requests_connections() {
+    // 20 upload parts of an object fetched in one GET: the HEADs for their checksums are the
+    // only requests after it.
+    for (cap, most) in [(1, 1..=1), (2, 2..=2), (8, 3..=8)] {
+        let data = content("many", 16_000);
+        let upload = Upload {
+            data,
+            alg: "CRC32C",
+            upload_part: 800,
+        };
+        let mock = multipart_server(vec![("many/a".to_owned(), upload)]).await;
+        let client = small(mock.builder())
+            .max_connections(8)
+            .max_connections_per_request(cap)
+            .build()
+            .unwrap();
+        let obj = client
+            .get_all("bucket", [ObjectRef::new("many/a", 16_000)])
+            .next()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            obj.checksum,
+            Checksum::VerifiedParts(ChecksumAlgorithm::Crc32c)
+        );
+        assert_eq!(client.stats().checksum_heads, 20);
+        let seen = mock.counts.max_in_flight("many");
+        assert!(most.contains(&seen), "cap {cap}: {seen} at once");
     }
 }
