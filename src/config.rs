@@ -12,6 +12,7 @@ use http::header::HeaderValue;
 use http::uri::{Scheme, Uri};
 
 use crate::error::ConfigError;
+use crate::hedge::HedgeConfig;
 use crate::proxy::{NoProxy, Proxies, Proxy};
 use crate::retry::{RetryConfig, ThrottleConfig};
 use crate::tls::{Bundle, TlsSettings};
@@ -141,6 +142,7 @@ pub struct ClientBuilder {
     stall_timeout: Duration,
     retry: RetryConfig,
     throttle: ThrottleConfig,
+    hedge: HedgeConfig,
     checksum_mode: ChecksumMode,
     transport: HttpTransport,
     requester_pays: bool,
@@ -179,6 +181,7 @@ impl Default for ClientBuilder {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             retry: RetryConfig::default(),
             throttle: ThrottleConfig::default(),
+            hedge: HedgeConfig::default(),
             checksum_mode: ChecksumMode::WhenAvailable,
             transport: HttpTransport::Native,
             requester_pays: false,
@@ -358,6 +361,15 @@ impl ClientBuilder {
     /// how long an object may be refused before it fails. Default: [`ThrottleConfig::default`].
     pub fn throttle(mut self, throttle: ThrottleConfig) -> Self {
         self.throttle = throttle;
+        self
+    }
+
+    /// When a GET whose response head is late is sent again on another connection, the first
+    /// head to arrive winning: after a threshold learned from recent first-byte times, within
+    /// a budget, never beyond the connection budgets or while throttled. Default:
+    /// [`HedgeConfig::default`] (on); [`HedgeConfig::off`] turns it off.
+    pub fn hedge(mut self, hedge: HedgeConfig) -> Self {
+        self.hedge = hedge;
         self
     }
 
@@ -610,6 +622,9 @@ impl ClientBuilder {
             ));
         }
         validate_throttle(&self.throttle, self.max_connections)?;
+        if let Some(why) = self.hedge.invalid() {
+            return Err(ConfigError::new("hedge", why));
+        }
         let extra_fields = Arc::new(self.extra_fields()?);
         let proxies = Arc::new(self.proxies()?);
         if self.connect_timeout.is_zero() {
@@ -681,6 +696,7 @@ impl ClientBuilder {
             stall_timeout: self.stall_timeout,
             retry: self.retry,
             throttle: self.throttle,
+            hedge: self.hedge,
             checksum_mode: self.checksum_mode,
             transport: self.transport,
             extra_fields,
@@ -793,6 +809,7 @@ pub(crate) struct Config {
     pub(crate) stall_timeout: Duration,
     pub(crate) retry: RetryConfig,
     pub(crate) throttle: ThrottleConfig,
+    pub(crate) hedge: HedgeConfig,
     pub(crate) checksum_mode: ChecksumMode,
     pub(crate) transport: HttpTransport,
     /// The request options' fields.

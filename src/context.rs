@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::config::Config;
 use crate::conn::{ConnPool, Unit};
 use crate::error::Error;
+use crate::hedge::Hedging;
 use crate::limiter::{Limiter, Slot};
 use crate::memory::MemoryPool;
 use crate::retry::RetryBudget;
@@ -33,6 +34,7 @@ pub(crate) struct Context {
     pub(crate) counters: Counters,
     pub(crate) budget: RetryBudget,
     pub(crate) limiter: Limiter,
+    pub(crate) hedging: Hedging,
     /// Where each bucket's requests go ([`Context::target`]).
     targets: Mutex<HashMap<String, Arc<BucketTarget>>>,
     /// When the client was built: a ready-made instant for timers whose deadline is set later.
@@ -55,6 +57,7 @@ impl Context {
             counters: Counters::default(),
             budget: RetryBudget::new(&config.retry),
             limiter: Limiter::new(&config.throttle, config.max_connections),
+            hedging: Hedging::new(config.hedge.clone()),
             targets: Mutex::new(HashMap::new()),
             epoch: tokio::time::Instant::now(),
             config,

@@ -563,7 +563,7 @@ impl PartRequest<'_> {
         );
         let timer = pin!(unarmed(ctx));
         let mut stalls = Stall::new(timer, stall);
-        let mut conn = send(ctx, unit, &req, &mut stalls, fresh).await?;
+        let mut conn = self.send_hedged(unit, &req, &mut stalls, fresh).await?;
         let status = conn.head().status();
 
         if !status.is_success() {
@@ -713,6 +713,101 @@ impl PartRequest<'_> {
         conn.release();
         tracing::debug!(status = status.as_u16(), bytes = want, "GET done");
         Ok(whole)
+    }
+
+    /// [`send`], and — when the response head is later than the hedging threshold and a hedge
+    /// may be sent — the same request again on another connection: the first head to arrive
+    /// wins, and the other exchange is dropped, closing its connection. A hedge needs the
+    /// adaptive limit at its ceiling, a spare right of the request, a token of the budget and
+    /// a slot and connection (at the front of the queue, before new work); until it has them
+    /// the first reply may still come and is taken.
+    async fn send_hedged(
+        &self,
+        unit: Unit,
+        req: &S3Request<'_>,
+        stalls: &mut Stall<'_>,
+        fresh: bool,
+    ) -> Result<Conn, Error> {
+        let ctx = self.ctx;
+        let hedging = &ctx.hedging;
+        let threshold = hedging.sent();
+        let stall = stalls.stall;
+        let started = Instant::now();
+        let mut first = pin!(send(ctx, unit, req, stalls, fresh));
+        let taken = |r: Result<Conn, Error>| {
+            if r.is_ok() {
+                hedging.record(started.elapsed());
+            }
+            r
+        };
+        let Some(threshold) = threshold else {
+            return taken(first.await);
+        };
+        tokio::select! {
+            biased;
+            r = &mut first => return taken(r),
+            () = tokio::time::sleep(threshold) => {}
+        }
+        // Until a hedge may go, the reply may still come; looked at again every so often.
+        let recheck = (threshold / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let right = loop {
+            if let Some(right) = self.hedge_right() {
+                break right;
+            }
+            tokio::select! {
+                biased;
+                r = &mut first => return taken(r),
+                () = tokio::time::sleep(recheck) => {}
+            }
+        };
+        let (slot, hedge_unit) = tokio::select! {
+            biased;
+            r = &mut first => return taken(r),
+            t = ctx.ticket(Place::Front) => t,
+        };
+        Counters::add(&ctx.counters.hedges_sent, 1);
+        tracing::debug!(
+            after_ms = threshold.as_millis() as u64,
+            "response head late; the same request sent on another connection"
+        );
+        let timer = pin!(unarmed(ctx));
+        let mut hedge_stalls = Stall::new(timer, stall);
+        let mut second = pin!(send(ctx, hedge_unit, req, &mut hedge_stalls, false));
+        let won = |r: Result<Conn, Error>| {
+            if r.is_ok() {
+                Counters::add(&ctx.counters.hedges_won, 1);
+                tracing::debug!("the hedge's response head came first; the first request closed");
+            }
+            r
+        };
+        let out = tokio::select! {
+            r = &mut first => match r {
+                Ok(conn) => {
+                    tracing::debug!("the first response head came first; the hedge closed");
+                    Ok(conn)
+                }
+                // The hedge may still answer.
+                Err(e) => won(second.await).map_err(|_| e),
+            },
+            r = &mut second => match r {
+                Ok(conn) => won(Ok(conn)),
+                Err(_) => first.await,
+            },
+        };
+        drop((slot, right));
+        taken(out)
+    }
+
+    /// What a hedge needs before it queues for a connection: the adaptive limit at its ceiling
+    /// (a throttling server gets no more requests), a spare right of the request, and a token
+    /// of the budget.
+    fn hedge_right(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let limiter = &self.ctx.limiter;
+        if limiter.limit() < limiter.max() {
+            return None;
+        }
+        let right = Arc::clone(self.rights).try_acquire_owned().ok()?;
+        self.ctx.hedging.take().then_some(right)
     }
 
     /// For a whole object fetched in one GET whose checksum is composite: verifies its bytes

@@ -112,6 +112,7 @@ mod credentials;
 mod engine;
 mod error;
 mod fetch;
+mod hedge;
 mod http1;
 mod limiter;
 mod list;
@@ -137,6 +138,7 @@ pub use config::{
 };
 pub use engine::ObjectStream;
 pub use error::{ConfigError, Error, ErrorKind};
+pub use hedge::HedgeConfig;
 pub use list::ListStream;
 pub use memory::{Body, Chunks};
 pub use object::{IntoObjectRef, Object, ObjectRef};

@@ -19,6 +19,8 @@ pub(crate) struct Counters {
     pub(crate) checksums_unavailable: AtomicU64,
     pub(crate) checksum_mismatches: AtomicU64,
     pub(crate) checksum_heads: AtomicU64,
+    pub(crate) hedges_sent: AtomicU64,
+    pub(crate) hedges_won: AtomicU64,
 }
 
 impl Counters {
@@ -55,18 +57,24 @@ pub struct Stats {
     /// they were sent on had been closed by the server before any byte of a reply (its
     /// keep-alive timeout); such a request spends no attempt and no retry budget.
     pub stale_connections: u64,
-    /// Objects whose bytes were verified against their full-object checksum (a streaming body
-    /// is counted once its last part is in and checked).
+    /// Objects whose bytes were verified against their full-object checksum, or through their
+    /// upload's parts (a streaming body is counted once its last part is in and checked).
     pub checksums_verified: u64,
     /// Objects delivered unverified with checksums on: the server had no checksum for them, or
-    /// only a composite one.
+    /// only a composite one without its parts' checksums.
     pub checksums_unavailable: u64,
     /// Replies (or whole objects fetched in parts) whose bytes did not match the checksum; a
     /// one-GET object is sent again once, so this counts corruption seen, not objects failed.
     pub checksum_mismatches: u64,
-    /// HEADs sent to learn the checksum of an object fetched in ranged parts (one per such
-    /// object: S3 sends no checksum with a partial range).
+    /// HEADs sent to learn checksums: one per object fetched in ranged parts (S3 sends no
+    /// checksum with a partial range), and one per upload part of an object whose checksum is
+    /// composite.
     pub checksum_heads: u64,
+    /// GETs sent again, on another connection, because their response head was late
+    /// ([`HedgeConfig`](crate::HedgeConfig)); each is also counted in `requests`.
+    pub hedges_sent: u64,
+    /// Hedges whose response head came first; the other exchange was closed.
+    pub hedges_won: u64,
     /// The adaptive limit on requests in flight now: `max_connections` (or the configured
     /// ceiling) until the server throttles, lower after.
     pub concurrency_limit: usize,
@@ -107,6 +115,8 @@ impl Counters {
             checksums_unavailable: self.checksums_unavailable.load(Ordering::Relaxed),
             checksum_mismatches: self.checksum_mismatches.load(Ordering::Relaxed),
             checksum_heads: self.checksum_heads.load(Ordering::Relaxed),
+            hedges_sent: self.hedges_sent.load(Ordering::Relaxed),
+            hedges_won: self.hedges_won.load(Ordering::Relaxed),
             ..Stats::default()
         }
     }

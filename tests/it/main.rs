@@ -9,6 +9,7 @@ pub(crate) mod certs;
 pub(crate) mod checksums;
 pub(crate) mod credentials;
 pub(crate) mod desync;
+pub(crate) mod hedge;
 pub(crate) mod integrity;
 pub(crate) mod options;
 pub(crate) mod parts;
