@@ -8,6 +8,8 @@
 //! * `s3_ordered_checksums_off` and `hyper_util_buffered_verified` (W1 and W2): the cost of
 //!   verifying every object's CRC64NVME, which the server states as S3 does — this client with
 //!   checksums off beside it as shipped (on), and the baseline computing the CRC itself;
+//! * `s3_ordered_no_hedge` (the paced 256 KiB scenarios, with and without a tail of one reply
+//!   in 100 at 1 s to its first byte): this client with hedging off beside it as shipped;
 //! * `ranged_ceiling`: what the link carries — every object cut into part-size ranged GETs, `n`
 //!   at a time, bodies counted and never held (paced scenarios only).
 //!
@@ -133,7 +135,20 @@ const UNSIZED: &[&str] = &[
 const S3_LINK: Pace = Pace {
     first_byte: Duration::from_millis(20),
     rate: 50_000_000,
+    tail: None,
 };
+
+/// The same link with S3's far tail: one reply in 100 takes 1 s to its first byte.
+const S3_LINK_TAIL: Pace = Pace {
+    tail: Some(server::Tail {
+        every: 100,
+        first_byte: Duration::from_secs(1),
+    }),
+    ..S3_LINK
+};
+
+/// Tail latency: this client (hedging, as shipped), the same without hedging, the baseline.
+const TAIL: &[&str] = &["hyper_util_buffered", "s3_ordered", "s3_ordered_no_hedge"];
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -163,7 +178,15 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(120);
         // `--paced`: as S3 seen from one instance (the paced scenarios' link).
-        let pace = args.iter().any(|a| a == "--paced").then_some(S3_LINK);
+        // `--tail`: the same with one reply in 100 at 1 s to its first byte.
+        let pace = match (
+            args.iter().any(|a| a == "--paced"),
+            args.iter().any(|a| a == "--tail"),
+        ) {
+            (_, true) => Some(S3_LINK_TAIL),
+            (true, false) => Some(S3_LINK),
+            (false, false) => None,
+        };
         // `--tls`: https with a CA made now, its PEM written to a file named on a second line
         // (give it to children as S3O_BENCH_CA).
         if args.iter().any(|a| a == "--tls") {
@@ -224,6 +247,28 @@ fn main() {
             part: 8 << 20,
             pace: Some(S3_LINK),
             modes: W2,
+            tls: false,
+        },
+        Scenario {
+            name: "2000 x 256 KiB paced, no tail",
+            count: 2000 / scale,
+            size: 256 << 10,
+            n: 32,
+            max_bytes: 32 << 20,
+            part: 0,
+            pace: Some(S3_LINK),
+            modes: TAIL,
+            tls: false,
+        },
+        Scenario {
+            name: "2000 x 256 KiB paced, 1 % at 1 s",
+            count: 2000 / scale,
+            size: 256 << 10,
+            n: 32,
+            max_bytes: 32 << 20,
+            part: 0,
+            pace: Some(S3_LINK_TAIL),
+            modes: TAIL,
             tls: false,
         },
         Scenario {
@@ -484,6 +529,7 @@ fn child(args: &[String]) {
             | "s3_ordered_on_hyper"
             | "s3_ordered_unsigned"
             | "s3_ordered_checksums_off"
+            | "s3_ordered_no_hedge"
             | "s3_ordered_unsized"
             | "s3_ordered_unsized_half" => {
                 let part = (part > 0).then_some(part);
@@ -497,6 +543,9 @@ fn child(args: &[String]) {
                 }
                 if mode.ends_with("checksums_off") {
                     c = c.checksum_mode(s3_ordered::ChecksumMode::Off);
+                }
+                if mode.ends_with("no_hedge") {
+                    c = c.hedge(s3_ordered::HedgeConfig::off());
                 }
                 if let Some(ca) = &ca {
                     c = c.endpoint_url(format!("https://{addr}")).ca_bundle_file(ca);
@@ -513,6 +562,10 @@ fn child(args: &[String]) {
                 let got = clients::run_s3_ordered(&c, objects).await;
                 let stats = c.stats();
                 assert!(stats.bytes_in_use <= max_bytes);
+                eprintln!(
+                    "{mode}: {} requests for {count} objects, {} hedges sent, {} won",
+                    stats.requests, stats.hedges_sent, stats.hedges_won
+                );
                 // As shipped, every object is verified (an unsized empty object excepted).
                 if !mode.ends_with("checksums_off") && (size > 0 || !mode.contains("unsized")) {
                     assert_eq!(stats.checksums_verified, count as u64, "{stats:?}");

@@ -718,9 +718,9 @@ impl PartRequest<'_> {
     /// [`send`], and — when the response head is later than the hedging threshold and a hedge
     /// may be sent — the same request again on another connection: the first head to arrive
     /// wins, and the other exchange is dropped, closing its connection. A hedge needs the
-    /// adaptive limit at its ceiling, a spare right of the request, a token of the budget and
-    /// a slot and connection (at the front of the queue, before new work); until it has them
-    /// the first reply may still come and is taken.
+    /// adaptive limit at its ceiling, a token of the budget, a right of the request (the next
+    /// one freed) and a slot and connection (at the front of the queue, before new work);
+    /// until it has them the first reply may still come and is taken.
     async fn send_hedged(
         &self,
         unit: Unit,
@@ -751,8 +751,18 @@ impl PartRequest<'_> {
         // Until a hedge may go, the reply may still come; looked at again every so often.
         let recheck = (threshold / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let right = loop {
-            if let Some(right) = self.hedge_right() {
-                break right;
+            if self.may_hedge() {
+                // The next right the request frees, ahead of all but the one admission that
+                // may be waiting already: the hedge comes before new work.
+                let acquire = Arc::clone(self.rights).acquire_owned();
+                let permit = tokio::select! {
+                    biased;
+                    r = &mut first => return taken(r),
+                    p = acquire => p.ok(),
+                };
+                if let Some(right) = permit.filter(|_| hedging.take()) {
+                    break right;
+                }
             }
             tokio::select! {
                 biased;
@@ -798,16 +808,11 @@ impl PartRequest<'_> {
         taken(out)
     }
 
-    /// What a hedge needs before it queues for a connection: the adaptive limit at its ceiling
-    /// (a throttling server gets no more requests), a spare right of the request, and a token
-    /// of the budget.
-    fn hedge_right(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// Whether a hedge may be sent now, given a right of the request: the adaptive limit is at
+    /// its ceiling (a throttling server gets no more requests) and the budget has a token.
+    fn may_hedge(&self) -> bool {
         let limiter = &self.ctx.limiter;
-        if limiter.limit() < limiter.max() {
-            return None;
-        }
-        let right = Arc::clone(self.rights).try_acquire_owned().ok()?;
-        self.ctx.hedging.take().then_some(right)
+        limiter.limit() >= limiter.max() && self.ctx.hedging.has_token()
     }
 
     /// For a whole object fetched in one GET whose checksum is composite: verifies its bytes

@@ -6,7 +6,8 @@
 //!
 //! With a [`Pace`] it imitates a remote link: each response waits before its first byte and each
 //! connection sends at most a fixed rate (a frame every `frame / rate` seconds), as one S3
-//! connection does seen from one instance.
+//! connection does seen from one instance; optionally one reply in N waits far longer before
+//! its first byte (S3's tail).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +27,20 @@ pub struct Pace {
     pub first_byte: Duration,
     /// Bytes per second per connection.
     pub rate: u64,
+    /// One reply in `every` (the same ones every run: reply number `every / 2`, then every
+    /// `every`-th) waits this long before its head instead, as S3's far tail.
+    pub tail: Option<Tail>,
 }
+
+/// A fraction of replies whose first byte comes late.
+#[derive(Debug, Clone, Copy)]
+pub struct Tail {
+    pub every: u64,
+    pub first_byte: Duration,
+}
+
+/// Replies started so far, for [`Tail`].
+static REPLIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -138,7 +152,12 @@ async fn respond<B>(
     let Some(pace) = pace else {
         return resp.body(Full::new(body).boxed()).expect("response");
     };
-    tokio::time::sleep(pace.first_byte).await;
+    let n = REPLIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let wait = match pace.tail {
+        Some(t) if n % t.every == t.every / 2 => t.first_byte,
+        _ => pace.first_byte,
+    };
+    tokio::time::sleep(wait).await;
     // Frames on a fixed schedule from the first byte, so the rate holds on average whatever the
     // timer's granularity.
     const FRAME: usize = 64 << 10;

@@ -368,6 +368,8 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "checksums_unavailable": stats.checksums_unavailable,
                 "checksum_mismatches": stats.checksum_mismatches,
                 "checksum_heads": stats.checksum_heads,
+                "hedges_sent": stats.hedges_sent,
+                "hedges_won": stats.hedges_won,
             })
         );
     } else {

@@ -74,6 +74,11 @@ pub(crate) struct ConnectOpts {
     #[arg(long, value_name = "MODE", default_value = "when-available",
           value_parser = ["when-available", "required", "off"])]
     checksum_mode: String,
+    /// Do not send a slow GET again: by default a GET whose reply has not begun after 1.5 × the
+    /// 95th percentile of recent ones (at least 30 ms) is sent once more on another connection
+    /// (within --max-connections and a budget of 2 % more GETs), and the first reply wins
+    #[arg(long)]
+    no_hedge: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -110,6 +115,9 @@ impl ConnectOpts {
             "off" => ChecksumMode::Off,
             _ => ChecksumMode::WhenAvailable,
         });
+        if self.no_hedge {
+            b = b.hedge(s3_ordered::HedgeConfig::off());
+        }
         b = b.throttle(ThrottleConfig {
             adaptive: !self.fixed_concurrency,
             timeout: Duration::from_secs_f64(self.throttle_timeout),

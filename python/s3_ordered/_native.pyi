@@ -145,6 +145,7 @@ class Client:
         sse_customer_key: bytes | None = None,
         transport: Literal["native", "hyper"] | None = None,
         checksum_mode: Literal["when_available", "required", "off"] = "when_available",
+        hedge: bool = True,
     ) -> Client:
         """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``).
         ``ca_bundle``: a PEM file of CA certificates to trust for https, besides the usual
@@ -161,7 +162,10 @@ class Client:
         ``checksum_mode``: verify every object against the checksum the server stores
         (``"when_available"``, the default), fail objects without one (``"required"``, error
         kind ``"checksum_missing"``), or check nothing (``"off"``). A mismatch is sent again
-        once, then raises an ``ObjectError`` of kind ``"checksum_mismatch"``."""
+        once, then raises an ``ObjectError`` of kind ``"checksum_mismatch"``.
+        ``hedge``: send a GET whose reply is late (1.5 × the 95th percentile of recent first
+        bytes, at least 30 ms) once more on another connection, the first reply winning
+        (default on; within the connection budgets and 2 % more GETs)."""
     @overload
     def get_all(
         self,
@@ -179,5 +183,6 @@ class Client:
     def stats(self) -> dict[str, int]:
         """Counters and gauges: objects, bytes, requests, retries, throttled,
         region_redirects, stale_connections, errors, checksums_verified,
-        checksums_unavailable, checksum_mismatches, checksum_heads, open_connections,
+        checksums_unavailable, checksum_mismatches, checksum_heads, hedges_sent, hedges_won,
+        open_connections,
         bytes_in_use, ..."""

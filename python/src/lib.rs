@@ -43,7 +43,7 @@ impl Client {
         ca_bundle=None, *, aws_access_key_id=None, aws_secret_access_key=None,
         aws_session_token=None, credential_provider=None, request_payer=None,
         expected_bucket_owner=None, sse_customer_key=None, transport=None,
-        checksum_mode="when_available",
+        checksum_mode="when_available", hedge=true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -66,6 +66,7 @@ impl Client {
         sse_customer_key: Option<Vec<u8>>,
         transport: Option<String>,
         checksum_mode: &str,
+        hedge: bool,
     ) -> PyResult<Self> {
         let value_error = |why: String| pyo3::exceptions::PyValueError::new_err(why);
         let max_bytes = match max_bytes {
@@ -150,6 +151,9 @@ impl Client {
                 )))
             }
         });
+        if !hedge {
+            b = b.hedge(s3_ordered::HedgeConfig::off());
+        }
         if let Some(key) = sse_customer_key {
             b = b.sse_customer_key(key);
         }
@@ -230,6 +234,8 @@ impl Client {
         d.set_item("checksums_unavailable", s.checksums_unavailable)?;
         d.set_item("checksum_mismatches", s.checksum_mismatches)?;
         d.set_item("checksum_heads", s.checksum_heads)?;
+        d.set_item("hedges_sent", s.hedges_sent)?;
+        d.set_item("hedges_won", s.hedges_won)?;
         d.set_item("concurrency_limit", s.concurrency_limit)?;
         d.set_item("requests_in_flight", s.requests_in_flight)?;
         d.set_item("connections_opened", s.connections_opened)?;

@@ -375,3 +375,17 @@ def test_checksums_are_verified_by_default_and_each_object_says_how(server: Serv
     ]
     with pytest.raises(ValueError, match="invalid checksum_mode"):
         client(server, checksum_mode="sometimes")
+
+
+def test_hedging_is_on_by_default_and_can_be_turned_off(server: Server) -> None:
+    # A server that answers at once: nothing is late, so nothing is sent twice either way.
+    for i in range(100):
+        put(server.root, f"hg/{i:03}", b"x" * i)
+    keys = [f"hg/{i:03}" for i in range(100)]
+    for kw in ({}, {"hedge": False}):
+        c = client(server, **kw)
+        got = [o.read() for o in c.get_all(BUCKET, keys)]
+        assert got == [b"x" * i for i in range(100)]
+        stats = c.stats()
+        assert (stats["hedges_sent"], stats["hedges_won"]) == (0, 0)
+        assert stats["requests"] == 100

@@ -154,8 +154,8 @@ async fn a_throttling_server_gets_no_hedges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_uniformly_slow_server_is_not_hedged() {
-    // Every reply after 60 ms: above the floor, and the threshold is three times that.
-    let mock = tail_server(Duration::from_millis(60), Duration::from_millis(60), None).await;
+    // Every reply after 100 ms: above the floor, and the threshold half as much again.
+    let mock = tail_server(Duration::from_millis(100), Duration::from_millis(100), None).await;
     let client = client(&mock, 8);
     fetch_all(&client).await;
     let stats = client.stats();
