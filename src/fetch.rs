@@ -730,7 +730,7 @@ impl PartRequest<'_> {
     ) -> Result<Conn, Error> {
         let ctx = self.ctx;
         let hedging = &ctx.hedging;
-        let threshold = hedging.sent();
+        let threshold = hedging.threshold();
         let stall = stalls.stall;
         let started = Instant::now();
         let mut first = pin!(send(ctx, unit, req, stalls, fresh));
@@ -835,21 +835,11 @@ impl PartRequest<'_> {
         let parts = match upload {
             Some(parts) => Arc::clone(parts),
             None => {
-                let pinned = self.pin.snapshot();
-                let (Some(etag), Some(n @ 1..=MAX_UPLOAD_PARTS), Some(size)) =
-                    (pinned.etag, composite.parts, pinned.size)
-                else {
-                    return Ok(());
-                };
-                let head = UploadHead {
-                    ctx: self.ctx,
-                    target: self.target,
-                    key: self.key,
-                    version_id: self.version_id,
-                    etag: &etag,
-                    rights: self.rights,
-                };
-                let Some(parts) = head.upload_parts(&composite, n, size).await? else {
+                let (ctx, target, key, pin) = (self.ctx, self.target, self.key, self.pin);
+                let version_id = self.version_id;
+                let learn =
+                    upload_parts(ctx, target, key, version_id, pin, &composite, self.rights);
+                let Some(parts) = learn.await? else {
                     return Ok(());
                 };
                 Arc::clone(upload.insert(Arc::new(parts)))
@@ -936,25 +926,48 @@ pub(crate) async fn learn_checksum(
         )?;
     }
     let mut offered = Offered::from_fields(field);
-    if let (Offered::Composite(composite), Some(size)) = (&offered, size) {
-        let (etag, parts) = (pin.snapshot().etag, composite.parts);
-        if let (Some(etag), Some(n @ 1..=MAX_UPLOAD_PARTS)) = (etag, parts) {
-            let head = UploadHead {
-                ctx,
-                target,
-                key,
-                version_id,
-                etag: &etag,
-                rights,
-            };
-            if let Some(parts) = head.upload_parts(composite, n, size).await? {
-                offered = Offered::Parts(Arc::new(parts));
-            }
+    if let Offered::Composite(composite) = &offered {
+        let learn = upload_parts(ctx, target, key, version_id, pin, composite, rights);
+        if let Some(parts) = learn.await? {
+            offered = Offered::Parts(Arc::new(parts));
         }
     }
     tracing::debug!(?offered, "checksum learned with a HEAD");
     pin.learn_checksum(offered.clone());
     Ok(offered)
+}
+
+/// The upload parts of the object `pin` describes, whose checksum is `composite`
+/// ([`UploadHead::upload_parts`]); `None` without a pinned ETag and size or a part count (S3's
+/// limit at most) to ask by.
+///
+/// # Errors
+///
+/// As [`UploadHead::upload_parts`].
+async fn upload_parts(
+    ctx: &Context,
+    target: &BucketTarget,
+    key: &str,
+    version_id: Option<&str>,
+    pin: &ObjectPin,
+    composite: &Composite,
+    rights: &Rights,
+) -> Result<Option<UploadParts>, Error> {
+    let pinned = pin.snapshot();
+    let (Some(etag), Some(n @ 1..=MAX_UPLOAD_PARTS), Some(size)) =
+        (pinned.etag, composite.parts, pinned.size)
+    else {
+        return Ok(None);
+    };
+    let head = UploadHead {
+        ctx,
+        target,
+        key,
+        version_id,
+        etag: &etag,
+        rights,
+    };
+    head.upload_parts(composite, n, size).await
 }
 
 /// The most parts a multipart upload has (S3's limit).

@@ -8,6 +8,7 @@
 //! the tokens. Whether a hedge may take a connection (the limiter at its ceiling, a spare right
 //! of the request, a free connection) is decided where it is sent, in `fetch`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub struct HedgeConfig {
     pub factor: f64,
     /// The least the threshold can be. Default: 30 ms.
     pub floor: Duration,
-    /// Hedges allowed per GET sent, in [0, 1]: each GET earns this much of a hedge, up to
+    /// Hedges allowed per GET, in [0, 1]: each GET answered earns this much of a hedge, up to
     /// [`burst`](Self::burst) saved. Default: 0.02 (at most 2 % more GETs, over time).
     pub budget: f64,
     /// The most hedges that can be sent in a row, at least 1. Default: 10.
@@ -96,6 +97,9 @@ const REFRESH: u32 = 32;
 #[derive(Debug)]
 pub(crate) struct Hedging {
     config: HedgeConfig,
+    /// The threshold in nanoseconds, 0 until enough times were seen: read without the lock,
+    /// by every GET sent.
+    threshold: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -105,7 +109,6 @@ struct State {
     total: u32,
     /// Times recorded since the threshold was computed.
     fresh: u32,
-    threshold: Option<Duration>,
     /// Hedges that may be sent now.
     tokens: f64,
 }
@@ -115,11 +118,11 @@ impl Hedging {
         let tokens = f64::from(config.burst);
         Hedging {
             config,
+            threshold: AtomicU64::new(0),
             state: Mutex::new(State {
                 counts: Box::new([0; BUCKETS]),
                 total: 0,
                 fresh: 0,
-                threshold: None,
                 tokens,
             }),
         }
@@ -129,18 +132,17 @@ impl Hedging {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A GET is sent: it earns its share of a hedge. Returns how long to wait for its
-    /// response head before hedging it, if it may be hedged at all (enough times seen).
-    pub(crate) fn sent(&self) -> Option<Duration> {
-        if !self.config.enabled {
-            return None;
+    /// How long to wait for a GET's response head before hedging it, if it may be hedged at
+    /// all (hedging on, enough times seen).
+    pub(crate) fn threshold(&self) -> Option<Duration> {
+        match self.threshold.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
         }
-        let mut st = self.lock();
-        st.tokens = (st.tokens + self.config.budget).min(f64::from(self.config.burst));
-        st.threshold
     }
 
-    /// A response head came `after` its request was sent.
+    /// A response head came `after` its request was sent: the time is kept, and the GET earns
+    /// its share of a hedge.
     pub(crate) fn record(&self, after: Duration) {
         if !self.config.enabled {
             return;
@@ -148,6 +150,7 @@ impl Hedging {
         let micros = after.as_micros().max(1) as f64;
         let idx = ((micros.log2() * STEPS) as usize).min(BUCKETS - 1);
         let mut st = self.lock();
+        st.tokens = (st.tokens + self.config.budget).min(f64::from(self.config.burst));
         st.counts[idx] += 1;
         st.total += 1;
         st.fresh += 1;
@@ -155,9 +158,14 @@ impl Hedging {
             st.counts.iter_mut().for_each(|c| *c /= 2);
             st.total = st.counts.iter().sum();
         }
-        if st.total >= MIN_SAMPLES && (st.threshold.is_none() || st.fresh >= REFRESH) {
+        let unset = self.threshold.load(Ordering::Relaxed) == 0;
+        if st.total >= MIN_SAMPLES && (unset || st.fresh >= REFRESH) {
             st.fresh = 0;
-            st.threshold = Some(self.threshold_of(&st));
+            let at = self.threshold_of(&st).as_nanos();
+            self.threshold.store(
+                u64::try_from(at).unwrap_or(u64::MAX).max(1),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -211,35 +219,35 @@ mod tests {
         for _ in 0..MIN_SAMPLES - 1 {
             h.record(ms(20));
         }
-        assert_eq!(h.sent(), None);
+        assert_eq!(h.threshold(), None);
         h.record(ms(20));
         // 95 % at 20 ms: one and a half times that (within a bucket), above the 30 ms floor.
-        let t = h.sent().unwrap();
+        let t = h.threshold().unwrap();
         assert!(t >= ms(30) && t <= ms(33), "{t:?}");
         // A fast server: the floor.
         let fast = Hedging::new(HedgeConfig::default());
         (0..200).for_each(|_| fast.record(Duration::from_micros(300)));
-        assert_eq!(fast.sent(), Some(ms(30)));
+        assert_eq!(fast.threshold(), Some(ms(30)));
         // A uniformly slow server: half as much again as its own time, so its replies are not
         // hedged.
         let slow = Hedging::new(HedgeConfig::default());
         (0..200).for_each(|_| slow.record(ms(1000)));
-        assert!(slow.sent().unwrap() >= ms(1500));
+        assert!(slow.threshold().unwrap() >= ms(1500));
         // A tail of 1 % does not move the 95th percentile.
         let tail = Hedging::new(HedgeConfig::default());
         for i in 0..1000 {
             tail.record(if i % 100 == 0 { ms(1000) } else { ms(20) });
         }
-        assert!(tail.sent().unwrap() <= ms(33));
+        assert!(tail.threshold().unwrap() <= ms(33));
     }
 
     #[test]
     fn old_times_fade() {
         let h = Hedging::new(HedgeConfig::default());
         (0..1000).for_each(|_| h.record(ms(500)));
-        assert!(h.sent().unwrap() >= ms(750));
+        assert!(h.threshold().unwrap() >= ms(750));
         (0..20_000).for_each(|_| h.record(ms(20)));
-        assert!(h.sent().unwrap() <= ms(33));
+        assert!(h.threshold().unwrap() <= ms(33));
     }
 
     #[test]
@@ -251,12 +259,10 @@ mod tests {
         });
         assert!(h.take() && h.take());
         assert!(!h.take());
-        // Four GETs earn one hedge.
-        (0..3).for_each(|_| {
-            let _ = h.sent();
-        });
+        // Four GETs answered earn one hedge.
+        (0..3).for_each(|_| h.record(ms(20)));
         assert!(!h.take());
-        let _ = h.sent();
+        h.record(ms(20));
         assert!(h.take());
         let bad = HedgeConfig {
             quantile: 1.0,
@@ -264,6 +270,6 @@ mod tests {
         };
         assert!(bad.invalid().unwrap().contains("quantile"));
         assert!(HedgeConfig::off().invalid().is_none());
-        assert_eq!(Hedging::new(HedgeConfig::off()).sent(), None);
+        assert_eq!(Hedging::new(HedgeConfig::off()).threshold(), None);
     }
 }
