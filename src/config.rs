@@ -48,6 +48,52 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// long healthy download is never cut.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default floor on a body's rate: 64 KiB/s over 5 s, about a thousandth of what one healthy
+/// connection to S3 brings.
+pub const DEFAULT_MIN_BODY_RATE: MinBodyRate = MinBodyRate {
+    bytes_per_second: 64 << 10,
+    window: Duration::from_secs(5),
+};
+
+/// The slowest a response body may arrive ([`ClientBuilder::min_body_rate`]): a body that
+/// brings fewer than `bytes_per_second` over a `window` is abandoned like a stalled one, and
+/// the part is resumed from its first missing byte (`Range`, same `If-Match`) on a new
+/// connection — so a trickling connection cannot hold up every object behind it for the whole
+/// stall timeout. Such a resume spends no retry attempt; a part is resumed for its rate at most
+/// twice, after which only the stall timeout applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinBodyRate {
+    /// The floor, in bytes per second; 0 turns the check off.
+    pub bytes_per_second: u64,
+    /// How long the rate is measured over, at least 100 ms: the first window starts at the
+    /// body's first wait for bytes, not at the response head.
+    pub window: Duration,
+}
+
+impl Default for MinBodyRate {
+    fn default() -> Self {
+        DEFAULT_MIN_BODY_RATE
+    }
+}
+
+impl MinBodyRate {
+    /// No floor: only the stall timeout limits a slow body.
+    pub const fn off() -> Self {
+        MinBodyRate {
+            bytes_per_second: 0,
+            window: DEFAULT_MIN_BODY_RATE.window,
+        }
+    }
+
+    /// Whether a floor applies.
+    pub const fn is_on(&self) -> bool {
+        self.bytes_per_second > 0
+    }
+}
+
+/// The shortest [`MinBodyRate::window`].
+const MIN_BODY_RATE_WINDOW: Duration = Duration::from_millis(100);
+
 /// Default region when none is given.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -140,6 +186,7 @@ pub struct ClientBuilder {
     stream_threshold: Option<u64>,
     connect_timeout: Duration,
     stall_timeout: Duration,
+    min_body_rate: MinBodyRate,
     retry: RetryConfig,
     throttle: ThrottleConfig,
     hedge: HedgeConfig,
@@ -179,6 +226,7 @@ impl Default for ClientBuilder {
             stream_threshold: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            min_body_rate: DEFAULT_MIN_BODY_RATE,
             retry: RetryConfig::default(),
             throttle: ThrottleConfig::default(),
             hedge: HedgeConfig::default(),
@@ -348,6 +396,14 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_STALL_TIMEOUT`].
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
         self.stall_timeout = timeout;
+        self
+    }
+
+    /// The slowest a response body may arrive before the attempt is abandoned and its part
+    /// resumed on a new connection. Default: [`DEFAULT_MIN_BODY_RATE`];
+    /// [`MinBodyRate::off`] leaves only the stall timeout.
+    pub fn min_body_rate(mut self, rate: MinBodyRate) -> Self {
+        self.min_body_rate = rate;
         self
     }
 
@@ -625,6 +681,15 @@ impl ClientBuilder {
         if let Some(why) = self.hedge.invalid() {
             return Err(ConfigError::new("hedge", why));
         }
+        if self.min_body_rate.is_on() && self.min_body_rate.window < MIN_BODY_RATE_WINDOW {
+            return Err(ConfigError::new(
+                "min_body_rate.window",
+                format!(
+                    "{:?} is shorter than {MIN_BODY_RATE_WINDOW:?}",
+                    self.min_body_rate.window
+                ),
+            ));
+        }
         let extra_fields = Arc::new(self.extra_fields()?);
         let proxies = Arc::new(self.proxies()?);
         if self.connect_timeout.is_zero() {
@@ -694,6 +759,7 @@ impl ClientBuilder {
             stream_threshold,
             connect_timeout: self.connect_timeout,
             stall_timeout: self.stall_timeout,
+            min_body_rate: self.min_body_rate,
             retry: self.retry,
             throttle: self.throttle,
             hedge: self.hedge,
@@ -807,6 +873,7 @@ pub(crate) struct Config {
     pub(crate) stream_threshold: u64,
     pub(crate) connect_timeout: Duration,
     pub(crate) stall_timeout: Duration,
+    pub(crate) min_body_rate: MinBodyRate,
     pub(crate) retry: RetryConfig,
     pub(crate) throttle: ThrottleConfig,
     pub(crate) hedge: HedgeConfig,

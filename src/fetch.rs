@@ -18,7 +18,9 @@
 //! object fetched in parts gives the CRC of its bytes, once the object's checksum is learned
 //! with a HEAD (sent ahead of a known-size object's parts, or by the first part of an object
 //! whose size was unknown). The stall timeout applies to each wait for the server — the
-//! response head, every read of the body — never to the whole transfer.
+//! response head, every read of the body — never to the whole transfer; a body slower than the
+//! [`MinBodyRate`] floor is abandoned and resumed at once on a new connection (twice per part
+//! at most), and a late response head is hedged (`send_hedged`).
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -33,7 +35,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::checksum::{ChecksumAlgorithm, Composite, Hasher, InOrder, Offered, UploadParts, Value};
-use crate::config::ChecksumMode;
+use crate::config::{ChecksumMode, MinBodyRate};
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
@@ -274,6 +276,9 @@ pub(crate) async fn fetch_part(
     let mut place = Place::Front;
     let mut redirects = 0;
     let mut resent = false;
+    // Resumes because the body was slower than the floor; `slow`: the last attempt was one.
+    let mut slow_resumes = 0;
+    let mut slow = false;
     // A whole object's upload parts, once learned (a resend after a mismatch keeps them).
     let mut upload = None;
     let req = PartRequest {
@@ -292,8 +297,13 @@ pub(crate) async fn fetch_part(
             Some(t) => t,
             None => ctx.ticket(place).await,
         };
-        let fresh = connect == Connect::New || resent;
-        match req.attempt(&mut lease, unit, &mut running, fresh).await {
+        let fresh = connect == Connect::New || resent || std::mem::take(&mut slow);
+        let floor = Some(ctx.config.min_body_rate)
+            .filter(|rate| rate.is_on() && slow_resumes < MAX_SLOW_RESUMES);
+        match req
+            .attempt(&mut lease, unit, &mut running, fresh, floor)
+            .await
+        {
             Ok(whole) => {
                 trace_change(slot.succeeded(), &ctx.limiter);
                 if !whole {
@@ -315,7 +325,16 @@ pub(crate) async fn fetch_part(
                     }
                 }
             }
-            Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
+            Err(Failed::Slow(e)) => {
+                // Not a failure of the server's: resumed at once, on a new connection.
+                Counters::add(&ctx.counters.slow_bodies_resumed, 1);
+                tracing::debug!(error = %e, "slow body; resuming on a new connection");
+                slow_resumes += 1;
+                slow = true;
+                drop(slot);
+                place = Place::Front;
+            }
+            Err(Failed::Error(e)) if e.kind() == ErrorKind::ChecksumMismatch => {
                 Counters::add(&ctx.counters.checksum_mismatches, 1);
                 if resent {
                     return Err(e.with_attempts(retrier.attempts()));
@@ -326,11 +345,13 @@ pub(crate) async fn fetch_part(
                 drop(slot);
                 place = Place::Front;
             }
-            Err(e) if follow_region(ctx, target, &e, &mut redirects, &mut retrier)? => {
+            Err(Failed::Error(e))
+                if follow_region(ctx, target, &e, &mut redirects, &mut retrier)? =>
+            {
                 drop(slot);
                 place = Place::Front;
             }
-            Err(e) => place = after_failure(ctx, &mut retrier, slot, e).await?,
+            Err(Failed::Error(e)) => place = after_failure(ctx, &mut retrier, slot, e).await?,
         }
     };
     let crc = if ctx.config.checksum_mode.is_on() && !whole {
@@ -516,14 +537,15 @@ struct PartRequest<'a> {
 impl PartRequest<'_> {
     /// One attempt: on success the lease holds the whole part. True when the reply carried the
     /// whole object, and so (with checksums on) told its checksum and was verified against it.
-    /// `fresh`: on a new connection, not an idle one.
+    /// `fresh`: on a new connection, not an idle one. `floor`: the slowest the body may arrive.
     async fn attempt(
         &self,
         lease: &mut Lease,
         unit: Unit,
         running: &mut Running,
         fresh: bool,
-    ) -> Result<bool, Error> {
+        floor: Option<MinBodyRate>,
+    ) -> Result<bool, Failed> {
         let (ctx, spec) = (self.ctx, self.spec);
         let stall = ctx.config.stall_timeout;
         let pinned = self.pin.snapshot();
@@ -582,7 +604,7 @@ impl PartRequest<'_> {
                 }
                 return Ok(true);
             }
-            return Err(status_error(status, &bytes, region.as_deref()));
+            return Err(status_error(status, &bytes, region.as_deref()).into());
         }
 
         let head = conn.head();
@@ -649,26 +671,33 @@ impl PartRequest<'_> {
         } else {
             from - spec.start + shape.len
         };
+        stalls.floor = floor.map(Floor::new);
         // Each read goes from the connection straight into the lease's slabs.
         loop {
             let room = usize::try_from(want - lease.len() as u64).unwrap_or(usize::MAX);
+            let got = lease.len() as u64;
             let spare = lease.spare_mut(room);
-            let read = if spare.is_empty() {
-                match stalls.within(conn.body_ended()).await {
-                    Some(Ok(true)) => break,
-                    Some(Ok(false)) => {
+            let waited = if spare.is_empty() {
+                match stalls.within_body(conn.body_ended(), got).await {
+                    Ok(Ok(true)) => break,
+                    Ok(Ok(false)) => {
                         return Err(length_error(
                             status,
                             format!("body is longer than the {want} bytes asked for"),
-                        ))
+                        )
+                        .into())
                     }
-                    Some(Err(e)) => Err(e),
-                    None => return Err(stalled(status, stall, lease.len(), want)),
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(w) => Err(w),
                 }
             } else {
-                match stalls.within(conn.read_body(spare)).await {
-                    Some(read) => read,
-                    None => return Err(stalled(status, stall, lease.len(), want)),
+                stalls.within_body(conn.read_body(spare), got).await
+            };
+            let read = match waited {
+                Ok(read) => read,
+                Err(Waited::Stalled) => return Err(stalled(status, stall, got, want).into()),
+                Err(Waited::Slow { rate }) => {
+                    return Err(Failed::Slow(slow_body(status, floor, rate, got, want)))
                 }
             };
             match read {
@@ -684,7 +713,8 @@ impl PartRequest<'_> {
                             "body broke off after {} of {want} bytes",
                             lease.len()
                         ))
-                        .with_source(e))
+                        .with_source(e)
+                        .into())
                 }
             }
         }
@@ -696,13 +726,15 @@ impl PartRequest<'_> {
                 .with_message(format!(
                     "the connection closed after {} of {want} bytes of a body that ends with it",
                     lease.len()
-                )));
+                ))
+                .into());
         }
         if lease.len() as u64 != want {
             return Err(length_error(
                 status,
                 format!("body ended after {} of {want} bytes", lease.len()),
-            ));
+            )
+            .into());
         }
         if let Some(expected) = expected {
             if let Some(got) = running.finish(lease) {
@@ -1094,7 +1126,7 @@ impl UploadHead<'_> {
     }
 }
 
-fn stalled(status: StatusCode, stall: Duration, got: usize, want: u64) -> Error {
+fn stalled(status: StatusCode, stall: Duration, got: u64, want: u64) -> Error {
     Error::new(ErrorKind::Timeout)
         .with_status(status)
         .with_message(format!(
@@ -1103,17 +1135,138 @@ fn stalled(status: StatusCode, stall: Duration, got: usize, want: u64) -> Error 
         ))
 }
 
+/// Why an attempt ended without its part.
+enum Failed {
+    /// A failure, retried or final as [`classify`] says.
+    Error(Error),
+    /// The body came slower than the floor: resumed at once on a new connection.
+    Slow(Error),
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Self {
+        Failed::Error(e)
+    }
+}
+
+/// Resumes for a body's rate one part may make; after them only the stall timeout applies.
+const MAX_SLOW_RESUMES: u32 = 2;
+
+fn slow_body(
+    status: StatusCode,
+    floor: Option<MinBodyRate>,
+    rate: u64,
+    got: u64,
+    want: u64,
+) -> Error {
+    let floor = floor.map_or(0, |f| f.bytes_per_second);
+    Error::new(ErrorKind::Timeout)
+        .with_status(status)
+        .with_message(format!(
+            "body came at {rate} B/s, below the floor of {floor} B/s, after {got} of {want} bytes"
+        ))
+}
+
 /// The stall timeout of one attempt: each wait for the server (the response head, a body read)
 /// may last at most `stall`. The deadline is armed when a wait begins — when the future first
 /// returns `Pending` — so reading bytes already buffered costs no clock read and no timer.
+/// A body's waits also check its rate against the floor, on the same timer.
 struct Stall<'t> {
     timer: Pin<&'t mut Sleep>,
     stall: Duration,
+    /// The body's rate floor, when one applies.
+    floor: Option<Floor>,
+}
+
+/// A body's progress measured against a [`MinBodyRate`]: `mark` bytes had arrived at `since`
+/// (unset until the body first waits).
+struct Floor {
+    rate: MinBodyRate,
+    since: Option<Instant>,
+    mark: u64,
+}
+
+impl Floor {
+    fn new(rate: MinBodyRate) -> Self {
+        Floor {
+            rate,
+            since: None,
+            mark: 0,
+        }
+    }
+
+    /// At `now`, with `got` bytes in: the rate if a window has passed below the floor; else,
+    /// once a window has passed, a new one starts. Then when the window ends.
+    fn check(&mut self, now: Instant, got: u64) -> Result<Instant, u64> {
+        let Some(since) = self.since else {
+            self.since = Some(now);
+            self.mark = got;
+            return Ok(now + self.rate.window);
+        };
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < self.rate.window {
+            return Ok(since + self.rate.window);
+        }
+        let bytes = u128::from(got.saturating_sub(self.mark));
+        let nanos = elapsed.as_nanos().max(1);
+        if bytes * 1_000_000_000 < u128::from(self.rate.bytes_per_second) * nanos {
+            return Err(u64::try_from(bytes * 1_000_000_000 / nanos).unwrap_or(u64::MAX));
+        }
+        self.since = Some(now);
+        self.mark = got;
+        Ok(now + self.rate.window)
+    }
+}
+
+/// How a wait for body bytes ended without them.
+enum Waited {
+    Stalled,
+    /// Slower than the floor: the rate measured over the window, in bytes per second.
+    Slow {
+        rate: u64,
+    },
 }
 
 impl<'t> Stall<'t> {
     fn new(timer: Pin<&'t mut Sleep>, stall: Duration) -> Self {
-        Stall { timer, stall }
+        Stall {
+            timer,
+            stall,
+            floor: None,
+        }
+    }
+
+    /// `fut`'s output: a wait for body bytes, `got` of which have arrived. Ends early when the
+    /// wait passes the stall timeout or the body's rate falls below the floor.
+    async fn within_body<F: Future>(&mut self, fut: F, got: u64) -> Result<F::Output, Waited> {
+        let mut fut = pin!(fut);
+        let mut stall_at = None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            let mut now = Instant::now();
+            let stall_at = *stall_at.get_or_insert(now + self.stall);
+            loop {
+                let deadline = match self.floor.as_mut().map(|f| f.check(now, got)) {
+                    None => stall_at,
+                    Some(Ok(window_end)) => stall_at.min(window_end),
+                    Some(Err(rate)) => return Poll::Ready(Err(Waited::Slow { rate })),
+                };
+                if self.timer.deadline() != deadline {
+                    self.timer.as_mut().reset(deadline);
+                }
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) if deadline >= stall_at => {
+                        return Poll::Ready(Err(Waited::Stalled))
+                    }
+                    // The floor's window ended during the wait: checked again.
+                    Poll::Ready(()) => now = Instant::now(),
+                }
+            }
+        })
+        .await
     }
 
     /// `fut`'s output, or `None` if it waited for longer than the stall timeout.
@@ -1688,5 +1841,28 @@ mod tests {
             Err(ErrorKind::Changed)
         );
         assert_eq!(pin.snapshot().version_id.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn the_floor_measures_each_window_from_the_first_wait() {
+        let rate = MinBodyRate {
+            bytes_per_second: 1000,
+            window: Duration::from_secs(1),
+        };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut floor = Floor::new(rate);
+        // The first wait starts the window, whatever arrived before it.
+        assert_eq!(floor.check(at(0), 50_000), Ok(at(1000)));
+        // Within the window: nothing is judged yet.
+        assert_eq!(floor.check(at(400), 50_000), Ok(at(1000)));
+        // 1,000 bytes in 1 s is the floor itself: kept, and a new window starts.
+        assert_eq!(floor.check(at(1000), 51_000), Ok(at(2000)));
+        // 999 bytes in 1 s is below it.
+        let mut below = Floor::new(rate);
+        below.check(at(0), 0).unwrap();
+        assert_eq!(below.check(at(1000), 999), Err(999));
+        // A window checked late is measured over all its time: 1,500 bytes in 2 s.
+        assert_eq!(floor.check(at(3000), 52_500), Err(750));
     }
 }

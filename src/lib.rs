@@ -35,7 +35,8 @@
 //! Failures are survived where they can be: connection errors, stalls ([`ClientBuilder::stall_timeout`])
 //! and 5xx are retried with backoff under a client-wide budget ([`RetryConfig`]); a broken body
 //! resumes with a `Range` request pinned to the first reply's ETag, so a body is never a mix of two
-//! versions; lengths are always checked, and so — by default — is every object's checksum where the
+//! versions. A late reply is sent again on another connection ([`HedgeConfig`]), and a body
+//! trickling below a floor resumed on a new one ([`MinBodyRate`]); lengths are always checked, and so — by default — is every object's checksum where the
 //! server has one ([`ClientBuilder::checksum_mode`], [`Object::checksum`]). Every [`Error`] says how many attempts were made and why each
 //! failed.
 //!
@@ -132,9 +133,9 @@ pub use aws_env::{AwsEnv, AwsSettings};
 pub use checksum::{Checksum, ChecksumAlgorithm, NotVerified};
 pub use client::Client;
 pub use config::{
-    Addressing, ChecksumMode, ClientBuilder, HttpTransport, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_PART_SIZE, DEFAULT_REGION,
-    DEFAULT_SLAB_SIZE, DEFAULT_STALL_TIMEOUT, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
+    Addressing, ChecksumMode, ClientBuilder, HttpTransport, MinBodyRate, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MIN_BODY_RATE, DEFAULT_PART_SIZE,
+    DEFAULT_REGION, DEFAULT_SLAB_SIZE, DEFAULT_STALL_TIMEOUT, MAX_SLAB_SIZE, MIN_SLAB_SIZE,
 };
 pub use engine::ObjectStream;
 pub use error::{ConfigError, Error, ErrorKind};

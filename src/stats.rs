@@ -21,6 +21,7 @@ pub(crate) struct Counters {
     pub(crate) checksum_heads: AtomicU64,
     pub(crate) hedges_sent: AtomicU64,
     pub(crate) hedges_won: AtomicU64,
+    pub(crate) slow_bodies_resumed: AtomicU64,
 }
 
 impl Counters {
@@ -75,6 +76,9 @@ pub struct Stats {
     pub hedges_sent: u64,
     /// Hedges whose response head came first; the other exchange was closed.
     pub hedges_won: u64,
+    /// Bodies slower than the floor ([`MinBodyRate`](crate::MinBodyRate)), abandoned and
+    /// resumed from their first missing byte on a new connection.
+    pub slow_bodies_resumed: u64,
     /// The adaptive limit on requests in flight now: `max_connections` (or the configured
     /// ceiling) until the server throttles, lower after.
     pub concurrency_limit: usize,
@@ -117,6 +121,7 @@ impl Counters {
             checksum_heads: self.checksum_heads.load(Ordering::Relaxed),
             hedges_sent: self.hedges_sent.load(Ordering::Relaxed),
             hedges_won: self.hedges_won.load(Ordering::Relaxed),
+            slow_bodies_resumed: self.slow_bodies_resumed.load(Ordering::Relaxed),
             ..Stats::default()
         }
     }

@@ -370,6 +370,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "checksum_heads": stats.checksum_heads,
                 "hedges_sent": stats.hedges_sent,
                 "hedges_won": stats.hedges_won,
+                "slow_bodies_resumed": stats.slow_bodies_resumed,
             })
         );
     } else {

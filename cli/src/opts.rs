@@ -79,6 +79,13 @@ pub(crate) struct ConnectOpts {
     /// (within --max-connections and a budget of 2 % more GETs), and the first reply wins
     #[arg(long)]
     no_hedge: bool,
+    /// Resume a body on a new connection when it brings fewer than SIZE bytes per second over
+    /// --body-rate-window (at most twice per part, from its first missing byte); 0 turns it off
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    min_body_rate: u64,
+    /// The window --min-body-rate is measured over
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = parse_seconds)]
+    body_rate_window: f64,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -118,6 +125,10 @@ impl ConnectOpts {
         if self.no_hedge {
             b = b.hedge(s3_ordered::HedgeConfig::off());
         }
+        b = b.min_body_rate(s3_ordered::MinBodyRate {
+            bytes_per_second: self.min_body_rate,
+            window: Duration::from_secs_f64(self.body_rate_window),
+        });
         b = b.throttle(ThrottleConfig {
             adaptive: !self.fixed_concurrency,
             timeout: Duration::from_secs_f64(self.throttle_timeout),

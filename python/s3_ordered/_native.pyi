@@ -146,6 +146,8 @@ class Client:
         transport: Literal["native", "hyper"] | None = None,
         checksum_mode: Literal["when_available", "required", "off"] = "when_available",
         hedge: bool = True,
+        min_body_rate: int | str | None = None,
+        body_rate_window: float = 5.0,
     ) -> Client:
         """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``).
         ``ca_bundle``: a PEM file of CA certificates to trust for https, besides the usual
@@ -165,7 +167,11 @@ class Client:
         once, then raises an ``ObjectError`` of kind ``"checksum_mismatch"``.
         ``hedge``: send a GET whose reply is late (1.5 × the 95th percentile of recent first
         bytes, at least 30 ms) once more on another connection, the first reply winning
-        (default on; within the connection budgets and 2 % more GETs)."""
+        (default on; within the connection budgets and 2 % more GETs).
+        ``min_body_rate``: a body bringing fewer bytes per second than this (an int or a size
+        such as ``"64KiB"``, the default; ``0`` turns it off) over ``body_rate_window``
+        seconds is resumed from its first missing byte on a new connection, at most twice
+        per part."""
     @overload
     def get_all(
         self,
@@ -184,5 +190,4 @@ class Client:
         """Counters and gauges: objects, bytes, requests, retries, throttled,
         region_redirects, stale_connections, errors, checksums_verified,
         checksums_unavailable, checksum_mismatches, checksum_heads, hedges_sent, hedges_won,
-        open_connections,
-        bytes_in_use, ..."""
+        slow_bodies_resumed, open_connections, bytes_in_use, ..."""

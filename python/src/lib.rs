@@ -43,7 +43,7 @@ impl Client {
         ca_bundle=None, *, aws_access_key_id=None, aws_secret_access_key=None,
         aws_session_token=None, credential_provider=None, request_payer=None,
         expected_bucket_owner=None, sse_customer_key=None, transport=None,
-        checksum_mode="when_available", hedge=true,
+        checksum_mode="when_available", hedge=true, min_body_rate=None, body_rate_window=5.0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -67,6 +67,8 @@ impl Client {
         transport: Option<String>,
         checksum_mode: &str,
         hedge: bool,
+        min_body_rate: Option<Size>,
+        body_rate_window: f64,
     ) -> PyResult<Self> {
         let value_error = |why: String| pyo3::exceptions::PyValueError::new_err(why);
         let max_bytes = match max_bytes {
@@ -75,6 +77,18 @@ impl Client {
             Some(Size::Text(t)) => s3_ordered::parse_size(&t)
                 .map_err(|why| value_error(format!("invalid max_bytes: {why}")))?,
         };
+        let min_body_rate = match min_body_rate {
+            None => s3_ordered::DEFAULT_MIN_BODY_RATE.bytes_per_second,
+            Some(Size::Int(n)) => n,
+            Some(Size::Text(t)) => s3_ordered::parse_size(&t)
+                .map_err(|why| value_error(format!("invalid min_body_rate: {why}")))?,
+        };
+        let body_rate_window =
+            std::time::Duration::try_from_secs_f64(body_rate_window).map_err(|_| {
+                value_error(format!(
+                    "invalid body_rate_window: {body_rate_window} is not a number of seconds"
+                ))
+            })?;
         let keys = match (aws_access_key_id, aws_secret_access_key) {
             (Some(id), Some(secret)) => Some((id, secret)),
             (None, None) if aws_session_token.is_none() => None,
@@ -154,6 +168,10 @@ impl Client {
         if !hedge {
             b = b.hedge(s3_ordered::HedgeConfig::off());
         }
+        b = b.min_body_rate(s3_ordered::MinBodyRate {
+            bytes_per_second: min_body_rate,
+            window: body_rate_window,
+        });
         if let Some(key) = sse_customer_key {
             b = b.sse_customer_key(key);
         }
@@ -236,6 +254,7 @@ impl Client {
         d.set_item("checksum_heads", s.checksum_heads)?;
         d.set_item("hedges_sent", s.hedges_sent)?;
         d.set_item("hedges_won", s.hedges_won)?;
+        d.set_item("slow_bodies_resumed", s.slow_bodies_resumed)?;
         d.set_item("concurrency_limit", s.concurrency_limit)?;
         d.set_item("requests_in_flight", s.requests_in_flight)?;
         d.set_item("connections_opened", s.connections_opened)?;

@@ -232,6 +232,14 @@ def test_bad_configuration_is_a_value_error_naming_the_field() -> None:
         s3_ordered.Client(ca_bundle="/nonexistent/ca.pem")
     with pytest.raises(ValueError, match="errors"):
         s3_ordered.Client(anonymous=True).get_all(BUCKET, [], errors="ignore")  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="min_body_rate"):
+        s3_ordered.Client(anonymous=True, min_body_rate="fast")
+    with pytest.raises(ValueError, match="min_body_rate.window"):
+        s3_ordered.Client(anonymous=True, body_rate_window=0.01)
+    with pytest.raises(ValueError, match="body_rate_window"):
+        s3_ordered.Client(anonymous=True, body_rate_window=-1.0)
+    # Off, the window is not checked.
+    s3_ordered.Client(anonymous=True, min_body_rate=0, body_rate_window=0.01)
 
 
 @pytest.fixture
@@ -388,4 +396,5 @@ def test_hedging_is_on_by_default_and_can_be_turned_off(server: Server) -> None:
         assert got == [b"x" * i for i in range(100)]
         stats = c.stats()
         assert (stats["hedges_sent"], stats["hedges_won"]) == (0, 0)
+        assert stats["slow_bodies_resumed"] == 0
         assert stats["requests"] == 100

@@ -1,6 +1,7 @@
 //! Hedged requests: a GET whose response head is late is sent again on another connection,
 //! and the first head wins — within every connection cap, never to a throttling server, never
-//! to a server that is uniformly slow.
+//! to a server that is uniformly slow. And slow bodies: one below the rate floor is resumed
+//! from its first missing byte on a new connection, at most twice per part.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -8,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
-use s3_ordered::{ObjectRef, ThrottleConfig};
+use s3_ordered::{ChecksumMode, MinBodyRate, ObjectRef, ThrottleConfig};
 
 use crate::budgets::fast_retries;
 use crate::support::{assert_quiescent, content, Mock, Reply, Seen};
@@ -164,5 +165,134 @@ async fn a_uniformly_slow_server_is_not_hedged() {
         (0, OBJECTS as u64),
         "{stats:?}"
     );
+    assert_quiescent(&client).await;
+}
+
+/// A floor of 64 KiB/s over 200 ms: a trickle of 1 KiB every 50 ms (20 KiB/s) is below it.
+const FLOOR: MinBodyRate = MinBodyRate {
+    bytes_per_second: 64 << 10,
+    window: Duration::from_millis(200),
+};
+const PIECE: usize = 1024;
+const EVERY: Duration = Duration::from_millis(50);
+
+/// The GETs a slow-body server saw: `(key, first byte asked for, If-Match sent)`.
+type Gets = std::sync::Arc<Mutex<Vec<(String, u64, bool)>>>;
+
+/// A server of 48 KiB objects whose GETs trickle after 4 KiB: the first one of each object
+/// (and of its second part, when `parts`), or every one when `always`.
+async fn trickling_server(always: bool) -> (Mock, Gets) {
+    let gets: Gets = Default::default();
+    let log = gets.clone();
+    let mock = Mock::start(move |r: &Seen| {
+        let data = content(&r.key, 48 << 10);
+        let from = r.range().map_or(0, |(a, _)| a);
+        let first = {
+            let mut log = log.lock().unwrap();
+            let first = !log.iter().any(|(k, f, _)| *k == r.key && *f == from);
+            let part_start = from / (16 << 10) * (16 << 10);
+            let resumed = log.iter().any(|(k, f, _)| *k == r.key && *f == part_start);
+            log.push((r.key.clone(), from, r.headers.contains_key("if-match")));
+            first && !resumed
+        };
+        let reply = Reply::ranged(&data, r);
+        if always || first {
+            reply.trickled(4096, PIECE, EVERY)
+        } else {
+            reply
+        }
+    })
+    .await;
+    (mock, gets)
+}
+
+fn slow_body_client(mock: &Mock, floor: MinBodyRate, stream: bool) -> s3_ordered::Client {
+    let b = mock
+        .builder()
+        .slab_size(4096)
+        .part_size(16 << 10)
+        .max_bytes(256 << 10)
+        .max_connections(4)
+        .checksum_mode(ChecksumMode::Off)
+        .retry(fast_retries(1))
+        .stall_timeout(Duration::from_secs(20))
+        .min_body_rate(floor);
+    let b = if stream {
+        b.stream_threshold(32 << 10)
+    } else {
+        b
+    };
+    b.build().unwrap()
+}
+
+/// Fetches `keys` (48 KiB each, streaming or not) and checks every byte.
+async fn fetch_checked(client: &s3_ordered::Client, keys: &[&str], stream: bool) {
+    let refs: Vec<_> = keys.iter().map(|k| ObjectRef::new(*k, 48 << 10)).collect();
+    let mut results = client.get_all("bucket", refs);
+    for key in keys {
+        let mut obj = results.next().await.expect("an object").unwrap();
+        assert_eq!(obj.key, *key);
+        assert_eq!(obj.body.is_streaming(), stream);
+        let mut bytes = Vec::new();
+        if obj.body.is_streaming() {
+            while let Some(chunk) = obj.body.next_chunk().await {
+                bytes.extend_from_slice(&chunk.unwrap());
+            }
+        } else {
+            bytes = obj.body.to_vec();
+        }
+        assert!(bytes == content(key, 48 << 10), "{key}: wrong bytes");
+    }
+    assert!(results.next().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_resumed_on_a_new_connection() {
+    for stream in [false, true] {
+        // At 20 KiB/s each trickling part would take 0.6 s; 3 parts of 2 objects.
+        let (mock, gets) = trickling_server(false).await;
+        let client = slow_body_client(&mock, FLOOR, stream);
+        fetch_checked(&client, &["s/a", "s/b"], stream).await;
+        let stats = client.stats();
+        assert_eq!(stats.slow_bodies_resumed, 6, "stream {stream}: {stats:?}");
+        assert_eq!(stats.retries, 0, "a resume spends no attempt: {stats:?}");
+        let gets = gets.lock().unwrap().clone();
+        assert_eq!(gets.len(), 12, "{gets:?}");
+        // Each resume asked for the part's first missing byte, past the 4 KiB sent at once,
+        // with If-Match, on a connection of its own.
+        for (key, from, if_match) in gets.iter().filter(|(_, f, _)| f % (16 << 10) != 0) {
+            let offset = from % (16 << 10);
+            assert!(
+                offset >= 4096 && offset % PIECE as u64 == 0,
+                "{key} from {from}"
+            );
+            assert!(if_match, "{key} from {from} without If-Match");
+        }
+        let accepted = mock.counts.accepted.load(Ordering::SeqCst);
+        assert!(accepted >= 6 + 2, "{accepted} connections for 6 resumes");
+        assert_quiescent(&client).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uniformly_slow_body_is_resumed_twice_then_read_to_its_end() {
+    // Every reply trickles: each part gives up on the floor after two resumes, and its bytes
+    // still come, within the stall timeout.
+    let (mock, gets) = trickling_server(true).await;
+    let client = slow_body_client(&mock, FLOOR, false);
+    fetch_checked(&client, &["u/a"], false).await;
+    let stats = client.stats();
+    assert_eq!(stats.slow_bodies_resumed, 3 * 2, "{stats:?}");
+    assert_eq!(gets.lock().unwrap().len(), 3 * 3);
+    assert_quiescent(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_floor_a_trickling_body_is_waited_for() {
+    let (mock, gets) = trickling_server(false).await;
+    let client = slow_body_client(&mock, MinBodyRate::off(), false);
+    fetch_checked(&client, &["o/a"], false).await;
+    assert_eq!(client.stats().slow_bodies_resumed, 0);
+    assert_eq!(gets.lock().unwrap().len(), 3, "one GET per part");
     assert_quiescent(&client).await;
 }

@@ -2,6 +2,8 @@
 //! server on every request they apply to, signed (the server checks every signed field), and
 //! invalid ones are configuration errors.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use s3_ordered::ObjectRef;
 
@@ -83,6 +85,26 @@ fn invalid_options_are_configuration_errors() {
     assert_eq!(e.field(), "expected_bucket_owner");
     let e = b().sse_customer_key(vec![0u8; 16]).build().unwrap_err();
     assert_eq!(e.field(), "sse_customer_key");
+    let hedge = s3_ordered::HedgeConfig {
+        quantile: 1.0,
+        ..Default::default()
+    };
+    assert_eq!(b().hedge(hedge).build().unwrap_err().field(), "hedge");
+    let rate = |window| s3_ordered::MinBodyRate {
+        bytes_per_second: 1,
+        window,
+    };
+    let e = b().min_body_rate(rate(Duration::from_millis(99)));
+    assert_eq!(e.build().unwrap_err().field(), "min_body_rate.window");
+    b().min_body_rate(rate(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    // Off, the window does not matter.
+    let off = s3_ordered::MinBodyRate {
+        window: Duration::ZERO,
+        ..s3_ordered::MinBodyRate::off()
+    };
+    b().min_body_rate(off).build().unwrap();
     // The key never shows.
     let builder = b().sse_customer_key(KEY32.to_vec());
     let shown = format!("{builder:?}");

@@ -33,6 +33,8 @@ pub struct Reply {
     pub cut_after: Option<usize>,
     /// Send this many body bytes, then go silent for the duration, then send the rest.
     pub stall_after: Option<(usize, Duration)>,
+    /// Send this many body bytes, then the rest in pieces of `.1` bytes, one every `.2`.
+    pub trickle_after: Option<(usize, usize, Duration)>,
     /// Extra response headers (an `etag` here replaces the default one).
     pub headers: Vec<(&'static str, String)>,
 }
@@ -46,6 +48,7 @@ impl Reply {
             delay: Duration::ZERO,
             cut_after: None,
             stall_after: None,
+            trickle_after: None,
             headers: Vec::new(),
         }
     }
@@ -76,6 +79,12 @@ impl Reply {
 
     pub fn delayed(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Sends `after` bytes at once, then `piece` bytes every `every`.
+    pub fn trickled(mut self, after: usize, piece: usize, every: Duration) -> Self {
+        self.trickle_after = Some((after, piece.max(1), every));
         self
     }
 }
@@ -221,6 +230,25 @@ async fn respond(
     }
     for (k, v) in &reply.headers {
         builder = builder.header(*k, v.as_str());
+    }
+    if let Some((n, piece, every)) = reply.trickle_after {
+        let body = Bytes::from(reply.body);
+        let head = body.slice(..n.min(body.len()));
+        let tail = body.slice(n.min(body.len())..);
+        let pieces: Vec<Bytes> = (0..tail.len())
+            .step_by(piece)
+            .map(|i| tail.slice(i..(i + piece).min(tail.len())))
+            .collect();
+        let s = futures::stream::iter(vec![Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+            Frame::data(head),
+        )])
+        .chain(futures::stream::iter(pieces).then(move |p| async move {
+            tokio::time::sleep(every).await;
+            Ok(Frame::data(p))
+        }));
+        return builder
+            .body(BodyExt::boxed(StreamBody::new(s)))
+            .expect("response");
     }
     if let Some((n, pause)) = reply.stall_after {
         let body = Bytes::from(reply.body);
