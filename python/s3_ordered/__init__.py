@@ -12,8 +12,12 @@ A thin layer over the Rust crate ``s3_ordered``::
 ``ObjectError`` at its position and the iteration goes on with the next object on the next
 ``next()``; with ``errors="return"`` the ``ObjectError`` is yielded in its place instead.
 Body memory counts against ``max_bytes`` until the body is read with ``read()`` or released.
-``s3_ordered.ray`` reads a key list into a Ray dataset, sharded over a cluster, in order.
+``s3_ordered.ray`` reads a key list into a Ray dataset, sharded over a cluster, in order; it is
+loaded on first use, and Ray only when a dataset is read.
 """
+
+import importlib
+import types
 
 from ._native import Body, Client, ListIterator, Object, ObjectError, ObjectIterator
 from .credentials import CredentialDict, CredentialProvider
@@ -28,3 +32,10 @@ __all__ = [
     "ObjectError",
     "ObjectIterator",
 ]
+
+
+def __getattr__(name: str) -> types.ModuleType:
+    # ``s3_ordered.ray`` without ``import s3_ordered.ray``: loaded on first use.
+    if name == "ray":
+        return importlib.import_module(".ray", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

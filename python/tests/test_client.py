@@ -8,6 +8,8 @@ import gc
 import json
 import multiprocessing
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -398,3 +400,20 @@ def test_hedging_is_on_by_default_and_can_be_turned_off(server: Server) -> None:
         assert (stats["hedges_sent"], stats["hedges_won"]) == (0, 0)
         assert stats["slow_bodies_resumed"] == 0
         assert stats["requests"] == 100
+
+
+def test_ray_reader_is_reachable_without_importing_ray_eagerly() -> None:
+    # As the README writes it: ``import s3_ordered`` then ``s3_ordered.ray.read_objects``.
+    code = (
+        "import sys, s3_ordered\n"
+        "assert 's3_ordered.ray' not in sys.modules\n"
+        "assert callable(s3_ordered.ray.read_objects)\n"
+        "assert 'ray' not in sys.modules, 'ray was imported eagerly'\n"
+        "try:\n"
+        "    s3_ordered.nothing_here\n"
+        "except AttributeError as e:\n"
+        "    assert 'nothing_here' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
