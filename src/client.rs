@@ -97,7 +97,19 @@ impl Client {
     /// An error (a denied listing, an unknown bucket, a malformed page) is yielded once and
     /// ends the stream.
     pub fn list(&self, bucket: impl Into<String>, prefix: impl Into<String>) -> ListStream {
-        ListStream::start(Arc::clone(&self.ctx), bucket.into(), prefix.into())
+        ListStream::start(Arc::clone(&self.ctx), bucket.into(), prefix.into(), None)
+    }
+
+    /// [`list`](Self::list), from the first key after `start_after` (ListObjectsV2
+    /// `start-after`): to resume a listing where an earlier run's output ended.
+    pub fn list_after(
+        &self,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+        start_after: impl Into<String>,
+    ) -> ListStream {
+        let after = Some(start_after.into());
+        ListStream::start(Arc::clone(&self.ctx), bucket.into(), prefix.into(), after)
     }
 
     /// Asks for one object's size (and ETag) with HeadObject, for inputs whose size is unknown.

@@ -34,17 +34,24 @@ struct State {
     ctx: Arc<Context>,
     bucket: String,
     prefix: String,
+    start_after: Option<String>,
     token: Option<String>,
     page: VecDeque<ObjectRef>,
     done: bool,
 }
 
 impl ListStream {
-    pub(crate) fn start(ctx: Arc<Context>, bucket: String, prefix: String) -> Self {
+    pub(crate) fn start(
+        ctx: Arc<Context>,
+        bucket: String,
+        prefix: String,
+        start_after: Option<String>,
+    ) -> Self {
         let state = State {
             ctx,
             bucket,
             prefix,
+            start_after,
             token: None,
             page: VecDeque::new(),
             done: false,
@@ -71,7 +78,11 @@ impl ListStream {
 
 async fn next_page(st: &mut State) -> Result<(), Error> {
     let target = st.ctx.target(&st.bucket)?;
-    let req = target.list_objects_v2(&st.prefix, st.token.as_deref());
+    let req = target.list_objects_v2(
+        &st.prefix,
+        st.token.as_deref(),
+        st.start_after.as_deref(),
+    );
     let (_, body) = request_whole(&st.ctx, req, MAX_LIST_PAGE).await?;
     let page = parse_list_page(&body)?;
     if page.next_token.is_some() && page.next_token == st.token {

@@ -154,11 +154,13 @@ impl BucketTarget {
         ))
     }
 
-    /// A ListObjectsV2 request for one page of keys under `prefix`.
+    /// A ListObjectsV2 request for one page of keys under `prefix`: the first page (no token)
+    /// of those after `start_after`, or the page the token continues to.
     pub(crate) fn list_objects_v2<'a>(
         &'a self,
         prefix: &'a str,
         continuation_token: Option<&'a str>,
+        start_after: Option<&'a str>,
     ) -> S3Request<'a> {
         S3Request::new(
             Method::GET,
@@ -166,6 +168,7 @@ impl BucketTarget {
             Resource::List {
                 prefix,
                 token: continuation_token,
+                start_after: start_after.filter(|_| continuation_token.is_none()),
             },
         )
     }
@@ -254,6 +257,7 @@ enum Resource<'a> {
     List {
         prefix: &'a str,
         token: Option<&'a str>,
+        start_after: Option<&'a str>,
     },
 }
 
@@ -370,11 +374,19 @@ impl<'a> S3Request<'a> {
                     push(itoa::Buffer::new().format(n));
                 }
             }
-            Resource::List { prefix, token } => {
+            Resource::List {
+                prefix,
+                token,
+                start_after,
+            } => {
                 push("?list-type=2");
                 if !prefix.is_empty() {
                     push("&prefix=");
                     utf8_percent_encode(prefix, QUERY_VALUE).for_each(&mut push);
+                }
+                if let Some(after) = start_after {
+                    push("&start-after=");
+                    utf8_percent_encode(after, QUERY_VALUE).for_each(&mut push);
                 }
                 if let Some(token) = token {
                     push("&continuation-token=");
@@ -872,12 +884,21 @@ mod tests {
     fn list_request_encodes_prefix_and_token() {
         let c = config("http://h:1", Addressing::PathStyle);
         let t = BucketTarget::new(&c, "bkt").unwrap();
-        let r = t.list_objects_v2("a b/+", Some("tok/="));
+        let r = t.list_objects_v2("a b/+", Some("tok/="), Some("a b/x"));
+        // start-after goes with the first page only: the token says where the next one starts.
         assert_eq!(
             sent(&r).0,
             "/bkt/?list-type=2&prefix=a%20b%2F%2B&continuation-token=tok%2F%3D"
         );
-        assert_eq!(sent(&t.list_objects_v2("", None)).0, "/bkt/?list-type=2");
+        let r = t.list_objects_v2("a b/+", None, Some("a b/+x&y"));
+        assert_eq!(
+            sent(&r).0,
+            "/bkt/?list-type=2&prefix=a%20b%2F%2B&start-after=a%20b%2F%2Bx%26y"
+        );
+        assert_eq!(
+            sent(&t.list_objects_v2("", None, None)).0,
+            "/bkt/?list-type=2"
+        );
         let h = t.head_object("k", None).unwrap();
         assert_eq!(h.method(), Method::HEAD);
     }

@@ -308,6 +308,18 @@ async fn listing_pages_through_continuation_tokens_and_feeds_get_stream() {
     assert_eq!(client.list("lst", "p/01/").count().await, 833);
     assert_eq!(client.list("lst", "nothing-here/").count().await, 0);
 
+    // From the key after a given one, across pages: the key itself, one between keys, the last.
+    let keys: Vec<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+    for after in [keys[0], keys[1200], "p/01/k00000x", keys[keys.len() - 1], "a", "z"] {
+        let listed: Vec<String> = client
+            .list_after("lst", "p/", after)
+            .map(|r| r.expect("listing").key)
+            .collect()
+            .await;
+        let want: Vec<&str> = keys.iter().copied().filter(|k| *k > after).collect();
+        assert_eq!(listed, want, "after {after:?}");
+    }
+
     // The listing feeds the fetch without being collected first.
     let mut fetched = client.get_stream("lst", client.list("lst", "p/"));
     let mut n = 0;
