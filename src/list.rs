@@ -78,11 +78,7 @@ impl ListStream {
 
 async fn next_page(st: &mut State) -> Result<(), Error> {
     let target = st.ctx.target(&st.bucket)?;
-    let req = target.list_objects_v2(
-        &st.prefix,
-        st.token.as_deref(),
-        st.start_after.as_deref(),
-    );
+    let req = target.list_objects_v2(&st.prefix, st.token.as_deref(), st.start_after.as_deref());
     let (_, body) = request_whole(&st.ctx, req, MAX_LIST_PAGE).await?;
     let page = parse_list_page(&body)?;
     if page.next_token.is_some() && page.next_token == st.token {

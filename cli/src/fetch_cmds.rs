@@ -1,17 +1,21 @@
 //! `cat`, `get` and `bench`: fetch the objects of a listing or a keys file in order, and write
 //! them to stdout, to files, or nowhere.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
 use futures::{FutureExt as _, StreamExt as _};
-use s3_ordered::{Body, Client, Object};
+use s3_ordered::{Body, Client, Object, ObjectRef};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::opts::ConnectOpts;
-use crate::output::{cpu_and_peak_rss, is_broken_pipe, Tally};
-use crate::source::{self, S3Url};
+use crate::output::{cpu_and_peak_rss, is_broken_pipe, Resume, Tally};
+use crate::source::{self, Inputs, S3Url, Start};
+use crate::stop::Signals;
 
 /// What `cat`, `get` and `bench` take.
 #[derive(clap::Args, Debug)]
@@ -23,6 +27,14 @@ pub(crate) struct FetchArgs {
     /// KEY<TAB>SIZE<TAB>VERSION_ID; a missing size is learned from the first GET); `-` reads stdin
     #[arg(long, value_name = "FILE")]
     pub(crate) keys_from: Option<String>,
+    /// List from the first key after KEY: how a run of a listing stopped early goes on (it
+    /// prints the flag)
+    #[arg(long, value_name = "KEY")]
+    pub(crate) start_after: Option<String>,
+    /// Pass over the first N objects of the input (keys-file lines or listed keys): how a run
+    /// of a keys file stopped early goes on (it prints the flag)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) skip: u64,
     /// No progress bar and no summary line
     #[arg(long, short)]
     pub(crate) quiet: bool,
@@ -30,18 +42,100 @@ pub(crate) struct FetchArgs {
     pub(crate) conn: ConnectOpts,
 }
 
+/// Which inputs are passed over without a request: false for those.
+type Keep = Box<dyn FnMut(&ObjectRef) -> bool + Send>;
+
+/// A started fetch.
+struct Run {
+    client: Client,
+    results: s3_ordered::ObjectStream,
+    tally: Tally,
+    order: Order,
+}
+
 impl FetchArgs {
-    async fn start(&self) -> anyhow::Result<(Client, s3_ordered::ObjectStream, Tally)> {
-        source::check(&self.url, self.keys_from.as_deref())?;
+    /// Starts fetching the input, less the items `keep` refuses.
+    async fn start(&self, keep: Option<Keep>) -> anyhow::Result<Run> {
+        let start = Start {
+            after: self.start_after.clone(),
+            skip: self.skip,
+        };
+        source::check(&self.url, self.keys_from.as_deref(), &start)?;
         let client = self.conn.client().await?;
         let total = match self.keys_from.as_deref() {
-            Some(path) if path != "-" && Tally::visible(self.quiet) => count_lines(path).ok(),
+            Some(path) if path != "-" && Tally::visible(self.quiet) => {
+                count_lines(path).ok().map(|n| n.saturating_sub(self.skip))
+            }
             _ => None,
         };
-        let inputs = source::inputs(&client, &self.url, self.keys_from.as_deref()).await?;
+        let inputs = source::inputs(&client, &self.url, self.keys_from.as_deref(), &start).await?;
+        let resume = Resume {
+            listing: self.keys_from.is_none(),
+            skip: self.skip,
+            after: self.start_after.clone(),
+        };
+        let tally = Tally::new(total, self.quiet, client.clone(), resume);
+        let (inputs, order) = match keep {
+            None => (inputs, Order::default()),
+            Some(keep) => filtered(inputs, keep, Arc::clone(&tally.skipped)),
+        };
         let results = client.get_stream(self.url.bucket.clone(), inputs);
-        let tally = Tally::new(total, self.quiet, client.clone());
-        Ok((client, results, tally))
+        Ok(Run {
+            client,
+            results,
+            tally,
+            order,
+        })
+    }
+}
+
+/// The item number in the input of each result, in order, when items were passed over.
+#[derive(Default)]
+struct Order(Option<Arc<Mutex<VecDeque<u64>>>>);
+
+impl Order {
+    /// The item number of the next result, whose position among the results is `seq`.
+    fn next(&self, seq: u64) -> u64 {
+        match &self.0 {
+            None => seq,
+            Some(queue) => queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front()
+                .unwrap_or(seq),
+        }
+    }
+}
+
+/// `inputs` less the objects `keep` refuses (counted in `skipped`); bad items pass, to fail
+/// at their position.
+fn filtered(
+    inputs: Inputs,
+    mut keep: Keep,
+    skipped: Arc<std::sync::atomic::AtomicU64>,
+) -> (Inputs, Order) {
+    let queue = Arc::new(Mutex::new(VecDeque::new()));
+    let numbers = Arc::clone(&queue);
+    let items = inputs.enumerate().filter_map(move |(i, item)| {
+        let pass = item.as_ref().map_or(true, &mut keep);
+        if pass {
+            numbers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_back(i as u64);
+        } else {
+            skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        futures::future::ready(pass.then_some(item))
+    });
+    (Box::pin(items), Order(Some(queue)))
+}
+
+/// The position among the results of `result`.
+fn seq_of(result: &Result<Object, s3_ordered::Error>) -> u64 {
+    match result {
+        Ok(obj) => obj.seq,
+        Err(e) => e.seq().unwrap_or_default(),
     }
 }
 
@@ -55,20 +149,40 @@ fn count_lines(path: &str) -> std::io::Result<u64> {
 
 /// `cat`: the bodies, concatenated in order, to stdout.
 pub(crate) async fn cat(args: FetchArgs) -> anyhow::Result<ExitCode> {
-    let (_client, mut results, mut tally) = args.start().await?;
+    let mut signals = Signals::catch()?;
+    let mut run = args.start(None).await?;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
+    match signals.until(cat_all(&mut run, &mut out)).await {
+        Ok(Ok(())) => Ok(run.tally.finish()),
+        Ok(Err(e)) => closed_or_failed(e, run.tally),
+        Err(stop) => {
+            // What was written of the objects done goes out; a reader that does not take it
+            // leaves the position unknown.
+            let flushed = tokio::time::timeout(std::time::Duration::from_secs(2), out.flush());
+            if !matches!(flushed.await, Ok(Ok(()))) {
+                run.tally.forget_position();
+            }
+            Ok(run.tally.stopped(stop))
+        }
+    }
+}
+
+async fn cat_all(
+    run: &mut Run,
+    out: &mut tokio::io::BufWriter<tokio::io::Stdout>,
+) -> std::io::Result<()> {
     loop {
         // Flush whenever the next object is not ready yet, so output streams.
-        let next = match results.next().now_or_never() {
+        let next = match run.results.next().now_or_never() {
             Some(next) => next,
             None => {
-                if let Err(e) = out.flush().await {
-                    return closed_or_failed(e, tally);
-                }
-                results.next().await
+                out.flush().await?;
+                run.results.next().await
             }
         };
         let Some(result) = next else { break };
+        let index = run.order.next(seq_of(&result));
+        let tally = &mut run.tally;
         match result {
             Ok(mut obj) if obj.body.is_streaming() => {
                 // Part by part, as the parts arrive; each chunk's memory returns once written.
@@ -80,9 +194,7 @@ pub(crate) async fn cat(args: FetchArgs) -> anyhow::Result<ExitCode> {
                             break;
                         }
                         Some(Ok(chunk)) => {
-                            if let Err(e) = out.write_all(&chunk).await {
-                                return closed_or_failed(e, tally);
-                            }
+                            out.write_all(&chunk).await?;
                             written += chunk.len() as u64;
                         }
                         Some(Err(e)) => {
@@ -94,22 +206,24 @@ pub(crate) async fn cat(args: FetchArgs) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
+                tally.done_through(index, &obj.key);
             }
             Ok(obj) => {
                 for chunk in obj.body.chunks() {
-                    if let Err(e) = out.write_all(chunk).await {
-                        return closed_or_failed(e, tally);
-                    }
+                    out.write_all(chunk).await?;
                 }
                 tally.ok(obj.body.size());
+                tally.done_through(index, &obj.key);
             }
-            Err(e) => tally.failed(&e.with_causes()),
+            Err(e) => {
+                tally.failed(&e.with_causes());
+                if let Some(key) = e.key() {
+                    tally.done_through(index, key);
+                }
+            }
         }
     }
-    if let Err(e) = out.flush().await {
-        return closed_or_failed(e, tally);
-    }
-    Ok(tally.finish())
+    out.flush().await
 }
 
 fn closed_or_failed(e: std::io::Error, tally: Tally) -> anyhow::Result<ExitCode> {
@@ -129,31 +243,97 @@ pub(crate) struct GetArgs {
     /// Directory to write the objects into, as DIR/<key relative to the prefix>
     #[arg(long, value_name = "DIR")]
     pub(crate) out: PathBuf,
+    /// Send nothing for an object whose file is already there with the object's size (for a
+    /// keys-file line without a size, any file there): a rerun fetches what is missing
+    #[arg(long, conflicts_with = "if_size_differ")]
+    pub(crate) skip_existing: bool,
+    /// Fetch an object only when its file is missing or of another size (a keys-file line
+    /// without a size is always fetched)
+    #[arg(long)]
+    pub(crate) if_size_differ: bool,
 }
 
 /// `get`: each object to its own file under `--out`.
 pub(crate) async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::catch()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let prefix = args.fetch.url.prefix.clone();
-    let (_client, mut results, mut tally) = args.fetch.start().await?;
-    while let Some(result) = results.next().await {
+    let keep: Option<Keep> = if args.skip_existing || args.if_size_differ {
+        let (dir, prefix, unsized_there) = (args.out.clone(), prefix.clone(), args.skip_existing);
+        Some(Box::new(move |obj: &ObjectRef| {
+            !already_there(&dir, &prefix, obj, unsized_there)
+        }))
+    } else {
+        None
+    };
+    let mut run = args.fetch.start(keep).await?;
+    // The temporary file being written, if any: removed when a signal stops the command.
+    let mut writing = None;
+    match signals
+        .until(get_all(&mut run, &args.out, &prefix, &mut writing))
+        .await
+    {
+        Ok(()) => Ok(run.tally.finish()),
+        Err(stop) => {
+            if let Some(tmp) = writing {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            Ok(run.tally.stopped(stop))
+        }
+    }
+}
+
+async fn get_all(run: &mut Run, dir: &Path, prefix: &str, writing: &mut Option<PathBuf>) {
+    while let Some(result) = run.results.next().await {
+        let index = run.order.next(seq_of(&result));
         let obj = match result {
             Ok(obj) => obj,
             Err(e) => {
-                tally.failed(&e.with_causes());
+                run.tally.failed(&e.with_causes());
+                if let Some(key) = e.key() {
+                    run.tally.done_through(index, key);
+                }
                 continue;
             }
         };
         let key = obj.key.clone();
         let len = obj.body.size();
-        let rel = key.strip_prefix(prefix.as_str()).unwrap_or(&key).to_owned();
-        match save(&args.out, &rel, obj).await {
-            Ok(()) => tally.ok(len),
-            Err(e) => tally.failed(&format!("object {key:?}: {e:#}")),
+        let rel = key.strip_prefix(prefix).unwrap_or(&key).to_owned();
+        match save(dir, &rel, obj, writing).await {
+            Ok(()) => run.tally.ok(len),
+            Err(e) => run.tally.failed(&format!("object {key:?}: {e:#}")),
+        }
+        run.tally.done_through(index, &key);
+    }
+}
+
+/// Whether `obj`'s file under `dir` is already there with its size (or, for an object of
+/// unknown size, at all when `unsized_there`); then a leftover temporary file of it goes too.
+fn already_there(dir: &Path, prefix: &str, obj: &ObjectRef, unsized_there: bool) -> bool {
+    let rel = obj.key.strip_prefix(prefix).unwrap_or(&obj.key);
+    let Ok((segments, is_dir)) = safe_segments(rel) else {
+        return false; // refused when it is fetched, with the reason
+    };
+    let mut path = dir.to_path_buf();
+    path.extend(&segments);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return false;
+    };
+    if is_dir {
+        return meta.is_dir();
+    }
+    let there = meta.is_file()
+        && match obj.size {
+            Some(size) => meta.len() == size,
+            None => unsized_there,
+        };
+    if there {
+        if let Some(name) = segments.last() {
+            let _ = std::fs::remove_file(tmp_path(path.parent().unwrap_or(dir), name));
         }
     }
-    Ok(tally.finish())
+    there
 }
 
 /// The path segments of `rel` below the output directory, and whether it names a directory
@@ -185,20 +365,22 @@ struct Target {
 }
 
 /// Writes `obj` to `dir/rel` through a temporary file and a rename; a streaming body is written
-/// part by part as it arrives, and renamed only once complete.
-async fn save(dir: &Path, rel: &str, obj: Object) -> anyhow::Result<()> {
-    let (dir, rel, seq, empty) = (
-        dir.to_path_buf(),
-        rel.to_owned(),
-        obj.seq,
-        obj.body.is_empty(),
-    );
-    let target = tokio::task::spawn_blocking(move || prepare(&dir, &rel, seq, empty))
+/// part by part as it arrives, and renamed only once complete. `writing` names the temporary
+/// file while it may exist.
+async fn save(
+    dir: &Path,
+    rel: &str,
+    obj: Object,
+    writing: &mut Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (dir, rel, empty) = (dir.to_path_buf(), rel.to_owned(), obj.body.is_empty());
+    let target = tokio::task::spawn_blocking(move || prepare(&dir, &rel, empty))
         .await
         .context("the writer task failed")??;
     let Some(target) = target else {
         return Ok(()); // a directory marker
     };
+    *writing = Some(target.tmp.clone());
     let written = if obj.body.is_streaming() {
         write_streaming(&target.tmp, obj.body).await
     } else {
@@ -227,12 +409,13 @@ async fn save(dir: &Path, rel: &str, obj: Object) -> anyhow::Result<()> {
     if result.is_err() {
         let _ = tokio::fs::remove_file(&target.tmp).await;
     }
+    *writing = None;
     result
 }
 
 /// Checks `rel` and creates its parent directories under `dir`; `None` for a directory marker
 /// (a key ending in `/`), which needs nothing written.
-fn prepare(dir: &Path, rel: &str, seq: u64, empty: bool) -> anyhow::Result<Option<Target>> {
+fn prepare(dir: &Path, rel: &str, empty: bool) -> anyhow::Result<Option<Target>> {
     let (segments, is_dir) = safe_segments(rel).map_err(|why| anyhow::anyhow!("refused: {why}"))?;
     if is_dir && !empty {
         anyhow::bail!("refused: a key ending in `/` has a body");
@@ -265,21 +448,32 @@ fn prepare(dir: &Path, rel: &str, seq: u64, empty: bool) -> anyhow::Result<Optio
         return Ok(None);
     };
     Ok(Some(Target {
-        tmp: path.join(format!(
-            ".{name}.s3-ordered-{}-{seq}.tmp",
-            std::process::id()
-        )),
+        tmp: tmp_path(&path, name),
         dest: path.join(name),
     }))
 }
 
-/// Opens `path` for writing; refuses an existing file or symlink at the temporary name.
+/// The temporary name of file `name` in `dir`: the same on every run, so that a run stopped
+/// before it could remove it leaves one a rerun finds.
+fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.s3-ordered.tmp"))
+}
+
+/// Opens `path` for writing as a new file. Whatever is at the temporary name (a leftover of a
+/// run that was stopped, a symlink) is removed first, never written through.
 fn create_new(path: &Path) -> anyhow::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::remove_file(path)
+            .and_then(|()| open())
+            .with_context(|| format!("replacing the leftover {}", path.display())),
+        opened => opened.with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 fn write_whole(path: &Path, body: &Body) -> anyhow::Result<()> {
@@ -322,25 +516,12 @@ pub(crate) struct BenchArgs {
 
 /// `bench`: fetch and discard, then report speed, CPU and memory.
 pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let (client, mut results, mut tally) = args.fetch.start().await?;
-    while let Some(result) = results.next().await {
-        match result {
-            Ok(mut obj) if obj.body.is_streaming() => {
-                let mut failed = None;
-                while let Some(chunk) = obj.body.next_chunk().await {
-                    if let Err(e) = chunk {
-                        failed = Some(e);
-                    }
-                }
-                match failed {
-                    None => tally.ok(obj.body.size()),
-                    Some(e) => tally.failed(&e.with_causes()),
-                }
-            }
-            Ok(obj) => tally.ok(obj.body.size()),
-            Err(e) => tally.failed(&e.with_causes()),
-        }
+    let mut signals = Signals::catch()?;
+    let mut run = args.fetch.start(None).await?;
+    if let Err(stop) = signals.until(bench_all(&mut run)).await {
+        return Ok(run.tally.stopped(stop));
     }
+    let Run { client, tally, .. } = run;
     tally.clear();
     let secs = tally.elapsed().max(1e-9);
     let (cpu, rss) = cpu_and_peak_rss();
@@ -383,6 +564,38 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(tally.finish())
+}
+
+async fn bench_all(run: &mut Run) {
+    let tally = &mut run.tally;
+    while let Some(result) = run.results.next().await {
+        let index = run.order.next(seq_of(&result));
+        match result {
+            Ok(mut obj) if obj.body.is_streaming() => {
+                let mut failed = None;
+                while let Some(chunk) = obj.body.next_chunk().await {
+                    if let Err(e) = chunk {
+                        failed = Some(e);
+                    }
+                }
+                match failed {
+                    None => tally.ok(obj.body.size()),
+                    Some(e) => tally.failed(&e.with_causes()),
+                }
+                tally.done_through(index, &obj.key);
+            }
+            Ok(obj) => {
+                tally.ok(obj.body.size());
+                tally.done_through(index, &obj.key);
+            }
+            Err(e) => {
+                tally.failed(&e.with_causes());
+                if let Some(key) = e.key() {
+                    tally.done_through(index, key);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

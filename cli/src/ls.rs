@@ -15,13 +15,16 @@ pub(crate) struct Args {
     /// s3://BUCKET[/PREFIX]
     #[arg(value_name = "S3_URL", value_parser = source::parse_s3_url)]
     url: S3Url,
+    /// List from the first key after KEY (ListObjectsV2 start-after)
+    #[arg(long, value_name = "KEY")]
+    start_after: Option<String>,
     #[command(flatten)]
     conn: ConnectOpts,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = args.conn.client().await?;
-    let mut listing = client.list(args.url.bucket.clone(), args.url.prefix.clone());
+    let mut listing = source::listing(&client, &args.url, args.start_after.as_deref());
     let mut out = tokio::io::BufWriter::with_capacity(256 << 10, tokio::io::stdout());
     let mut status = ExitCode::SUCCESS;
     while let Some(item) = listing.next().await {

@@ -14,6 +14,7 @@ mod opts;
 mod output;
 mod serve;
 mod source;
+mod stop;
 
 use std::process::ExitCode;
 

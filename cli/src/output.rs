@@ -2,6 +2,8 @@
 //! chain, the closing summary, broken-pipe detection and the process's CPU and RSS.
 
 use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,6 +14,14 @@ pub(crate) struct Tally {
     pub(crate) ok: u64,
     pub(crate) failed: u64,
     pub(crate) bytes: u64,
+    /// Objects passed over without a request (`get --skip-existing`), counted as the input
+    /// is read.
+    pub(crate) skipped: Arc<AtomicU64>,
+    /// The last object done, in order: its item number in the input (0 for the first item
+    /// after `--skip`) and its key.
+    last: Option<(u64, String)>,
+    /// How a run stopped early resumes: from a listing (`--start-after`) or not (`--skip`).
+    resume: Resume,
     started: Instant,
     bar: ProgressBar,
     quiet: bool,
@@ -22,7 +32,7 @@ pub(crate) struct Tally {
 impl Tally {
     /// A tally; the bar is drawn only when stderr is a terminal and `quiet` is off.
     /// `total` (objects) enables a bar with an ETA; without it a spinner counts.
-    pub(crate) fn new(total: Option<u64>, quiet: bool, client: Client) -> Self {
+    pub(crate) fn new(total: Option<u64>, quiet: bool, client: Client, resume: Resume) -> Self {
         let show = !quiet && std::io::stderr().is_terminal();
         let bar = match total {
             Some(n) => ProgressBar::new(n).with_style(
@@ -49,6 +59,9 @@ impl Tally {
             ok: 0,
             failed: 0,
             bytes: 0,
+            skipped: Arc::default(),
+            last: None,
+            resume,
             started: Instant::now(),
             bar,
             quiet,
@@ -79,6 +92,24 @@ impl Tally {
         self.bar.suspend(|| eprintln!("s3-ordered: {message}"));
     }
 
+    /// Records that the object at item `index` of the input (`key`) is done, ok or not: every
+    /// item before it is done too.
+    pub(crate) fn done_through(&mut self, index: u64, key: &str) {
+        match &mut self.last {
+            Some((i, k)) => {
+                *i = index;
+                k.clear();
+                k.push_str(key);
+            }
+            None => self.last = Some((index, key.to_owned())),
+        }
+    }
+
+    /// Forgets the last object done: its bytes may not have reached the output.
+    pub(crate) fn forget_position(&mut self) {
+        self.last = None;
+    }
+
     /// Removes the bar from the terminal (before printing a report).
     pub(crate) fn clear(&self) {
         crate::log::set_bar(None);
@@ -102,12 +133,25 @@ impl Tally {
 
     /// Clears the bar and prints the one-line summary (unless quiet); returns the exit status.
     pub(crate) fn finish(self) -> std::process::ExitCode {
+        self.summary();
+        if self.failed > 0 {
+            std::process::ExitCode::from(1)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    }
+
+    fn summary(&self) {
         self.clear();
         if !self.quiet {
             let secs = self.elapsed().max(1e-9);
             let stats = self.client.stats();
+            let skipped = match self.skipped.load(Ordering::Relaxed) {
+                0 => String::new(),
+                n => format!(", {n} skipped (already there)"),
+            };
             eprintln!(
-                "{} objects ok, {} failed, {} in {secs:.2} s ({}/s){}{}",
+                "{} objects ok, {} failed{skipped}, {} in {secs:.2} s ({}/s){}{}",
                 self.ok,
                 self.failed,
                 human_bytes(self.bytes),
@@ -116,11 +160,54 @@ impl Tally {
                 checksums(&stats)
             );
         }
-        if self.failed > 0 {
-            std::process::ExitCode::from(1)
-        } else {
-            std::process::ExitCode::SUCCESS
-        }
+    }
+
+    /// After a stop by `signal`: the summary, then the last object done and the flag that
+    /// goes on after it (always printed); returns the exit status, 128 + the signal's number.
+    pub(crate) fn stopped(self, signal: crate::stop::Stop) -> std::process::ExitCode {
+        self.summary();
+        let resume = match &self.last {
+            None if self.resume.skip == 0 && self.resume.after.is_none() => {
+                "no object was done; run it again as it was".to_owned()
+            }
+            None => {
+                "no object was done; run it again with the same --skip or --start-after".to_owned()
+            }
+            Some((index, key)) => {
+                let how = if self.resume.listing {
+                    format!("--start-after {}", shell_quote(key))
+                } else {
+                    format!("--skip {}", self.resume.skip + index + 1)
+                };
+                format!("the last object done in order was {key:?}; to go on after it: {how}")
+            }
+        };
+        eprintln!("s3-ordered: stopped by {}; {resume}", signal.name());
+        std::process::ExitCode::from(signal.exit_status())
+    }
+}
+
+/// Where the input of a command started, to say how a stopped run goes on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Resume {
+    /// The input is a listing (resumed with `--start-after`), not a keys file.
+    pub(crate) listing: bool,
+    /// The `--skip` this run was given.
+    pub(crate) skip: u64,
+    /// The `--start-after` this run was given.
+    pub(crate) after: Option<String>,
+}
+
+/// `key` as one shell word: bare when it is plain, else in single quotes.
+pub(crate) fn shell_quote(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,%".contains(&b));
+    if plain {
+        key.to_owned()
+    } else {
+        format!("'{}'", key.replace('\'', "'\\''"))
     }
 }
 

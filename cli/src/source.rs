@@ -73,18 +73,44 @@ pub(crate) fn parse_key_line(line: &str) -> Result<Option<KeyLine>, String> {
 /// The objects to fetch, in order: from the keys file if given, else the listing of the URL.
 pub(crate) type Inputs = Pin<Box<dyn Stream<Item = Result<ObjectRef, Error>> + Send>>;
 
-/// Opens the input: a listing of `url`, or the lines of `keys_from` (`-` for stdin). Lines
-/// without a size become objects of unknown size, whose first GET learns it.
+/// Where the input starts: after a key of the listing, or past its first items.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Start {
+    /// List from the first key after this one (listings only).
+    pub(crate) after: Option<String>,
+    /// Items of the input (keys-file lines or listed keys) to pass over first.
+    pub(crate) skip: u64,
+}
+
+/// Opens the input: a listing of `url`, or the lines of `keys_from` (`-` for stdin), from
+/// `start`. Lines without a size become objects of unknown size, whose first GET learns it.
 pub(crate) async fn inputs(
     client: &Client,
     url: &S3Url,
     keys_from: Option<&str>,
+    start: &Start,
 ) -> anyhow::Result<Inputs> {
-    let Some(path) = keys_from else {
-        return Ok(Box::pin(
-            client.list(url.bucket.clone(), url.prefix.clone()),
-        ));
+    let items = match keys_from {
+        None => listing(client, url, start.after.as_deref()),
+        Some(path) => key_lines(path).await?,
     };
+    Ok(match usize::try_from(start.skip) {
+        Ok(0) => items,
+        Ok(n) => Box::pin(items.skip(n)),
+        Err(_) => Box::pin(futures::stream::empty()),
+    })
+}
+
+/// The listing of `url`, from the first key after `after`.
+pub(crate) fn listing(client: &Client, url: &S3Url, after: Option<&str>) -> Inputs {
+    let (bucket, prefix) = (url.bucket.clone(), url.prefix.clone());
+    match after {
+        Some(after) => Box::pin(client.list_after(bucket, prefix, after)),
+        None => Box::pin(client.list(bucket, prefix)),
+    }
+}
+
+async fn key_lines(path: &str) -> anyhow::Result<Inputs> {
     let reader: Pin<Box<dyn tokio::io::AsyncBufRead + Send>> = if path == "-" {
         Box::pin(tokio::io::BufReader::new(tokio::io::stdin()))
     } else {
@@ -134,12 +160,15 @@ fn tokio_lines(
 }
 
 /// Rejects a combination of URL and flags that cannot work.
-pub(crate) fn check(url: &S3Url, keys_from: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn check(url: &S3Url, keys_from: Option<&str>, start: &Start) -> anyhow::Result<()> {
     if keys_from.is_some() && !url.prefix.is_empty() {
         bail!(
             "--keys-from takes the bucket only (s3://{}), not a prefix",
             url.bucket
         );
+    }
+    if keys_from.is_some() && start.after.is_some() {
+        bail!("--start-after resumes a listing; a keys file resumes with --skip N");
     }
     Ok(())
 }

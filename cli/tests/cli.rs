@@ -17,6 +17,8 @@ fn client_builder() -> s3_ordered::ClientBuilder {
 #[path = "../../tests/support/shed_server.rs"]
 #[allow(dead_code)]
 mod shed_server;
+#[path = "support/slow_server.rs"]
+mod slow_server;
 #[path = "../../tests/support/tls_server.rs"]
 #[allow(dead_code)]
 mod tls_server;
@@ -929,4 +931,285 @@ async fn serve_speaks_https_with_a_given_certificate() {
     let out = output(cat, None).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(text(&out.stdout), "over tls\n");
+}
+
+/// The object GETs the server has seen (not listings), by path.
+fn object_gets(server: &S3Server) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == hyper::Method::GET && r.uri.path() != "/bkt/")
+        .map(|r| r.uri.path().to_owned())
+        .collect()
+}
+
+/// The files under `dir`, relative, sorted; temporary ones included.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().to_owned();
+                files.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_with_skip_existing_sends_nothing_for_what_is_there() {
+    let f = fixture().await;
+    let out_dir = f.home.path().join("out");
+    let dir = out_dir.to_str().unwrap();
+    let get = |extra: &[&str]| {
+        let mut args = vec!["get", "s3://bkt/pre/", "--out", dir];
+        args.extend_from_slice(extra);
+        output(f.cmd(&args), None)
+    };
+    let out = get(&[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = object_gets(&f.server).len();
+    assert_eq!(all, f.under("pre/").len());
+
+    // Everything there: no object GET at all.
+    let out = get(&["--skip-existing"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(object_gets(&f.server).len(), all, "a GET was sent");
+    let skipped = format!("{} skipped", f.under("pre/").len());
+    assert!(
+        text(&out.stderr).contains(&skipped),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // One file cut short, one removed, a leftover temporary file: those two are fetched,
+    // and the leftover of a skipped file is gone.
+    std::fs::write(out_dir.join("sub/b.bin"), b"short").unwrap();
+    std::fs::remove_file(out_dir.join("a.txt")).unwrap();
+    std::fs::write(out_dir.join("sub/deeper/.c.bin.s3-ordered.tmp"), b"left").unwrap();
+    for flag in ["--skip-existing", "--if-size-differ"] {
+        let before = object_gets(&f.server).len();
+        let out = get(&[flag]).await;
+        assert!(out.status.success(), "{flag}: {}", text(&out.stderr));
+        let sent = object_gets(&f.server)[before..].to_vec();
+        if flag == "--skip-existing" {
+            assert_eq!(sent, ["/bkt/pre/a.txt", "/bkt/pre/sub/b.bin"], "{flag}");
+        } else {
+            assert!(sent.is_empty(), "{flag}: {sent:?}");
+        }
+        for (key, data) in f.under("pre/") {
+            let path = out_dir.join(key.strip_prefix("pre/").unwrap());
+            assert!(std::fs::read(&path).unwrap() == *data, "{}", path.display());
+        }
+        assert!(
+            !files_under(&out_dir).iter().any(|f| f.ends_with(".tmp")),
+            "{:?}",
+            files_under(&out_dir)
+        );
+    }
+
+    // A keys file without sizes: --skip-existing keeps any file there, --if-size-differ
+    // fetches what it cannot compare.
+    let keys = f.home.path().join("keys.txt");
+    std::fs::write(&keys, "pre/a.txt\npre/z-last\n").unwrap();
+    let keyed_dir = f.home.path().join("keyed");
+    std::fs::create_dir_all(keyed_dir.join("pre")).unwrap();
+    std::fs::write(keyed_dir.join("pre/a.txt"), b"mine").unwrap();
+    for (flag, want) in [("--skip-existing", 1), ("--if-size-differ", 2)] {
+        let before = object_gets(&f.server).len();
+        let out = output(
+            f.cmd(&[
+                "get",
+                "s3://bkt",
+                "--keys-from",
+                keys.to_str().unwrap(),
+                "--out",
+                keyed_dir.to_str().unwrap(),
+                flag,
+            ]),
+            None,
+        )
+        .await;
+        assert!(out.status.success(), "{flag}: {}", text(&out.stderr));
+        assert_eq!(object_gets(&f.server).len() - before, want, "{flag}");
+    }
+    let out = get(&["--skip-existing", "--if-size-differ"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_after_and_skip_go_on_exactly_after_the_last_key() {
+    let f = fixture().await;
+    let objects = f.under("pre/");
+    for i in 0..objects.len() {
+        let after = objects[i].0.as_str();
+        let out = output(
+            f.cmd(&["cat", "s3://bkt/pre/", "--start-after", after]),
+            None,
+        )
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let want: Vec<u8> = objects[i + 1..]
+            .iter()
+            .flat_map(|(_, d)| d.clone())
+            .collect();
+        assert!(out.stdout == want, "after {after:?}");
+        let out = output(
+            f.cmd(&["ls", "s3://bkt/pre/", "--start-after", after]),
+            None,
+        )
+        .await;
+        let listed: Vec<String> = text(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').nth(1).unwrap().to_owned())
+            .collect();
+        let want: Vec<&String> = objects[i + 1..].iter().map(|(k, _)| k).collect();
+        assert_eq!(listed.iter().collect::<Vec<_>>(), want);
+    }
+    // A keys file, in its own order, a bad line counting as one.
+    let keys = f.home.path().join("keys.txt");
+    std::fs::write(
+        &keys,
+        "pre/z-last\npre/a.txt\tbig\npre/a.txt\n\npre/sub/b.bin\n",
+    )
+    .unwrap();
+    let body = |k: &str| {
+        f.objects
+            .iter()
+            .find(|(key, _)| key == k)
+            .unwrap()
+            .1
+            .clone()
+    };
+    for (skip, want) in [
+        ("1", [body("pre/a.txt"), body("pre/sub/b.bin")].concat()),
+        ("2", [body("pre/a.txt"), body("pre/sub/b.bin")].concat()),
+        ("3", body("pre/sub/b.bin")),
+        ("4", Vec::new()),
+        ("99", Vec::new()),
+    ] {
+        let out = output(
+            f.cmd(&[
+                "cat",
+                "s3://bkt",
+                "--keys-from",
+                keys.to_str().unwrap(),
+                "--skip",
+                skip,
+            ]),
+            None,
+        )
+        .await;
+        assert!(out.stdout == want, "--skip {skip}");
+        // The bad line (item 1) fails the run when it is not passed over.
+        let code = if skip == "1" { 1 } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "--skip {skip}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = output(
+        f.cmd(&[
+            "cat",
+            "s3://bkt",
+            "--keys-from",
+            keys.to_str().unwrap(),
+            "--start-after",
+            "x",
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--skip"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_get_leaves_no_temporary_file_and_a_rerun_completes_the_tree() {
+    const SIZES: [(&str, usize); 3] = [("fast/a", 20_000), ("fast/b", 30_000), ("slow/c", 600_000)];
+    for (signal, status) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let server = slow_server::SlowServer::start(&SIZES).await;
+        let home = tempfile::tempdir().unwrap();
+        let keys = home.path().join("keys.txt");
+        let lines: String = SIZES.iter().map(|(k, n)| format!("{k}\t{n}\n")).collect();
+        std::fs::write(&keys, lines).unwrap();
+        let out_dir = home.path().join("out");
+        let cmd = |extra: &[&str]| {
+            let mut c = with_keys(bin(home.path()), SECRET_KEY);
+            c.args(["get", "s3://bkt", "--keys-from", keys.to_str().unwrap()])
+                .args(["--out", out_dir.to_str().unwrap(), "--max-bytes", "256KiB"])
+                .args([
+                    "--max-connections",
+                    "2",
+                    "--checksum-mode",
+                    "off",
+                    "--quiet",
+                ])
+                .args(["--endpoint-url", &format!("http://{}", server.addr)])
+                .args(extra);
+            c
+        };
+        // Started, and stopped while the large object is written part by part.
+        let mut child = cmd(&[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let tmp = out_dir.join("slow/.c.s3-ordered.tmp");
+        let mut waited = 0;
+        while !(tmp.exists() && out_dir.join("fast/b").exists()) {
+            assert!(waited < 2000, "the large object was never being written");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "it ended before it was stopped"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        // SAFETY: kill(2) with the pid of a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let done = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+        let out = tokio::time::timeout(std::time::Duration::from_secs(20), done)
+            .await
+            .expect("it did not stop")
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{stderr}");
+        let name = if signal == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        assert!(stderr.contains(&format!("stopped by {name}")), "{stderr}");
+        assert!(
+            stderr.contains("\"fast/b\"") && stderr.contains("--skip 2"),
+            "{stderr}"
+        );
+        assert_eq!(files_under(&out_dir), ["fast/a", "fast/b"], "{stderr}");
+
+        // The rerun sends nothing for what is there and completes the tree.
+        server
+            .slow
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let out = output(cmd(&["--skip-existing"]), None).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!((server.gets_of("fast/a"), server.gets_of("fast/b")), (1, 1));
+        assert_eq!(files_under(&out_dir), ["fast/a", "fast/b", "slow/c"]);
+        for (key, n) in SIZES {
+            let bytes = std::fs::read(out_dir.join(key)).unwrap();
+            assert!(bytes == content(key, n), "{key}");
+        }
+    }
 }

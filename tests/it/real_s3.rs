@@ -310,7 +310,14 @@ async fn listing_pages_through_continuation_tokens_and_feeds_get_stream() {
 
     // From the key after a given one, across pages: the key itself, one between keys, the last.
     let keys: Vec<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
-    for after in [keys[0], keys[1200], "p/01/k00000x", keys[keys.len() - 1], "a", "z"] {
+    for after in [
+        keys[0],
+        keys[1200],
+        "p/01/k00000x",
+        keys[keys.len() - 1],
+        "a",
+        "z",
+    ] {
         let listed: Vec<String> = client
             .list_after("lst", "p/", after)
             .map(|r| r.expect("listing").key)
