@@ -215,12 +215,7 @@ async fn cat_all(
                 tally.ok(obj.body.size());
                 tally.done_through(index, &obj.key);
             }
-            Err(e) => {
-                tally.failed(&e.with_causes());
-                if let Some(key) = e.key() {
-                    tally.done_through(index, key);
-                }
-            }
+            Err(e) => tally.failed_at(index, &e),
         }
     }
     out.flush().await
@@ -290,10 +285,7 @@ async fn get_all(run: &mut Run, dir: &Path, prefix: &str, writing: &mut Option<P
         let obj = match result {
             Ok(obj) => obj,
             Err(e) => {
-                run.tally.failed(&e.with_causes());
-                if let Some(key) = e.key() {
-                    run.tally.done_through(index, key);
-                }
+                run.tally.failed_at(index, &e);
                 continue;
             }
         };
@@ -588,12 +580,7 @@ async fn bench_all(run: &mut Run) {
                 tally.ok(obj.body.size());
                 tally.done_through(index, &obj.key);
             }
-            Err(e) => {
-                tally.failed(&e.with_causes());
-                if let Some(key) = e.key() {
-                    tally.done_through(index, key);
-                }
-            }
+            Err(e) => tally.failed_at(index, &e),
         }
     }
 }

@@ -79,6 +79,18 @@ pub(crate) struct ConnectOpts {
     /// (within --max-connections and a budget of 2 % more GETs), and the first reply wins
     #[arg(long)]
     no_hedge: bool,
+    /// The quantile of recent first-byte times a GET's hedging threshold starts from, in (0, 1)
+    #[arg(long, value_name = "Q", default_value_t = 0.95)]
+    hedge_quantile: f64,
+    /// What that quantile is multiplied by, at least 1
+    #[arg(long, value_name = "X", default_value_t = 1.5)]
+    hedge_factor: f64,
+    /// The least the hedging threshold can be
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.03, value_parser = parse_seconds)]
+    hedge_floor: f64,
+    /// Hedges per GET over time, in [0, 1]
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.02)]
+    hedge_budget: f64,
     /// Resume a body on a new connection when it brings fewer than SIZE bytes per second over
     /// --body-rate-window (at most twice per part, from its first missing byte); 0 turns it off
     #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
@@ -122,9 +134,14 @@ impl ConnectOpts {
             "off" => ChecksumMode::Off,
             _ => ChecksumMode::WhenAvailable,
         });
-        if self.no_hedge {
-            b = b.hedge(s3_ordered::HedgeConfig::off());
-        }
+        b = b.hedge(s3_ordered::HedgeConfig {
+            enabled: !self.no_hedge,
+            quantile: self.hedge_quantile,
+            factor: self.hedge_factor,
+            floor: Duration::from_secs_f64(self.hedge_floor),
+            budget: self.hedge_budget,
+            ..s3_ordered::HedgeConfig::default()
+        });
         b = b.min_body_rate(s3_ordered::MinBodyRate {
             bytes_per_second: self.min_body_rate,
             window: Duration::from_secs_f64(self.body_rate_window),

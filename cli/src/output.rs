@@ -105,6 +105,14 @@ impl Tally {
         }
     }
 
+    /// Records the failed object at item `index` of the input, and prints why.
+    pub(crate) fn failed_at(&mut self, index: u64, e: &s3_ordered::Error) {
+        self.failed(&e.with_causes());
+        if let Some(key) = e.key() {
+            self.done_through(index, key);
+        }
+    }
+
     /// Forgets the last object done: its bytes may not have reached the output.
     pub(crate) fn forget_position(&mut self) {
         self.last = None;
