@@ -1240,29 +1240,37 @@ impl<'t> Stall<'t> {
     /// wait passes the stall timeout or the body's rate falls below the floor.
     async fn within_body<F: Future>(&mut self, fut: F, got: u64) -> Result<F::Output, Waited> {
         let mut fut = pin!(fut);
+        // Set when the wait begins (the first `Pending`); the clock is read then, and again
+        // only when the timer fires, never on a wake that finds no bytes.
         let mut stall_at = None;
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Ok(out));
             }
-            let mut now = Instant::now();
-            let stall_at = *stall_at.get_or_insert(now + self.stall);
+            let mut now = None;
+            let stall_at = *stall_at.get_or_insert_with(|| {
+                let at = Instant::now();
+                now = Some(at);
+                at + self.stall
+            });
             loop {
-                let deadline = match self.floor.as_mut().map(|f| f.check(now, got)) {
-                    None => stall_at,
-                    Some(Ok(window_end)) => stall_at.min(window_end),
-                    Some(Err(rate)) => return Poll::Ready(Err(Waited::Slow { rate })),
-                };
-                if self.timer.deadline() != deadline {
-                    self.timer.as_mut().reset(deadline);
+                if let Some(now) = now {
+                    let deadline = match self.floor.as_mut().map(|f| f.check(now, got)) {
+                        None => stall_at,
+                        Some(Ok(window_end)) => stall_at.min(window_end),
+                        Some(Err(rate)) => return Poll::Ready(Err(Waited::Slow { rate })),
+                    };
+                    if self.timer.deadline() != deadline {
+                        self.timer.as_mut().reset(deadline);
+                    }
                 }
                 match self.timer.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) if deadline >= stall_at => {
+                    Poll::Ready(()) if self.timer.deadline() >= stall_at => {
                         return Poll::Ready(Err(Waited::Stalled))
                     }
                     // The floor's window ended during the wait: checked again.
-                    Poll::Ready(()) => now = Instant::now(),
+                    Poll::Ready(()) => now = Some(Instant::now()),
                 }
             }
         })
