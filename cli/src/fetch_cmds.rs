@@ -20,7 +20,8 @@ use crate::stop::Signals;
 /// What `cat`, `get` and `bench` take.
 #[derive(clap::Args, Debug)]
 pub(crate) struct FetchArgs {
-    /// s3://BUCKET[/PREFIX]: the objects under PREFIX, in listing order
+    /// s3://BUCKET[/PREFIX]: the objects under PREFIX, in listing order. A PREFIX with *, ? or
+    /// [...] is a glob that whole keys must match (* and ** match across /; quote it)
     #[arg(value_name = "S3_URL", value_parser = source::parse_s3_url)]
     pub(crate) url: S3Url,
     /// Fetch the keys listed in FILE instead (one per line: KEY, KEY<TAB>SIZE or
@@ -235,7 +236,8 @@ fn closed_or_failed(e: std::io::Error, tally: Tally) -> anyhow::Result<ExitCode>
 pub(crate) struct GetArgs {
     #[command(flatten)]
     pub(crate) fetch: FetchArgs,
-    /// Directory to write the objects into, as DIR/<key relative to the prefix>
+    /// Directory to write the objects into, as DIR/<key relative to the prefix> (to a glob's
+    /// literal part up to its last /)
     #[arg(long, value_name = "DIR")]
     pub(crate) out: PathBuf,
     /// Send nothing for an object whose file is already there with the object's size (for a
@@ -253,7 +255,7 @@ pub(crate) async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::catch()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let prefix = args.fetch.url.prefix.clone();
+    let prefix = args.fetch.url.base().to_owned();
     let keep: Option<Keep> = if args.skip_existing || args.if_size_differ {
         let (dir, prefix, unsized_there) = (args.out.clone(), prefix.clone(), args.skip_existing);
         Some(Box::new(move |obj: &ObjectRef| {

@@ -12,7 +12,7 @@ use crate::source::{self, S3Url};
 /// What `ls` takes.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// s3://BUCKET[/PREFIX]
+    /// s3://BUCKET[/PREFIX]; a PREFIX with *, ? or [...] is a glob that whole keys must match
     #[arg(value_name = "S3_URL", value_parser = source::parse_s3_url)]
     url: S3Url,
     /// List from the first key after KEY (ListObjectsV2 start-after)
@@ -38,9 +38,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 eprintln!(
-                    "s3-ordered: listing s3://{}/{}: {}",
-                    args.url.bucket,
-                    args.url.prefix,
+                    "s3-ordered: listing {}: {}",
+                    args.url.display(),
                     e.with_causes()
                 );
                 status = ExitCode::from(1);

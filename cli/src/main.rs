@@ -7,6 +7,7 @@
 
 mod demo;
 mod fetch_cmds;
+mod glob;
 mod insecure;
 mod log;
 mod ls;
@@ -45,6 +46,7 @@ enum Command {
     /// Write the objects' bodies to stdout, concatenated in order
     #[command(
         after_help = "Examples:\n  s3-ordered cat s3://my-bucket/events/ | gzip -dc | jq .\n  \
+        s3-ordered cat 's3://my-bucket/logs/*/2024-0[1-6]-*.json'\n  \
         cut -f1 keys.tsv | s3-ordered cat s3://my-bucket --keys-from - > all.bin"
     )]
     Cat(fetch_cmds::FetchArgs),

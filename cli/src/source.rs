@@ -1,4 +1,5 @@
-//! Where the objects come from: an `s3://BUCKET[/PREFIX]` URL, and optionally a file of keys.
+//! Where the objects come from: an `s3://BUCKET[/PREFIX]` URL (the prefix may be a glob), and
+//! optionally a file of keys.
 
 use std::pin::Pin;
 
@@ -7,14 +8,40 @@ use futures::{Stream, StreamExt};
 use s3_ordered::{Client, Error, ObjectRef};
 use tokio::io::AsyncBufReadExt;
 
+use crate::glob::{is_glob, Glob};
+
 /// A parsed `s3://BUCKET[/PREFIX]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct S3Url {
     pub(crate) bucket: String,
+    /// What to list: the prefix as given, or a glob's literal prefix.
     pub(crate) prefix: String,
+    /// The glob the keys must match, when the prefix holds a wildcard.
+    pub(crate) glob: Option<Glob>,
 }
 
-/// Parses `s3://BUCKET[/PREFIX]`; the prefix is kept as given (empty for the whole bucket).
+impl S3Url {
+    /// What keys are written relative to (`get`): the prefix, or for a glob its literal
+    /// prefix up to its last `/`.
+    pub(crate) fn base(&self) -> &str {
+        match self.glob {
+            None => &self.prefix,
+            Some(_) => self.prefix.rfind('/').map_or("", |i| &self.prefix[..=i]),
+        }
+    }
+
+    /// The URL as the user wrote it.
+    pub(crate) fn display(&self) -> String {
+        let path = self
+            .glob
+            .as_ref()
+            .map_or(self.prefix.as_str(), Glob::as_str);
+        format!("s3://{}/{path}", self.bucket)
+    }
+}
+
+/// Parses `s3://BUCKET[/PREFIX]`; the prefix is kept as given (empty for the whole bucket). A
+/// prefix with `*`, `?` or `[` is a glob ([`crate::glob`]), which must match whole keys.
 pub(crate) fn parse_s3_url(text: &str) -> Result<S3Url, String> {
     let rest = text
         .strip_prefix("s3://")
@@ -25,9 +52,14 @@ pub(crate) fn parse_s3_url(text: &str) -> Result<S3Url, String> {
             "{text:?} has no bucket; expected s3://BUCKET[/PREFIX]"
         ));
     }
+    let glob = match is_glob(prefix) {
+        true => Some(Glob::parse(prefix)?),
+        false => None,
+    };
     Ok(S3Url {
         bucket: bucket.to_owned(),
-        prefix: prefix.to_owned(),
+        prefix: glob.as_ref().map_or(prefix, Glob::prefix).to_owned(),
+        glob,
     })
 }
 
@@ -101,12 +133,20 @@ pub(crate) async fn inputs(
     })
 }
 
-/// The listing of `url`, from the first key after `after`.
+/// The listing of `url`, from the first key after `after`; with a glob, only the keys it
+/// matches (a failed page passes, to be reported).
 pub(crate) fn listing(client: &Client, url: &S3Url, after: Option<&str>) -> Inputs {
     let (bucket, prefix) = (url.bucket.clone(), url.prefix.clone());
-    match after {
+    let listed: Inputs = match after {
         Some(after) => Box::pin(client.list_after(bucket, prefix, after)),
         None => Box::pin(client.list(bucket, prefix)),
+    };
+    match url.glob.clone() {
+        None => listed,
+        Some(glob) => Box::pin(listed.filter(move |item| {
+            let keep = item.as_ref().map_or(true, |obj| glob.matches(&obj.key));
+            futures::future::ready(keep)
+        })),
     }
 }
 
@@ -161,7 +201,7 @@ fn tokio_lines(
 
 /// Rejects a combination of URL and flags that cannot work.
 pub(crate) fn check(url: &S3Url, keys_from: Option<&str>, start: &Start) -> anyhow::Result<()> {
-    if keys_from.is_some() && !url.prefix.is_empty() {
+    if keys_from.is_some() && (!url.prefix.is_empty() || url.glob.is_some()) {
         bail!(
             "--keys-from takes the bucket only (s3://{}), not a prefix",
             url.bucket
@@ -188,7 +228,18 @@ mod tests {
         assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("bkt", ""));
         let u = parse_s3_url("s3://bkt/").unwrap();
         assert_eq!(u.prefix, "");
-        for bad in ["bkt/x", "s3://", "s3:///x", "http://bkt/x", ""] {
+        let u = parse_s3_url("s3://bkt/logs/*.json").unwrap();
+        assert_eq!(u.prefix, "logs/");
+        assert!(u.glob.as_ref().is_some_and(|g| g.matches("logs/a/b.json")));
+        assert_eq!(u.display(), "s3://bkt/logs/*.json");
+        for bad in [
+            "bkt/x",
+            "s3://",
+            "s3:///x",
+            "http://bkt/x",
+            "",
+            "s3://b/a[x",
+        ] {
             assert!(parse_s3_url(bad).is_err(), "{bad:?}");
         }
     }

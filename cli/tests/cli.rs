@@ -1219,3 +1219,134 @@ async fn a_stopped_get_leaves_no_temporary_file_and_a_rerun_completes_the_tree()
         }
     }
 }
+
+/// The model of glob matching the tests hold the binary to: a translation to a regular
+/// expression, written apart from the binary's matcher.
+fn glob_model(glob: &str) -> regex::Regex {
+    let mut re = String::from("(?s)^");
+    let mut chars = glob.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            '\\' => re.push_str(&regex::escape(&chars.next().unwrap().to_string())),
+            '[' => {
+                re.push('[');
+                let mut first = true;
+                for c in chars.by_ref() {
+                    match c {
+                        '!' | '^' if first => re.push('^'),
+                        ']' if !first => break,
+                        '-' => re.push('-'),
+                        c => re.push_str(&regex::escape(&c.to_string())),
+                    }
+                    first = false;
+                }
+                re.push(']');
+            }
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn globs_select_what_the_model_matches_in_listing_order() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt");
+    let mut keys = vec![
+        "logs/a.json",
+        "logs/2024/01/b.json",
+        "logs/2024/01/b.json.gz",
+        "logs/2024/02/c.json",
+        "logs/[x].json",
+        "logs/x.json",
+        "logs/*.json",
+        "logs/?.json",
+        "logs/é ü.json",
+        "logs/with space.json",
+        "logs/.json",
+        "logs/a\\b.json",
+        "logs/f1X",
+        "logs/f1x",
+        "logs/]",
+        "logsa.json",
+        "other/a.json",
+    ];
+    keys.sort_unstable();
+    for (i, key) in keys.iter().enumerate() {
+        server.put("bkt", key, &content(key, 100 + i * 37));
+    }
+    let f = Fixture {
+        server,
+        home: tempfile::tempdir().expect("home"),
+        objects: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), content(k, 100 + i * 37)))
+            .collect(),
+    };
+    for glob in [
+        "logs/*.json",
+        "logs/**",
+        "logs/?.json",
+        "logs/[x].json",
+        "logs/\\[x\\].json",
+        "logs/*/*/b.json*",
+        "logs*",
+        "logs/[!a-z]*",
+        "*.gz",
+        "logs/f1[A-Z]",
+        "logs/\\*.json",
+        "logs/*\\\\*",
+        "logs/[]]",
+        "*/?.json",
+        "logs?a.json",
+        "nothing*",
+    ] {
+        let model = glob_model(glob);
+        let want: Vec<&str> = keys.iter().copied().filter(|k| model.is_match(k)).collect();
+        let out = output(f.cmd(&["ls", &format!("s3://bkt/{glob}")]), None).await;
+        assert!(out.status.success(), "{glob}: {}", text(&out.stderr));
+        let listed: Vec<String> = text(&out.stdout)
+            .lines()
+            .map(|l| l.split_once('\t').unwrap().1.to_owned())
+            .collect();
+        assert_eq!(listed, want, "ls {glob:?}");
+    }
+    // cat takes the same selection, bodies in listing order.
+    let glob = "logs/*.json";
+    let model = glob_model(glob);
+    let out = output(f.cmd(&["cat", &format!("s3://bkt/{glob}")]), None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want: Vec<u8> = f
+        .objects
+        .iter()
+        .filter(|(k, _)| model.is_match(k))
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    assert!(out.stdout == want, "cat {glob:?}");
+    // get writes each key relative to the glob's literal directory.
+    let dir = f.home.path().join("out");
+    let out = output(
+        f.cmd(&[
+            "get",
+            "s3://bkt/logs/2024/*.json",
+            "--out",
+            dir.to_str().unwrap(),
+        ]),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(files_under(&dir), ["01/b.json", "02/c.json"]);
+    // A malformed glob is a usage error.
+    let out = output(f.cmd(&["ls", "s3://bkt/logs/[ab"]), None).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not closed"),
+        "{}",
+        text(&out.stderr)
+    );
+}
