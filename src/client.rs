@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::engine::ObjectStream;
 use crate::error::{ConfigError, Error, ErrorKind};
 use crate::fetch::request_whole;
-use crate::list::ListStream;
+use crate::list::{EntryStream, ListStream, Listing};
 use crate::object::{IntoObjectRef, ObjectRef};
 use crate::stats::Stats;
 
@@ -97,7 +97,13 @@ impl Client {
     /// An error (a denied listing, an unknown bucket, a malformed page) is yielded once and
     /// ends the stream.
     pub fn list(&self, bucket: impl Into<String>, prefix: impl Into<String>) -> ListStream {
-        ListStream::start(Arc::clone(&self.ctx), bucket.into(), prefix.into(), None)
+        let what = Listing {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            delimiter: None,
+            start_after: None,
+        };
+        ListStream::start(Arc::clone(&self.ctx), what)
     }
 
     /// [`list`](Self::list), from the first key after `start_after` (ListObjectsV2
@@ -108,8 +114,33 @@ impl Client {
         prefix: impl Into<String>,
         start_after: impl Into<String>,
     ) -> ListStream {
-        let after = Some(start_after.into());
-        ListStream::start(Arc::clone(&self.ctx), bucket.into(), prefix.into(), after)
+        let what = Listing {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            delimiter: None,
+            start_after: Some(start_after.into()),
+        };
+        ListStream::start(Arc::clone(&self.ctx), what)
+    }
+
+    /// One level of the keys under `prefix`: the objects directly under it and, rolled up, the
+    /// common prefixes of the keys that go on past `delimiter` (ListObjectsV2 `delimiter`;
+    /// `"/"` lists like a directory), merged in S3's order; from the first name after
+    /// `start_after` when given. Errors as for [`list`](Self::list).
+    pub fn list_with_delimiter(
+        &self,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+        delimiter: impl Into<String>,
+        start_after: Option<String>,
+    ) -> EntryStream {
+        let what = Listing {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            delimiter: Some(delimiter.into()),
+            start_after,
+        };
+        EntryStream::start(Arc::clone(&self.ctx), what)
     }
 
     /// Asks for one object's size (and ETag) with HeadObject, for inputs whose size is unknown.

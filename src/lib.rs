@@ -140,7 +140,7 @@ pub use config::{
 pub use engine::ObjectStream;
 pub use error::{ConfigError, Error, ErrorKind};
 pub use hedge::HedgeConfig;
-pub use list::ListStream;
+pub use list::{EntryStream, ListEntry, ListStream};
 pub use memory::{Body, Chunks};
 pub use object::{IntoObjectRef, Object, ObjectRef};
 pub use reorder::{ReorderRing, RingError};

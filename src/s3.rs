@@ -159,6 +159,7 @@ impl BucketTarget {
     pub(crate) fn list_objects_v2<'a>(
         &'a self,
         prefix: &'a str,
+        delimiter: Option<&'a str>,
         continuation_token: Option<&'a str>,
         start_after: Option<&'a str>,
     ) -> S3Request<'a> {
@@ -167,6 +168,7 @@ impl BucketTarget {
             self,
             Resource::List {
                 prefix,
+                delimiter,
                 token: continuation_token,
                 start_after: start_after.filter(|_| continuation_token.is_none()),
             },
@@ -256,6 +258,7 @@ enum Resource<'a> {
     },
     List {
         prefix: &'a str,
+        delimiter: Option<&'a str>,
         token: Option<&'a str>,
         start_after: Option<&'a str>,
     },
@@ -376,10 +379,15 @@ impl<'a> S3Request<'a> {
             }
             Resource::List {
                 prefix,
+                delimiter,
                 token,
                 start_after,
             } => {
                 push("?list-type=2");
+                if let Some(delimiter) = delimiter {
+                    push("&delimiter=");
+                    utf8_percent_encode(delimiter, QUERY_VALUE).for_each(&mut push);
+                }
                 if !prefix.is_empty() {
                     push("&prefix=");
                     utf8_percent_encode(prefix, QUERY_VALUE).for_each(&mut push);
@@ -484,6 +492,8 @@ pub(crate) const MAX_LIST_PAGE: usize = 16 << 20;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ListPage {
     pub(crate) objects: Vec<ObjectRef>,
+    /// The page's `CommonPrefixes` (with a delimiter), in S3's order.
+    pub(crate) prefixes: Vec<String>,
     /// The token for the next page; `None` on the last page.
     pub(crate) next_token: Option<String>,
 }
@@ -548,6 +558,9 @@ pub(crate) fn parse_list_page(body: &[u8]) -> Result<ListPage, Error> {
                             .take()
                             .ok_or_else(|| invalid(format!("listed object {k:?} has no Size")))?;
                         page.objects.push(ObjectRef::new(k, s));
+                    }
+                    [_, b"CommonPrefixes", b"Prefix"] => {
+                        page.prefixes.push(std::mem::take(&mut text));
                     }
                     [_, b"IsTruncated"] => truncated = text.trim() == "true",
                     [_, b"NextContinuationToken"] => {
@@ -884,20 +897,24 @@ mod tests {
     fn list_request_encodes_prefix_and_token() {
         let c = config("http://h:1", Addressing::PathStyle);
         let t = BucketTarget::new(&c, "bkt").unwrap();
-        let r = t.list_objects_v2("a b/+", Some("tok/="), Some("a b/x"));
+        let r = t.list_objects_v2("a b/+", None, Some("tok/="), Some("a b/x"));
         // start-after goes with the first page only: the token says where the next one starts.
         assert_eq!(
             sent(&r).0,
             "/bkt/?list-type=2&prefix=a%20b%2F%2B&continuation-token=tok%2F%3D"
         );
-        let r = t.list_objects_v2("a b/+", None, Some("a b/+x&y"));
+        let r = t.list_objects_v2("a b/+", None, None, Some("a b/+x&y"));
         assert_eq!(
             sent(&r).0,
             "/bkt/?list-type=2&prefix=a%20b%2F%2B&start-after=a%20b%2F%2Bx%26y"
         );
         assert_eq!(
-            sent(&t.list_objects_v2("", None, None)).0,
+            sent(&t.list_objects_v2("", None, None, None)).0,
             "/bkt/?list-type=2"
+        );
+        assert_eq!(
+            sent(&t.list_objects_v2("p/", Some("/"), None, None)).0,
+            "/bkt/?list-type=2&delimiter=%2F&prefix=p%2F"
         );
         let h = t.head_object("k", None).unwrap();
         assert_eq!(h.method(), Method::HEAD);
@@ -911,6 +928,7 @@ mod tests {
 <Contents><Key>a &amp; b</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>
 <ETag>&quot;x&quot;</ETag><Size>12</Size><StorageClass>STANDARD</StorageClass></Contents>
 <Contents><Key>c+d</Key><Size>0</Size></Contents>
+<CommonPrefixes><Prefix>b/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>d &lt;/</Prefix></CommonPrefixes>
 <NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
 </ListBucketResult>"#;
         let page = parse_list_page(body).unwrap();
@@ -918,6 +936,7 @@ mod tests {
             page.objects,
             vec![ObjectRef::new("a & b", 12), ObjectRef::new("c+d", 0)]
         );
+        assert_eq!(page.prefixes, ["b/", "d </"]);
         assert_eq!(
             page.next_token.as_deref(),
             Some("1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=")

@@ -656,9 +656,9 @@ mod tests {
                 .unwrap();
             let target = crate::s3::BucketTarget::new(&cfg, "bucket").unwrap();
             let built = match (list, part) {
-                // A first page after a key, or a page a token continues to.
-                (true, Some(_)) => target.list_objects_v2(&key, None, Some(&key)),
-                (true, None) => target.list_objects_v2(&key, version.as_deref(), None),
+                // A first page after a key (by one level), or a page a token continues to.
+                (true, Some(_)) => target.list_objects_v2(&key, Some("/"), None, Some(&key)),
+                (true, None) => target.list_objects_v2(&key, None, version.as_deref(), None),
                 (false, None) => target.get_object(&key, version.as_deref()).unwrap(),
                 (false, Some(n)) => {
                     let mut r = target.head_object(&key, version.as_deref()).unwrap();

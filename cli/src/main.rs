@@ -41,7 +41,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// List every key under a prefix: SIZE<TAB>KEY a line, in S3's order
-    #[command(after_help = "Example:\n  s3-ordered ls s3://my-bucket/logs/2024-06-01/")]
+    #[command(
+        after_help = "Examples:\n  s3-ordered ls s3://my-bucket/logs/2024-06-01/\n  \
+        s3-ordered ls s3://my-bucket/logs/ --delimiter /"
+    )]
     Ls(ls::Args),
     /// Write the objects' bodies to stdout, concatenated in order
     #[command(

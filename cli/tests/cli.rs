@@ -124,6 +124,55 @@ async fn ls_prints_size_and_key_in_s3_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_with_a_delimiter_lists_one_level_with_common_prefixes_in_order() {
+    let f = fixture().await;
+    let ls = |args: &[&str]| {
+        let out = f.cmd(args);
+        async move {
+            let out = output(out, None).await;
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            text(&out.stdout)
+        }
+    };
+    let size = |key: &str| f.objects.iter().find(|(k, _)| k == key).unwrap().1.len();
+    let want = format!(
+        "{}\tpre/a.txt\n0\tpre/empty\nPRE\tpre/sub/\n{}\tpre/with space.txt\n{}\tpre/z-last\n",
+        size("pre/a.txt"),
+        size("pre/with space.txt"),
+        size("pre/z-last"),
+    );
+    assert_eq!(ls(&["ls", "s3://bkt/pre/", "--delimiter", "/"]).await, want);
+    assert_eq!(
+        ls(&["ls", "s3://bkt", "--delimiter", "/"]).await,
+        "PRE\tother/\nPRE\tpre/\n"
+    );
+    let after = ls(&[
+        "ls",
+        "s3://bkt/pre/",
+        "--delimiter",
+        "/",
+        "--start-after",
+        "pre/empty",
+    ]);
+    assert!(after.await.starts_with("PRE\tpre/sub/\n"));
+    // One level deeper, and a delimiter that is not a slash.
+    let sub = ls(&["ls", "s3://bkt/pre/sub/", "--delimiter", "/"]).await;
+    assert!(
+        sub.ends_with("\tpre/sub/b.bin\nPRE\tpre/sub/deeper/\n"),
+        "{sub}"
+    );
+    let dash = ls(&["ls", "s3://bkt/pre/", "--delimiter", "-"]).await;
+    assert!(dash.contains("PRE\tpre/z-\n"), "{dash}");
+    for bad in [
+        &["ls", "s3://bkt/p*", "--delimiter", "/"][..],
+        &["ls", "s3://bkt", "--delimiter", ""],
+    ] {
+        let out = output(f.cmd(bad), None).await;
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cat_prefix_writes_bodies_in_listing_order() {
     let f = fixture().await;
     let out = output(
