@@ -26,7 +26,7 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use futures_util::StreamExt as _;
@@ -70,6 +70,8 @@ pub(crate) struct Pinned {
     pub(crate) etag: Option<Box<[u8]>>,
     pub(crate) version_id: Option<String>,
     pub(crate) size: Option<u64>,
+    /// `Last-Modified` of the first reply that stated one.
+    pub(crate) last_modified: Option<SystemTime>,
     /// The object's checksum, once a reply carrying the whole object (or a HEAD) stated it.
     pub(crate) checksum: Option<Offered>,
     /// A HEAD for the checksum was sent (or is being): no other is.
@@ -152,6 +154,7 @@ impl ObjectPin {
             etag: p.etag.take(),
             version_id: p.version_id.take(),
             size: p.size,
+            last_modified: p.last_modified,
             checksum: p.checksum.clone(),
             head_claimed: p.head_claimed,
         }
@@ -215,6 +218,17 @@ impl ObjectPin {
                 p.size = Some(total);
                 Ok(true)
             }
+        }
+    }
+
+    /// Keeps the first `Last-Modified` (an HTTP date) a reply states; one that does not parse
+    /// is left out.
+    fn learn_last_modified<'h>(&self, value: impl FnOnce() -> Option<&'h [u8]>) {
+        let mut p = self.lock();
+        if p.last_modified.is_none() {
+            p.last_modified = value()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
         }
     }
 
@@ -634,6 +648,7 @@ impl PartRequest<'_> {
             lease.shrink_to(spec.len.min(shape.total - spec.start.min(shape.total)));
             (self.on_size)(shape.total);
         }
+        self.pin.learn_last_modified(|| head.get("last-modified"));
         // This part is the whole object: verified here. Else its CRC is computed as it is
         // read, once the object's checksum is known, for the object to combine.
         let whole = spec.start == 0 && spec.len >= shape.total;

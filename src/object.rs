@@ -100,6 +100,9 @@ pub struct Object {
     pub etag: Option<String>,
     /// The version id the server sent (`x-amz-version-id`), if any.
     pub version_id: Option<String>,
+    /// When the object was last written, as its first reply's `Last-Modified` stated (to the
+    /// second); `None` when no reply stated one that parses.
+    pub last_modified: Option<std::time::SystemTime>,
     /// Whether its bytes were verified against the server's checksum, and how
     /// ([`ClientBuilder::checksum_mode`](crate::ClientBuilder::checksum_mode)).
     pub checksum: Checksum,

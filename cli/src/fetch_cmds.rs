@@ -148,12 +148,37 @@ fn count_lines(path: &str) -> std::io::Result<u64> {
         .count() as u64)
 }
 
-/// `cat`: the bodies, concatenated in order, to stdout.
-pub(crate) async fn cat(args: FetchArgs) -> anyhow::Result<ExitCode> {
+/// What `cat` takes.
+#[derive(clap::Args, Debug)]
+pub(crate) struct CatArgs {
+    #[command(flatten)]
+    pub(crate) fetch: FetchArgs,
+    /// How the bodies are framed: raw (concatenated as they are), tar (a POSIX tar stream, one
+    /// member per object in order: name the key, size, mtime from Last-Modified), or jsonl (a
+    /// line {"key": KEY, "body": TEXT} per object, for small UTF-8 text objects)
+    #[arg(long, value_name = "FORMAT", default_value = "raw", value_parser = ["raw", "tar", "jsonl"])]
+    pub(crate) format: String,
+}
+
+/// How `cat` frames each body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Raw,
+    Tar,
+    Jsonl,
+}
+
+/// `cat`: the bodies, concatenated or as tar members, in order, to stdout.
+pub(crate) async fn cat(args: CatArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::catch()?;
-    let mut run = args.start(None).await?;
+    let framing = match args.format.as_str() {
+        "tar" => Framing::Tar,
+        "jsonl" => Framing::Jsonl,
+        _ => Framing::Raw,
+    };
+    let mut run = args.fetch.start(None).await?;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
-    match signals.until(cat_all(&mut run, &mut out)).await {
+    match signals.until(cat_all(&mut run, &mut out, framing)).await {
         Ok(Ok(())) => Ok(run.tally.finish()),
         Ok(Err(e)) => closed_or_failed(e, run.tally),
         Err(stop) => {
@@ -168,10 +193,15 @@ pub(crate) async fn cat(args: FetchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Writes every result's body in order, framed. An object that failed is left out (reported);
+/// in a tar stream, a body that fails after its header was written ends the stream there,
+/// without the end-of-archive blocks, so no reader takes the cut member as whole.
 async fn cat_all(
     run: &mut Run,
     out: &mut tokio::io::BufWriter<tokio::io::Stdout>,
+    framing: Framing,
 ) -> std::io::Result<()> {
+    let tar = framing == Framing::Tar;
     loop {
         // Flush whenever the next object is not ready yet, so output streams.
         let next = match run.results.next().now_or_never() {
@@ -184,42 +214,98 @@ async fn cat_all(
         let Some(result) = next else { break };
         let index = run.order.next(seq_of(&result));
         let tally = &mut run.tally;
-        match result {
-            Ok(mut obj) if obj.body.is_streaming() => {
-                // Part by part, as the parts arrive; each chunk's memory returns once written.
-                let mut written = 0u64;
-                loop {
-                    match obj.body.next_chunk().await {
-                        None => {
-                            tally.ok(written);
-                            break;
-                        }
-                        Some(Ok(chunk)) => {
-                            out.write_all(&chunk).await?;
-                            written += chunk.len() as u64;
-                        }
-                        Some(Err(e)) => {
-                            tally.failed(&format!(
-                                "{} (after {written} bytes were written)",
-                                e.with_causes()
+        let mut obj = match result {
+            Ok(obj) => obj,
+            Err(e) => {
+                tally.failed_at(index, &e);
+                continue;
+            }
+        };
+        let size = obj.body.size();
+        if framing == Framing::Jsonl {
+            match json_line(&obj) {
+                Ok(line) => {
+                    out.write_all(&line).await?;
+                    tally.ok(size);
+                }
+                Err(why) => tally.failed(&format!("object {:?}: {why}", obj.key)),
+            }
+            tally.done_through(index, &obj.key);
+            continue;
+        }
+        if tar {
+            let mtime = obj
+                .last_modified
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            out.write_all(&crate::tar::member_header(&obj.key, size, mtime))
+                .await?;
+        }
+        if obj.body.is_streaming() {
+            // Part by part, as the parts arrive; each chunk's memory returns once written.
+            let mut written = 0u64;
+            while let Some(chunk) = obj.body.next_chunk().await {
+                match chunk {
+                    Ok(chunk) => {
+                        out.write_all(&chunk).await?;
+                        written += chunk.len() as u64;
+                    }
+                    Err(e) => {
+                        tally.failed(&format!(
+                            "{} (after {written} bytes were written)",
+                            e.with_causes()
+                        ));
+                        if tar {
+                            tally.done_through(index, &obj.key);
+                            tally.say(&format!(
+                                "the tar stream ends at {:?}, cut short; the objects after it \
+                                 were not written",
+                                obj.key
                             ));
-                            break;
+                            return out.flush().await;
                         }
+                        break;
                     }
                 }
-                tally.done_through(index, &obj.key);
             }
-            Ok(obj) => {
-                for chunk in obj.body.chunks() {
-                    out.write_all(chunk).await?;
-                }
-                tally.ok(obj.body.size());
-                tally.done_through(index, &obj.key);
+            if written == size {
+                tally.ok(written);
             }
-            Err(e) => tally.failed_at(index, &e),
+        } else {
+            for chunk in obj.body.chunks() {
+                out.write_all(chunk).await?;
+            }
+            tally.ok(size);
         }
+        if tar {
+            out.write_all(&crate::tar::END[..crate::tar::padding(size)])
+                .await?;
+        }
+        tally.done_through(index, &obj.key);
+    }
+    if tar {
+        out.write_all(&crate::tar::END).await?;
     }
     out.flush().await
+}
+
+/// The `--format jsonl` line of `obj`: `{"key": KEY, "body": TEXT}`; an error for a body that
+/// is not UTF-8 or that streams.
+fn json_line(obj: &Object) -> Result<Vec<u8>, String> {
+    if obj.body.is_streaming() {
+        return Err(format!(
+            "{} bytes is too large for a jsonl line (above half of --max-bytes, it streams); \
+             --format tar carries any size",
+            obj.body.size()
+        ));
+    }
+    let bytes = obj.body.to_vec();
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| format!("not UTF-8 text ({e}); --format tar carries any bytes"))?;
+    let mut line = serde_json::to_vec(&serde_json::json!({ "key": obj.key, "body": text }))
+        .map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 fn closed_or_failed(e: std::io::Error, tally: Tally) -> anyhow::Result<ExitCode> {

@@ -16,6 +16,7 @@ mod output;
 mod serve;
 mod source;
 mod stop;
+mod tar;
 
 use std::process::ExitCode;
 
@@ -52,7 +53,7 @@ enum Command {
         s3-ordered cat 's3://my-bucket/logs/*/2024-0[1-6]-*.json'\n  \
         cut -f1 keys.tsv | s3-ordered cat s3://my-bucket --keys-from - > all.bin"
     )]
-    Cat(fetch_cmds::FetchArgs),
+    Cat(fetch_cmds::CatArgs),
     /// Write each object to DIR/<key relative to the prefix>
     #[command(
         after_help = "Example:\n  s3-ordered get s3://my-bucket/images/ --out ./images --max-bytes 1GiB"

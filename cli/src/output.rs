@@ -89,6 +89,11 @@ impl Tally {
     pub(crate) fn failed(&mut self, message: &str) {
         self.failed += 1;
         self.bar.inc(1);
+        self.say(message);
+    }
+
+    /// Prints `message` on stderr, around the bar.
+    pub(crate) fn say(&self, message: &str) {
         self.bar.suspend(|| eprintln!("s3-ordered: {message}"));
     }
 
@@ -187,7 +192,11 @@ impl Tally {
                 } else {
                     format!("--skip {}", self.resume.skip + index + 1)
                 };
-                format!("the last object done in order was {key:?}; to go on after it: {how}")
+                let item = self.resume.skip + index;
+                format!(
+                    "the last object done in order was {key:?} (item {item} of the input, \
+                     counting from 0); to go on after it: {how}"
+                )
             }
         };
         eprintln!("s3-ordered: stopped by {}; {resume}", signal.name());

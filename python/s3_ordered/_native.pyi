@@ -70,6 +70,9 @@ class Object:
     """The ETag the server sent, quotes included."""
     version_id: str | None
     """The version id the server sent, if any."""
+    last_modified: float | None
+    """When the object was last written (its ``Last-Modified``), in seconds since the epoch as
+    ``time.time()`` gives them, or None when no reply stated it."""
     checksum: str | None
     """The algorithm its bytes were verified with (``"CRC64NVME"``, ``"CRC32C"``, ``"CRC32"``,
     ``"SHA256"``, ``"SHA1"``), or None. A streaming body is verified as it is read: a mismatch

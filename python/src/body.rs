@@ -32,6 +32,9 @@ pub(crate) struct Object {
     /// The version id the server sent, or None.
     #[pyo3(get)]
     version_id: Option<String>,
+    /// When the object was last written (`Last-Modified`), in seconds since the epoch, or None.
+    #[pyo3(get)]
+    last_modified: Option<f64>,
     /// The checksum algorithm the bytes were verified with (`"CRC64NVME"`, ...), or None.
     #[pyo3(get)]
     checksum: Option<&'static str>,
@@ -67,6 +70,10 @@ impl Object {
             seq: o.seq,
             etag: o.etag,
             version_id: o.version_id,
+            last_modified: o
+                .last_modified
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64()),
             checksum: match o.checksum {
                 Checksum::Verified(a) | Checksum::VerifiedParts(a) => Some(a.as_str()),
                 _ => None,

@@ -50,6 +50,8 @@ def test_order_and_bytes_with_and_without_sizes(server: Server) -> None:
     for o in got:
         assert o.read() == server.objects[o.key]
         assert o.etag
+        mtime = (server.root / BUCKET / o.key).stat().st_mtime
+        assert o.last_modified is not None and abs(o.last_modified - int(mtime)) <= 1, o.key
     stats = c.stats()
     assert stats["objects"] == len(keys)
     assert stats["errors"] == 0

@@ -424,6 +424,7 @@ impl Assembly {
             seq: self.seq,
             etag: pinned.etag.map(etag_text),
             version_id: pinned.version_id,
+            last_modified: pinned.last_modified,
             checksum,
             body,
         }

@@ -414,3 +414,43 @@ async fn listing_keys_with_plus_and_percent_round_trip() {
     assert_eq!(bodies, [&b"x/a+b"[..], b"x/c%41d", b"x/e f"]);
     assert_quiescent(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_carry_their_last_modified_time_whole_in_parts_or_unsized() {
+    let server = S3Server::start().await;
+    server.create_bucket("lm-bucket");
+    // HTTP dates are to the second.
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    };
+    let before = secs(std::time::SystemTime::now());
+    let sizes = [0usize, 1000, (3 << 20) + 1];
+    for (i, size) in sizes.iter().enumerate() {
+        server.put("lm-bucket", &format!("k{i}"), &content("lm", *size));
+    }
+    let after = secs(std::time::SystemTime::now());
+    let client = server
+        .builder()
+        .part_size(1 << 20)
+        .max_bytes(8 << 20)
+        .build()
+        .unwrap();
+    let sized = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ObjectRef::new(format!("k{i}"), *s as u64));
+    let unsized_ = (1..sizes.len()).map(|i| ObjectRef::without_size(format!("k{i}")));
+    let inputs: Vec<ObjectRef> = sized.chain(unsized_).collect();
+    let mut stream = client.get_all("lm-bucket", inputs);
+    while let Some(item) = stream.next().await {
+        let obj = item.unwrap();
+        let at = obj.last_modified.map(secs);
+        assert!(
+            at.is_some_and(|t| (before..=after + 1).contains(&t)),
+            "{}: {at:?} not in {before}..={after}",
+            obj.key
+        );
+    }
+}
