@@ -185,6 +185,11 @@ impl Client {
     pub fn stats(&self) -> Stats {
         self.ctx.stats()
     }
+
+    /// The memory budget for bodies, in bytes: `max_bytes` as built, in whole slabs.
+    pub fn max_bytes(&self) -> u64 {
+        u64::from(self.ctx.memory.total_slabs()) * self.ctx.memory.slab_size() as u64
+    }
 }
 
 #[cfg(test)]

@@ -126,6 +126,7 @@ impl Context {
             slabs_in_use,
             bytes_in_use: slabs_in_use as u64 * slab,
             streaming_bytes_in_use: self.memory.streaming_slabs() as u64 * slab,
+            delivered_bytes_in_use: self.memory.held_by_consumer() as u64 * slab,
             slabs_allocated: self.memory.slabs_allocated(),
             concurrency_limit: self.limiter.limit(),
             requests_in_flight: self.limiter.in_flight(),

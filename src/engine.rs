@@ -219,8 +219,11 @@ impl Stream for ObjectStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Item>> {
         let mut st = self.shared.lock();
-        if let Some(item) = st.ring.pop() {
+        if let Some(mut item) = st.ring.pop() {
             drop(st);
+            if let Ok(obj) = &mut item {
+                obj.body.mark_delivered();
+            }
             self.shared.window.notify_one();
             return Poll::Ready(Some(item));
         }
@@ -250,6 +253,48 @@ impl std::fmt::Debug for ObjectStream {
             .field("total", &st.total)
             .finish()
     }
+}
+
+/// How long a part waits for memory before a WARN event says that the consumer holds it.
+const HELD_MEMORY_WARNING: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for the memory of a part of `key` of `len` bytes, counted in
+/// [`Stats::parts_waiting_for_memory`](crate::Stats::parts_waiting_for_memory). After
+/// [`HELD_MEMORY_WARNING`] with nothing in flight and memory held by bodies already handed
+/// out, only the consumer can free what it needs: a WARN event says so, once.
+///
+/// # Cancel safety
+///
+/// Cancel safe, as [`MemoryPool::acquire`](crate::memory::MemoryPool::acquire).
+async fn wait_for_memory(ctx: &Context, key: &str, len: u64) -> crate::memory::Lease {
+    struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let gauge = &ctx.counters.memory_waits;
+    gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _waiting = Waiting(gauge);
+    let acquire = ctx.memory.acquire(len);
+    let mut acquire = std::pin::pin!(acquire);
+    if let Ok(lease) = tokio::time::timeout(HELD_MEMORY_WARNING, acquire.as_mut()).await {
+        return lease;
+    }
+    let slab = ctx.memory.slab_size() as u64;
+    let held = ctx.memory.held_by_consumer() as u64 * slab;
+    if ctx.limiter.in_flight() == 0 && held > 0 {
+        tracing::warn!(
+            key,
+            needs = ctx.memory.slab_bytes(len),
+            held_by_consumer = held,
+            max_bytes = u64::from(ctx.memory.total_slabs()) * slab,
+            "the next object waits for memory that bodies already handed out hold, with \
+             nothing else in flight: it starts only when they are dropped (read or drop each \
+             body before waiting for the next object, or raise max_bytes)"
+        );
+    }
+    acquire.await
 }
 
 /// The worker tasks of one request, at most `max_connections_per_request` of them. Each takes
@@ -768,7 +813,7 @@ impl Admission {
                     "waiting for memory"
                 );
                 let started = std::time::Instant::now();
-                let lease = ctx.memory.acquire(spec.len).await;
+                let lease = wait_for_memory(ctx, &asm.key, spec.len).await;
                 tracing::debug!(
                     waited_ms = started.elapsed().as_millis() as u64,
                     "memory granted"

@@ -43,6 +43,17 @@ struct PoolInner {
     total: u32,
     /// Slabs held by the parts of streaming bodies.
     streaming: AtomicUsize,
+    /// Slabs held by whole bodies handed to the consumer.
+    delivered: AtomicUsize,
+}
+
+/// Whose slabs a lease (or a chunk taken from it) holds, for the counts of [`PoolInner`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    /// A streaming body's part.
+    streaming: bool,
+    /// A whole body handed to the consumer.
+    delivered: bool,
 }
 
 impl PoolInner {
@@ -52,7 +63,7 @@ impl PoolInner {
 
     /// Puts `slabs` back on the free list, then returns them to the budget (in that order, so a
     /// woken waiter finds the buffers free).
-    fn give_back(&self, slabs: impl Iterator<Item = Box<[u8]>>, streaming: bool) {
+    fn give_back(&self, slabs: impl Iterator<Item = Box<[u8]>>, held: Held) {
         let mut n = 0;
         {
             let mut free = self.lock_free();
@@ -62,8 +73,11 @@ impl PoolInner {
             }
         }
         if n > 0 {
-            if streaming {
+            if held.streaming {
                 self.streaming.fetch_sub(n, Ordering::Relaxed);
+            }
+            if held.delivered {
+                self.delivered.fetch_sub(n, Ordering::Relaxed);
             }
             self.budget.release(n);
         }
@@ -80,6 +94,7 @@ impl MemoryPool {
                 slab_size,
                 total,
                 streaming: AtomicUsize::new(0),
+                delivered: AtomicUsize::new(0),
             }),
         }
     }
@@ -102,6 +117,12 @@ impl MemoryPool {
     /// Slabs currently held by the parts of streaming bodies.
     pub(crate) fn streaming_slabs(&self) -> usize {
         self.inner.streaming.load(Ordering::Relaxed)
+    }
+
+    /// Slabs the consumer holds: by whole bodies handed out and not yet dropped, and by the
+    /// parts of streaming bodies.
+    pub(crate) fn held_by_consumer(&self) -> usize {
+        self.inner.delivered.load(Ordering::Relaxed) + self.streaming_slabs()
     }
 
     /// Slab buffers allocated so far (at most the total, never freed while the pool lives).
@@ -166,7 +187,7 @@ impl MemoryPool {
             slabs: bufs,
             len: 0,
             size: len,
-            streaming: false,
+            held: Held::default(),
         }
     }
 }
@@ -196,7 +217,7 @@ pub(crate) struct Lease {
     slabs: Vec<Box<[u8]>>,
     len: usize,
     size: u64,
-    streaming: bool,
+    held: Held,
 }
 
 impl Lease {
@@ -261,7 +282,7 @@ impl Lease {
         let keep = size.div_ceil(self.pool.slab_size as u64) as usize;
         if keep < self.slabs.len() {
             let extra: Vec<_> = self.slabs.drain(keep..).collect();
-            self.pool.give_back(extra.into_iter(), self.streaming);
+            self.pool.give_back(extra.into_iter(), self.held);
         }
     }
 
@@ -277,11 +298,28 @@ impl Lease {
 
     /// Counts this lease's slabs as held by a streaming body (see [`MemoryPool::streaming_slabs`]).
     pub(crate) fn mark_streaming(&mut self) {
-        if !self.streaming {
-            self.streaming = true;
-            let held = self.slabs.iter().filter(|s| !s.is_empty()).count();
-            self.pool.streaming.fetch_add(held, Ordering::Relaxed);
+        if !self.held.streaming {
+            self.held.streaming = true;
+            self.pool
+                .streaming
+                .fetch_add(self.slabs_held(), Ordering::Relaxed);
         }
+    }
+
+    /// Counts this lease's slabs as held by a whole body handed to the consumer (see
+    /// [`MemoryPool::delivered_slabs`]).
+    pub(crate) fn mark_delivered(&mut self) {
+        if !self.held.delivered {
+            self.held.delivered = true;
+            self.pool
+                .delivered
+                .fetch_add(self.slabs_held(), Ordering::Relaxed);
+        }
+    }
+
+    /// Slabs still held (not handed out as chunks).
+    fn slabs_held(&self) -> usize {
+        self.slabs.iter().filter(|s| !s.is_empty()).count()
     }
 
     fn slab_size(&self) -> usize {
@@ -307,7 +345,7 @@ impl Lease {
             buf,
             start: off,
             end,
-            streaming: self.streaming,
+            held: self.held,
         })
     }
 }
@@ -315,7 +353,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let slabs = std::mem::take(&mut self.slabs);
-        self.pool.give_back(slabs.into_iter(), self.streaming);
+        self.pool.give_back(slabs.into_iter(), self.held);
     }
 }
 
@@ -335,7 +373,7 @@ struct SlabChunk {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
-    streaming: bool,
+    held: Held,
 }
 
 impl AsRef<[u8]> for SlabChunk {
@@ -347,7 +385,7 @@ impl AsRef<[u8]> for SlabChunk {
 impl Drop for SlabChunk {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
-        self.pool.give_back(std::iter::once(buf), self.streaming);
+        self.pool.give_back(std::iter::once(buf), self.held);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Client-wide counters: cheap relaxed atomics updated on the hot path, read as a [`Stats`]
 //! snapshot by [`Client::stats`](crate::Client::stats).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Monotonic counters shared by every request of a client.
 #[derive(Debug, Default)]
@@ -22,6 +22,8 @@ pub(crate) struct Counters {
     pub(crate) hedges_sent: AtomicU64,
     pub(crate) hedges_won: AtomicU64,
     pub(crate) slow_bodies_resumed: AtomicU64,
+    /// Parts waiting for memory now (a gauge).
+    pub(crate) memory_waits: AtomicUsize,
 }
 
 impl Counters {
@@ -99,6 +101,13 @@ pub struct Stats {
     /// The part of `bytes_in_use` held by streaming bodies: parts received and not yet read
     /// (or read as chunks not yet dropped).
     pub streaming_bytes_in_use: u64,
+    /// The part of `bytes_in_use` the consumer holds: whole bodies handed out and not yet
+    /// dropped, and the parts streaming bodies received (`streaming_bytes_in_use`). When it is
+    /// most of the budget and nothing is in flight, the next object waits for the consumer to
+    /// drop some (the consumer rule; a WARN event says so after a few seconds).
+    pub delivered_bytes_in_use: u64,
+    /// Parts (of objects next in line) waiting for memory now.
+    pub parts_waiting_for_memory: usize,
     /// Slab buffers allocated so far; they are reused, never more than the budget holds.
     pub slabs_allocated: usize,
 }
@@ -122,6 +131,7 @@ impl Counters {
             hedges_sent: self.hedges_sent.load(Ordering::Relaxed),
             hedges_won: self.hedges_won.load(Ordering::Relaxed),
             slow_bodies_resumed: self.slow_bodies_resumed.load(Ordering::Relaxed),
+            parts_waiting_for_memory: self.memory_waits.load(Ordering::Relaxed),
             ..Stats::default()
         }
     }

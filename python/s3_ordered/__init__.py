@@ -11,7 +11,9 @@ A thin layer over the Rust crate ``s3_ordered``::
 ``get_all`` yields exactly one result per key, in input order. A failed object raises
 ``ObjectError`` at its position and the iteration goes on with the next object on the next
 ``next()``; with ``errors="return"`` the ``ObjectError`` is yielded in its place instead.
-Body memory counts against ``max_bytes`` until the body is read with ``read()`` or released.
+Body memory counts against ``max_bytes`` until the body is read with ``read()`` or released;
+a ``next()`` that would wait for ever on memory only its caller holds raises
+``MemoryHeldError`` after a short grace.
 ``s3_ordered.ray`` reads a key list into a Ray dataset, sharded over a cluster, in order; it is
 loaded on first use, and Ray only when a dataset is read.
 """
@@ -19,7 +21,15 @@ loaded on first use, and Ray only when a dataset is read.
 import importlib
 import types
 
-from ._native import Body, Client, ListIterator, Object, ObjectError, ObjectIterator
+from ._native import (
+    Body,
+    Client,
+    ListIterator,
+    MemoryHeldError,
+    Object,
+    ObjectError,
+    ObjectIterator,
+)
 from .credentials import CredentialDict, CredentialProvider
 
 __all__ = [
@@ -28,6 +38,7 @@ __all__ = [
     "CredentialDict",
     "CredentialProvider",
     "ListIterator",
+    "MemoryHeldError",
     "Object",
     "ObjectError",
     "ObjectIterator",

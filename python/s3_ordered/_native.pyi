@@ -18,6 +18,11 @@ __all__ = [
 
 KeyItem: TypeAlias = str | tuple[str, int | None] | tuple[str, int | None, str | None]
 
+class MemoryHeldError(RuntimeError):
+    """``next()`` cannot go on: the objects already handed out hold the memory (``max_bytes``)
+    the next one needs, and nothing else is in flight. Read or release their bodies, then call
+    ``next()`` again (the iteration is not closed); or raise ``max_bytes``."""
+
 class ObjectError(Exception):
     """The failure of one object (or of a listing); the message carries the cause chain."""
 
@@ -182,10 +187,20 @@ class Client:
         keys: Iterable[KeyItem],
         *,
         errors: Literal["raise"] = "raise",
-    ) -> ObjectIterator: ...
+        held_memory_timeout: float | None = 5.0,
+    ) -> ObjectIterator:
+        """``held_memory_timeout``: how many seconds ``next()`` waits, when the objects already
+        handed out hold the memory the next one needs and nothing else is in flight, before it
+        raises ``MemoryHeldError`` (another thread may release bodies meanwhile); ``None``
+        waits for ever."""
     @overload
     def get_all(
-        self, bucket: str, keys: Iterable[KeyItem], *, errors: Literal["return"]
+        self,
+        bucket: str,
+        keys: Iterable[KeyItem],
+        *,
+        errors: Literal["return"],
+        held_memory_timeout: float | None = 5.0,
     ) -> _ReturningIterator: ...
     def list(self, bucket: str, prefix: str) -> ListIterator:
         """The keys under ``prefix`` as ``(key, size)``; feeds ``get_all`` directly."""
@@ -193,4 +208,5 @@ class Client:
         """Counters and gauges: objects, bytes, requests, retries, throttled,
         region_redirects, stale_connections, errors, checksums_verified,
         checksums_unavailable, checksum_mismatches, checksum_heads, hedges_sent, hedges_won,
-        slow_bodies_resumed, open_connections, bytes_in_use, ..."""
+        slow_bodies_resumed, open_connections, bytes_in_use, delivered_bytes_in_use (held by
+        bodies handed out), parts_waiting_for_memory, ..."""

@@ -1,8 +1,8 @@
-//! `s3_ordered.ObjectError`, the exception of one object, and `ValueError` for a bad
-//! configuration.
+//! `s3_ordered.ObjectError`, the exception of one object, `MemoryHeldError` for a consumer
+//! that holds the memory the next object needs, and `ValueError` for a bad configuration.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 create_exception!(
@@ -11,6 +11,15 @@ create_exception!(
     PyException,
     "The failure of one object (or of a listing): `.key`, `.seq`, `.kind`, `.status`, `.code` \
      and `.attempts` say which and why; the message carries the cause chain."
+);
+
+create_exception!(
+    s3_ordered,
+    MemoryHeldError,
+    PyRuntimeError,
+    "`next()` cannot go on: the objects already handed out hold the memory (`max_bytes`) the \
+     next one needs, and nothing else is in flight. Read or release their bodies, then call \
+     `next()` again; or raise `max_bytes`."
 );
 
 /// A refused configuration: `ValueError("invalid <field>: <reason>")`.

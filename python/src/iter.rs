@@ -5,6 +5,8 @@
 //! object. An exception raised by the iterable ends the input there; it is raised again when
 //! the iteration reaches that position.
 
+use std::time::{Duration, Instant};
+
 use futures_util::{FutureExt, StreamExt};
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyString, PyTuple};
@@ -12,7 +14,7 @@ use s3_ordered::{Error, ObjectRef, ObjectStream};
 use tokio::sync::mpsc;
 
 use crate::body::Object;
-use crate::error::object_error;
+use crate::error::{object_error, MemoryHeldError};
 use crate::runtime::{ForkGuard, Runtime};
 
 /// Keys read from the iterable ahead of the objects handed out.
@@ -33,6 +35,10 @@ pub(crate) struct ObjectIterator {
     /// An exception the iterable raised, and the position it took.
     input_error: Option<(u64, PyErr)>,
     raise: bool,
+    /// For the held-memory check of `next()`.
+    client: s3_ordered::Client,
+    /// How long `next()` waits with the memory held by delivered bodies before it raises.
+    held_timeout: Option<Duration>,
 }
 
 impl ObjectIterator {
@@ -42,6 +48,7 @@ impl ObjectIterator {
         bucket: String,
         keys: Py<PyIterator>,
         raise: bool,
+        held_timeout: Option<Duration>,
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Input>(INPUT_AHEAD);
         let input = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -56,7 +63,32 @@ impl ObjectIterator {
             fed: 0,
             input_error: None,
             raise,
+            client: client.clone(),
+            held_timeout,
         }
+    }
+
+    /// The error for a `next()` that has waited `waited` while only the consumer can free the
+    /// memory the next object needs: bodies handed out hold it, a part waits for it, and no
+    /// request is in flight that could end and free some.
+    fn held(&self, waited: Duration) -> Option<PyErr> {
+        let timeout = self.held_timeout?;
+        let s = self.client.stats();
+        let stuck = waited >= timeout
+            && s.parts_waiting_for_memory > 0
+            && s.requests_in_flight == 0
+            && s.delivered_bytes_in_use > 0;
+        stuck.then(|| {
+            MemoryHeldError::new_err(format!(
+                "the next object cannot start: objects already handed out hold {} of \
+                 max_bytes={} (bodies not yet read to their end or released), and nothing \
+                 else is in flight. Read each object's body (obj.read(), or its chunks to the \
+                 end) or drop it before asking for the next one, then call next() again; or \
+                 raise max_bytes",
+                s.delivered_bytes_in_use,
+                self.client.max_bytes()
+            ))
+        })
     }
 
     /// Moves keys from the iterable into the queue while it has room.
@@ -202,6 +234,7 @@ impl ObjectIterator {
 impl ObjectIterator {
     fn next_item(&mut self, py: Python<'_>, me: PyObject) -> PyResult<Option<PyObject>> {
         self.rt.check_process()?;
+        let mut since = None;
         loop {
             self.feed(py);
             let Some(stream) = self.stream.as_mut() else {
@@ -212,7 +245,13 @@ impl ObjectIterator {
                 // A slice at a time, topping up the keys between slices.
                 None => match self.rt.wait_slice(py, stream.next()) {
                     Ok(Some(next)) => next,
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        let waited = since.get_or_insert_with(Instant::now).elapsed();
+                        if let Some(err) = self.held(waited) {
+                            return Err(err);
+                        }
+                        continue;
+                    }
                     Err(interrupted) => {
                         // Ctrl-C: cancel every download of this iteration.
                         *self.stream = None;

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use body::{Body, Chunk, Object};
-use error::{config_error, ObjectError};
+use error::{config_error, MemoryHeldError, ObjectError};
 use iter::{ListIterator, ObjectIterator};
 use runtime::{ForkGuard, Runtime};
 
@@ -198,12 +198,17 @@ impl Client {
 
     /// Fetches `keys` (an iterable of `"key"`, `("key", size)` or `("key", size, version_id)`)
     /// and yields one result per key, in input order.
-    #[pyo3(signature = (bucket, keys, *, errors="raise"))]
+    ///
+    /// `held_memory_timeout`: seconds `next()` waits, when objects already handed out hold
+    /// the memory the next one needs and nothing else is in flight, before it raises
+    /// `MemoryHeldError` (another thread may release bodies meanwhile); `None` waits for ever.
+    #[pyo3(signature = (bucket, keys, *, errors="raise", held_memory_timeout=Some(5.0)))]
     fn get_all(
         &self,
         bucket: String,
         keys: &Bound<'_, PyAny>,
         errors: &str,
+        held_memory_timeout: Option<f64>,
     ) -> PyResult<ObjectIterator> {
         self.rt.check_process()?;
         let raise = match errors {
@@ -215,6 +220,15 @@ impl Client {
                 )))
             }
         };
+        let held_timeout = match held_memory_timeout {
+            None => None,
+            Some(t) if t.is_finite() && t >= 0.0 => Some(std::time::Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "invalid held_memory_timeout: {t}; expected seconds >= 0, or None"
+                )))
+            }
+        };
         let input = keys.try_iter()?.unbind();
         Ok(ObjectIterator::start(
             &self.inner,
@@ -222,6 +236,7 @@ impl Client {
             bucket,
             input,
             raise,
+            held_timeout,
         ))
     }
 
@@ -262,6 +277,8 @@ impl Client {
         d.set_item("busy_connections", s.busy_connections)?;
         d.set_item("bytes_in_use", s.bytes_in_use)?;
         d.set_item("streaming_bytes_in_use", s.streaming_bytes_in_use)?;
+        d.set_item("delivered_bytes_in_use", s.delivered_bytes_in_use)?;
+        d.set_item("parts_waiting_for_memory", s.parts_waiting_for_memory)?;
         Ok(d)
     }
 
@@ -283,5 +300,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Body>()?;
     m.add_class::<Chunk>()?;
     m.add("ObjectError", m.py().get_type::<ObjectError>())?;
+    m.add("MemoryHeldError", m.py().get_type::<MemoryHeldError>())?;
     Ok(())
 }

@@ -419,3 +419,36 @@ def test_ray_reader_is_reachable_without_importing_ray_eagerly() -> None:
         "    raise AssertionError('no AttributeError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_consumer_that_holds_the_budget_is_told_so_after_the_grace(server: Server) -> None:
+    c = client(server, max_bytes="1MiB", max_connections=4)
+    keys = [f"obj/{i:04d}" for i in range(60)]
+    started = time.monotonic()
+    with pytest.raises(s3_ordered.MemoryHeldError, match="max_bytes=1048576"):
+        list(c.get_all(BUCKET, keys, held_memory_timeout=0.5))
+    assert 0.5 <= time.monotonic() - started < 10
+    assert settle(c, "delivered_bytes_in_use") == 0
+    # The iteration is not closed: released bodies let it go on.
+    it = c.get_all(BUCKET, keys, held_memory_timeout=0.3)
+    held = []
+    with pytest.raises(s3_ordered.MemoryHeldError) as raised:
+        while True:
+            held.append(next(it))
+    assert "read each object's body" in str(raised.value).lower()
+    assert c.stats()["delivered_bytes_in_use"] > 0
+    n = len(held)
+    assert 0 < n < len(keys)
+    del held
+    gc.collect()
+    assert [o.read() == server.objects[o.key] for o in it] == [True] * (len(keys) - n)
+
+
+def test_a_consumer_that_reads_as_it_goes_is_never_told(server: Server) -> None:
+    c = client(server, max_bytes="1MiB", max_connections=4)
+    keys = [f"obj/{i:04d}" for i in range(60)] * 3
+    # No grace at all: any wait on memory the consumer held would raise.
+    got = [o.read() for o in c.get_all(BUCKET, keys, held_memory_timeout=0.0)]
+    assert got == [server.objects[k] for k in keys]
+    with pytest.raises(ValueError, match="held_memory_timeout"):
+        c.get_all(BUCKET, keys, held_memory_timeout=-1.0)

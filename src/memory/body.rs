@@ -261,6 +261,14 @@ impl Body {
         }
     }
 
+    /// Counts a whole body's memory as the consumer's, once it is handed out (a streaming
+    /// body's parts are counted as they arrive).
+    pub(crate) fn mark_delivered(&mut self) {
+        if let Repr::Whole { lease, .. } = &mut self.repr {
+            lease.mark_delivered();
+        }
+    }
+
     /// The object's size in bytes (unaffected by reading). On a 32-bit target an object larger
     /// than `usize::MAX` (which can only stream) reports `usize::MAX`; [`size`](Body::size) is
     /// exact everywhere.

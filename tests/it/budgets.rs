@@ -125,7 +125,11 @@ async fn request_short_of_memory_waits_then_resumes() {
         waited.is_err(),
         "fifth object delivered while memory was full"
     );
-    assert_eq!(client.stats().slabs_in_use, 4);
+    let stats = client.stats();
+    assert_eq!(stats.slabs_in_use, 4);
+    assert_eq!(stats.delivered_bytes_in_use, 4 * 4096, "{stats:?}");
+    assert_eq!(stats.parts_waiting_for_memory, 1, "{stats:?}");
+    assert_eq!(stats.requests_in_flight, 0, "{stats:?}");
     // Drop out of order; each drop lets one more object in.
     held.swap(0, 2);
     held.truncate(3);
@@ -136,6 +140,82 @@ async fn request_short_of_memory_waits_then_resumes() {
     assert_eq!(rest, vec![5, 6, 7]);
     drop(fifth);
     assert_quiescent(&client).await;
+    let stats = client.stats();
+    assert_eq!(
+        (stats.delivered_bytes_in_use, stats.parts_waiting_for_memory),
+        (0, 0)
+    );
+}
+
+/// What a test's tracing events were written as.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread, so the subscriber set here sees the engine's events.
+#[tokio::test(flavor = "current_thread")]
+async fn a_consumer_that_holds_the_budget_is_warned_and_one_that_reads_on_is_not() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mock = Mock::start(|r: &Seen| Reply::ok(content(&r.key, 4096))).await;
+    let client = mock
+        .builder()
+        .max_connections(2)
+        .slab_size(4096)
+        .max_bytes(2 * 4096)
+        .build()
+        .unwrap();
+    let objects = |n: usize| -> Vec<_> {
+        (0..n)
+            .map(|i| ObjectRef::new(format!("w/{i}"), 4096))
+            .collect()
+    };
+    // Read as it goes: the budget is refilled at once, and nothing is said.
+    let read: Vec<_> = client
+        .get_all("bucket", objects(6))
+        .map(|r| r.expect("ok").body.size())
+        .collect()
+        .await;
+    assert_eq!(read.len(), 6);
+    let text = || String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert_eq!(text(), "");
+    // Holds both bodies, then asks for a third.
+    let mut s = client.get_all("bucket", objects(3));
+    let held = vec![
+        s.next().await.unwrap().unwrap(),
+        s.next().await.unwrap().unwrap(),
+    ];
+    let waited = tokio::time::timeout(Duration::from_secs(7), s.next()).await;
+    assert!(
+        waited.is_err(),
+        "the third object came while memory was held"
+    );
+    let said = text();
+    assert!(
+        said.contains("WARN") && said.contains("bodies already handed out hold"),
+        "{said}"
+    );
+    assert!(
+        said.contains("held_by_consumer=8192") && said.contains("max_bytes=8192"),
+        "{said}"
+    );
+    drop(held);
+    assert_eq!(s.next().await.unwrap().unwrap().seq, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
