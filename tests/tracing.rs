@@ -153,3 +153,59 @@ async fn a_subscriber_sees_throttling_retries_and_connections_and_no_secret() {
     let ours: Vec<_> = lines.iter().filter(|l| l.contains("s3_ordered")).collect();
     assert!(ours.len() < 40, "{} lines:\n{ours:#?}", ours.len());
 }
+
+// One thread, so the subscriber set here sees the engine's events.
+#[tokio::test]
+async fn a_consumer_that_holds_the_budget_is_warned_and_one_that_reads_on_is_not() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(
+        capture
+            .clone()
+            .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mock = Mock::start(|r| Reply::ok(content(&r.key, 4096))).await;
+    let client = Mock::builder(&mock)
+        .max_connections(2)
+        .slab_size(4096)
+        .max_bytes(2 * 4096)
+        .build()
+        .unwrap();
+    let objects = |n: usize| -> Vec<_> {
+        (0..n)
+            .map(|i| ObjectRef::new(format!("w/{i}"), 4096))
+            .collect()
+    };
+    // Read as it goes: the budget is refilled at once, and nothing is said.
+    let read: Vec<_> = client
+        .get_all("bucket", objects(6))
+        .map(|r| r.expect("ok").body.size())
+        .collect()
+        .await;
+    assert_eq!(read, [4096; 6]);
+    let lines = || capture.0.lock().unwrap().clone();
+    assert_eq!(lines(), Vec::<String>::new());
+    // Holds both bodies, then asks for a third.
+    let mut s = client.get_all("bucket", objects(3));
+    let held = vec![
+        s.next().await.unwrap().unwrap(),
+        s.next().await.unwrap().unwrap(),
+    ];
+    let waited = tokio::time::timeout(Duration::from_secs(7), s.next()).await;
+    assert!(
+        waited.is_err(),
+        "the third object came while memory was held"
+    );
+    let said = lines();
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("WARN s3_ordered::engine:")
+                && l.contains("bodies already handed out hold")
+                && l.contains("held_by_consumer=8192")
+                && l.contains("max_bytes=8192")
+                && l.contains("key=\"w/2\"")),
+        "{said:?}"
+    );
+    drop(held);
+    assert_eq!(s.next().await.unwrap().unwrap().seq, 2);
+}
