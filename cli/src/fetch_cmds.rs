@@ -23,7 +23,11 @@ pub(crate) struct FetchArgs {
     /// s3://BUCKET[/PREFIX]: the objects under PREFIX, in listing order. A PREFIX with *, ? or
     /// [...] is a glob that whole keys must match (* and ** match across /; quote it)
     #[arg(value_name = "S3_URL", value_parser = source::parse_s3_url)]
-    pub(crate) url: S3Url,
+    url: S3Url,
+    /// Take the S3 path literally, as a plain prefix: *, ? and [ are not wildcards (for keys
+    /// that hold them)
+    #[arg(long)]
+    raw: bool,
     /// Fetch the keys listed in FILE instead (one per line: KEY, KEY<TAB>SIZE or
     /// KEY<TAB>SIZE<TAB>VERSION_ID; a missing size is learned from the first GET); `-` reads stdin
     #[arg(long, value_name = "FILE")]
@@ -55,13 +59,19 @@ struct Run {
 }
 
 impl FetchArgs {
+    /// The URL to fetch from: its path a glob if it holds a wildcard, unless `--raw`.
+    pub(crate) fn url(&self) -> anyhow::Result<S3Url> {
+        self.url.resolved(self.raw).map_err(anyhow::Error::msg)
+    }
+
     /// Starts fetching the input, less the items `keep` refuses.
     async fn start(&self, keep: Option<Keep>) -> anyhow::Result<Run> {
         let start = Start {
             after: self.start_after.clone(),
             skip: self.skip,
         };
-        source::check(&self.url, self.keys_from.as_deref(), &start)?;
+        let url = self.url()?;
+        source::check(&url, self.keys_from.as_deref(), &start)?;
         let client = self.conn.client().await?;
         let total = match self.keys_from.as_deref() {
             Some(path) if path != "-" && Tally::visible(self.quiet) => {
@@ -69,7 +79,7 @@ impl FetchArgs {
             }
             _ => None,
         };
-        let inputs = source::inputs(&client, &self.url, self.keys_from.as_deref(), &start).await?;
+        let inputs = source::inputs(&client, &url, self.keys_from.as_deref(), &start).await?;
         let resume = Resume {
             listing: self.keys_from.is_none(),
             skip: self.skip,
@@ -80,7 +90,7 @@ impl FetchArgs {
             None => (inputs, Order::default()),
             Some(keep) => filtered(inputs, keep, Arc::clone(&tally.skipped)),
         };
-        let results = client.get_stream(self.url.bucket.clone(), inputs);
+        let results = client.get_stream(url.bucket, inputs);
         Ok(Run {
             client,
             results,
@@ -341,7 +351,7 @@ pub(crate) async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::catch()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let prefix = args.fetch.url.base().to_owned();
+    let prefix = args.fetch.url()?.base().to_owned();
     let keep: Option<Keep> = if args.skip_existing || args.if_size_differ {
         let (dir, prefix, unsized_there) = (args.out.clone(), prefix.clone(), args.skip_existing);
         Some(Box::new(move |obj: &ObjectRef| {

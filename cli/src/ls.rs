@@ -17,6 +17,9 @@ pub(crate) struct Args {
     /// s3://BUCKET[/PREFIX]; a PREFIX with *, ? or [...] is a glob that whole keys must match
     #[arg(value_name = "S3_URL", value_parser = source::parse_s3_url)]
     url: S3Url,
+    /// Take the S3 path literally, as a plain prefix: *, ? and [ are not wildcards
+    #[arg(long)]
+    raw: bool,
     /// List from the first key after KEY (ListObjectsV2 start-after)
     #[arg(long, value_name = "KEY")]
     start_after: Option<String>,
@@ -28,7 +31,8 @@ pub(crate) struct Args {
     conn: ConnectOpts,
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    args.url = args.url.resolved(args.raw).map_err(anyhow::Error::msg)?;
     if args.delimiter.as_deref() == Some("") {
         anyhow::bail!("--delimiter must not be empty");
     }

@@ -30,6 +30,18 @@ impl S3Url {
         }
     }
 
+    /// The URL with its path read as a glob when it holds `*`, `?` or `[` (else as it is);
+    /// `literal` (`--raw`) keeps it a plain prefix. An error says what is wrong with the glob.
+    pub(crate) fn resolved(&self, literal: bool) -> Result<S3Url, String> {
+        let mut url = self.clone();
+        if !literal && url.glob.is_none() && is_glob(&url.prefix) {
+            let glob = Glob::parse(&url.prefix)?;
+            url.prefix = glob.prefix().to_owned();
+            url.glob = Some(glob);
+        }
+        Ok(url)
+    }
+
     /// The URL as the user wrote it.
     pub(crate) fn display(&self) -> String {
         let path = self
@@ -40,8 +52,8 @@ impl S3Url {
     }
 }
 
-/// Parses `s3://BUCKET[/PREFIX]`; the prefix is kept as given (empty for the whole bucket). A
-/// prefix with `*`, `?` or `[` is a glob ([`crate::glob`]), which must match whole keys.
+/// Parses `s3://BUCKET[/PREFIX]`; the prefix is kept as given (empty for the whole bucket).
+/// [`S3Url::resolved`] then reads a prefix with `*`, `?` or `[` as a glob ([`crate::glob`]).
 pub(crate) fn parse_s3_url(text: &str) -> Result<S3Url, String> {
     let rest = text
         .strip_prefix("s3://")
@@ -52,14 +64,10 @@ pub(crate) fn parse_s3_url(text: &str) -> Result<S3Url, String> {
             "{text:?} has no bucket; expected s3://BUCKET[/PREFIX]"
         ));
     }
-    let glob = match is_glob(prefix) {
-        true => Some(Glob::parse(prefix)?),
-        false => None,
-    };
     Ok(S3Url {
         bucket: bucket.to_owned(),
-        prefix: glob.as_ref().map_or(prefix, Glob::prefix).to_owned(),
-        glob,
+        prefix: prefix.to_owned(),
+        glob: None,
     })
 }
 
@@ -228,18 +236,17 @@ mod tests {
         assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("bkt", ""));
         let u = parse_s3_url("s3://bkt/").unwrap();
         assert_eq!(u.prefix, "");
-        let u = parse_s3_url("s3://bkt/logs/*.json").unwrap();
+        let given = parse_s3_url("s3://bkt/logs/*.json").unwrap();
+        let u = given.resolved(false).unwrap();
         assert_eq!(u.prefix, "logs/");
         assert!(u.glob.as_ref().is_some_and(|g| g.matches("logs/a/b.json")));
         assert_eq!(u.display(), "s3://bkt/logs/*.json");
-        for bad in [
-            "bkt/x",
-            "s3://",
-            "s3:///x",
-            "http://bkt/x",
-            "",
-            "s3://b/a[x",
-        ] {
+        let raw = given.resolved(true).unwrap();
+        assert_eq!((raw.prefix.as_str(), raw.glob), ("logs/*.json", None));
+        let bad_glob = parse_s3_url("s3://b/a[x").unwrap();
+        assert!(bad_glob.resolved(false).is_err());
+        assert_eq!(bad_glob.resolved(true).unwrap().prefix, "a[x");
+        for bad in ["bkt/x", "s3://", "s3:///x", "http://bkt/x", ""] {
             assert!(parse_s3_url(bad).is_err(), "{bad:?}");
         }
     }

@@ -1409,4 +1409,19 @@ async fn globs_select_what_the_model_matches_in_listing_order() {
         "{}",
         text(&out.stderr)
     );
+    // --raw takes the path as a plain prefix.
+    let out = output(f.cmd(&["ls", "s3://bkt/logs/[ab", "--raw"]), None).await;
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}",
+        text(&out.stderr)
+    );
+    let raw = output(f.cmd(&["cat", "s3://bkt/logs/[x]", "--raw"]), None).await;
+    assert!(raw.status.success(), "{}", text(&raw.stderr));
+    let x = f
+        .objects
+        .iter()
+        .find(|(k, _)| k == "logs/[x].json")
+        .unwrap();
+    assert!(raw.stdout == x.1, "cat --raw");
 }
