@@ -22,6 +22,8 @@ mod fault_suite;
 #[path = "../tests/support/quiescent.rs"]
 #[allow(dead_code)]
 mod quiescent;
+#[path = "../tests/support/sockets.rs"]
+mod sockets;
 
 use std::time::Instant;
 

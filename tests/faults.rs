@@ -16,6 +16,8 @@ mod fault_suite;
 #[path = "support/quiescent.rs"]
 #[allow(dead_code)]
 mod quiescent;
+#[path = "support/sockets.rs"]
+mod sockets;
 
 use fault_suite::{
     run_all, run_seed, run_seed_hyper, run_seed_tls, run_seed_tls_hyper, seeds, Totals,

@@ -17,6 +17,9 @@ mod s3_server;
 fn client_builder() -> s3_ordered::ClientBuilder {
     s3_ordered::Client::builder()
 }
+#[path = "support/sockets.rs"]
+#[allow(dead_code)] // client_socket_rows is the fault suite's
+mod sockets;
 #[path = "it/support.rs"]
 #[allow(dead_code, unused_imports)]
 mod support;

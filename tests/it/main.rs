@@ -24,6 +24,9 @@ pub(crate) mod region;
 pub(crate) mod s3_server;
 #[path = "../support/shed_server.rs"]
 pub(crate) mod shed_server;
+#[path = "../support/sockets.rs"]
+#[allow(dead_code)] // client_socket_rows is the fault suite's
+pub(crate) mod sockets;
 pub(crate) mod support;
 pub(crate) mod throttle;
 pub(crate) mod tls;

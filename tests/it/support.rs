@@ -121,6 +121,10 @@ pub struct Mock {
 pub struct Counts {
     pub open_sockets: AtomicUsize,
     pub max_open_sockets: AtomicUsize,
+    /// The most client-side sockets to the mock the kernel listed open when one was accepted:
+    /// unlike `max_open_sockets`, not raised by a socket the client closed and the server has
+    /// not yet seen close.
+    pub max_client_sockets: AtomicUsize,
     pub accepted: AtomicUsize,
     pub requests: AtomicUsize,
     /// Concurrent requests per first path segment after the bucket, and their maxima.
@@ -170,6 +174,9 @@ impl Mock {
                 let _ = socket.set_nodelay(true);
                 let open = c.open_sockets.fetch_add(1, Ordering::SeqCst) + 1;
                 c.max_open_sockets.fetch_max(open, Ordering::SeqCst);
+                let most = c.max_client_sockets.load(Ordering::SeqCst);
+                let client = crate::sockets::open_client_sockets(addr.port(), most);
+                c.max_client_sockets.fetch_max(client, Ordering::SeqCst);
                 c.accepted.fetch_add(1, Ordering::SeqCst);
                 let guard = SocketGuard(Arc::clone(&c));
                 let (c, script) = (Arc::clone(&c), Arc::clone(&script));
