@@ -307,7 +307,7 @@ impl Lease {
     }
 
     /// Counts this lease's slabs as held by a whole body handed to the consumer (see
-    /// [`MemoryPool::delivered_slabs`]).
+    /// [`MemoryPool::held_by_consumer`]).
     pub(crate) fn mark_delivered(&mut self) {
         if !self.held.delivered {
             self.held.delivered = true;
