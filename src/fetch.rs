@@ -166,13 +166,15 @@ impl ObjectPin {
     }
 
     /// Checks a success reply (its `ETag` and `x-amz-version-id`, and the object size it
-    /// states) against what earlier replies pinned, pinning what was still open. Returns true
+    /// states) against what earlier replies pinned, pinning what was still open; its
+    /// `Last-Modified` is looked up (by `last_modified`) only while none is kept. Returns true
     /// when this reply told the object's size for the first time.
-    fn check(
+    fn check<'h>(
         &self,
         status: StatusCode,
         etag: Option<&[u8]>,
         version: Option<&[u8]>,
+        last_modified: impl FnOnce() -> Option<&'h [u8]>,
         total: u64,
     ) -> Result<bool, Error> {
         let changed = |why: String| {
@@ -209,6 +211,12 @@ impl ObjectPin {
             (None, Some(now)) => p.version_id = Some(now.to_owned()),
             _ => {}
         }
+        if p.last_modified.is_none() {
+            // The first date stated is kept; one that does not parse is left out.
+            p.last_modified = last_modified()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+        }
         match p.size {
             Some(size) if size != total => Err(changed(format!(
                 "size changed from {size} to {total} bytes"
@@ -218,17 +226,6 @@ impl ObjectPin {
                 p.size = Some(total);
                 Ok(true)
             }
-        }
-    }
-
-    /// Keeps the first `Last-Modified` (an HTTP date) a reply states; one that does not parse
-    /// is left out.
-    fn learn_last_modified<'h>(&self, value: impl FnOnce() -> Option<&'h [u8]>) {
-        let mut p = self.lock();
-        if p.last_modified.is_none() {
-            p.last_modified = value()
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
         }
     }
 
@@ -642,13 +639,13 @@ impl PartRequest<'_> {
             status,
             head.get("etag"),
             head.get("x-amz-version-id"),
+            || head.get("last-modified"),
             shape.total,
         )? {
             // This (first) reply told the size: keep only the slabs the part needs.
             lease.shrink_to(spec.len.min(shape.total - spec.start.min(shape.total)));
             (self.on_size)(shape.total);
         }
-        self.pin.learn_last_modified(|| head.get("last-modified"));
         // This part is the whole object: verified here. Else its CRC is computed as it is
         // read, once the object's checksum is known, for the object to combine.
         let whole = spec.start == 0 && spec.len >= shape.total;
@@ -969,6 +966,7 @@ pub(crate) async fn learn_checksum(
             StatusCode::OK,
             field("etag"),
             field("x-amz-version-id"),
+            || field("last-modified"),
             size,
         )?;
     }
@@ -1844,6 +1842,7 @@ mod tests {
                 StatusCode::PARTIAL_CONTENT,
                 etag.map(str::as_bytes),
                 version.map(str::as_bytes),
+                || None,
                 total,
             )
             .map_err(|e| e.kind())

@@ -9,8 +9,8 @@
 //!
 //! A glob matches a whole key. The keys it can match all start with its literal prefix (the
 //! characters before its first wildcard), so a listing of that prefix, filtered, finds them all,
-//! in the listing's order. Matching needs no recursion and at most the key's length times the
-//! glob's steps.
+//! in the listing's order. Matching needs no recursion, no allocation, and at most the key's
+//! length times the glob's steps.
 
 /// A parsed glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,28 +113,28 @@ impl Glob {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
             return false;
         };
-        let key: Vec<char> = rest.chars().collect();
         let tokens = &self.tokens;
         // Greedy matching that returns to the last `*` on a mismatch. Every other token matches
         // exactly one character, so letting the last star take one more character is the only
-        // choice that can still succeed.
+        // choice that can still succeed. `k` and the star's `taken` are byte offsets in `rest`.
         let (mut t, mut k) = (0, 0);
         let mut back: Option<(usize, usize)> = None;
-        while k < key.len() {
+        while let Some(c) = rest[k..].chars().next() {
             match tokens.get(t) {
                 Some(Token::Star) => {
                     back = Some((t, k));
                     t += 1;
                 }
-                Some(token) if token.matches(key[k]) => {
+                Some(token) if token.matches(c) => {
                     t += 1;
-                    k += 1;
+                    k += c.len_utf8();
                 }
                 _ => match back {
                     Some((star, taken)) => {
+                        let one = rest[taken..].chars().next().map_or(1, char::len_utf8);
                         t = star + 1;
-                        k = taken + 1;
-                        back = Some((star, taken + 1));
+                        k = taken + one;
+                        back = Some((star, k));
                     }
                     None => return false,
                 },
@@ -214,6 +214,10 @@ mod tests {
         assert!(glob("a*b*c").matches("abbbcbc"));
         assert!(!glob("a*b*c").matches("abbbcb"));
         assert!(glob("*").matches(""));
+        // A star that has to give back multi-byte characters.
+        assert!(glob("*é?x").matches("aééüx"));
+        assert!(!glob("*é?x").matches("aééü"));
+        assert!(glob("ü*ü").matches("üéüü"));
     }
 
     #[test]

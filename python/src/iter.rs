@@ -72,10 +72,12 @@ impl ObjectIterator {
     /// memory the next object needs: bodies handed out hold it, a part waits for it, and no
     /// request is in flight that could end and free some.
     fn held(&self, waited: Duration) -> Option<PyErr> {
-        let timeout = self.held_timeout?;
+        if waited < self.held_timeout? {
+            return None;
+        }
+        // Read only once the grace is over, not on every slice of the wait.
         let s = self.client.stats();
-        let stuck = waited >= timeout
-            && s.parts_waiting_for_memory > 0
+        let stuck = s.parts_waiting_for_memory > 0
             && s.requests_in_flight == 0
             && s.delivered_bytes_in_use > 0;
         stuck.then(|| {
