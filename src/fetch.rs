@@ -24,6 +24,7 @@
 
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
@@ -777,7 +778,7 @@ impl PartRequest<'_> {
         let threshold = hedging.threshold();
         let stall = stalls.stall;
         let started = Instant::now();
-        let mut first = pin!(send(ctx, unit, req, stalls, fresh));
+        let mut first = pin!(send(ctx, unit, req, stalls, fresh, None));
         let taken = |r: Result<Conn, Error>| {
             if r.is_ok() {
                 hedging.record(started.elapsed());
@@ -819,14 +820,16 @@ impl PartRequest<'_> {
             r = &mut first => return taken(r),
             t = ctx.ticket(Place::Front) => t,
         };
-        Counters::add(&ctx.counters.hedges_sent, 1);
         tracing::debug!(
             after_ms = threshold.as_millis() as u64,
-            "response head late; the same request sent on another connection"
+            "response head late; sending the same request on another connection"
         );
         let timer = pin!(unarmed(ctx));
         let mut hedge_stalls = Stall::new(timer, stall);
-        let mut second = pin!(send(ctx, hedge_unit, req, &mut hedge_stalls, false));
+        // Counted as a hedge once written, as every request is: a hedge whose first reply
+        // came while it was still connecting was never sent.
+        let hedges = Some(&ctx.counters.hedges_sent);
+        let mut second = pin!(send(ctx, hedge_unit, req, &mut hedge_stalls, false, hedges));
         let won = |r: Result<Conn, Error>| {
             if r.is_ok() {
                 Counters::add(&ctx.counters.hedges_won, 1);
@@ -1464,13 +1467,15 @@ pub(crate) fn check_reply(
 }
 
 /// Gets a connection for `req` with `unit`, writes `req` into it signed afresh, sends it, and
-/// reads the response head within the stall timeout. Counts the request.
+/// reads the response head within the stall timeout. Counts the request, and once in `also`
+/// if given (a hedge).
 async fn send(
     ctx: &Context,
     unit: Unit,
     req: &S3Request<'_>,
     stalls: &mut Stall<'_>,
     fresh: bool,
+    mut also: Option<&AtomicU64>,
 ) -> Result<Conn, Error> {
     let creds = ctx.signer.credentials_for_request().await?;
     let conn = if fresh {
@@ -1482,6 +1487,9 @@ async fn send(
     loop {
         compose(&mut conn, req, &ctx.signer, creds.as_ref())?;
         Counters::add(&ctx.counters.requests, 1);
+        if let Some(counter) = also.take() {
+            Counters::add(counter, 1);
+        }
         let exchange = async {
             conn.send(req.method() == http::Method::HEAD).await?;
             conn.read_head().await
@@ -1630,7 +1638,7 @@ async fn whole_once(
 ) -> Result<(http::HeaderMap, Vec<u8>), Error> {
     let timer = pin!(unarmed(ctx));
     let mut stalls = Stall::new(timer, ctx.config.stall_timeout);
-    let mut conn = send(ctx, unit, req, &mut stalls, false).await?;
+    let mut conn = send(ctx, unit, req, &mut stalls, false, None).await?;
     let status = conn.head().status();
     let headers = conn.head().to_header_map();
     let limit = if status.is_success() {

@@ -74,7 +74,8 @@ pub struct Stats {
     /// composite.
     pub checksum_heads: u64,
     /// GETs sent again, on another connection, because their response head was late
-    /// ([`HedgeConfig`](crate::HedgeConfig)); each is also counted in `requests`.
+    /// ([`HedgeConfig`](crate::HedgeConfig)); each is also counted in `requests`. Counted when
+    /// written: a hedge whose first reply came while its connection was opening is not.
     pub hedges_sent: u64,
     /// Hedges whose response head came first; the other exchange was closed.
     pub hedges_won: u64,

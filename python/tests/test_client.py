@@ -390,7 +390,8 @@ def test_checksums_are_verified_by_default_and_each_object_says_how(server: Serv
 
 
 def test_hedging_is_on_by_default_and_can_be_turned_off(server: Server) -> None:
-    # A server that answers at once: nothing is late, so nothing is sent twice either way.
+    # A server that answers at once: a GET is sent twice only if its head is late, which a
+    # loaded machine can make happen with hedging on, and never with it off.
     for i in range(100):
         put(server.root, f"hg/{i:03}", b"x" * i)
     keys = [f"hg/{i:03}" for i in range(100)]
@@ -399,9 +400,11 @@ def test_hedging_is_on_by_default_and_can_be_turned_off(server: Server) -> None:
         got = [o.read() for o in c.get_all(BUCKET, keys)]
         assert got == [b"x" * i for i in range(100)]
         stats = c.stats()
-        assert (stats["hedges_sent"], stats["hedges_won"]) == (0, 0)
+        assert stats["hedges_won"] <= stats["hedges_sent"], stats
+        if kw:
+            assert (stats["hedges_sent"], stats["hedges_won"]) == (0, 0)
         assert stats["slow_bodies_resumed"] == 0
-        assert stats["requests"] == 100
+        assert stats["requests"] == 100 + stats["hedges_sent"]
 
 
 def test_ray_reader_is_reachable_without_importing_ray_eagerly() -> None:

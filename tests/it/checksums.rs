@@ -102,14 +102,22 @@ async fn every_algorithm_and_size_is_verified_with_sizes_known_and_unknown() {
         assert_eq!(stats.checksum_mismatches, 0, "{stats:?}");
         // The cost: one HEAD per object fetched in parts, nothing for the others.
         assert_eq!(stats.checksum_heads, multipart, "{stats:?}");
-        assert_eq!(stats.requests, parts + multipart, "{stats:?}");
+        // A GET whose head is late on a loaded machine may be hedged (on by default).
+        assert_eq!(
+            stats.requests - stats.hedges_sent,
+            parts + multipart,
+            "{stats:?}"
+        );
         // Every GET and HEAD asked for the checksum.
         let asked = server
             .requests()
             .iter()
             .filter(|r| r.header("x-amz-checksum-mode") == Some("ENABLED"))
             .count() as u64;
-        assert!(asked >= stats.requests, "{asked} of {stats:?}");
+        assert!(
+            asked + stats.hedges_sent >= stats.requests,
+            "{asked} of {stats:?}"
+        );
         drop(results);
         assert_quiescent(&client).await;
     }
