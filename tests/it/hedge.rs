@@ -132,7 +132,11 @@ async fn hedges_stay_within_the_requests_connections() {
     // reply may be late too, and hedged.
     let stats = client.stats();
     assert!(stats.hedges_won >= 3, "{stats:?}");
-    assert_eq!(stats.requests, OBJECTS as u64 + stats.hedges_sent, "{stats:?}");
+    assert_eq!(
+        stats.requests,
+        OBJECTS as u64 + stats.hedges_sent,
+        "{stats:?}"
+    );
     let busy = sampler.await.unwrap();
     assert!((1..=2).contains(&busy), "{busy} connections busy at once");
     assert_quiescent(&client).await;
