@@ -387,11 +387,16 @@ const MAX_HEAD_KIB: usize = (8192 + 4096 * 100) >> 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_over_hypers_bound_is_refused() {
-    let (addr, _) = scripted(Box::new(|_: &Request| {
-        let big = format!(
-            "x-amz-meta-big: {}\r\n",
-            "a".repeat((MAX_HEAD_KIB + 8) << 10)
-        );
+    // This crate's transport refuses a head just over the bound. Hyper checks its buffer only
+    // between reads, each into all the buffer's spare capacity (which its growth can make
+    // larger than the bound): a head that ends in the read that crosses the bound is read, so
+    // hyper gets one well beyond what such a read can hold.
+    let kib = match crate::TRANSPORT {
+        s3_ordered::HttpTransport::Hyper => 4 * MAX_HEAD_KIB + 8,
+        _ => MAX_HEAD_KIB + 8,
+    };
+    let (addr, _) = scripted(Box::new(move |_: &Request| {
+        let big = format!("x-amz-meta-big: {}\r\n", "a".repeat(kib << 10));
         Act::Reply(ok(&format!("{big}content-length: 2\r\n"), b"ok"))
     }))
     .await;
