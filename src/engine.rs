@@ -19,6 +19,13 @@
 //! the next one, and the consumer is the only other task woken per object. The number of
 //! workers is what bounds a request's fetches in flight.
 //!
+//! With checksums on, an object fetched in parts needs a HEAD for its checksum (S3 states none
+//! on a partial range). It needs no memory: while a part waits for memory, admission plans the
+//! objects after it (as many as the request has connections) and, at a connection nobody
+//! queued for, sends the HEADs of all those that want one as a batch, ahead of any part
+//! (`Admission::wait_for_memory`). An object whose HEAD no batch sent gets it as its first part
+//! is admitted. A HEAD's error is its object's result alone, in its place.
+//!
 //! The consumer pops results at `next_out` and so sees them in input order, exactly one per
 //! input. The head of the line always moves: memory is taken in (object, part) order and a
 //! connection only for one transfer. An object of unknown size is probed with its first part.
@@ -39,10 +46,12 @@ mod assembly;
 mod plan;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use futures_core::Stream;
 use futures_util::future::{abortable, Aborted};
@@ -94,6 +103,11 @@ impl Shared {
         while !self.lock().ring.in_window(seq) {
             self.window.notified().await;
         }
+    }
+
+    /// Whether the object at `seq` has a slot in the ring now.
+    fn in_window(&self, seq: u64) -> bool {
+        self.lock().ring.in_window(seq)
     }
 
     fn finish(&self, total: u64) {
@@ -415,14 +429,15 @@ impl Job {
 }
 
 /// The HEAD that learns the checksum of an object fetched in ranged parts (S3 states none on
-/// a partial range). Sent as the object's parts are admitted, before the first waits for
-/// memory, so that its round trip overlaps the wait and the transfers rather than adding to
-/// them; it needs no memory, only a slot and a connection, in the same FIFO as the parts.
+/// a partial range). It needs no memory, only a slot and a connection: it is sent in a batch
+/// while admission waits for the memory of an earlier object ([`Admission::wait_for_memory`]),
+/// or else as the object's first part is admitted, taking its slot and connection in the same
+/// FIFO as the parts.
 struct ChecksumJob {
     ctx: Arc<Context>,
     target: Arc<BucketTarget>,
     asm: Arc<Assembly>,
-    ticket: (Slot, Unit),
+    start: Start,
     right: Right,
 }
 
@@ -434,7 +449,7 @@ impl ChecksumJob {
             ctx,
             target,
             asm,
-            ticket: (slot, unit),
+            start,
             right,
         } = self;
         let span = tracing::debug_span!("checksum", key = %asm.key, seq = asm.seq);
@@ -444,7 +459,7 @@ impl ChecksumJob {
             &asm.key,
             asm.version_id.as_deref(),
             &asm.pin,
-            Start::Ticket(slot, unit),
+            start,
             &right.rights,
         );
         let (learn, handle) = abortable(learn.instrument(span));
@@ -579,6 +594,27 @@ impl Admitting {
     }
 }
 
+/// A part of the object being admitted that waits for its memory, and the wait itself: kept
+/// across calls of [`Admission::next_job`], so that a HEAD sent meanwhile does not cost the
+/// part its place in the memory queue.
+struct MemoryWait {
+    asm: Arc<Assembly>,
+    idx: usize,
+    lease: Pin<Box<dyn Future<Output = Lease> + Send>>,
+    since: Instant,
+}
+
+/// What admission found while a part waited for memory.
+enum Waited {
+    /// The part's memory, granted.
+    Memory(MemoryWait, Lease),
+    /// The HEAD of an object planned ahead, to send.
+    Head(Job),
+}
+
+/// The most objects planned ahead of admission while it waits for memory.
+const MAX_AHEAD: usize = 64;
+
 /// Whether an admission may wait for memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -602,6 +638,13 @@ struct Admission {
     current: Option<Admitting>,
     /// The next object, planned but not admitted yet.
     next: Option<Admitting>,
+    /// Objects planned after `next`, in order, while admission waited for memory (see
+    /// [`Admission::plan_ahead`]).
+    ahead: VecDeque<Admitting>,
+    /// The part of `current` that waits for memory, if one does.
+    waiting: Option<MemoryWait>,
+    /// Whether a batch of HEADs for the objects in `ahead` is being sent.
+    batch: bool,
     /// Objects of unknown size whose probe is out, oldest first, each with the bytes admitted
     /// up to and including its probe.
     probes: VecDeque<(Arc<Assembly>, u64)>,
@@ -630,6 +673,9 @@ impl Admission {
             input_done: false,
             current: None,
             next: None,
+            ahead: VecDeque::new(),
+            waiting: None,
+            batch: false,
             probes: VecDeque::new(),
             admitted: 0,
             room: 0,
@@ -647,6 +693,22 @@ impl Admission {
     /// Cancelled only with the whole request: what it holds when dropped is dropped with it.
     async fn next_job(&mut self) -> Option<Job> {
         loop {
+            if self.waiting.is_some() {
+                match self.wait_for_memory().await? {
+                    Waited::Head(job) => return Some(job),
+                    Waited::Memory(w, lease) => {
+                        tracing::debug!(
+                            waited_ms = w.since.elapsed().as_millis() as u64,
+                            "memory granted"
+                        );
+                        if let Some((taken, job)) = self.admitted(&w.asm, w.idx, lease).await {
+                            self.admitted += taken;
+                            return Some(job);
+                        }
+                        continue;
+                    }
+                }
+            }
             // A probe that has told its size: its other parts come before anything later.
             if self.current.is_none() && self.probes.front().is_some_and(|(a, _)| a.is_resolved()) {
                 if let Some((asm, _)) = self.probes.pop_front() {
@@ -674,12 +736,12 @@ impl Admission {
                             Arc::clone(&cur.asm),
                         );
                         let right = Right::acquire(&self.rights).await;
-                        let ticket = ctx.ticket(Place::Back).await;
+                        let (slot, unit) = ctx.ticket(Place::Back).await;
                         return Some(Job::Checksum(ChecksumJob {
                             ctx,
                             target,
                             asm,
-                            ticket,
+                            start: Start::Ticket(slot, unit),
                             right,
                         }));
                     }
@@ -687,9 +749,16 @@ impl Admission {
                 if cur.next < cur.limit && cur.asm.wants_more() {
                     let (asm, idx) = (Arc::clone(&cur.asm), cur.next);
                     cur.next += 1;
-                    if let Some((taken, job)) = self.admit(&asm, idx, Wait::Queue).await {
-                        self.admitted += taken;
-                        return Some(job);
+                    // Waited for at the top of the loop, sending HEADs meanwhile.
+                    let len = asm.spec(idx).len;
+                    match self.ctx.memory.try_acquire(len) {
+                        Some(lease) => {
+                            if let Some((taken, job)) = self.admitted(&asm, idx, lease).await {
+                                self.admitted += taken;
+                                return Some(job);
+                            }
+                        }
+                        None => self.waiting = Some(self.memory_wait(asm, idx)),
                     }
                 } else {
                     self.current = None;
@@ -697,6 +766,10 @@ impl Admission {
                 continue;
             }
             if self.next.is_none() {
+                if let Some(obj) = self.ahead.pop_front() {
+                    self.next = Some(obj);
+                    continue;
+                }
                 if self.input_done {
                     match self.probes.front() {
                         Some((asm, _)) => Arc::clone(asm).size_known().await,
@@ -753,6 +826,150 @@ impl Admission {
         }
     }
 
+    /// Starts the wait for the memory of part `idx` of `asm`.
+    fn memory_wait(&self, asm: Arc<Assembly>, idx: usize) -> MemoryWait {
+        let ctx = &self.ctx;
+        let len = asm.spec(idx).len;
+        tracing::debug!(
+            key = %asm.key,
+            part = idx,
+            bytes = len,
+            in_use = ctx.memory.slabs_in_use() as u64 * ctx.memory.slab_size() as u64,
+            "waiting for memory"
+        );
+        let (ctx, key) = (Arc::clone(ctx), asm.key.clone());
+        MemoryWait {
+            asm,
+            idx,
+            lease: Box::pin(async move { wait_for_memory(&ctx, &key, len).await }),
+            since: Instant::now(),
+        }
+    }
+
+    /// Waits for the memory of the part in `waiting`, and meanwhile sends the HEADs that learn
+    /// the checksums of the objects planned ahead that are fetched in parts, a batch at a time.
+    /// A batch opens at a connection nobody queued for (the request's oldest object has parts
+    /// still coming in and the next waits for its memory), once at least half of
+    /// [`Admission::most_ahead`] objects want a HEAD, or all there are to plan now do; it then
+    /// sends all their HEADs, ahead of any part, and closes. Each HEAD on a connection a part
+    /// would have taken delays that part, and with it the release of its object's memory:
+    /// batched, they cost that delay once per batch rather than once per object. Returns the
+    /// part's memory or a HEAD to send; `None` if nothing waits.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the wait stays in `waiting`.
+    async fn wait_for_memory(&mut self) -> Option<Waited> {
+        loop {
+            // Only between batches, so that a long input gets its HEADs a batch at a time, not
+            // one per object as each is planned.
+            let cut_short = !self.batch && self.plan_ahead();
+            let (first, count) = self.heads_ahead();
+            let first = first.map(Arc::clone);
+            let opens = cut_short || 2 * count >= self.most_ahead();
+            let w = self.waiting.as_mut()?;
+            let (ctx, rights) = (&self.ctx, &self.rights);
+            let (right, start) = match first {
+                Some(_) if self.batch => {
+                    let right = Arc::clone(rights).acquire_owned().await;
+                    (right, Start::Queue(Place::Back))
+                }
+                Some(_) if opens => {
+                    // A connection nobody queued for: at the back of the queue.
+                    let free = async {
+                        let right = Arc::clone(rights).acquire_owned().await;
+                        let (slot, unit) = ctx.ticket(Place::Back).await;
+                        (right, Start::Ticket(slot, unit))
+                    };
+                    tokio::select! {
+                        biased;
+                        lease = w.lease.as_mut() => {
+                            return self.waiting.take().map(|w| Waited::Memory(w, lease));
+                        }
+                        free = free => free,
+                    }
+                }
+                _ => {
+                    self.batch = false;
+                    let lease = w.lease.as_mut().await;
+                    return self.waiting.take().map(|w| Waited::Memory(w, lease));
+                }
+            };
+            self.batch = true;
+            let right =
+                right.unwrap_or_else(|_| unreachable!("a request's rights are never closed"));
+            // Claimed by nobody else: only admission claims the HEAD of an object not admitted.
+            if let (Some(asm), Ok(target)) = (first, &self.target) {
+                if asm.pin.claim_head() {
+                    return Some(Waited::Head(Job::Checksum(ChecksumJob {
+                        ctx: Arc::clone(&self.ctx),
+                        target: Arc::clone(target),
+                        asm,
+                        start,
+                        right: Right {
+                            _permit: right,
+                            rights: Arc::clone(&self.rights),
+                        },
+                    })));
+                }
+            }
+        }
+    }
+
+    /// The first object planned after `current` that is fetched in parts and whose checksum's
+    /// HEAD is not claimed yet, and how many such objects there are; none with checksums off.
+    fn heads_ahead(&self) -> (Option<&Arc<Assembly>>, usize) {
+        if !self.ctx.config.checksum_mode.is_on() {
+            return (None, 0);
+        }
+        let mut wanting = self
+            .next
+            .iter()
+            .chain(&self.ahead)
+            .filter(|o| o.limit > 1 && !o.asm.pin.head_claimed() && o.asm.wants_more())
+            .map(|o| &o.asm);
+        let first = wanting.next();
+        (first, first.map_or(0, |_| 1 + wanting.count()))
+    }
+
+    /// The most objects planned ahead: the request's connections, each of which may carry one
+    /// of their HEADs.
+    fn most_ahead(&self) -> usize {
+        self.ctx
+            .config
+            .max_connections_per_request
+            .clamp(1, MAX_AHEAD)
+    }
+
+    /// Plans the objects after `next` that are ready in the input now and have a slot in the
+    /// ring, waiting for neither, up to [`Admission::most_ahead`] objects. Only with checksums
+    /// on, for [`Admission::wait_for_memory`] to send their HEADs. True if it stopped short of
+    /// that: the input ended, is not ready, or the ring is full.
+    fn plan_ahead(&mut self) -> bool {
+        if !self.ctx.config.checksum_mode.is_on() || self.target.is_err() {
+            return false;
+        }
+        let most = self.most_ahead();
+        while self.ahead.len() < most {
+            if self.input_done || !self.shared.in_window(self.seq) {
+                return true;
+            }
+            let Some(input) = self.objects.next().now_or_never() else {
+                return true;
+            };
+            let Some(input) = input else {
+                self.input_done = true;
+                self.shared.finish(self.seq);
+                return true;
+            };
+            if let Some(obj) = self.start_object(self.seq, input) {
+                self.ahead.push_back(obj);
+            }
+            self.seq += 1;
+        }
+        false
+    }
+
     /// How far admission may run ahead of an object whose size is still being learned: the
     /// budget less the most such an object can hold whole (the streaming threshold), so that it
     /// fits beside everything admitted after it.
@@ -796,9 +1013,9 @@ impl Admission {
     /// bucket (settled in `start_object`), or `wait` is [`Wait::NoQueue`] and the memory was not
     /// free.
     async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> Option<(u64, Job)> {
-        let Ok(target) = &self.target else {
+        if self.target.is_err() {
             return None;
-        };
+        }
         let spec = asm.spec(idx);
         let ctx = &self.ctx;
         let lease = match (wait, ctx.memory.try_acquire(spec.len)) {
@@ -821,6 +1038,25 @@ impl Admission {
                 lease
             }
         };
+        self.admitted(asm, idx, lease).await
+    }
+
+    /// With its memory taken, takes a right, a limiter slot and a connection unit for part
+    /// `idx` of `asm`; returns the bytes of memory taken and the job (`None` for a bad bucket).
+    ///
+    /// Takes `&mut self`, though it changes nothing, so that its future needs `Admission` to be
+    /// `Send` only, not `Sync`.
+    async fn admitted(
+        &mut self,
+        asm: &Arc<Assembly>,
+        idx: usize,
+        lease: Lease,
+    ) -> Option<(u64, Job)> {
+        let Ok(target) = &self.target else {
+            return None;
+        };
+        let spec = asm.spec(idx);
+        let ctx = &self.ctx;
         let taken = ctx.memory.slab_bytes(spec.len);
         let right = Right::acquire(&self.rights).await;
         let ticket = ctx.ticket(Place::Back).await;

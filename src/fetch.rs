@@ -128,6 +128,11 @@ impl ObjectPin {
         !std::mem::replace(&mut self.lock().head_claimed, true)
     }
 
+    /// Whether the object's HEAD for its checksum was claimed (sent, or about to be).
+    pub(crate) fn head_claimed(&self) -> bool {
+        self.lock().head_claimed
+    }
+
     /// Waits until the object's checksum is known (the object's first part learns it).
     async fn checksum_resolved(&self) -> Offered {
         loop {

@@ -610,3 +610,85 @@ async fn upload_part_heads_go_a_few_at_a_time_within_the_requests_connections() 
         assert!(most.contains(&seen), "cap {cap}: {seen} at once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_of_the_objects_ahead_go_in_one_batch_while_memory_is_awaited() {
+    // Eight objects of four parts, a budget of one, eight connections: each object's last part
+    // is slow, so connections stand idle while the next object waits for memory. They carry
+    // the HEADs of all the objects ahead (up to one per connection) at once, before the next
+    // object's first GET. One object is missing: its HEAD's error is its result alone, in its
+    // place.
+    let len = 4 * PART as usize;
+    let data = content("ahead", len);
+    let sum = crc32c_of(&data);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&log);
+    let served = data.clone();
+    let mock = Mock::start(move |r: &Seen| {
+        seen.lock()
+            .unwrap()
+            .push((r.method.clone(), r.key.clone(), r.range()));
+        if r.key == "k/5" {
+            let mut reply = Reply::ok(b"<Error><Code>NoSuchKey</Code></Error>".to_vec());
+            reply.status = 404;
+            return reply;
+        }
+        let slow = r.range().is_some_and(|(first, _)| first == 3 * PART);
+        let reply = Reply::ranged(&served, r).header("x-amz-checksum-crc32c", sum.clone());
+        match slow {
+            true => reply.delayed(Duration::from_millis(150)),
+            false => reply,
+        }
+    })
+    .await;
+    let client = small(mock.builder())
+        .max_bytes(4 * PART)
+        .stream_threshold(4 * PART)
+        .max_connections(8)
+        .hedge(s3_ordered::HedgeConfig::off())
+        .build()
+        .unwrap();
+    let keys = (0..8).map(move |i| ObjectRef::new(format!("k/{i}"), len as u64));
+    let mut results = client.get_all("bucket", keys);
+    for i in 0..8 {
+        let item = results.next().await.unwrap();
+        if i == 5 {
+            let e = item.unwrap_err();
+            assert_eq!(
+                (e.kind(), e.key()),
+                (ErrorKind::NotFound, Some("k/5")),
+                "{e}"
+            );
+            continue;
+        }
+        let obj = item.unwrap();
+        assert_eq!(obj.key, format!("k/{i}"));
+        assert!(obj.body.to_vec() == data, "{}", obj.key);
+        assert_eq!(obj.checksum, Checksum::Verified(ChecksumAlgorithm::Crc32c));
+    }
+    let log = log.lock().unwrap().clone();
+    let first_get = |key: &str| {
+        log.iter()
+            .position(|(m, k, _)| m == http::Method::GET && k == key)
+    };
+    let head = |key: &str| {
+        log.iter()
+            .position(|(m, k, _)| m == http::Method::HEAD && k == key)
+    };
+    let next_get = first_get("k/1").expect("a GET of k/1");
+    for i in 2..8 {
+        let key = format!("k/{i}");
+        let at = head(&key).unwrap_or_else(|| panic!("no HEAD of {key}: {log:?}"));
+        assert!(
+            at < next_get,
+            "HEAD of {key} after k/1's first GET: {log:?}"
+        );
+    }
+    // One HEAD per object, none for the missing one's GETs, which were never sent.
+    let stats = client.stats();
+    assert_eq!(stats.checksum_heads, 8, "{stats:?}");
+    assert_eq!(first_get("k/5"), None, "{log:?}");
+    assert_eq!(stats.requests, 8 + 7 * 4, "{stats:?}");
+    drop(results);
+    assert_quiescent(&client).await;
+}
