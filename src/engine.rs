@@ -23,7 +23,7 @@
 //! on a partial range). It needs no memory: while a part waits for memory, admission plans the
 //! objects after it (as many as the request has connections) and, at a connection nobody
 //! queued for, sends the HEADs of all those that want one as a batch, ahead of any part
-//! (`Admission::wait_for_memory`). An object whose HEAD no batch sent gets it as its first part
+//! (`Admission::wait_sending_heads`). An object whose HEAD no batch sent gets it as its first part
 //! is admitted. A HEAD's error is its object's result alone, in its place.
 //!
 //! The consumer pops results at `next_out` and so sees them in input order, exactly one per
@@ -400,7 +400,7 @@ struct Right {
 
 impl Right {
     /// Waits for a right; the workers are as many as the rights, so only a job's extra
-    /// requests still out make this wait.
+    /// requests still out, or the HEADs of a batch, make this wait.
     async fn acquire(rights: &Rights) -> Self {
         let permit = Arc::clone(rights)
             .acquire_owned()
@@ -430,7 +430,7 @@ impl Job {
 
 /// The HEAD that learns the checksum of an object fetched in ranged parts (S3 states none on
 /// a partial range). It needs no memory, only a slot and a connection: it is sent in a batch
-/// while admission waits for the memory of an earlier object ([`Admission::wait_for_memory`]),
+/// while admission waits for the memory of an earlier object ([`Admission::wait_sending_heads`]),
 /// or else as the object's first part is admitted, taking its slot and connection in the same
 /// FIFO as the parts.
 struct ChecksumJob {
@@ -694,7 +694,7 @@ impl Admission {
     async fn next_job(&mut self) -> Option<Job> {
         loop {
             if self.waiting.is_some() {
-                match self.wait_for_memory().await? {
+                match self.wait_sending_heads().await? {
                     Waited::Head(job) => return Some(job),
                     Waited::Memory(w, lease) => {
                         tracing::debug!(
@@ -859,7 +859,7 @@ impl Admission {
     /// # Cancel safety
     ///
     /// Cancel safe: the wait stays in `waiting`.
-    async fn wait_for_memory(&mut self) -> Option<Waited> {
+    async fn wait_sending_heads(&mut self) -> Option<Waited> {
         loop {
             // Only between batches, so that a long input gets its HEADs a batch at a time, not
             // one per object as each is planned.
@@ -870,14 +870,11 @@ impl Admission {
             let w = self.waiting.as_mut()?;
             let (ctx, rights) = (&self.ctx, &self.rights);
             let (right, start) = match first {
-                Some(_) if self.batch => {
-                    let right = Arc::clone(rights).acquire_owned().await;
-                    (right, Start::Queue(Place::Back))
-                }
+                Some(_) if self.batch => (Right::acquire(rights).await, Start::Queue(Place::Back)),
                 Some(_) if opens => {
                     // A connection nobody queued for: at the back of the queue.
                     let free = async {
-                        let right = Arc::clone(rights).acquire_owned().await;
+                        let right = Right::acquire(rights).await;
                         let (slot, unit) = ctx.ticket(Place::Back).await;
                         (right, Start::Ticket(slot, unit))
                     };
@@ -896,8 +893,6 @@ impl Admission {
                 }
             };
             self.batch = true;
-            let right =
-                right.unwrap_or_else(|_| unreachable!("a request's rights are never closed"));
             // Claimed by nobody else: only admission claims the HEAD of an object not admitted.
             if let (Some(asm), Ok(target)) = (first, &self.target) {
                 if asm.pin.claim_head() {
@@ -906,10 +901,7 @@ impl Admission {
                         target: Arc::clone(target),
                         asm,
                         start,
-                        right: Right {
-                            _permit: right,
-                            rights: Arc::clone(&self.rights),
-                        },
+                        right,
                     })));
                 }
             }
@@ -943,7 +935,7 @@ impl Admission {
 
     /// Plans the objects after `next` that are ready in the input now and have a slot in the
     /// ring, waiting for neither, up to [`Admission::most_ahead`] objects. Only with checksums
-    /// on, for [`Admission::wait_for_memory`] to send their HEADs. True if it stopped short of
+    /// on, for [`Admission::wait_sending_heads`] to send their HEADs. True if it stopped short of
     /// that: the input ended, is not ready, or the ring is full.
     fn plan_ahead(&mut self) -> bool {
         if !self.ctx.config.checksum_mode.is_on() || self.target.is_err() {
