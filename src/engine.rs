@@ -604,6 +604,16 @@ struct MemoryWait {
     since: Instant,
 }
 
+impl MemoryWait {
+    /// Says how long the part waited.
+    fn granted(&self) {
+        tracing::debug!(
+            waited_ms = self.since.elapsed().as_millis() as u64,
+            "memory granted"
+        );
+    }
+}
+
 /// What admission found while a part waited for memory.
 enum Waited {
     /// The part's memory, granted.
@@ -697,10 +707,7 @@ impl Admission {
                 match self.wait_sending_heads().await? {
                     Waited::Head(job) => return Some(job),
                     Waited::Memory(w, lease) => {
-                        tracing::debug!(
-                            waited_ms = w.since.elapsed().as_millis() as u64,
-                            "memory granted"
-                        );
+                        w.granted();
                         if let Some((taken, job)) = self.admitted(&w.asm, w.idx, lease).await {
                             self.admitted += taken;
                             return Some(job);
@@ -1014,19 +1021,9 @@ impl Admission {
             (_, Some(lease)) => lease,
             (Wait::NoQueue, None) => return None,
             (Wait::Queue, None) => {
-                tracing::debug!(
-                    key = %asm.key,
-                    part = idx,
-                    bytes = spec.len,
-                    in_use = ctx.memory.slabs_in_use() as u64 * ctx.memory.slab_size() as u64,
-                    "waiting for memory"
-                );
-                let started = std::time::Instant::now();
-                let lease = wait_for_memory(ctx, &asm.key, spec.len).await;
-                tracing::debug!(
-                    waited_ms = started.elapsed().as_millis() as u64,
-                    "memory granted"
-                );
+                let mut w = self.memory_wait(Arc::clone(asm), idx);
+                let lease = w.lease.as_mut().await;
+                w.granted();
                 lease
             }
         };
