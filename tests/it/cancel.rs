@@ -131,29 +131,54 @@ async fn dropping_an_unpolled_stream_cancels_its_fetches() {
 /// wait forever for a probe the drop cancelled, holding every result in the ring.
 ///
 /// The first input is an error, delivered at once with no worker freed; the next key's probe
-/// is slow; every later key takes 50 ms to come out of the input, inside the admitting
-/// worker's poll, and the drop lands there.
+/// is slow; the key after it comes out of the input only once the stream is dropped, so the
+/// drop lands inside the admitting worker's poll whatever the machine's load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_stream_while_a_worker_admits_starts_no_worker() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
     let mock = Mock::start(|r: &Seen| {
         Reply::ok(content(&r.key, 3000)).delayed(Duration::from_millis(300))
     })
     .await;
     // Below the budget, so admission may go on past a probe still out.
     let client = mock.builder().stream_threshold(1 << 20).build().unwrap();
-    let keys = (0..6).map(|i| match i {
+    let entered = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (input_entered, input_dropped) = (Arc::clone(&entered), Arc::clone(&dropped));
+    let keys = (0..6).map(move |i| match i {
         0 => Err(s3_ordered::Error::invalid_input("a bad line")),
         1 => Ok(ObjectRef::without_size("k/1")),
         _ => {
-            std::thread::sleep(Duration::from_millis(50));
+            if i == 2 {
+                // Blocks the admitting worker's poll until the stream is gone (bounded).
+                input_entered.store(true, Ordering::SeqCst);
+                for _ in 0..500 {
+                    if input_dropped.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             Ok(ObjectRef::without_size(format!("k/{i}")))
         }
     });
     let mut s = client.get_stream("bucket", futures::stream::iter(keys));
     let first = s.next().await.expect("an item");
     assert!(first.is_err(), "{first:?}");
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    for _ in 0..500 {
+        if entered.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        entered.load(Ordering::SeqCst),
+        "no worker asked for the third input"
+    );
     drop(s);
+    dropped.store(true, Ordering::SeqCst);
     // A worker mid-poll on another thread ends that poll, which may write a request, and
     // stops at its next await; so the count is taken once every worker is gone. Counted by
     // the client as it writes them: a request written just before may reach the server's
