@@ -124,8 +124,19 @@ async fn a_subscriber_sees_throttling_retries_and_connections_and_no_secret() {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     drop(results);
     drop(client);
-    // Let the connections' tasks see their sockets close.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Until the connections' tasks have seen their sockets close, however loaded the machine.
+    for _ in 0..1000 {
+        let closed = capture
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("connection closed"));
+        if closed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     let lines = capture.0.lock().unwrap().clone();
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));

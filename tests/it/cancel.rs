@@ -113,8 +113,13 @@ async fn dropping_an_unpolled_stream_cancels_its_fetches() {
             .into_iter()
             .map(|o| ObjectRef::new(o.key, 10_000)),
     );
-    // Let the driver start fetches, then drop without reading anything.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Once fetches are out, drop without reading anything.
+    for _ in 0..1000 {
+        if client.stats().busy_connections > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(client.stats().busy_connections > 0);
     drop(s);
     assert_quiescent(&client).await;

@@ -42,48 +42,57 @@ async fn chunked_bodies_arrive_whole_whatever_their_size() {
 
 /// A raw HTTP/1.1 server that answers each request with `len` bytes and keeps the connection
 /// open for `idle` after each response, then closes it without a word (as servers with an idle
-/// timeout do); returns its address and a count of accepted connections.
+/// timeout do); returns its address, a count of accepted connections and one of the
+/// connections it has closed.
 async fn idle_closing_server(
     len: usize,
     idle: Duration,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (count, closes) = (Arc::clone(&accepted), Arc::clone(&closed));
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 continue;
             };
             count.fetch_add(1, Ordering::SeqCst);
+            let closes = Arc::clone(&closes);
             tokio::spawn(async move {
-                loop {
-                    let mut req = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !req.ends_with(b"\r\n\r\n") {
-                        match tokio::time::timeout(idle, s.read(&mut byte)).await {
-                            Ok(Ok(1)) => req.push(byte[0]),
-                            _ => return, // idle too long, or closed: drop the socket
-                        }
-                    }
-                    let head =
-                        format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\netag: \"e\"\r\n\r\n");
-                    let mut reply = head.into_bytes();
-                    reply.extend(std::iter::repeat_n(b'x', len));
-                    if s.write_all(&reply).await.is_err() {
-                        return;
-                    }
-                }
+                serve_until_idle(&mut s, len, idle).await;
+                drop(s);
+                closes.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, closed)
+}
+
+/// Answers requests on `s` until it has been idle for `idle` or the client closed it.
+async fn serve_until_idle(s: &mut tokio::net::TcpStream, len: usize, idle: Duration) {
+    loop {
+        let mut req = Vec::new();
+        let mut byte = [0u8; 1];
+        while !req.ends_with(b"\r\n\r\n") {
+            match tokio::time::timeout(idle, s.read(&mut byte)).await {
+                Ok(Ok(1)) => req.push(byte[0]),
+                _ => return, // idle too long, or closed: drop the socket
+            }
+        }
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\netag: \"e\"\r\n\r\n");
+        let mut reply = head.into_bytes();
+        reply.extend(std::iter::repeat_n(b'x', len));
+        if s.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_the_server_closed_are_not_used() {
-    let (addr, accepted) = idle_closing_server(100, Duration::from_millis(30)).await;
+    let (addr, accepted, closed) = idle_closing_server(100, Duration::from_millis(30)).await;
     let client = crate::client_builder()
         .endpoint_url(format!("http://{addr}"))
         .anonymous()
@@ -96,8 +105,18 @@ async fn idle_connections_the_server_closed_are_not_used() {
         let obj = s.next().await.unwrap().expect("object");
         assert_eq!(obj.body.len(), 100);
         drop(obj);
-        // Long enough for the server to close the idle connection.
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        // Until the server has closed the idle connection, however loaded the machine.
+        for _ in 0..1000 {
+            if closed.load(Ordering::SeqCst) > i {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            closed.load(Ordering::SeqCst),
+            i + 1,
+            "the server closed no connection"
+        );
     }
     let stats = client.stats();
     // No request was sent on a connection the server had closed: nothing failed or retried.
