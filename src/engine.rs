@@ -625,6 +625,11 @@ enum Waited {
 /// The most objects planned ahead of admission while it waits for memory.
 const MAX_AHEAD: usize = 64;
 
+/// The most bytes of objects planned ahead, in budgets (`max_bytes`): an object's plan holds a
+/// few words per part, so this keeps the plans ahead proportional to the budget however large
+/// the objects (one object is planned whatever its size).
+const MAX_AHEAD_BUDGETS: u64 = 4;
+
 /// Whether an admission may wait for memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -941,16 +946,25 @@ impl Admission {
     }
 
     /// Plans the objects after `next` that are ready in the input now and have a slot in the
-    /// ring, waiting for neither, up to [`Admission::most_ahead`] objects. Only with checksums
-    /// on, for [`Admission::wait_sending_heads`] to send their HEADs. True if it stopped short of
-    /// that: the input ended, is not ready, or the ring is full.
+    /// ring, waiting for neither, up to [`Admission::most_ahead`] objects and
+    /// [`MAX_AHEAD_BUDGETS`] budgets of bytes. Only with checksums on, for
+    /// [`Admission::wait_sending_heads`] to send their HEADs. True if it stopped short of the
+    /// count: the input ended, is not ready, the ring is full or the bytes are reached.
     fn plan_ahead(&mut self) -> bool {
         if !self.ctx.config.checksum_mode.is_on() || self.target.is_err() {
             return false;
         }
         let most = self.most_ahead();
+        let memory = &self.ctx.memory;
+        let most_bytes =
+            MAX_AHEAD_BUDGETS * u64::from(memory.total_slabs()) * memory.slab_size() as u64;
+        let mut planned: u64 = self
+            .ahead
+            .iter()
+            .map(|o| o.asm.pin.size().unwrap_or(0))
+            .sum();
         while self.ahead.len() < most {
-            if self.input_done || !self.shared.in_window(self.seq) {
+            if self.input_done || !self.shared.in_window(self.seq) || planned >= most_bytes {
                 return true;
             }
             let Some(input) = self.objects.next().now_or_never() else {
@@ -962,6 +976,7 @@ impl Admission {
                 return true;
             };
             if let Some(obj) = self.start_object(self.seq, input) {
+                planned = planned.saturating_add(obj.asm.pin.size().unwrap_or(0));
                 self.ahead.push_back(obj);
             }
             self.seq += 1;

@@ -3,7 +3,7 @@
 //! corruption in transit and composite checksums (verified through the upload's parts, or
 //! saying why not) from the scripted mock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures::StreamExt;
@@ -615,9 +615,9 @@ async fn upload_part_heads_go_a_few_at_a_time_within_the_requests_connections() 
 async fn heads_of_the_objects_ahead_go_in_one_batch_while_memory_is_awaited() {
     // Eight objects of four parts, a budget of one, eight connections: each object's last part
     // is slow, so connections stand idle while the next object waits for memory. They carry
-    // the HEADs of all the objects ahead (up to one per connection) at once, before the next
-    // object's first GET. One object is missing: its HEAD's error is its result alone, in its
-    // place.
+    // the HEADs of the objects ahead at once, before the next object's first GET: up to one
+    // per connection and four budgets of bytes, so four objects here. One object is missing:
+    // its HEAD's error is its result alone, in its place.
     let len = 4 * PART as usize;
     let data = content("ahead", len);
     let sum = crc32c_of(&data);
@@ -627,7 +627,7 @@ async fn heads_of_the_objects_ahead_go_in_one_batch_while_memory_is_awaited() {
     let mock = Mock::start(move |r: &Seen| {
         seen.lock()
             .unwrap()
-            .push((r.method.clone(), r.key.clone(), r.range()));
+            .push((r.method.clone(), r.key.clone(), r.range(), Instant::now()));
         if r.key == "k/5" {
             let mut reply = Reply::ok(b"<Error><Code>NoSuchKey</Code></Error>".to_vec());
             reply.status = 404;
@@ -669,20 +669,36 @@ async fn heads_of_the_objects_ahead_go_in_one_batch_while_memory_is_awaited() {
     let log = log.lock().unwrap().clone();
     let first_get = |key: &str| {
         log.iter()
-            .position(|(m, k, _)| m == http::Method::GET && k == key)
+            .position(|(m, k, _, _)| m == http::Method::GET && k == key)
     };
     let head = |key: &str| {
         log.iter()
-            .position(|(m, k, _)| m == http::Method::HEAD && k == key)
+            .position(|(m, k, _, _)| m == http::Method::HEAD && k == key)
     };
     let next_get = first_get("k/1").expect("a GET of k/1");
+    // k/0 is whole, and k/1 admitted, no sooner than its slow last part's delay after that
+    // part reached the server.
+    let slow = log
+        .iter()
+        .find(|(_, k, range, _)| k == "k/0" && range.is_some_and(|(first, _)| first == 3 * PART))
+        .map(|(.., at)| *at)
+        .expect("k/0's last part");
     for i in 2..8 {
         let key = format!("k/{i}");
         let at = head(&key).unwrap_or_else(|| panic!("no HEAD of {key}: {log:?}"));
-        assert!(
-            at < next_get,
-            "HEAD of {key} after k/1's first GET: {log:?}"
-        );
+        if i < 6 {
+            assert!(
+                at < next_get,
+                "HEAD of {key} after k/1's first GET: {log:?}"
+            );
+        } else {
+            // Past four budgets: planned only once admission has gone on past k/1.
+            let after = log[at].3.duration_since(slow);
+            assert!(
+                after >= Duration::from_millis(100),
+                "HEAD of {key} {after:?} after k/0's last part was asked for: {log:?}"
+            );
+        }
     }
     // One HEAD per object, none for the missing one's GETs, which were never sent.
     let stats = client.stats();
