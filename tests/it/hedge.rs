@@ -278,6 +278,9 @@ async fn a_trickling_body_is_resumed_on_a_new_connection() {
         }
         let accepted = mock.counts.accepted.load(Ordering::SeqCst);
         assert!(accepted >= 6 + 2, "{accepted} connections for 6 resumes");
+        // A resume replaces its slow connection, closed first: never a socket past the pool.
+        let sockets = mock.counts.max_client_sockets.load(Ordering::SeqCst);
+        assert!((1..=4).contains(&sockets), "{sockets} sockets at once");
         assert_quiescent(&client).await;
     }
 }
