@@ -38,10 +38,15 @@ async fn scripted(
 }
 
 fn client(mock: &Mock, retry: RetryConfig) -> Client {
+    client_stalling_after(mock, retry, Duration::from_secs(10))
+}
+
+/// [`client`] with a stall timeout of `stall`.
+fn client_stalling_after(mock: &Mock, retry: RetryConfig, stall: Duration) -> Client {
     mock.builder()
         .max_connections(2)
         .retry(retry)
-        .stall_timeout(Duration::from_millis(200))
+        .stall_timeout(stall)
         .build()
         .unwrap()
 }
@@ -279,27 +284,28 @@ async fn stalls_time_out_and_retry_but_slow_healthy_bodies_do_not() {
     let (mock, _log) = scripted(|r, n| {
         let body = content(&r.key, LEN);
         match (r.key.as_str(), n) {
-            // Stalls longer than the 200 ms stall timeout on the first attempt only.
+            // Stalls longer than the 600 ms stall timeout on the first attempt only.
             ("stall-once", 0) => Reply {
-                stall_after: Some((3_000, Duration::from_secs(2))),
+                stall_after: Some((3_000, Duration::from_secs(3))),
                 ..Reply::ok(body)
             },
             ("stall-always", _) => Reply {
-                stall_after: Some((3_000, Duration::from_secs(2))),
+                stall_after: Some((3_000, Duration::from_secs(3))),
                 ..Reply::ok(body)
             },
-            ("slow-head", 0) => Reply::ok(body).delayed(Duration::from_secs(2)),
-            // Healthy but slow: gaps below the stall timeout, total well above it.
+            ("slow-head", 0) => Reply::ok(body).delayed(Duration::from_secs(3)),
+            // Healthy but slow: gaps well below the stall timeout (so that a loaded machine
+            // cannot stretch them past it), total above it.
             ("slow-body", _) => Reply {
-                stall_after: Some((5_000, Duration::from_millis(120))),
+                stall_after: Some((5_000, Duration::from_millis(350))),
                 ..Reply::ok(body)
             }
-            .delayed(Duration::from_millis(120)),
+            .delayed(Duration::from_millis(350)),
             _ => Reply::ok(body),
         }
     })
     .await;
-    let client = client(&mock, fast_retries(3));
+    let client = client_stalling_after(&mock, fast_retries(3), Duration::from_millis(600));
     let keys = ["stall-once", "stall-always", "slow-head", "slow-body"];
     let results: Vec<_> = client
         .get_all("bucket", keys.map(|k| ObjectRef::new(k, LEN as u64)))
@@ -447,18 +453,20 @@ async fn the_retry_budget_stops_a_storm_of_refused_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_error_body_is_read_only_up_to_its_limit() {
-    let (mock, _log) = scripted(|_, _| {
-        let mut body = b"<Error><Code>AccessDenied</Code><Message>".to_vec();
-        body.extend(std::iter::repeat_n(b'x', 8 << 20));
-        Reply {
-            status: 403,
-            ..Reply::ok(body)
-        }
+    let mut body = b"<Error><Code>AccessDenied</Code><Message>".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 8 << 20));
+    let (mock, _log) = scripted(move |_, _| Reply {
+        status: 403,
+        ..Reply::ok(body.clone())
     })
     .await;
     let client = client(&mock, fast_retries(2));
-    let e = fetch(&client, "k").await.unwrap_err();
-    assert_eq!((e.kind(), e.attempts()), (ErrorKind::AccessDenied, 1));
+    for key in ["k", "j"] {
+        let e = fetch(&client, key).await.unwrap_err();
+        assert_eq!((e.kind(), e.attempts()), (ErrorKind::AccessDenied, 1));
+    }
+    // The body left unread past the limit makes each connection one not to reuse.
+    assert_eq!(client.stats().connections_opened, 2, "{:?}", client.stats());
     assert_quiescent(&client).await;
 }
 
