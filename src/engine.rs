@@ -21,10 +21,11 @@
 //!
 //! With checksums on, an object fetched in parts needs a HEAD for its checksum (S3 states none
 //! on a partial range). It needs no memory: while a part waits for memory, admission plans the
-//! objects after it (as many as the request has connections) and, at a connection nobody
-//! queued for, sends the HEADs of all those that want one as a batch, ahead of any part
-//! (`Admission::wait_sending_heads`). An object whose HEAD no batch sent gets it as its first part
-//! is admitted. A HEAD's error is its object's result alone, in its place.
+//! objects after it (as many as the request has connections, within four budgets of bytes)
+//! and, at a connection nobody queued for, sends the HEADs of all those that want one as a
+//! batch, ahead of any part (`Admission::wait_sending_heads`). An object whose HEAD no batch
+//! sent gets it as its first part is admitted. A HEAD's error is its object's result alone, in
+//! its place.
 //!
 //! The consumer pops results at `next_out` and so sees them in input order, exactly one per
 //! input. The head of the line always moves: memory is taken in (object, part) order and a
@@ -713,8 +714,7 @@ impl Admission {
                     Waited::Head(job) => return Some(job),
                     Waited::Memory(w, lease) => {
                         w.granted();
-                        if let Some((taken, job)) = self.admitted(&w.asm, w.idx, lease).await {
-                            self.admitted += taken;
+                        if let Some(job) = self.admitted(&w.asm, w.idx, lease).await {
                             return Some(job);
                         }
                         continue;
@@ -765,8 +765,7 @@ impl Admission {
                     let len = asm.spec(idx).len;
                     match self.ctx.memory.try_acquire(len) {
                         Some(lease) => {
-                            if let Some((taken, job)) = self.admitted(&asm, idx, lease).await {
-                                self.admitted += taken;
+                            if let Some(job) = self.admitted(&asm, idx, lease).await {
                                 return Some(job);
                             }
                         }
@@ -808,8 +807,7 @@ impl Admission {
             let Some((oldest, mark)) = self.probes.front() else {
                 // Nothing unresolved ahead: admit in order, waiting for memory as needed.
                 if obj.probing() {
-                    if let Some((taken, job)) = self.admit(&obj.asm, 0, Wait::Queue).await {
-                        self.admitted += taken;
+                    if let Some(job) = self.admit(&obj.asm, 0, Wait::Queue).await {
                         self.probes.push_back((obj.asm, self.admitted));
                         return Some(job);
                     }
@@ -825,8 +823,7 @@ impl Admission {
             let (oldest, mark) = (Arc::clone(oldest), *mark);
             let len = self.ctx.memory.slab_bytes(obj.asm.spec(0).len);
             if obj.limit == 1 && self.admitted - mark + len <= self.room {
-                if let Some((taken, job)) = self.admit(&obj.asm, 0, Wait::NoQueue).await {
-                    self.admitted += taken;
+                if let Some(job) = self.admit(&obj.asm, 0, Wait::NoQueue).await {
                     if obj.probing() {
                         self.probes.push_back((obj.asm, self.admitted));
                     }
@@ -1023,10 +1020,9 @@ impl Admission {
     }
 
     /// Takes memory, then a limiter slot and a connection unit, for part `idx` of `asm`;
-    /// returns the bytes of memory taken and the job, or `None` when nothing was admitted: a bad
-    /// bucket (settled in `start_object`), or `wait` is [`Wait::NoQueue`] and the memory was not
-    /// free.
-    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> Option<(u64, Job)> {
+    /// returns the job, or `None` when nothing was admitted: a bad bucket (settled in
+    /// `start_object`), or `wait` is [`Wait::NoQueue`] and the memory was not free.
+    async fn admit(&mut self, asm: &Arc<Assembly>, idx: usize, wait: Wait) -> Option<Job> {
         if self.target.is_err() {
             return None;
         }
@@ -1046,16 +1042,9 @@ impl Admission {
     }
 
     /// With its memory taken, takes a right, a limiter slot and a connection unit for part
-    /// `idx` of `asm`; returns the bytes of memory taken and the job (`None` for a bad bucket).
-    ///
-    /// Takes `&mut self`, though it changes nothing, so that its future needs `Admission` to be
-    /// `Send` only, not `Sync`.
-    async fn admitted(
-        &mut self,
-        asm: &Arc<Assembly>,
-        idx: usize,
-        lease: Lease,
-    ) -> Option<(u64, Job)> {
+    /// `idx` of `asm`, and counts its memory in `admitted`; returns the job (`None` for a bad
+    /// bucket).
+    async fn admitted(&mut self, asm: &Arc<Assembly>, idx: usize, lease: Lease) -> Option<Job> {
         let Ok(target) = &self.target else {
             return None;
         };
@@ -1074,6 +1063,7 @@ impl Admission {
             ticket,
             right,
         });
-        Some((taken, job))
+        self.admitted += taken;
+        Some(job)
     }
 }
