@@ -15,7 +15,9 @@ Body memory counts against ``max_bytes`` until the body is read with ``read()`` 
 a ``next()`` that would wait for ever on memory only its caller holds raises
 ``MemoryHeldError`` after a short grace.
 ``s3_ordered.ray`` reads a key list into a Ray dataset, sharded over a cluster, in order; it is
-loaded on first use, and Ray only when a dataset is read.
+loaded on first use, and Ray only when a dataset is read. ``s3_ordered.torch`` holds PyTorch
+datasets whose order through a ``DataLoader`` is exact, seeded, sharded over ranks and
+resumable (``pip install s3-ordered[torch]``); it imports torch when it is first used.
 """
 
 import importlib
@@ -46,7 +48,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> types.ModuleType:
-    # ``s3_ordered.ray`` without ``import s3_ordered.ray``: loaded on first use.
-    if name == "ray":
+    # ``s3_ordered.ray`` and ``s3_ordered.torch`` without an import of their own: loaded on
+    # first use.
+    if name in ("ray", "torch"):
         return importlib.import_module(".ray", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

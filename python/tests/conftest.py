@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
+import http.server
 import os
 import subprocess
+import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +177,115 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+
+
+class Recorder:
+    """A proxy in front of a server that records the keys of the object GETs it forwards, in
+    arrival order, and the most it held in flight at once; ``gate`` holds the GETs of keys
+    under a prefix until that many are in flight together (or ``timeout`` seconds pass)."""
+
+    def __init__(self, upstream: str, bucket: str) -> None:
+        parsed = urllib.parse.urlsplit(upstream)
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
+        self.bucket = bucket
+        self.gets: list[str] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._gate: tuple[str, int, float] | None = None
+        self._cond = threading.Condition()
+        recorder = self
+
+        class Handler(_Forward):
+            pass
+
+        Handler.recorder = recorder
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        with self._cond:
+            self.gets = []
+            self.max_in_flight = 0
+
+    def gate(self, prefix: str, count: int, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._gate = (prefix, count, timeout)
+
+    def enter(self, key: str) -> None:
+        with self._cond:
+            self.gets.append(key)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            self._cond.notify_all()
+            gate = self._gate
+            if gate is not None and key.startswith(gate[0]):
+                self._cond.wait_for(lambda: self._in_flight >= gate[1], timeout=gate[2])
+
+    def leave(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    """Forwards each GET or HEAD to the recorder's upstream unchanged (the Host header too, so
+    that signatures hold) over one upstream connection per client connection."""
+
+    protocol_version = "HTTP/1.1"
+    recorder: Recorder
+    _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_HEAD(self) -> None:
+        self._forward()
+
+    def _forward(self) -> None:
+        rec = self.recorder
+        prefix = f"/{rec.bucket}/"
+        key = None
+        if self.command == "GET" and self.path.startswith(prefix) and "?" not in self.path:
+            key = urllib.parse.unquote(self.path[len(prefix) :])
+            rec.enter(key)
+        try:
+            conn = getattr(self, "_upstream", None)
+            if conn is None:
+                conn = http.client.HTTPConnection(*rec.upstream, timeout=30)
+                self._upstream = conn
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() not in self._HOP:
+                    conn.putheader(name, value)
+            conn.endheaders()
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            if key is not None:
+                rec.leave()
+        self.send_response_only(resp.status, resp.reason)
+        for name, value in resp.getheaders():
+            if name.lower() not in self._HOP:
+                self.send_header(name, value)
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+@pytest.fixture
+def recorder(server: Server) -> Iterator[Recorder]:
+    """A recording proxy in front of the session's server (see ``Recorder``)."""
+    rec = Recorder(server.url, BUCKET)
+    yield rec
+    rec.close()
