@@ -71,19 +71,11 @@ def keys_of(scenario: str) -> list[str]:
     return [f"{scenario}/obj-{i:06d}" for i in range(count)]
 
 
-def rss_kib() -> int:
+def status_kib(field: str) -> int:
+    """A size from this process's ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in KiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def hwm_kib() -> int:
-    """This process's peak RSS so far."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -93,9 +85,9 @@ def worker_init(_: int) -> None:
     in a file named after it in ``$BENCH_RSS_DIR``."""
     from multiprocessing import util
 
-    base = rss_kib()
+    base = status_kib("VmRSS")
     out = Path(os.environ["BENCH_RSS_DIR"], str(os.getpid()))
-    util.Finalize(None, lambda: out.write_text(str(hwm_kib() - base)), exitpriority=0)
+    util.Finalize(None, lambda: out.write_text(str(status_kib("VmHWM") - base)), exitpriority=0)
 
 
 def cpu_seconds() -> float:
@@ -184,13 +176,13 @@ def child(client: str, url: str, scenario: str, limit: int) -> None:
         import s3_ordered
 
         c = s3_ordered.Client(endpoint_url=url, max_connections=CONNECTIONS * WORKERS)
-        rss0 = rss_kib()
+        rss0 = status_kib("VmRSS")
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         for obj in c.get_all(BUCKET, [(k, size) for k in keys]):
             nbytes += len(obj.read())
             got.append(obj.key)
         secs, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-        growth = [hwm_kib() - rss0]
+        growth = [status_kib("VmHWM") - rss0]
     else:
         with tempfile.TemporaryDirectory() as rss_dir:
             os.environ["BENCH_RSS_DIR"] = rss_dir

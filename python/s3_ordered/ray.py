@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import Client
+from ._options import checked
 
 if TYPE_CHECKING:
     import pyarrow
@@ -33,17 +34,6 @@ KeyItem = Union[str, tuple[str, Optional[int]], tuple[str, Optional[int], Option
 
 # Bodies per block handed to Ray.
 _BLOCK_BYTES = 64 << 20
-
-# Client options that give credentials, passed to the workers untouched.
-_CREDENTIAL_OPTIONS = frozenset(
-    {
-        "anonymous",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "credential_provider",
-    }
-)
 
 
 def _size_of(item: KeyItem) -> int | None:
@@ -168,11 +158,9 @@ def read_objects(
     shards = max(1, min(shards, len(items)))
     if block_bytes < 1:
         raise ValueError(f"invalid block_bytes: {block_bytes}; expected at least 1")
-    options = dict(client_options or {})
     # Fail here, in the driver, on options the workers would refuse (credentials aside: the
     # workers may have their own). Keys and a credential_provider go to the workers as given.
-    checked = {k: v for k, v in options.items() if k not in _CREDENTIAL_OPTIONS}
-    Client(**{**checked, "anonymous": True})
+    options = checked(client_options)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     source = _datasource(bucket, items, _ranges(len(items), shards), options, block_bytes)
     dataset: ray.data.Dataset = ray.data.read_datasource(source, override_num_blocks=shards)

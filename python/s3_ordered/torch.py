@@ -43,23 +43,12 @@ import torch.distributed
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from . import Client, Object, ObjectError
+from ._options import checked
 
 __all__ = ["MapDataset", "OrderedDataset", "SampleError"]
 
 KeyItem = Union[str, tuple[str, Optional[int]], tuple[str, Optional[int], Optional[str]]]
 Transform = Callable[[Object], Any]
-
-# Client options that give credentials: a worker may have its own, so they are not checked
-# where the dataset is made.
-_CREDENTIAL_OPTIONS = frozenset(
-    {
-        "anonymous",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "credential_provider",
-    }
-)
 
 # Marks the line of a ``SampleError``'s message that carries its fields, so that the error a
 # loader rebuilds from the message alone (``type(e)(message)``) has them again.
@@ -105,15 +94,6 @@ class SampleError(ObjectError):
 
 def _key_of(item: KeyItem) -> str:
     return item if isinstance(item, str) else item[0]
-
-
-def _checked_options(client_options: dict[str, Any] | None) -> dict[str, Any]:
-    """A copy of ``client_options``, refused here if a worker's ``Client`` would refuse it
-    (credentials aside: workers may find their own)."""
-    options = dict(client_options or {})
-    checked = {k: v for k, v in options.items() if k not in _CREDENTIAL_OPTIONS}
-    Client(**{**checked, "anonymous": True})
-    return options
 
 
 def _listed(bucket: str, prefix: str, client_options: dict[str, Any] | None) -> list[KeyItem]:
@@ -222,7 +202,7 @@ class OrderedDataset(IterableDataset[Any]):
         else:
             self.num_samples = -(-n // world_size)
         self.transform = transform
-        self._client = _ProcessClient(_checked_options(client_options))
+        self._client = _ProcessClient(checked(client_options))
         # [epoch, the epoch `start` is for, start], in memory shared with the loader's workers,
         # so that `set_epoch` reaches persistent workers too.
         self._shared = torch.zeros(3, dtype=torch.int64).share_memory_()  # type: ignore[no-untyped-call]
@@ -380,7 +360,7 @@ class MapDataset(Dataset[Any]):
         self.bucket = bucket
         self.items: list[KeyItem] = list(keys)
         self.transform = transform
-        self._client = _ProcessClient(_checked_options(client_options))
+        self._client = _ProcessClient(checked(client_options))
 
     @classmethod
     def from_prefix(cls, bucket: str, prefix: str, **kwargs: Any) -> MapDataset:
