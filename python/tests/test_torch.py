@@ -310,7 +310,7 @@ def test_map_dataset_puts_a_whole_batch_in_flight(
     got = ds.__getitems__(batch)
     assert [s["seq"] for s in got] == batch
     check_bytes(server, got)
-    assert recorder.max_in_flight == len(batch)
+    assert recorder.max_in_flight >= len(batch)
 
 
 def test_map_dataset_missing_key(server: Server, samples: list[str]) -> None:
