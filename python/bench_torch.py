@@ -265,23 +265,14 @@ def main() -> None:
     missing = sorted(set(CLIENTS) - set(clients))
     if missing:
         print(f"not installed, left out: {', '.join(missing)}")
-    server = bench.synthetic_server_binary()
     for scenario in args.only or list(SCENARIOS):
         size = SCENARIOS[scenario][1]
-        cmd = [str(server), "--serve", str(size), "--paced", "--for", "3600"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            assert proc.stdout is not None
-            last = proc.stdout.readline().split()[-1]
-            url = last if last.startswith("http://") else f"http://{last}"
+        with bench.serving("synthetic", Path("."), size, paced=True) as url:
             runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
             for _ in range(args.rounds):
                 for c in clients:
                     runs[c].append(measure(c, url, scenario, args.crt_samples))
             report(scenario, runs)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -92,10 +92,6 @@ class SampleError(ObjectError):
         return cls(f"sample {index}: {error}\n{_FIELDS_MARK}{json.dumps(fields)}")
 
 
-def _key_of(item: KeyItem) -> str:
-    return item if isinstance(item, str) else item[0]
-
-
 def _listed(bucket: str, prefix: str, client_options: dict[str, Any] | None) -> list[KeyItem]:
     """The keys under ``prefix`` with their sizes, in the listing's order."""
     return list(Client(**(client_options or {})).list(bucket, prefix))
@@ -369,10 +365,6 @@ class MapDataset(Dataset[Any]):
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def key(self, index: int) -> str:
-        """The key of sample ``index``."""
-        return _key_of(self.items[index])
 
     def __getitem__(self, index: int) -> Any:
         return self.__getitems__([index])[0]
