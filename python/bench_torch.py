@@ -14,6 +14,9 @@ times interleaved, each of:
   per worker), every sample checked to come in the list's order;
 - ``OrderedDataset:len``: the same with a transform that keeps each body in its worker and
   hands the loader its length: the loader without the cost of moving bodies between processes;
+- ``loader only``: no S3 at all, a dataset that yields the same samples from memory (each body
+  a fresh copy of one buffer, in the same blocks per worker): what the loader alone can move
+  between processes, the ceiling of any dataset through it;
 - ``MapDataset``: ``s3_ordered.torch.MapDataset`` with a seeded ``RandomSampler`` (each batch
   one ``get_all`` of 64), checked against the sampler's order;
 - ``S3IterableDataset``: ``s3torchconnector``'s, sharding on (its documented way with
@@ -22,10 +25,10 @@ times interleaved, each of:
   (their rate is what is compared), and only if ``s3torchconnector`` is installed.
 
 Each runs in a child process of its own; its CPU time includes its loader workers'. Printed:
-the medians of samples/s, each rate over ``S3IterableDataset``'s and over ``get_all``'s, CPU per
-sample, how many samples came in the expected order, and how far the peak RSS of the largest
-loader worker rose above its RSS when it started (``get_all``: the process's; ``max_bytes`` is
-256 MiB per client).
+the medians of samples/s, each rate over ``S3IterableDataset``'s, ``get_all``'s and ``loader
+only``'s, CPU per sample, how many samples came in the expected order, and how far the peak RSS
+of the largest loader worker rose above its RSS when it started (``get_all``: the process's;
+``max_bytes`` is 256 MiB per client).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ CLIENTS = [
     "get_all",
     "OrderedDataset",
     "OrderedDataset:len",
+    "loader only",
     "MapDataset",
     "S3IterableDataset",
     "S3MapDataset",
@@ -106,6 +110,26 @@ def body_length(obj: Any) -> dict[str, Any]:
     return {"key": obj.key, "body": len(obj.read())}
 
 
+class FromMemory:
+    """``loader only``: the samples of ``keys`` from memory, each body a fresh copy of one
+    buffer (as ``Object.read()`` copies its slabs), dealt to the workers in blocks of ``BATCH``
+    as ``OrderedDataset`` deals them. Made an ``IterableDataset`` where torch is imported."""
+
+    def __init__(self, keys: list[str], size: int) -> None:
+        self.keys = keys
+        self.body = bytes(size)
+
+    def __iter__(self) -> Any:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        view = memoryview(self.body)
+        for first in range(worker * BATCH, len(self.keys), BATCH * workers):
+            for i in range(first, min(first + BATCH, len(self.keys))):
+                yield {"key": self.keys[i], "seq": i, "body": bytes(view)}
+
+
 def sampler_order(n: int) -> list[int]:
     import torch
     from torch.utils.data import RandomSampler
@@ -131,6 +155,14 @@ def loader_for(client: str, url: str, keys: list[str], size: int) -> Any:
             BUCKET, items, client_options=options, transform=transform, batch_size=BATCH
         )
         return DataLoader(ds, batch_size=BATCH, num_workers=WORKERS, worker_init_fn=worker_init)
+    if client == "loader only":
+        from torch.utils.data import IterableDataset
+
+        class Memory(FromMemory, IterableDataset[Any]):
+            pass
+
+        mem = Memory(keys, size)
+        return DataLoader(mem, batch_size=BATCH, num_workers=WORKERS, worker_init_fn=worker_init)
     if client == "MapDataset":
         from s3_ordered.torch import MapDataset
 
@@ -230,7 +262,8 @@ def report(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> None:
     print(f"\n{count:,} x {scenario}, paced server (median of {rounds} rounds):")
     print(
         f"{'client':<18} {'samples':>7} {'samples/s':>10} {'vs S3Iterable':>13} "
-        f"{'vs get_all':>10} {'CPU us/sample':>13} {'in order':>9} {'RSS+ MiB':>9}"
+        f"{'vs get_all':>10} {'vs loader':>9} {'CPU us/sample':>13} {'in order':>9} "
+        f"{'RSS+ MiB':>9}"
     )
     med = {
         c: {
@@ -244,11 +277,13 @@ def report(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> None:
     }
     crt = med.get("S3IterableDataset", {}).get("rate")
     ref = med["get_all"]["rate"]
+    loader = med.get("loader only", {}).get("rate")
     for c, m in med.items():
         vs_crt = f"{m['rate'] / crt:>12.1f}x" if crt else f"{'-':>13}"
+        vs_loader = f"{m['rate'] / loader:>8.2f}x" if loader else f"{'-':>9}"
         print(
             f"{c:<18} {m['samples']:>7} {m['rate']:>10.0f} {vs_crt} {m['rate'] / ref:>9.2f}x "
-            f"{m['cpu']:>13.1f} {m['in_order']:>9} {m['rss']:>9.1f}"
+            f"{vs_loader} {m['cpu']:>13.1f} {m['in_order']:>9} {m['rss']:>9.1f}"
         )
 
 
