@@ -454,15 +454,10 @@ impl ChecksumJob {
             right,
         } = self;
         let span = tracing::debug_span!("checksum", key = %asm.key, seq = asm.seq);
-        let learn = learn_checksum(
-            &ctx,
-            &target,
-            &asm.key,
-            asm.version_id.as_deref(),
-            &asm.pin,
-            start,
-            &right.rights,
-        );
+        let learn = async {
+            let obj = asm.fetching(&ctx, &target, &right.rights);
+            learn_checksum(&obj, start).await
+        };
         let (learn, handle) = abortable(learn.instrument(span));
         asm.add_abort(0, handle);
         if let Ok(Err(e)) = learn.await {
@@ -502,20 +497,8 @@ impl PartJob {
         let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
         let fetch = async {
             let on_size = |size| asm.learned_size(size);
-            fetch_part(
-                &ctx,
-                &target,
-                &asm.key,
-                asm.version_id.as_deref(),
-                spec,
-                lease,
-                ticket,
-                &asm.pin,
-                &on_size,
-                Connect::Pooled,
-                &right.rights,
-            )
-            .await
+            let obj = asm.fetching(&ctx, &target, &right.rights);
+            fetch_part(&obj, spec, lease, ticket, &on_size, Connect::Pooled).await
         };
         // Pinned here, so that the wrappers below hold a pointer to the fetch (a few KiB)
         // rather than moving it at each layer.
@@ -558,21 +541,10 @@ async fn refetch_parts(
         let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
         let ticket = ctx.ticket(Place::Front).await;
         let on_size = |size| asm.learned_size(size);
-        let result = fetch_part(
-            ctx,
-            target,
-            &asm.key,
-            asm.version_id.as_deref(),
-            asm.spec(idx),
-            lease,
-            ticket,
-            &asm.pin,
-            &on_size,
-            Connect::New,
-            rights,
-        )
-        .instrument(span)
-        .await;
+        let obj = asm.fetching(ctx, target, rights);
+        let result = fetch_part(&obj, asm.spec(idx), lease, ticket, &on_size, Connect::New)
+            .instrument(span)
+            .await;
         // A second mismatch fails the object; it asks for nothing more.
         if asm.part_done(idx, result).is_some() {
             return;

@@ -31,9 +31,10 @@ use super::Delivery;
 use crate::checksum::{self, Checksum, InOrder, NotVerified, Offered, Value};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::fetch::{Fetched, ObjectPin, PartSpec};
+use crate::fetch::{Fetched, ObjectFetch, ObjectPin, PartSpec, Rights};
 use crate::memory::{Body, EndCheck, Lease, PartQueue};
 use crate::object::{Object, ObjectRef};
+use crate::s3::BucketTarget;
 use crate::stats::Counters;
 
 /// One object of a request, from its first part's admission to its last part's end.
@@ -117,6 +118,23 @@ impl Assembly {
     /// False once the object failed or its streaming body was dropped.
     pub(crate) fn wants_more(&self) -> bool {
         !self.lock().finished
+    }
+
+    /// This object as its parts and HEADs fetch it, for a request of `target` holding `rights`.
+    pub(crate) fn fetching<'a>(
+        &'a self,
+        ctx: &'a Context,
+        target: &'a BucketTarget,
+        rights: &'a Rights,
+    ) -> ObjectFetch<'a> {
+        ObjectFetch {
+            ctx,
+            target,
+            key: &self.key,
+            version_id: self.version_id.as_deref(),
+            pin: &self.pin,
+            rights,
+        }
     }
 
     /// The bytes part `idx` stands for.

@@ -1,0 +1,349 @@
+//! One exchange on a pooled connection: a request written and signed afresh into the
+//! connection's buffer ([`compose`]), sent, and its response head read within the stall
+//! timeout; a late head hedged with the same request on another connection
+//! ([`send_hedged`]); and whole-body requests (listings, HEADs), whose small replies are read
+//! into memory, retried through [`Attempts`].
+
+use std::pin::pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use tokio::time::Instant;
+
+use super::attempts::{Attempts, Start, Then};
+use super::stall::{fmt_duration, unarmed, Stall};
+use super::Rights;
+use crate::conn::{Conn, Unit};
+use crate::context::Context;
+use crate::error::{Error, ErrorKind};
+use crate::http1::{self, Http};
+use crate::s3::{status_error, S3Request, MAX_ERROR_BODY, MAX_REQUEST_FIELDS};
+use crate::sign::{Signable, Signer};
+use crate::stats::Counters;
+use crate::waitlist::Place;
+
+/// Gets a connection for `req` with `unit`, writes `req` into it signed afresh, sends it, and
+/// reads the response head within the stall timeout. Counts the request, and once in `also`
+/// if given (a hedge).
+pub(super) async fn send(
+    ctx: &Context,
+    unit: Unit,
+    req: &S3Request<'_>,
+    stalls: &mut Stall<'_>,
+    fresh: bool,
+    mut also: Option<&AtomicU64>,
+) -> Result<Conn, Error> {
+    let creds = ctx.signer.credentials_for_request().await?;
+    let conn = if fresh {
+        unit.connect_new(req.origin()).await
+    } else {
+        unit.connect(req.origin()).await
+    };
+    let mut conn = conn.map_err(|(_, e)| e)?;
+    loop {
+        compose(&mut conn, req, &ctx.signer, creds.as_ref())?;
+        Counters::add(&ctx.counters.requests, 1);
+        if let Some(counter) = also.take() {
+            Counters::add(counter, 1);
+        }
+        let exchange = async {
+            conn.send(req.method() == http::Method::HEAD).await?;
+            conn.read_head().await
+        };
+        let failed = match stalls.within(exchange).await {
+            Some(Ok(())) => return Ok(conn),
+            Some(Err(e)) => e,
+            None => {
+                return Err(Error::new(ErrorKind::Timeout)
+                    .with_message(format!("no response within {}", fmt_duration(stalls.stall))))
+            }
+        };
+        // A server may close an idle keep-alive connection just as it is taken for a request:
+        // the request is sent again at once on a new connection, spending no attempt, retry
+        // budget or backoff. Once only, as the new connection was not idle: a server that
+        // closes every connection still fails the request.
+        if !(conn.reused() && conn.unanswered() && failed.kind() == ErrorKind::Connection) {
+            return Err(failed);
+        }
+        tracing::debug!(error = %failed, "a reused connection was closed before any reply; sending again on a new one");
+        Counters::add(&ctx.counters.stale_connections, 1);
+        conn = conn
+            .close()
+            .connect_new(req.origin())
+            .await
+            .map_err(|(_, e)| e)?;
+    }
+}
+
+/// Writes `req` into `conn`'s request buffer as HTTP/1.1: its request line and fields, and —
+/// with credentials — the SigV4 fields computed over exactly those bytes.
+fn compose(
+    conn: &mut Http,
+    req: &S3Request<'_>,
+    signer: &Signer,
+    creds: Option<&Credentials>,
+) -> Result<(), Error> {
+    let (out, scratch, forward) = conn.compose();
+    let method = req.method().as_str();
+    let origin_len = forward.map_or(0, |f| f.origin.len());
+    let target = http1::push_request_line(out, method, |o| {
+        if let Some(f) = forward {
+            o.extend_from_slice(f.origin.as_bytes());
+        }
+        req.write_target(o)
+    });
+    // What is signed is the path and query, without a proxy's absolute-form origin.
+    let target = target.start + origin_len..target.end;
+    // The request's own fields, kept on the stack for the signer (as many as it can have).
+    let mut fields = [("", &b""[..]); MAX_REQUEST_FIELDS];
+    let mut count = 0;
+    for (slot, field) in fields.iter_mut().zip(req.headers()) {
+        http1::push_field(out, field.0, field.1);
+        *slot = field;
+        count += 1;
+    }
+    if let Some(creds) = creds {
+        let target = std::str::from_utf8(&out[target]).map_err(|_| {
+            Error::new(ErrorKind::Internal).with_message("the request target is not ASCII")
+        })?;
+        let signable = Signable {
+            method,
+            target,
+            headers: &fields[..count],
+        };
+        let signed = signer.sign(creds, signable, req.region(), scratch)?;
+        for (name, value) in signed.fields(creds.session_token()) {
+            http1::push_field(out, name, value);
+        }
+    }
+    if let Some(auth) = forward.and_then(|f| f.authorization.as_ref()) {
+        http1::push_field(out, "proxy-authorization", auth.as_bytes());
+    }
+    http1::end_head(out);
+    Ok(())
+}
+
+/// [`send`], and — when the response head is later than the hedging threshold and a hedge
+/// may be sent — the same request again on another connection: the first head to arrive
+/// wins, and the other exchange is dropped, closing its connection. A hedge needs the
+/// adaptive limit at its ceiling, a token of the budget, a right of the request (the next
+/// one freed) and a slot and connection (at the front of the queue, before new work);
+/// until it has them the first reply may still come and is taken.
+pub(super) async fn send_hedged(
+    ctx: &Context,
+    rights: &Rights,
+    unit: Unit,
+    req: &S3Request<'_>,
+    stalls: &mut Stall<'_>,
+    fresh: bool,
+) -> Result<Conn, Error> {
+    let hedging = &ctx.hedging;
+    let threshold = hedging.threshold();
+    let stall = stalls.stall;
+    let started = Instant::now();
+    let mut first = pin!(send(ctx, unit, req, stalls, fresh, None));
+    let taken = |r: Result<Conn, Error>| {
+        if r.is_ok() {
+            hedging.record(started.elapsed());
+        }
+        r
+    };
+    let Some(threshold) = threshold else {
+        return taken(first.await);
+    };
+    tokio::select! {
+        biased;
+        r = &mut first => return taken(r),
+        () = tokio::time::sleep(threshold) => {}
+    }
+    // Until a hedge may go, the reply may still come; looked at again every so often.
+    let recheck = (threshold / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    let right = loop {
+        if may_hedge(ctx) {
+            // The next right the request frees, ahead of all but the one admission that
+            // may be waiting already: the hedge comes before new work.
+            let acquire = Arc::clone(rights).acquire_owned();
+            let permit = tokio::select! {
+                biased;
+                r = &mut first => return taken(r),
+                p = acquire => p.ok(),
+            };
+            if let Some(right) = permit.filter(|_| hedging.take()) {
+                break right;
+            }
+        }
+        tokio::select! {
+            biased;
+            r = &mut first => return taken(r),
+            () = tokio::time::sleep(recheck) => {}
+        }
+    };
+    let (slot, hedge_unit) = tokio::select! {
+        biased;
+        r = &mut first => return taken(r),
+        t = ctx.ticket(Place::Front) => t,
+    };
+    tracing::debug!(
+        after_ms = threshold.as_millis() as u64,
+        "response head late; sending the same request on another connection"
+    );
+    let timer = pin!(unarmed(ctx));
+    let mut hedge_stalls = Stall::new(timer, stall);
+    // Counted as a hedge once written, as every request is: a hedge whose first reply
+    // came while it was still connecting was never sent.
+    let hedges = Some(&ctx.counters.hedges_sent);
+    let mut second = pin!(send(ctx, hedge_unit, req, &mut hedge_stalls, false, hedges));
+    let won = |r: Result<Conn, Error>| {
+        if r.is_ok() {
+            Counters::add(&ctx.counters.hedges_won, 1);
+            tracing::debug!("the hedge's response head came first; the first request closed");
+        }
+        r
+    };
+    let out = tokio::select! {
+        r = &mut first => match r {
+            Ok(conn) => {
+                tracing::debug!("the first response head came first; the hedge closed");
+                Ok(conn)
+            }
+            // The hedge may still answer.
+            Err(e) => won(second.await).map_err(|_| e),
+        },
+        r = &mut second => match r {
+            Ok(conn) => won(Ok(conn)),
+            Err(_) => first.await,
+        },
+    };
+    drop((slot, right));
+    taken(out)
+}
+
+/// Whether a hedge may be sent now, given a right of the request: the adaptive limit is at
+/// its ceiling (a throttling server gets no more requests) and the budget has a token.
+fn may_hedge(ctx: &Context) -> bool {
+    let limiter = &ctx.limiter;
+    limiter.limit() >= limiter.max() && ctx.hedging.has_token()
+}
+
+/// Reads (a bounded prefix of) an error reply's body; the connection is reused only if the
+/// body ended within the bound.
+pub(super) async fn read_error_body(mut conn: Conn, stalls: &mut Stall<'_>) -> Vec<u8> {
+    let (bytes, complete) = read_limited(&mut conn, MAX_ERROR_BODY, stalls).await;
+    if complete {
+        conn.release();
+    }
+    bytes
+}
+
+/// Signs `req`, sends it on a pooled connection and reads the whole reply body (at most
+/// `limit` bytes): for listings and HEAD, whose replies are small. Retried like a GET.
+///
+/// # Errors
+///
+/// A typed error for a non-success status (parsed from the S3 error body), a connection
+/// failure or stall, or [`ErrorKind::InvalidResponse`] for a body over `limit`.
+pub(crate) async fn request_whole(
+    ctx: &Context,
+    req: S3Request<'_>,
+    limit: usize,
+) -> Result<(http::HeaderMap, Vec<u8>), Error> {
+    request_whole_from(ctx, req, limit, Start::Queue(Place::Back)).await
+}
+
+/// [`request_whole`], its first attempt started as `start` says.
+pub(super) async fn request_whole_from(
+    ctx: &Context,
+    mut req: S3Request<'_>,
+    limit: usize,
+    start: Start,
+) -> Result<(http::HeaderMap, Vec<u8>), Error> {
+    let mut attempts = Attempts::new(ctx, start);
+    loop {
+        let (slot, unit) = attempts.next().await;
+        tracing::debug!(method = %req.method(), "request sent");
+        match whole_once(ctx, unit, &req, limit).await {
+            Ok(ok) => {
+                tracing::debug!(bytes = ok.1.len(), "request done");
+                attempts.succeeded(slot);
+                return Ok(ok);
+            }
+            Err(e) => {
+                if attempts.failed(slot, e, req.target()).await? == Then::Rerouted {
+                    req.reroute();
+                }
+            }
+        }
+    }
+}
+
+async fn whole_once(
+    ctx: &Context,
+    unit: Unit,
+    req: &S3Request<'_>,
+    limit: usize,
+) -> Result<(http::HeaderMap, Vec<u8>), Error> {
+    let timer = pin!(unarmed(ctx));
+    let mut stalls = Stall::new(timer, ctx.config.stall_timeout);
+    let mut conn = send(ctx, unit, req, &mut stalls, false, None).await?;
+    let status = conn.head().status();
+    let headers = conn.head().to_header_map();
+    let limit = if status.is_success() {
+        limit
+    } else {
+        MAX_ERROR_BODY
+    };
+    let (bytes, complete) = read_limited(&mut conn, limit, &mut stalls).await;
+    if complete {
+        conn.release();
+    }
+    if !status.is_success() {
+        let region = headers.get("x-amz-bucket-region").map(|v| v.as_bytes());
+        return Err(status_error(status, &bytes, region));
+    }
+    if !complete && bytes.len() >= limit {
+        return Err(Error::new(ErrorKind::InvalidResponse)
+            .with_status(status)
+            .with_message(format!("reply body larger than {limit} bytes")));
+    }
+    if !complete {
+        return Err(Error::new(ErrorKind::Connection)
+            .with_status(status)
+            .with_message("reply body broke off"));
+    }
+    Ok((headers, bytes))
+}
+
+/// Reads at most `limit` bytes of the body on `conn`, each read within the stall timeout;
+/// says whether the body ended within the limit (false also when it broke off or stalled).
+async fn read_limited(conn: &mut Conn, limit: usize, stalls: &mut Stall<'_>) -> (Vec<u8>, bool) {
+    // Read into the Vec itself (so the future holds no buffer), trimmed to what came.
+    let mut out = Vec::new();
+    loop {
+        let len = out.len();
+        let room = (limit - len).min(16 << 10);
+        let read = if room == 0 {
+            match stalls.within(conn.body_ended()).await {
+                Some(Ok(ended)) => return (out, ended),
+                _ => return (out, false),
+            }
+        } else {
+            out.resize(len + room, 0);
+            let read = stalls.within(conn.read_body(&mut out[len..])).await;
+            out.truncate(
+                len + read
+                    .as_ref()
+                    .and_then(|r| r.as_ref().ok())
+                    .copied()
+                    .unwrap_or(0),
+            );
+            read
+        };
+        match read {
+            Some(Ok(0)) => return (out, true),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (out, false),
+        }
+    }
+}
