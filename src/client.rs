@@ -10,6 +10,7 @@ use crate::context::Context;
 use crate::engine::ObjectStream;
 use crate::error::{ConfigError, Error, ErrorKind};
 use crate::fetch::request_whole;
+use crate::http1;
 use crate::list::{EntryStream, ListStream, Listing};
 use crate::object::{IntoObjectRef, ObjectRef};
 use crate::stats::Stats;
@@ -167,8 +168,7 @@ impl Client {
             let (headers, _) = request_whole(&self.ctx, req, 0).await?;
             let size = headers
                 .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
+                .and_then(|v| http1::parse_length(v.as_bytes()))
                 .ok_or_else(|| {
                     Error::new(ErrorKind::InvalidResponse)
                         .with_message("HEAD reply has no valid Content-Length")

@@ -407,3 +407,40 @@ async fn a_head_over_hypers_bound_is_refused() {
     drop(s);
     assert_quiescent(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_get_read_content_length_alike() {
+    // Two equal values and leading zeros are one length (RFC 9110, 8.6); a sign is none.
+    let lengths = [("repeated", "5, 5"), ("zeros", "0005"), ("plus", "+5")];
+    let (addr, _) = scripted(Box::new(move |r: &Request| {
+        let head = String::from_utf8_lossy(&r.head);
+        let (_, value) = lengths
+            .iter()
+            .find(|(k, _)| head.contains(&format!("/bucket/{k} ")))
+            .expect("a known key");
+        let fields = format!("content-length: {value}\r\netag: \"e\"\r\n");
+        Act::Reply(if head.starts_with("HEAD ") {
+            ok(&fields, b"")
+        } else {
+            ok(&fields, b"hello")
+        })
+    }))
+    .await;
+    let client = one_connection(addr, 1);
+    for (key, value) in lengths {
+        let head = client.head("bucket", key, None).await;
+        let get = client
+            .get_all("bucket", [ObjectRef::new(key, 5)])
+            .next()
+            .await
+            .expect("one result");
+        let head_size = head.as_ref().ok().and_then(|o| o.size);
+        let get_len = get.as_ref().ok().map(|o| o.body.len() as u64);
+        assert_eq!(head_size, get_len, "Content-Length: {value}");
+        assert_eq!(
+            head_size.is_some(),
+            value != "+5",
+            "Content-Length: {value}"
+        );
+    }
+}
