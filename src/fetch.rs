@@ -16,37 +16,14 @@
 mod attempts;
 mod checksum_heads;
 mod exchange;
+mod object;
 mod part;
 mod reply;
 mod stall;
 
-use std::sync::Arc;
-
 pub(crate) use attempts::Start;
 pub(crate) use checksum_heads::learn_checksum;
 pub(crate) use exchange::request_whole;
+pub(crate) use object::{ObjectFetch, Rights};
 pub(crate) use part::{fetch_part, Connect, Fetched, PartSpec};
 pub(crate) use reply::{check_reply, Asked, ObjectPin};
-
-use crate::context::Context;
-use crate::s3::BucketTarget;
-
-/// A request's connection rights: `max_connections_per_request` permits. Each admitted job
-/// holds one for its whole run (its retries and follow-up requests included); a job that
-/// sends several requests at once takes spare ones for the others, without waiting, so a
-/// request never holds more connections than its cap.
-pub(crate) type Rights = Arc<tokio::sync::Semaphore>;
-
-/// What is being fetched: one object of a request, as each of its parts and HEADs asks for it.
-#[derive(Clone, Copy)]
-pub(crate) struct ObjectFetch<'a> {
-    pub(crate) ctx: &'a Context,
-    pub(crate) target: &'a BucketTarget,
-    pub(crate) key: &'a str,
-    pub(crate) version_id: Option<&'a str>,
-    /// What the object's replies fixed, shared by its parts.
-    pub(crate) pin: &'a ObjectPin,
-    /// The request's connection rights: more than one request of the object at a time only on
-    /// spare ones.
-    pub(crate) rights: &'a Rights,
-}

@@ -9,7 +9,7 @@ use http::StatusCode;
 
 use super::attempts::Start;
 use super::exchange::request_whole_from;
-use super::ObjectFetch;
+use super::object::ObjectFetch;
 use crate::checksum::{ChecksumAlgorithm, Composite, InOrder, Offered, UploadParts, Value};
 use crate::error::{Error, ErrorKind};
 use crate::http1;

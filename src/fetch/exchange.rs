@@ -13,8 +13,8 @@ use aws_credential_types::Credentials;
 use tokio::time::Instant;
 
 use super::attempts::{Attempts, Start, Then};
+use super::object::Rights;
 use super::stall::{fmt_duration, unarmed, Stall};
-use super::Rights;
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
