@@ -188,7 +188,7 @@ impl Client {
 
     /// The memory budget for bodies, in bytes: `max_bytes` as built, in whole slabs.
     pub fn max_bytes(&self) -> u64 {
-        u64::from(self.ctx.memory.total_slabs()) * self.ctx.memory.slab_size() as u64
+        self.ctx.memory.budget()
     }
 }
 

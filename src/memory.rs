@@ -104,6 +104,11 @@ impl MemoryPool {
         self.inner.slab_size
     }
 
+    /// The budget in bytes: every slab.
+    pub(crate) fn budget(&self) -> u64 {
+        u64::from(self.inner.total) * self.inner.slab_size as u64
+    }
+
     /// Number of slabs in the whole budget.
     pub(crate) fn total_slabs(&self) -> u32 {
         self.inner.total

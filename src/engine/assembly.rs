@@ -27,7 +27,7 @@ use futures_util::future::AbortHandle;
 use super::plan::{self, Mode};
 use tokio::sync::Notify;
 
-use super::Delivery;
+use super::delivery::Delivery;
 use crate::checksum::{self, Checksum, InOrder, NotVerified, Offered, Value};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
