@@ -48,7 +48,14 @@ async fn converges_on(k: usize, n: u64) {
     let oracle_server = ShedServer::start(k, SERVICE, LEN).await;
     let oracle = builder(&oracle_server).max_connections(k).build().unwrap();
     let oracle_time = fetch_all(&oracle, n).await;
-    assert_eq!(oracle_server.throttled_and_requests(), (0, n as usize));
+    // One request per object, and any the oracle sent again on its own (a late head hedged on
+    // a loaded machine, an idle connection found closed): within K connections, none throttled.
+    let again = oracle.stats();
+    let again = (again.hedges_sent + again.stale_connections) as usize;
+    assert_eq!(
+        oracle_server.throttled_and_requests(),
+        (0, n as usize + again)
+    );
 
     let server = ShedServer::start(k, SERVICE, LEN).await;
     let client = builder(&server).max_connections(32).build().unwrap();
