@@ -9,7 +9,17 @@ use std::time::Duration;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use http::header::HeaderValue;
-use http::uri::{Scheme, Uri};
+use http::uri::Uri;
+
+mod budgets;
+mod endpoint;
+
+pub use budgets::{DEFAULT_PART_SIZE, MAX_SLAB_SIZE, MIN_SLAB_SIZE};
+pub(crate) use endpoint::{aws_endpoint, is_region_name};
+pub use endpoint::{Addressing, DEFAULT_REGION};
+
+use budgets::{BudgetSettings, Budgets};
+use endpoint::Endpoint;
 
 use crate::error::ConfigError;
 use crate::hedge::HedgeConfig;
@@ -27,19 +37,6 @@ pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 /// Default slab size: 64 KiB. Small objects waste at most one slab each, and a 256 MiB budget
 /// still holds 4096 small objects at once (see `PERFORMANCE.md`).
 pub const DEFAULT_SLAB_SIZE: usize = 64 << 10;
-
-/// Smallest slab size accepted: one page.
-pub const MIN_SLAB_SIZE: usize = 4 << 10;
-
-/// Largest slab size accepted: 64 MiB.
-pub const MAX_SLAB_SIZE: usize = 64 << 20;
-
-/// Default part size: 8 MiB, the byte-range size AWS's S3 performance guidelines name for
-/// parallel ranged GETs (and the AWS CRT's default part size). Objects larger than a part are
-/// fetched as ranged GETs of this size, in parallel. When `max_bytes` cannot give every one of a
-/// request's connections a part of this size, the default part is lowered to
-/// `max_bytes / max_connections_per_request` (whole slabs, at least one).
-pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 
 /// Default connect timeout (TCP and TLS handshake): 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,18 +90,6 @@ impl MinBodyRate {
 
 /// The shortest [`MinBodyRate::window`].
 const MIN_BODY_RATE_WINDOW: Duration = Duration::from_millis(100);
-
-/// Default region when none is given.
-pub const DEFAULT_REGION: &str = "us-east-1";
-
-/// How the bucket is named in each request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Addressing {
-    /// `https://endpoint/bucket/key` — works with every S3-compatible server.
-    PathStyle,
-    /// `https://bucket.endpoint/key` — AWS's preferred form; needs a DNS-compatible bucket name.
-    VirtualHosted,
-}
 
 /// What carries the HTTP/1.1 exchanges on the pool's connections. Both run under the same
 /// connection, memory and retry budgets, with bodies read into the same slabs.
@@ -581,103 +566,15 @@ impl ClientBuilder {
 
     /// Validates the settings into a [`Config`]; [`build`](Self::build) then makes the client.
     pub(crate) fn validate(self) -> Result<Config, ConfigError> {
-        if self.max_connections == 0 {
-            return Err(ConfigError::new(
-                "max_connections",
-                "must be greater than 0",
-            ));
-        }
-        let per_request = self
-            .max_connections_per_request
-            .unwrap_or(self.max_connections);
-        if per_request == 0 {
-            return Err(ConfigError::new(
-                "max_connections_per_request",
-                "must be greater than 0",
-            ));
-        }
-        if per_request > self.max_connections {
-            return Err(ConfigError::new(
-                "max_connections_per_request",
-                format!(
-                    "{per_request} is more than max_connections ({})",
-                    self.max_connections
-                ),
-            ));
-        }
-        if !(MIN_SLAB_SIZE..=MAX_SLAB_SIZE).contains(&self.slab_size) {
-            return Err(ConfigError::new(
-                "slab_size",
-                format!(
-                    "{} is outside {MIN_SLAB_SIZE}..={MAX_SLAB_SIZE} bytes",
-                    self.slab_size
-                ),
-            ));
-        }
-        if self.max_bytes == 0 {
-            return Err(ConfigError::new("max_bytes", "must be greater than 0"));
-        }
-        let slabs = self.max_bytes / self.slab_size as u64;
-        if slabs < self.max_connections as u64 {
-            return Err(ConfigError::new(
-                "max_bytes",
-                format!(
-                    "{} bytes hold {slabs} slabs of {} bytes, fewer than max_connections ({}); \
-                     need at least {}",
-                    self.max_bytes,
-                    self.slab_size,
-                    self.max_connections,
-                    self.max_connections as u64 * self.slab_size as u64
-                ),
-            ));
-        }
-        // tokio's Semaphore holds at most usize::MAX >> 3 permits and acquire_many takes a u32.
-        let total_slabs = u32::try_from(slabs)
-            .ok()
-            .filter(|n| (*n as usize) <= tokio::sync::Semaphore::MAX_PERMITS)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "max_bytes",
-                    format!("{slabs} slabs are too many; raise slab_size"),
-                )
-            })?;
-        let budget = total_slabs as u64 * self.slab_size as u64;
-        let part_size = match self.part_size {
-            Some(n) => {
-                if n == 0 || n % self.slab_size as u64 != 0 {
-                    return Err(ConfigError::new(
-                        "part_size",
-                        format!(
-                            "{n} is not a whole number of slabs of {} bytes",
-                            self.slab_size
-                        ),
-                    ));
-                }
-                if n > budget {
-                    return Err(ConfigError::new(
-                        "part_size",
-                        format!("{n} bytes are more than max_bytes ({budget} usable)"),
-                    ));
-                }
-                n
-            }
-            None => {
-                let slab = self.slab_size as u64;
-                let share = (budget / per_request as u64) / slab * slab;
-                DEFAULT_PART_SIZE.min(share.max(slab))
-            }
-        };
-        let stream_threshold = self.stream_threshold.unwrap_or(budget);
-        if stream_threshold > budget {
-            return Err(ConfigError::new(
-                "stream_threshold",
-                format!(
-                    "{stream_threshold} bytes are more than max_bytes ({budget} usable): \
-                     a whole body must fit the budget"
-                ),
-            ));
-        }
-        validate_throttle(&self.throttle, self.max_connections)?;
+        let budgets = Budgets::new(&BudgetSettings {
+            max_connections: self.max_connections,
+            per_request: self.max_connections_per_request,
+            slab_size: self.slab_size,
+            max_bytes: self.max_bytes,
+            part_size: self.part_size,
+            stream_threshold: self.stream_threshold,
+        })?;
+        budgets::validate_throttle(&self.throttle, self.max_connections)?;
         if let Some(why) = self.hedge.invalid() {
             return Err(ConfigError::new("hedge", why));
         }
@@ -699,34 +596,7 @@ impl ClientBuilder {
             ));
         }
 
-        let region = self.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
-        if !is_region_name(&region) {
-            return Err(ConfigError::new(
-                "region",
-                format!("{region:?} is not a region name"),
-            ));
-        }
-        let regional = aws_endpoint(&region);
-        let (endpoint, is_aws, endpoint_follows_region) = match self.endpoint {
-            Some(url) => {
-                let uri = parse_endpoint(&url)?;
-                let is_aws = uri.host().is_some_and(|h| h.ends_with(".amazonaws.com"));
-                // AWS's own regional (or global) endpoint, given by hand, still follows the
-                // bucket's region; any other endpoint is kept as given.
-                let follows = uri.port().is_none()
-                    && uri.scheme() == Some(&Scheme::HTTPS)
-                    && uri.host().is_some_and(|h| {
-                        h == "s3.amazonaws.com" || Some(h) == regional.strip_prefix("https://")
-                    });
-                (uri, is_aws, follows)
-            }
-            None => (parse_endpoint(&regional)?, true, true),
-        };
-        let addressing = self.addressing.unwrap_or(if is_aws {
-            Addressing::VirtualHosted
-        } else {
-            Addressing::PathStyle
-        });
+        let endpoint = Endpoint::resolve(self.endpoint, self.region, self.addressing)?;
         let credentials = match self.credentials {
             CredentialSource::Environment => {
                 CredentialSource::Provider(SharedCredentialsProvider::new(credentials_from_env()?))
@@ -742,21 +612,21 @@ impl ClientBuilder {
         }
         // Every origin shares the endpoint's scheme: over http, no connection ever verifies a
         // certificate, and reading the platform's store would only cost start-up time.
-        let https = endpoint.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let https = endpoint.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let tls = self.tls.client_config(https)?;
         Ok(Config {
-            endpoint,
-            endpoint_follows_region,
+            endpoint: endpoint.uri,
+            endpoint_follows_region: endpoint.follows_region,
             tls,
-            region: Arc::from(region),
-            addressing,
+            region: Arc::from(endpoint.region),
+            addressing: endpoint.addressing,
             credentials,
             max_connections: self.max_connections,
-            max_connections_per_request: per_request,
+            max_connections_per_request: budgets.per_request,
             slab_size: self.slab_size,
-            total_slabs,
-            part_size,
-            stream_threshold,
+            total_slabs: budgets.total_slabs,
+            part_size: budgets.part_size,
+            stream_threshold: budgets.stream_threshold,
             connect_timeout: self.connect_timeout,
             stall_timeout: self.stall_timeout,
             min_body_rate: self.min_body_rate,
@@ -769,68 +639,6 @@ impl ClientBuilder {
             proxies,
         })
     }
-}
-
-fn validate_throttle(t: &ThrottleConfig, max_connections: usize) -> Result<(), ConfigError> {
-    let max = t.max_concurrency.unwrap_or(max_connections);
-    if max == 0 || max > max_connections {
-        return Err(ConfigError::new(
-            "throttle.max_concurrency",
-            format!("{max} is outside 1..=max_connections ({max_connections})"),
-        ));
-    }
-    if t.min_concurrency == 0 || t.min_concurrency > max {
-        return Err(ConfigError::new(
-            "throttle.min_concurrency",
-            format!(
-                "{} is outside 1..=max_concurrency ({max})",
-                t.min_concurrency
-            ),
-        ));
-    }
-    for (field, value) in [
-        ("throttle.recovery", t.recovery),
-        ("throttle.timeout", t.timeout),
-    ] {
-        if value.is_zero() {
-            return Err(ConfigError::new(field, "must be greater than 0"));
-        }
-    }
-    Ok(())
-}
-
-/// AWS's S3 endpoint for `region`.
-pub(crate) fn aws_endpoint(region: &str) -> String {
-    format!("https://s3.{region}.amazonaws.com")
-}
-
-/// A region name: ASCII letters, digits and `-`, not empty.
-pub(crate) fn is_region_name(region: &str) -> bool {
-    !region.is_empty()
-        && region.len() <= 64
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-fn parse_endpoint(url: &str) -> Result<Uri, ConfigError> {
-    let bad = |why: &str| ConfigError::new("endpoint_url", format!("{url:?} {why}"));
-    let uri: Uri = url.parse().map_err(|_| bad("is not a URL"))?;
-    match uri.scheme() {
-        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => {}
-        Some(_) => return Err(bad("must use http or https")),
-        None => return Err(bad("must start with http:// or https://")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("has no host"));
-    }
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(bad("must not contain user information"));
-    }
-    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
-        return Err(bad("must not have a path or query"));
-    }
-    Ok(uri)
 }
 
 fn credentials_from_env() -> Result<Credentials, ConfigError> {
