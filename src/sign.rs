@@ -209,72 +209,14 @@ pub(crate) fn sign_parts<'b>(
         Some((X_AMZ_CONTENT_SHA256, EMPTY_SHA256.as_bytes())),
         token.map(|t| (X_AMZ_SECURITY_TOKEN, t.as_bytes())),
     ];
-
-    // The headers to sign, by name: on the stack for the handful a GET has, all of them on the
-    // heap past that.
-    const NONE: (&str, &[u8]) = ("", b"");
-    let mut on_stack = [NONE; 16];
-    let mut on_heap = Vec::new();
-    let mut count = 0;
     let given = req.headers.iter().copied();
-    for (name, value) in given.chain(added.into_iter().flatten()) {
-        if UNSIGNED.contains(&name) {
-            continue;
-        }
-        match on_stack.get_mut(count) {
-            Some(slot) => *slot = (name, value),
-            None => {
-                if on_heap.is_empty() {
-                    on_heap.extend_from_slice(&on_stack);
-                }
-                on_heap.push((name, value));
-            }
-        }
-        count += 1;
-    }
-    let signed: &mut [(&str, &[u8])] = if on_heap.is_empty() {
-        &mut on_stack[..count]
-    } else {
-        &mut on_heap
-    };
-    // Stable: repeated headers keep their order.
-    signed.sort_by(|a, b| a.0.cmp(b.0));
+    let mut to_sign = ToSign::new(given.chain(added.into_iter().flatten()));
+    let signed = to_sign.sorted();
 
     // One buffer holds the canonical request, then the string to sign, then the
     // `Authorization` value.
     buf.clear();
-    let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
-    push(buf, &[req.method, "\n", path, "\n"]);
-    push_canonical_query(buf, query);
-    buf.push(b'\n');
-    for (i, (name, value)) in signed.iter().enumerate() {
-        // Repeated headers are signed as one, their values joined by commas.
-        let repeated = i > 0 && signed[i - 1].0 == *name;
-        if repeated {
-            buf.pop(); // the newline after the previous value
-            buf.push(b',');
-        } else {
-            push(buf, &[name, ":"]);
-        }
-        if !is_field_value(value) {
-            return Err(invalid("a header is not visible ASCII"));
-        }
-        push_trimmed(buf, value);
-        buf.push(b'\n');
-    }
-    buf.push(b'\n');
-    let names_at = buf.len();
-    for (i, (name, _)) in signed.iter().enumerate() {
-        if i == 0 || signed[i - 1].0 != *name {
-            if i > 0 {
-                buf.push(b';');
-            }
-            buf.extend_from_slice(name.as_bytes());
-        }
-    }
-    let names = names_at..buf.len();
-    push(buf, &["\n", EMPTY_SHA256]);
-
+    let names = push_canonical_request(buf, req.method, req.target, signed).map_err(invalid)?;
     let canonical_hash = digest::digest(&digest::SHA256, buf);
     let to_sign_at = buf.len();
     let (amz_date, date) = (stamp.amz_date(), stamp.date());
@@ -318,6 +260,94 @@ pub(crate) fn sign_parts<'b>(
         amz_date: stamp.amz_date,
         authorization: &buf[auth_at..],
     })
+}
+
+/// The headers a request signs (those in [`UNSIGNED`] left out): on the stack for the handful a
+/// GET has, all of them on the heap past that.
+struct ToSign<'a> {
+    on_stack: [(&'a str, &'a [u8]); 16],
+    on_heap: Vec<(&'a str, &'a [u8])>,
+    count: usize,
+}
+
+impl<'a> ToSign<'a> {
+    fn new(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut to_sign = ToSign {
+            on_stack: [("", b""); 16],
+            on_heap: Vec::new(),
+            count: 0,
+        };
+        for (name, value) in headers.filter(|(name, _)| !UNSIGNED.contains(name)) {
+            match to_sign.on_stack.get_mut(to_sign.count) {
+                Some(slot) => *slot = (name, value),
+                None => {
+                    if to_sign.on_heap.is_empty() {
+                        to_sign.on_heap.extend_from_slice(&to_sign.on_stack);
+                    }
+                    to_sign.on_heap.push((name, value));
+                }
+            }
+            to_sign.count += 1;
+        }
+        to_sign
+    }
+
+    /// The headers, sorted by name; repeated ones keep their order.
+    fn sorted(&mut self) -> &[(&'a str, &'a [u8])] {
+        let all: &mut [(&str, &[u8])] = if self.on_heap.is_empty() {
+            &mut self.on_stack[..self.count]
+        } else {
+            &mut self.on_heap
+        };
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+}
+
+/// Appends the canonical request of `method` and `target` with the headers `signed` (sorted by
+/// name) to `buf`; returns where the list of signed header names is in it.
+///
+/// # Errors
+///
+/// Why it cannot be signed: a header value that is not visible ASCII.
+fn push_canonical_request(
+    buf: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    signed: &[(&str, &[u8])],
+) -> Result<std::ops::Range<usize>, &'static str> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    push(buf, &[method, "\n", path, "\n"]);
+    push_canonical_query(buf, query);
+    buf.push(b'\n');
+    for (i, (name, value)) in signed.iter().enumerate() {
+        // Repeated headers are signed as one, their values joined by commas.
+        let repeated = i > 0 && signed[i - 1].0 == *name;
+        if repeated {
+            buf.pop(); // the newline after the previous value
+            buf.push(b',');
+        } else {
+            push(buf, &[name, ":"]);
+        }
+        if !is_field_value(value) {
+            return Err("a header is not visible ASCII");
+        }
+        push_trimmed(buf, value);
+        buf.push(b'\n');
+    }
+    buf.push(b'\n');
+    let names_at = buf.len();
+    for (i, (name, _)) in signed.iter().enumerate() {
+        if i == 0 || signed[i - 1].0 != *name {
+            if i > 0 {
+                buf.push(b';');
+            }
+            buf.extend_from_slice(name.as_bytes());
+        }
+    }
+    let names = names_at..buf.len();
+    push(buf, &["\n", EMPTY_SHA256]);
+    Ok(names)
 }
 
 /// Appends each piece.
