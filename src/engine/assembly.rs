@@ -244,109 +244,10 @@ impl Assembly {
         crc: Option<u64>,
         out: &mut Outcome,
     ) {
-        let parts = st.parts;
         let sum = crc.map(|crc| (crc, lease.len() as u64));
-        match &mut st.kind {
-            Kind::Whole {
-                leases,
-                sums,
-                received,
-            } => {
-                if st.delivery.is_none() {
-                    out.dropped.push(lease); // the object already failed
-                    return;
-                }
-                let (body, checksum) = if leases.is_empty() {
-                    // The one part of a one-part object, verified as it was read.
-                    (lease, self.outcome())
-                } else {
-                    leases[idx] = Some(lease);
-                    sums[idx] = sum;
-                    *received += 1;
-                    if *received < leases.len() {
-                        return;
-                    }
-                    let checksum = match self.verify_parts(sums, leases) {
-                        Ok(checksum) => checksum,
-                        Err(e) if e.kind() == ErrorKind::ChecksumMismatch && !st.refetched => {
-                            // Corruption in transit, most likely, in a part that cannot be told:
-                            // every part once more, into the same memory, on new connections.
-                            tracing::warn!(error = %e, "checksum mismatch; fetching every part again");
-                            st.refetched = true;
-                            *received = 0;
-                            sums.iter_mut().for_each(|s| *s = None);
-                            let leases = leases.iter_mut().filter_map(Option::take).collect();
-                            out.refetch = Some(Refetch { leases });
-                            return;
-                        }
-                        Err(e) => {
-                            self.part_failed(st, usize::MAX, e, out);
-                            return;
-                        }
-                    };
-                    let mut joined = leases.iter_mut().filter_map(Option::take);
-                    let Some(mut body) = joined.next() else {
-                        return;
-                    };
-                    for next in joined {
-                        body.append(next);
-                    }
-                    (body, checksum)
-                };
-                self.count(checksum);
-                Counters::add(&self.ctx.counters.objects, 1);
-                if let Some(mut delivery) = st.delivery.take() {
-                    let object = self.object(&mut delivery, Body::whole(body), true, checksum);
-                    out.deliver = Some((delivery, Ok(object)));
-                }
-            }
-            Kind::Streaming {
-                queue,
-                sums,
-                received,
-            } => {
-                *received += 1;
-                sums[idx] = sum;
-                if idx == 0 {
-                    if let Some(mut delivery) = st.delivery.take() {
-                        // The first part learned the checksum: the body checks its end by it.
-                        let checksum = self.outcome();
-                        // A CRC combines the parts' CRCs; anything else checks the bytes
-                        // in order as the body reads them.
-                        let offered = self.pin.checksum();
-                        match offered.as_ref() {
-                            Some(Offered::Full(e)) if e.algorithm.is_crc() => queue.await_verdict(),
-                            o => match o.and_then(Offered::in_order) {
-                                Some(check) => queue.check(Box::new(BodyCheck {
-                                    check,
-                                    ctx: Arc::clone(&self.ctx),
-                                    key: self.key.clone(),
-                                    seq: self.seq,
-                                })),
-                                None => self.count(checksum),
-                            },
-                        }
-                        let size = self.pin.size().unwrap_or_default();
-                        let body = Body::streaming(size, Arc::clone(queue));
-                        let object = self.object(&mut delivery, body, false, checksum);
-                        out.deliver = Some((delivery, Ok(object)));
-                    }
-                }
-                if *received == parts {
-                    Counters::add(&self.ctx.counters.objects, 1);
-                    if let Some(Offered::Full(e)) = self.pin.checksum() {
-                        if e.algorithm.is_crc() {
-                            let verdict = self.verify_parts(sums, &[]).map(|c| self.count(c));
-                            let verdict = verdict.map_err(|e| {
-                                Counters::add(&self.ctx.counters.errors, 1);
-                                e.with_key(&self.key).with_seq(self.seq)
-                            });
-                            out.verdict = Some((Arc::clone(queue), verdict));
-                        }
-                    }
-                }
-                out.queue_put = Some((Arc::clone(queue), idx, Ok(lease)));
-            }
+        match st.kind {
+            Kind::Whole { .. } => self.whole_part_in(st, idx, lease, sum, out),
+            Kind::Streaming { .. } => self.streaming_part_in(st, idx, lease, sum, out),
             Kind::Probing => {
                 // The size is learned before a part's body is read, so this cannot happen.
                 let e = Error::new(ErrorKind::Internal)
@@ -355,6 +256,135 @@ impl Assembly {
                 self.part_failed(st, idx, e, out);
             }
         }
+    }
+
+    /// [`Assembly::part_in`] for an object delivered whole: once every part is in, they are
+    /// verified together and joined into its body.
+    fn whole_part_in(
+        &self,
+        st: &mut State,
+        idx: usize,
+        lease: Lease,
+        sum: Option<(u64, u64)>,
+        out: &mut Outcome,
+    ) {
+        let Kind::Whole {
+            leases,
+            sums,
+            received,
+        } = &mut st.kind
+        else {
+            return;
+        };
+        if st.delivery.is_none() {
+            out.dropped.push(lease); // the object already failed
+            return;
+        }
+        let (body, checksum) = if leases.is_empty() {
+            // The one part of a one-part object, verified as it was read.
+            (lease, self.outcome())
+        } else {
+            leases[idx] = Some(lease);
+            sums[idx] = sum;
+            *received += 1;
+            if *received < leases.len() {
+                return;
+            }
+            let checksum = match self.verify_parts(sums, leases) {
+                Ok(checksum) => checksum,
+                Err(e) if e.kind() == ErrorKind::ChecksumMismatch && !st.refetched => {
+                    // Corruption in transit, most likely, in a part that cannot be told:
+                    // every part once more, into the same memory, on new connections.
+                    tracing::warn!(error = %e, "checksum mismatch; fetching every part again");
+                    st.refetched = true;
+                    *received = 0;
+                    sums.iter_mut().for_each(|s| *s = None);
+                    let leases = leases.iter_mut().filter_map(Option::take).collect();
+                    out.refetch = Some(Refetch { leases });
+                    return;
+                }
+                Err(e) => {
+                    self.part_failed(st, usize::MAX, e, out);
+                    return;
+                }
+            };
+            let mut joined = leases.iter_mut().filter_map(Option::take);
+            let Some(mut body) = joined.next() else {
+                return;
+            };
+            for next in joined {
+                body.append(next);
+            }
+            (body, checksum)
+        };
+        self.count(checksum);
+        Counters::add(&self.ctx.counters.objects, 1);
+        if let Some(mut delivery) = st.delivery.take() {
+            let object = self.object(&mut delivery, Body::whole(body), true, checksum);
+            out.deliver = Some((delivery, Ok(object)));
+        }
+    }
+
+    /// [`Assembly::part_in`] for a streaming object: its body is handed out with its first part,
+    /// and each part goes into the body's queue; with the last, a CRC over them all is judged.
+    fn streaming_part_in(
+        &self,
+        st: &mut State,
+        idx: usize,
+        lease: Lease,
+        sum: Option<(u64, u64)>,
+        out: &mut Outcome,
+    ) {
+        let parts = st.parts;
+        let Kind::Streaming {
+            queue,
+            sums,
+            received,
+        } = &mut st.kind
+        else {
+            return;
+        };
+        *received += 1;
+        sums[idx] = sum;
+        if idx == 0 {
+            if let Some(mut delivery) = st.delivery.take() {
+                // The first part learned the checksum: the body checks its end by it.
+                let checksum = self.outcome();
+                // A CRC combines the parts' CRCs; anything else checks the bytes
+                // in order as the body reads them.
+                let offered = self.pin.checksum();
+                match offered.as_ref() {
+                    Some(Offered::Full(e)) if e.algorithm.is_crc() => queue.await_verdict(),
+                    o => match o.and_then(Offered::in_order) {
+                        Some(check) => queue.check(Box::new(BodyCheck {
+                            check,
+                            ctx: Arc::clone(&self.ctx),
+                            key: self.key.clone(),
+                            seq: self.seq,
+                        })),
+                        None => self.count(checksum),
+                    },
+                }
+                let size = self.pin.size().unwrap_or_default();
+                let body = Body::streaming(size, Arc::clone(queue));
+                let object = self.object(&mut delivery, body, false, checksum);
+                out.deliver = Some((delivery, Ok(object)));
+            }
+        }
+        if *received == parts {
+            Counters::add(&self.ctx.counters.objects, 1);
+            if let Some(Offered::Full(e)) = self.pin.checksum() {
+                if e.algorithm.is_crc() {
+                    let verdict = self.verify_parts(sums, &[]).map(|c| self.count(c));
+                    let verdict = verdict.map_err(|e| {
+                        Counters::add(&self.ctx.counters.errors, 1);
+                        e.with_key(&self.key).with_seq(self.seq)
+                    });
+                    out.verdict = Some((Arc::clone(queue), verdict));
+                }
+            }
+        }
+        out.queue_put = Some((Arc::clone(queue), idx, Ok(lease)));
     }
 
     /// Part `idx` failed for good (`usize::MAX`: the object as a whole did).
