@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::assembly::Assembly;
 use super::delivery::{Delivery, Shared};
-use super::job::{ChecksumJob, Job, PartJob, Right};
+use super::job::{ChecksumJob, ForObject, Job, PartJob, Right};
 use crate::context::Context;
 use crate::error::Error;
 use crate::fetch::{Rights, Start};
@@ -273,11 +273,8 @@ impl Admission {
                 let right = Right::acquire(&self.rights).await;
                 let (slot, unit) = self.ctx.ticket(Place::Back).await;
                 return Some(Job::Checksum(ChecksumJob {
-                    ctx: Arc::clone(&self.ctx),
-                    target: Arc::clone(target),
-                    asm,
+                    of: self.for_object(target, asm, right),
                     start: Start::Ticket(slot, unit),
-                    right,
                 }));
             }
         }
@@ -357,6 +354,21 @@ impl Admission {
         None
     }
 
+    /// What a job for `asm` holding `right` is for.
+    fn for_object(
+        &self,
+        target: &Arc<BucketTarget>,
+        asm: Arc<Assembly>,
+        right: Right,
+    ) -> ForObject {
+        ForObject {
+            ctx: Arc::clone(&self.ctx),
+            target: Arc::clone(target),
+            asm,
+            right,
+        }
+    }
+
     /// Starts the wait for the memory of part `idx` of `asm`.
     fn memory_wait(&self, asm: Arc<Assembly>, idx: usize) -> MemoryWait {
         let ctx = &self.ctx;
@@ -427,13 +439,8 @@ impl Admission {
             // Claimed by nobody else: only admission claims the HEAD of an object not admitted.
             if let (Some(asm), Ok(target)) = (first, &self.target) {
                 if asm.pin.claim_head() {
-                    return Some(Waited::Head(Job::Checksum(ChecksumJob {
-                        ctx: Arc::clone(&self.ctx),
-                        target: Arc::clone(target),
-                        asm,
-                        start,
-                        right,
-                    })));
+                    let of = self.for_object(target, asm, right);
+                    return Some(Waited::Head(Job::Checksum(ChecksumJob { of, start })));
                 }
             }
         }
@@ -573,14 +580,11 @@ impl Admission {
         let right = Right::acquire(&self.rights).await;
         let ticket = ctx.ticket(Place::Back).await;
         let job = Job::Part(PartJob {
-            ctx: Arc::clone(ctx),
-            target: Arc::clone(target),
-            asm: Arc::clone(asm),
+            of: self.for_object(target, Arc::clone(asm), right),
             idx,
             spec,
             lease,
             ticket,
-            right,
         });
         self.admitted += taken;
         Some(job)
@@ -609,8 +613,8 @@ mod tests {
 
     fn name(job: &Job) -> Named {
         match job {
-            Job::Part(p) => (p.asm.seq, Some(p.idx)),
-            Job::Checksum(c) => (c.asm.seq, None),
+            Job::Part(p) => (p.of.asm.seq, Some(p.idx)),
+            Job::Checksum(c) => (c.of.asm.seq, None),
         }
     }
 
@@ -758,14 +762,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_part_waits_for_memory_until_an_earlier_one_returns_it() {
-        // Four slabs; three objects of two slabs each.
+    /// Four slabs and three objects of two slabs each: the first two admitted, which take the
+    /// whole budget.
+    async fn budget_taken() -> (Arc<Context>, Admission, Arc<Shared>, Job, Job) {
         let ctx = context(4, 8, false);
-        let (mut adm, _shared) = admission(&ctx, &[Some(2 * SLAB); 3].map(|s| s), 8);
+        let (mut adm, shared) = admission(&ctx, &[Some(2 * SLAB); 3], 8);
         let first = adm.next_job().await.expect("a job");
         let second = adm.next_job().await.expect("a job");
         assert_eq!((name(&first), name(&second)), ((0, Some(0)), (1, Some(0))));
+        assert_eq!(ctx.memory.slabs_in_use(), 4);
+        (ctx, adm, shared, first, second)
+    }
+
+    #[tokio::test]
+    async fn a_part_waits_for_memory_until_an_earlier_one_returns_it() {
+        let (ctx, mut adm, _shared, first, second) = budget_taken().await;
         let mut third = Box::pin(adm.next_job());
         assert!(
             waits(&mut third).await.is_none(),
@@ -823,7 +834,7 @@ mod tests {
         let Job::Part(p) = &probe else {
             unreachable!("the probe is a part")
         };
-        p.asm.learned_size(PART + SLAB);
+        p.of.asm.learned_size(PART + SLAB);
         let rest = next.await.expect("the probed object's next part");
         assert_eq!(name(&rest), (0, Some(1)));
         drop((probe, rest, small));
@@ -851,7 +862,7 @@ mod tests {
     #[tokio::test]
     async fn an_object_enters_only_with_a_slot_in_the_window() {
         let ctx = context(64, 8, false);
-        let (mut adm, shared) = admission(&ctx, &[Some(10); 4].map(|s| s), 2);
+        let (mut adm, shared) = admission(&ctx, &[Some(10); 4], 2);
         let first = adm.next_job().await.expect("a job");
         let second = adm.next_job().await.expect("a job");
         assert_eq!((name(&first), name(&second)), ((0, Some(0)), (1, Some(0))));
@@ -919,10 +930,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_admission_mid_wait_gives_everything_back() {
-        let ctx = context(4, 8, false);
-        let (mut adm, shared) = admission(&ctx, &[Some(2 * SLAB); 3].map(|s| s), 8);
-        let first = adm.next_job().await.expect("a job");
-        let second = adm.next_job().await.expect("a job");
+        let (ctx, mut adm, shared, first, second) = budget_taken().await;
         {
             let mut third = Box::pin(adm.next_job());
             assert!(waits(&mut third).await.is_none());

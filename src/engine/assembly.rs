@@ -78,6 +78,14 @@ enum Kind {
     Probing,
 }
 
+/// A part of the object, in: its index, its bytes, and — for a part of an object whose
+/// checksum is a CRC combined over its parts — the CRC of its bytes and their count.
+struct Arrived {
+    idx: usize,
+    lease: Lease,
+    sum: Option<(u64, u64)>,
+}
+
 impl Assembly {
     /// Plans `obj` (whose result goes to `delivery`).
     pub(crate) fn new(ctx: &Arc<Context>, obj: ObjectRef, delivery: Delivery) -> Arc<Self> {
@@ -246,8 +254,8 @@ impl Assembly {
     ) {
         let sum = crc.map(|crc| (crc, lease.len() as u64));
         match st.kind {
-            Kind::Whole { .. } => self.whole_part_in(st, idx, lease, sum, out),
-            Kind::Streaming { .. } => self.streaming_part_in(st, idx, lease, sum, out),
+            Kind::Whole { .. } => self.whole_part_in(st, Arrived { idx, lease, sum }, out),
+            Kind::Streaming { .. } => self.streaming_part_in(st, Arrived { idx, lease, sum }, out),
             Kind::Probing => {
                 // The size is learned before a part's body is read, so this cannot happen.
                 let e = Error::new(ErrorKind::Internal)
@@ -260,14 +268,8 @@ impl Assembly {
 
     /// [`Assembly::part_in`] for an object delivered whole: once every part is in, they are
     /// verified together and joined into its body.
-    fn whole_part_in(
-        &self,
-        st: &mut State,
-        idx: usize,
-        lease: Lease,
-        sum: Option<(u64, u64)>,
-        out: &mut Outcome,
-    ) {
+    fn whole_part_in(&self, st: &mut State, part: Arrived, out: &mut Outcome) {
+        let Arrived { idx, lease, sum } = part;
         let Kind::Whole {
             leases,
             sums,
@@ -327,15 +329,8 @@ impl Assembly {
 
     /// [`Assembly::part_in`] for a streaming object: its body is handed out with its first part,
     /// and each part goes into the body's queue; with the last, a CRC over them all is judged.
-    fn streaming_part_in(
-        &self,
-        st: &mut State,
-        idx: usize,
-        lease: Lease,
-        sum: Option<(u64, u64)>,
-        out: &mut Outcome,
-    ) {
-        let parts = st.parts;
+    fn streaming_part_in(&self, st: &mut State, part: Arrived, out: &mut Outcome) {
+        let (Arrived { idx, lease, sum }, parts) = (part, st.parts);
         let Kind::Streaming {
             queue,
             sums,

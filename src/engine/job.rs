@@ -15,7 +15,7 @@ use super::assembly::{Assembly, Refetch};
 use crate::conn::Unit;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::fetch::{fetch_part, learn_checksum, Connect, PartSpec, Rights, Start};
+use crate::fetch::{fetch_part, learn_checksum, Connect, ObjectFetch, PartSpec, Rights, Start};
 use crate::limiter::Slot;
 use crate::memory::Lease;
 use crate::s3::BucketTarget;
@@ -43,6 +43,23 @@ impl Right {
     }
 }
 
+/// The object a job is for: where it is, its assembly, and the right of its request that the
+/// job holds to its end.
+pub(super) struct ForObject {
+    pub(super) ctx: Arc<Context>,
+    pub(super) target: Arc<BucketTarget>,
+    pub(super) asm: Arc<Assembly>,
+    pub(super) right: Right,
+}
+
+impl ForObject {
+    /// The object as its requests name it.
+    fn fetching(&self) -> ObjectFetch<'_> {
+        self.asm
+            .fetching(&self.ctx, &self.target, &self.right.rights)
+    }
+}
+
 /// What a worker does next: fetch an admitted part, or learn an object's checksum.
 pub(super) enum Job {
     Part(PartJob),
@@ -65,29 +82,18 @@ impl Job {
 /// or else as the object's first part is admitted, taking its slot and connection in the same
 /// FIFO as the parts.
 pub(super) struct ChecksumJob {
-    pub(super) ctx: Arc<Context>,
-    pub(super) target: Arc<BucketTarget>,
-    pub(super) asm: Arc<Assembly>,
+    pub(super) of: ForObject,
     pub(super) start: Start,
-    pub(super) right: Right,
 }
 
 impl ChecksumJob {
     /// Learns the checksum into the object's pin, where its parts find it; a failure fails the
     /// object. Cancelled with the object, like its parts.
     async fn run(self) {
-        let ChecksumJob {
-            ctx,
-            target,
-            asm,
-            start,
-            right,
-        } = self;
+        let ChecksumJob { of, start } = self;
+        let asm = &of.asm;
         let span = tracing::debug_span!("checksum", key = %asm.key, seq = asm.seq);
-        let learn = async {
-            let obj = asm.fetching(&ctx, &target, &right.rights);
-            learn_checksum(&obj, start).await
-        };
+        let learn = async { learn_checksum(&of.fetching(), start).await };
         let (learn, handle) = abortable(learn.instrument(span));
         asm.add_abort(0, handle);
         if let Ok(Err(e)) = learn.await {
@@ -98,14 +104,11 @@ impl ChecksumJob {
 
 /// One admitted part: its memory and its ticket (a slot under the limit, a connection unit).
 pub(super) struct PartJob {
-    pub(super) ctx: Arc<Context>,
-    pub(super) target: Arc<BucketTarget>,
-    pub(super) asm: Arc<Assembly>,
+    pub(super) of: ForObject,
     pub(super) idx: usize,
     pub(super) spec: PartSpec,
     pub(super) lease: Lease,
     pub(super) ticket: (Slot, Unit),
-    pub(super) right: Right,
 }
 
 impl PartJob {
@@ -115,20 +118,25 @@ impl PartJob {
     /// the object's error, as the [`Delivery`] of an object never dropped unanswered does.
     async fn run(self) {
         let PartJob {
-            ctx,
-            target,
-            asm,
+            of,
             idx,
             spec,
             lease,
             ticket,
-            right,
         } = self;
+        let asm = &of.asm;
         let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
         let fetch = async {
             let on_size = |size| asm.learned_size(size);
-            let obj = asm.fetching(&ctx, &target, &right.rights);
-            fetch_part(&obj, spec, lease, ticket, &on_size, Connect::Pooled).await
+            fetch_part(
+                &of.fetching(),
+                spec,
+                lease,
+                ticket,
+                &on_size,
+                Connect::Pooled,
+            )
+            .await
         };
         // Pinned here, so that the wrappers below hold a pointer to the fetch (a few KiB)
         // rather than moving it at each layer.
@@ -148,7 +156,7 @@ impl PartJob {
             Err(Error::new(ErrorKind::Internal).with_message("the fetch of a part panicked"))
         });
         if let Some(refetch) = asm.part_done(idx, result) {
-            refetch_parts(&ctx, &target, &asm, refetch, &right.rights).await;
+            refetch_parts(&of, refetch).await;
         }
     }
 }
@@ -157,21 +165,16 @@ impl PartJob {
 /// each on a new connection, after the object's bytes did not match its checksum. Rare
 /// (corruption in transit), so one worker does it in order rather than admission in parallel.
 /// The object then delivers, or fails with a second mismatch; it stops at a part that fails.
-async fn refetch_parts(
-    ctx: &Context,
-    target: &BucketTarget,
-    asm: &Arc<Assembly>,
-    r: Refetch,
-    rights: &Rights,
-) {
+async fn refetch_parts(of: &ForObject, r: Refetch) {
+    let asm = &of.asm;
     for (idx, lease) in r.leases.into_iter().enumerate() {
         if !asm.wants_more() {
             return;
         }
         let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
-        let ticket = ctx.ticket(Place::Front).await;
+        let ticket = of.ctx.ticket(Place::Front).await;
         let on_size = |size| asm.learned_size(size);
-        let obj = asm.fetching(ctx, target, rights);
+        let obj = of.fetching();
         let result = fetch_part(&obj, asm.spec(idx), lease, ticket, &on_size, Connect::New)
             .instrument(span)
             .await;
