@@ -6,12 +6,13 @@
 //! * a **unit** is the right to use one connection for one transfer. Requests queue for units
 //!   FIFO, so no request starves; a unit is held until the response body is fully read.
 //! * a **socket** permit is held by each open socket, idle or busy, and is released when the
-//!   socket is closed: a connection is a plain value ([`http1::Connection`]) with no task of its
+//!   socket is closed: a connection is a plain value ([`http1::Connection`](crate::http1::Connection)) with no task of its
 //!   own, so dropping it closes the socket at once.
 //!
 //! A unit holder reuses an idle connection to the same origin when one is ready (the server has
-//! not closed it: see [`Connection::idle_alive`]); otherwise it takes a socket permit and dials
-//! (TCP with `TCP_NODELAY`, then rustls for https, ALPN `http/1.1`). If every socket permit is
+//! not closed it: see [`Connection::idle_alive`](crate::http1::Connection::idle_alive)); otherwise it takes a socket permit and dials
+//! (TCP with `TCP_NODELAY`, through a proxy if one applies; then [`Http::handshake`]: rustls for
+//! https, ALPN `http/1.1`). If every socket permit is
 //! held by idle connections to other origins, the oldest is closed to make room. A connection
 //! goes back to the idle list only after a complete, well-formed exchange; any error drops it.
 
@@ -27,9 +28,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::HttpTransport;
 use crate::error::{Error, ErrorKind};
-use crate::http1::{self, Connection, Http, Origin, Transport};
+use crate::http1::{Http, Origin};
 use crate::proxy::Proxies;
-use crate::tls::TlsStream;
 
 /// The client's connection pool.
 #[derive(Clone)]
@@ -252,26 +252,15 @@ impl Unit {
                     p.tunnel(&mut tcp, host, port).await?;
                 }
             }
-            let name = || ServerName::try_from(host.to_owned());
-            let http = match self.pool.transport {
-                HttpTransport::Native if https => {
-                    let tls = TlsStream::connect(Arc::clone(&self.pool.tls), name()?, tcp).await?;
-                    Http::Native(Connection::new(Transport::Tls(Box::new(tls))))
-                }
-                HttpTransport::Native => Http::Native(Connection::new(Transport::Plain(tcp))),
-                #[cfg(feature = "hyper")]
-                HttpTransport::Hyper => {
-                    let stream = if https {
-                        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.pool.tls));
-                        http1::HyperStream::tls(tls.connect(name()?, tcp).await?)
-                    } else {
-                        http1::HyperStream::plain(tcp)
-                    };
-                    Http::Hyper(Box::new(http1::HyperConnection::handshake(stream).await?))
-                }
-                #[cfg(not(feature = "hyper"))]
-                HttpTransport::Hyper => unreachable!("refused when the client is built"),
+            let tls = match https {
+                true => Some((
+                    Arc::clone(&self.pool.tls),
+                    ServerName::try_from(host.to_owned())?,
+                )),
+                false => None,
             };
+            let hyper = self.pool.transport == HttpTransport::Hyper;
+            let http = Http::handshake(tcp, tls, hyper).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http)
         };
         let via = || match proxy {
@@ -354,7 +343,7 @@ fn origin_authority(uri: &http::Uri) -> &str {
 const MIN_ADDRESS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A connection held for one transfer, with its unit; it dereferences to the
-/// [`http1::Connection`] to exchange on.
+/// [`http1::Connection`](crate::http1::Connection) to exchange on.
 pub(crate) struct Conn {
     // Dropped first: the socket is closed (its permit back) before the unit frees.
     socket: Box<Socket>,

@@ -40,8 +40,10 @@ pub(crate) mod memory;
 mod via_hyper;
 
 use std::io;
+use std::sync::Arc;
 use std::task::{Context, Waker};
 
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -571,6 +573,54 @@ impl Http {
     /// See [`Connection::idle_alive`].
     pub(crate) fn idle_alive(&mut self) -> bool {
         on_either!(self, c => c.idle_alive())
+    }
+
+    /// The connection over `tcp`, for https (`tls`: the client's configuration and the
+    /// server's name) after the TLS handshake, and driven by hyper if `hyper` (after its own
+    /// handshake) or else by [`Connection`].
+    ///
+    /// # Errors
+    ///
+    /// The TLS or HTTP handshake's failure.
+    pub(crate) async fn handshake(
+        tcp: TcpStream,
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        hyper: bool,
+    ) -> Result<Http, Box<dyn std::error::Error + Send + Sync>> {
+        if hyper {
+            return Self::handshake_hyper(tcp, tls).await;
+        }
+        Ok(Http::Native(Connection::new(match tls {
+            Some((config, name)) => {
+                Transport::Tls(Box::new(TlsStream::connect(config, name, tcp).await?))
+            }
+            None => Transport::Plain(tcp),
+        })))
+    }
+
+    #[cfg(feature = "hyper")]
+    async fn handshake_hyper(
+        tcp: TcpStream,
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    ) -> Result<Http, Box<dyn std::error::Error + Send + Sync>> {
+        let stream = match tls {
+            Some((config, name)) => {
+                let connect = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+                HyperStream::tls(connect.await?)
+            }
+            None => HyperStream::plain(tcp),
+        };
+        Ok(Http::Hyper(Box::new(
+            HyperConnection::handshake(stream).await?,
+        )))
+    }
+
+    #[cfg(not(feature = "hyper"))]
+    async fn handshake_hyper(
+        _: TcpStream,
+        _: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    ) -> Result<Http, Box<dyn std::error::Error + Send + Sync>> {
+        unreachable!("refused when the client is built")
     }
 
     /// See [`Connection::compose`].
