@@ -209,8 +209,14 @@ pub(crate) fn sign_parts<'b>(
         Some((X_AMZ_CONTENT_SHA256, EMPTY_SHA256.as_bytes())),
         token.map(|t| (X_AMZ_SECURITY_TOKEN, t.as_bytes())),
     ];
+    // Filled in place: on the stack, it is not moved.
+    let mut to_sign = ToSign {
+        on_stack: [("", b""); 16],
+        on_heap: Vec::new(),
+        count: 0,
+    };
     let given = req.headers.iter().copied();
-    let mut to_sign = ToSign::new(given.chain(added.into_iter().flatten()));
+    to_sign.extend(given.chain(added.into_iter().flatten()));
     let signed = to_sign.sorted();
 
     // One buffer holds the canonical request, then the string to sign, then the
@@ -271,25 +277,20 @@ struct ToSign<'a> {
 }
 
 impl<'a> ToSign<'a> {
-    fn new(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Self {
-        let mut to_sign = ToSign {
-            on_stack: [("", b""); 16],
-            on_heap: Vec::new(),
-            count: 0,
-        };
+    /// Adds `headers`, leaving out those in [`UNSIGNED`].
+    fn extend(&mut self, headers: impl Iterator<Item = (&'a str, &'a [u8])>) {
         for (name, value) in headers.filter(|(name, _)| !UNSIGNED.contains(name)) {
-            match to_sign.on_stack.get_mut(to_sign.count) {
+            match self.on_stack.get_mut(self.count) {
                 Some(slot) => *slot = (name, value),
                 None => {
-                    if to_sign.on_heap.is_empty() {
-                        to_sign.on_heap.extend_from_slice(&to_sign.on_stack);
+                    if self.on_heap.is_empty() {
+                        self.on_heap.extend_from_slice(&self.on_stack);
                     }
-                    to_sign.on_heap.push((name, value));
+                    self.on_heap.push((name, value));
                 }
             }
-            to_sign.count += 1;
+            self.count += 1;
         }
-        to_sign
     }
 
     /// The headers, sorted by name; repeated ones keep their order.

@@ -129,6 +129,7 @@ impl Assembly {
     }
 
     /// This object as its parts and HEADs fetch it, for a request of `target` holding `rights`.
+    #[inline]
     pub(crate) fn fetching<'a>(
         &'a self,
         ctx: &'a Context,

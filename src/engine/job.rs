@@ -54,6 +54,7 @@ pub(super) struct ForObject {
 
 impl ForObject {
     /// The object as its requests name it.
+    #[inline]
     fn fetching(&self) -> ObjectFetch<'_> {
         self.asm
             .fetching(&self.ctx, &self.target, &self.right.rights)

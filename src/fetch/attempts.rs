@@ -50,6 +50,7 @@ pub(super) struct Attempts<'c> {
 }
 
 impl<'c> Attempts<'c> {
+    #[inline]
     pub(super) fn new(ctx: &'c Context, start: Start) -> Self {
         let (place, ticket) = match start {
             Start::Queue(place) => (place, None),
@@ -65,6 +66,7 @@ impl<'c> Attempts<'c> {
     }
 
     /// Starts an attempt: its slot under the concurrency limit and its connection unit.
+    #[inline]
     pub(super) async fn next(&mut self) -> (Slot, Unit) {
         self.retrier.start_attempt();
         match self.ticket.take() {
@@ -74,17 +76,20 @@ impl<'c> Attempts<'c> {
     }
 
     /// The attempts made so far, for the final error.
+    #[inline]
     pub(super) fn attempts(&self) -> u32 {
         self.retrier.attempts()
     }
 
     /// The attempt on `slot` succeeded: the limiter hears of it.
+    #[inline]
     pub(super) fn succeeded(&self, slot: Slot) {
         trace_change(slot.succeeded(), &self.ctx.limiter);
     }
 
     /// The next attempt is made at once, at the front of the queue, spending no retry: the
     /// caller's own reason (a body slower than the floor, a checksum mismatch sent again).
+    #[inline]
     pub(super) fn again(&mut self) {
         self.place = Place::Front;
     }

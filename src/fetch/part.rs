@@ -252,8 +252,55 @@ impl PartRequest<'_> {
         }
         let accepted = self.accept(&conn, &ask, lease, running)?;
         stalls.floor = floor.map(Floor::new);
-        self.read_body(&mut conn, &mut stalls, accepted.want, lease, running, floor)
-            .await?;
+        // Each read goes from the connection straight into the lease's slabs and into the
+        // running checksum (in this future, not one of its own: no copy of a future per GET).
+        let want = accepted.want;
+        loop {
+            let room = usize::try_from(want - lease.len() as u64).unwrap_or(usize::MAX);
+            let got = lease.len() as u64;
+            let spare = lease.spare_mut(room);
+            let waited = if spare.is_empty() {
+                match stalls.within_body(conn.body_ended(), got).await {
+                    Ok(Ok(true)) => break,
+                    Ok(Ok(false)) => {
+                        return Err(length_error(
+                            status,
+                            format!("body is longer than the {want} bytes asked for"),
+                        )
+                        .into())
+                    }
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(w) => Err(w),
+                }
+            } else {
+                stalls.within_body(conn.read_body(spare), got).await
+            };
+            let read = match waited {
+                Ok(read) => read,
+                Err(Waited::Stalled) => return Err(stalled(status, stalls.stall, got, want).into()),
+                Err(Waited::Slow { rate }) => {
+                    return Err(Failed::Slow(slow_body(status, floor, rate, got, want)))
+                }
+            };
+            match read {
+                Ok(0) => break,
+                Ok(n) => {
+                    lease.advance(n);
+                    running.catch_up(lease);
+                }
+                Err(e) => {
+                    return Err(Error::new(ErrorKind::Connection)
+                        .with_status(status)
+                        .with_message(format!(
+                            "body broke off after {} of {want} bytes",
+                            lease.len()
+                        ))
+                        .with_source(e)
+                        .into())
+                }
+            }
+        }
+        Self::body_complete(&conn, lease, want)?;
         if let Some(expected) = accepted.expected {
             if let Some(got) = running.finish(lease) {
                 // The connection is dropped (closed), not released: the resend goes on a new one.
@@ -267,6 +314,7 @@ impl PartRequest<'_> {
 
     /// What this attempt asks for: the part, or — when the pinned ETag guarantees the same
     /// object — only the bytes the lease still lacks. Else the lease starts over.
+    #[inline]
     fn ask(&self, lease: &mut Lease, running: &mut Running) -> Ask {
         let spec = self.spec;
         let pinned = self.obj.pin.snapshot();
@@ -291,6 +339,7 @@ impl PartRequest<'_> {
     }
 
     /// The GET for `ask`: `If-Match` once an ETag is pinned, `Range` when ranged.
+    #[inline]
     fn request<'r>(&'r self, ask: &'r Ask) -> Result<S3Request<'r>, Error> {
         let obj = self.obj;
         let mut req = obj.target.get_object(obj.key, obj.version_id)?;
@@ -344,6 +393,7 @@ impl PartRequest<'_> {
 
     /// Holds a success reply's head to `ask` and to the object's pin (pinning what it tells
     /// first, the size among it), and readies the checksum its body is hashed in.
+    #[inline]
     fn accept(
         &self,
         conn: &Conn,
@@ -421,63 +471,10 @@ impl PartRequest<'_> {
         })
     }
 
-    /// Reads the body into the lease until it holds `want` bytes, each read going from the
-    /// connection straight into the lease's slabs and into the running checksum.
-    async fn read_body(
-        &self,
-        conn: &mut Conn,
-        stalls: &mut Stall<'_>,
-        want: u64,
-        lease: &mut Lease,
-        running: &mut Running,
-        floor: Option<MinBodyRate>,
-    ) -> Result<(), Failed> {
+    /// After the body's last read: `Ok` if the lease holds the `want` bytes asked for.
+    #[inline]
+    fn body_complete(conn: &Conn, lease: &Lease, want: u64) -> Result<(), Failed> {
         let status = conn.head().status();
-        loop {
-            let room = usize::try_from(want - lease.len() as u64).unwrap_or(usize::MAX);
-            let got = lease.len() as u64;
-            let spare = lease.spare_mut(room);
-            let waited = if spare.is_empty() {
-                match stalls.within_body(conn.body_ended(), got).await {
-                    Ok(Ok(true)) => break,
-                    Ok(Ok(false)) => {
-                        return Err(length_error(
-                            status,
-                            format!("body is longer than the {want} bytes asked for"),
-                        )
-                        .into())
-                    }
-                    Ok(Err(e)) => Ok(Err(e)),
-                    Err(w) => Err(w),
-                }
-            } else {
-                stalls.within_body(conn.read_body(spare), got).await
-            };
-            let read = match waited {
-                Ok(read) => read,
-                Err(Waited::Stalled) => return Err(stalled(status, stalls.stall, got, want).into()),
-                Err(Waited::Slow { rate }) => {
-                    return Err(Failed::Slow(slow_body(status, floor, rate, got, want)))
-                }
-            };
-            match read {
-                Ok(0) => break,
-                Ok(n) => {
-                    lease.advance(n);
-                    running.catch_up(lease);
-                }
-                Err(e) => {
-                    return Err(Error::new(ErrorKind::Connection)
-                        .with_status(status)
-                        .with_message(format!(
-                            "body broke off after {} of {want} bytes",
-                            lease.len()
-                        ))
-                        .with_source(e)
-                        .into())
-                }
-            }
-        }
         let got = lease.len();
         if got as u64 == want {
             return Ok(());
