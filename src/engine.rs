@@ -2,10 +2,10 @@
 //! pieces.
 //!
 //! Each `get_all` call runs up to `max_connections_per_request` worker tasks (`workers`),
-//! started as they are needed. They share the request's admission (`admission`): the input, planned in
-//! order into parts ([`plan`]: one plain GET up to `part_size`, ranged parts above it, a probe of
-//! one part when the size is unknown). A worker takes the admission lock and admits the next part
-//! in (object, part) order — for each object it first waits until `seq < next_out + window`, so
+//! started as they are needed. They share the request's admission (`admission`): the input,
+//! planned in order into parts ([`plan`]: one plain GET up to `part_size`, ranged parts above
+//! it, a probe of one part when the size is unknown). A worker takes the admission lock and
+//! admits the next part in (object, part) order — for each object it first waits until `seq < next_out + window`, so
 //! the ring has a slot for it — then lets go of the lock and fetches the part:
 //!
 //! 1. the part's slabs are reserved from the memory budget (FIFO across all requests);
@@ -24,9 +24,8 @@
 //! on a partial range). It needs no memory: while a part waits for memory, admission plans the
 //! objects after it (as many as the request has connections, within four budgets of bytes)
 //! and, at a connection nobody queued for, sends the HEADs of all those that want one as a
-//! batch, ahead of any part. An object whose HEAD no batch
-//! sent gets it as its first part is admitted. A HEAD's error is its object's result alone, in
-//! its place.
+//! batch, ahead of any part. An object whose HEAD no batch sent gets it as its first part is
+//! admitted. A HEAD's error is its object's result alone, in its place.
 //!
 //! The consumer pops results at `next_out` and so sees them in input order, exactly one per
 //! input. The head of the line always moves: memory is taken in (object, part) order and a
