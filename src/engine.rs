@@ -42,6 +42,9 @@
 //! starts after it, not even from one mid-poll at that moment. Their slabs, slots and connections
 //! are released as their futures are dropped, and results not yet consumed are dropped with the
 //! ring. Other requests are not affected.
+//!
+//! The events and spans of admission and of the jobs carry the `tracing` target
+//! `s3_ordered::engine`.
 
 mod admission;
 mod assembly;

@@ -12,6 +12,9 @@
 //! every reply must agree with the pin, so a body is never a mix of two versions; an attempt
 //! resumes only the bytes the pinned ETag vouches for; a part is accepted only with exactly the
 //! bytes asked for and, with checksums on, verified.
+//!
+//! The events of these files carry one `tracing` target, `s3_ordered::fetch`, whichever file
+//! they are in.
 
 mod attempts;
 mod checksum_heads;

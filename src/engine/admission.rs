@@ -60,6 +60,7 @@ pub(super) async fn wait_for_memory(ctx: &Context, key: &str, len: u64) -> crate
     let held = ctx.memory.held_by_consumer() as u64 * slab;
     if ctx.limiter.in_flight() == 0 && held > 0 {
         tracing::warn!(
+            target: "s3_ordered::engine",
             key,
             needs = ctx.memory.slab_bytes(len),
             held_by_consumer = held,
@@ -101,6 +102,7 @@ impl MemoryWait {
     /// Says how long the part waited.
     fn granted(&self) {
         tracing::debug!(
+            target: "s3_ordered::engine",
             waited_ms = self.since.elapsed().as_millis() as u64,
             "memory granted"
         );
@@ -374,6 +376,7 @@ impl Admission {
         let ctx = &self.ctx;
         let len = asm.spec(idx).len;
         tracing::debug!(
+            target: "s3_ordered::engine",
             key = %asm.key,
             part = idx,
             bytes = len,

@@ -93,7 +93,12 @@ impl ChecksumJob {
     async fn run(self) {
         let ChecksumJob { of, start } = self;
         let asm = &of.asm;
-        let span = tracing::debug_span!("checksum", key = %asm.key, seq = asm.seq);
+        let span = tracing::debug_span!(
+            target: "s3_ordered::engine",
+            "checksum",
+            key = %asm.key,
+            seq = asm.seq,
+        );
         let learn = async { learn_checksum(&of.fetching(), start).await };
         let (learn, handle) = abortable(learn.instrument(span));
         asm.add_abort(0, handle);
@@ -126,7 +131,13 @@ impl PartJob {
             ticket,
         } = self;
         let asm = &of.asm;
-        let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
+        let span = tracing::debug_span!(
+            target: "s3_ordered::engine",
+            "part",
+            key = %asm.key,
+            seq = asm.seq,
+            part = idx,
+        );
         let fetch = async {
             let on_size = |size| asm.learned_size(size);
             fetch_part(
@@ -172,7 +183,13 @@ async fn refetch_parts(of: &ForObject, r: Refetch) {
         if !asm.wants_more() {
             return;
         }
-        let span = tracing::debug_span!("part", key = %asm.key, seq = asm.seq, part = idx);
+        let span = tracing::debug_span!(
+            target: "s3_ordered::engine",
+            "part",
+            key = %asm.key,
+            seq = asm.seq,
+            part = idx,
+        );
         let ticket = of.ctx.ticket(Place::Front).await;
         let on_size = |size| asm.learned_size(size);
         let obj = of.fetching();

@@ -132,6 +132,7 @@ impl<'c> Attempts<'c> {
         let mut slot = slot;
         let (change, hold) = slot.throttled(self.retrier.throttled() + 1);
         tracing::debug!(
+            target: "s3_ordered::fetch",
             status = e.status().map(|s| s.as_u16()),
             code = e.code(),
             hold_ms = hold.map(|d| d.as_millis() as u64),
@@ -160,7 +161,7 @@ impl<'c> Attempts<'c> {
             .learn_region(target, region)
             .map_err(|err| err.with_attempts(self.retrier.attempts()))?;
         self.retrier.forget_attempt();
-        tracing::debug!(region, "sent again in the bucket's region");
+        tracing::debug!(target: "s3_ordered::fetch", region, "sent again in the bucket's region");
         Ok(true)
     }
 }
@@ -170,20 +171,31 @@ fn trace_change(change: Change, limiter: &Limiter) {
     match change {
         Change::None => {}
         Change::Lowered { from, to } => {
-            tracing::info!(from, to, "throttled: concurrency limit lowered");
+            tracing::info!(
+                target: "s3_ordered::fetch",
+                from,
+                to,
+                "throttled: concurrency limit lowered",
+            );
         }
         Change::Refined { from, to } => {
             tracing::debug!(
+                target: "s3_ordered::fetch",
                 from,
                 to,
                 "throttled: concurrency limit lowered to what was accepted"
             );
         }
         Change::Raised { from, to } if to == limiter.max() => {
-            tracing::info!(from, to, "concurrency limit back at its maximum");
+            tracing::info!(
+                target: "s3_ordered::fetch",
+                from,
+                to,
+                "concurrency limit back at its maximum",
+            );
         }
         Change::Raised { from, to } => {
-            tracing::debug!(from, to, "concurrency limit raised");
+            tracing::debug!(target: "s3_ordered::fetch", from, to, "concurrency limit raised");
         }
     }
 }

@@ -86,7 +86,7 @@ pub(crate) async fn learn_checksum(obj: &ObjectFetch<'_>, start: Start) -> Resul
             offered = Offered::Parts(Arc::new(parts));
         }
     }
-    tracing::debug!(?offered, "checksum learned with a HEAD");
+    tracing::debug!(target: "s3_ordered::fetch", ?offered, "checksum learned with a HEAD");
     pin.learn_checksum(offered.clone());
     Ok(offered)
 }
@@ -181,7 +181,12 @@ impl UploadHead<'_> {
         match UploadParts::new(composite, parts, size) {
             Ok(parts) => Ok(Some(parts)),
             Err(why) => {
-                tracing::warn!(key = self.obj.key, %why, "the upload's parts are not the object's");
+                tracing::warn!(
+                    target: "s3_ordered::fetch",
+                    key = self.obj.key,
+                    %why,
+                    "the upload's parts are not the object's",
+                );
                 Ok(None)
             }
         }
@@ -209,7 +214,13 @@ impl UploadHead<'_> {
             Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),
             Err(e) => {
                 // A server that does not know part numbers: the object is read unverified.
-                tracing::warn!(key = self.obj.key, number, error = %e, "no upload part checksum");
+                tracing::warn!(
+                    target: "s3_ordered::fetch",
+                    key = self.obj.key,
+                    number,
+                    error = %e,
+                    "no upload part checksum",
+                );
                 return Ok(None);
             }
         };

@@ -67,7 +67,11 @@ pub(super) async fn send(
         if !(conn.reused() && conn.unanswered() && failed.kind() == ErrorKind::Connection) {
             return Err(failed);
         }
-        tracing::debug!(error = %failed, "a reused connection was closed before any reply; sending again on a new one");
+        tracing::debug!(
+            target: "s3_ordered::fetch",
+            error = %failed,
+            "a reused connection was closed before any reply; sending again on a new one",
+        );
         Counters::add(&ctx.counters.stale_connections, 1);
         conn = conn
             .close()
@@ -186,6 +190,7 @@ pub(super) async fn send_hedged(
         t = ctx.ticket(Place::Front) => t,
     };
     tracing::debug!(
+        target: "s3_ordered::fetch",
         after_ms = threshold.as_millis() as u64,
         "response head late; sending the same request on another connection"
     );
@@ -198,14 +203,20 @@ pub(super) async fn send_hedged(
     let won = |r: Result<Conn, Error>| {
         if r.is_ok() {
             Counters::add(&ctx.counters.hedges_won, 1);
-            tracing::debug!("the hedge's response head came first; the first request closed");
+            tracing::debug!(
+                target: "s3_ordered::fetch",
+                "the hedge's response head came first; the first request closed",
+            );
         }
         r
     };
     let out = tokio::select! {
         r = &mut first => match r {
             Ok(conn) => {
-                tracing::debug!("the first response head came first; the hedge closed");
+                tracing::debug!(
+                    target: "s3_ordered::fetch",
+                    "the first response head came first; the hedge closed",
+                );
                 Ok(conn)
             }
             // The hedge may still answer.
@@ -262,10 +273,10 @@ pub(super) async fn request_whole_from(
     let mut attempts = Attempts::new(ctx, start);
     loop {
         let (slot, unit) = attempts.next().await;
-        tracing::debug!(method = %req.method(), "request sent");
+        tracing::debug!(target: "s3_ordered::fetch", method = %req.method(), "request sent");
         match whole_once(ctx, unit, &req, limit).await {
             Ok(ok) => {
-                tracing::debug!(bytes = ok.1.len(), "request done");
+                tracing::debug!(target: "s3_ordered::fetch", bytes = ok.1.len(), "request done");
                 attempts.succeeded(slot);
                 return Ok(ok);
             }

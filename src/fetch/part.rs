@@ -121,7 +121,11 @@ pub(crate) async fn fetch_part(
             Err(Failed::Slow(e)) => {
                 // Not a failure of the server's: resumed at once, on a new connection.
                 Counters::add(&ctx.counters.slow_bodies_resumed, 1);
-                tracing::debug!(error = %e, "slow body; resuming on a new connection");
+                tracing::debug!(
+                    target: "s3_ordered::fetch",
+                    error = %e,
+                    "slow body; resuming on a new connection",
+                );
                 slow_resumes += 1;
                 slow = true;
                 attempts.again();
@@ -162,7 +166,11 @@ fn resend_after_mismatch(ctx: &Context, e: Error, resent: &mut bool) -> Result<(
     if std::mem::replace(resent, true) {
         return Err(e);
     }
-    tracing::warn!(error = %e, "checksum mismatch; sending again on a new connection");
+    tracing::warn!(
+        target: "s3_ordered::fetch",
+        error = %e,
+        "checksum mismatch; sending again on a new connection",
+    );
     Ok(())
 }
 
@@ -308,7 +316,12 @@ impl PartRequest<'_> {
             }
         }
         conn.release();
-        tracing::debug!(status = status.as_u16(), bytes = accepted.want, "GET done");
+        tracing::debug!(
+            target: "s3_ordered::fetch",
+            status = status.as_u16(),
+            bytes = accepted.want,
+            "GET done",
+        );
         Ok(accepted.whole)
     }
 
@@ -353,6 +366,7 @@ impl PartRequest<'_> {
             req.checksum_mode();
         }
         tracing::debug!(
+            target: "s3_ordered::fetch",
             from = ask.from,
             to = ask.end.saturating_sub(1),
             ranged = ask.ranged,

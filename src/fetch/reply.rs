@@ -57,6 +57,7 @@ impl ObjectPin {
     }
 
     /// The object's checksum, if known yet.
+    #[inline]
     pub(crate) fn checksum(&self) -> Option<Offered> {
         self.lock().checksum.clone()
     }
@@ -101,6 +102,7 @@ impl ObjectPin {
     }
 
     /// What is pinned now.
+    #[inline]
     pub(crate) fn snapshot(&self) -> Pinned {
         self.lock().clone()
     }

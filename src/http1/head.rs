@@ -133,6 +133,7 @@ impl Head {
     }
 
     /// The first value of the field `name` (lower case), without surrounding blanks.
+    #[inline]
     pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
         if let Some(k) = KNOWN.iter().position(|n| *n == name) {
             return self.value(self.known[k]);
