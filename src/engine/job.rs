@@ -131,13 +131,7 @@ impl PartJob {
             ticket,
         } = self;
         let asm = &of.asm;
-        let span = tracing::debug_span!(
-            target: "s3_ordered::engine",
-            "part",
-            key = %asm.key,
-            seq = asm.seq,
-            part = idx,
-        );
+        let span = part_span(asm, idx);
         let fetch = async {
             let on_size = |size| asm.learned_size(size);
             fetch_part(
@@ -183,13 +177,7 @@ async fn refetch_parts(of: &ForObject, r: Refetch) {
         if !asm.wants_more() {
             return;
         }
-        let span = tracing::debug_span!(
-            target: "s3_ordered::engine",
-            "part",
-            key = %asm.key,
-            seq = asm.seq,
-            part = idx,
-        );
+        let span = part_span(asm, idx);
         let ticket = of.ctx.ticket(Place::Front).await;
         let on_size = |size| asm.learned_size(size);
         let obj = of.fetching();
@@ -201,4 +189,15 @@ async fn refetch_parts(of: &ForObject, r: Refetch) {
             return;
         }
     }
+}
+
+/// The span of part `idx` of `asm`'s object, for its fetch and its refetch alike.
+fn part_span(asm: &Assembly, idx: usize) -> tracing::Span {
+    tracing::debug_span!(
+        target: "s3_ordered::engine",
+        "part",
+        key = %asm.key,
+        seq = asm.seq,
+        part = idx,
+    )
 }
