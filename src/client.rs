@@ -95,6 +95,10 @@ impl Client {
     /// ListObjectsV2 page at a time. Feed it to [`get_stream`](Self::get_stream) to fetch what
     /// it lists without collecting the listing first.
     ///
+    /// S3's order is lexicographic by key, but for a directory bucket (S3 Express One Zone),
+    /// which lists in an order of its own; either way, what is fetched from a listing comes
+    /// back in the listing's order.
+    ///
     /// An error (a denied listing, an unknown bucket, a malformed page) is yielded once and
     /// ends the stream.
     pub fn list(&self, bucket: impl Into<String>, prefix: impl Into<String>) -> ListStream {
@@ -108,7 +112,9 @@ impl Client {
     }
 
     /// [`list`](Self::list), from the first key after `start_after` (ListObjectsV2
-    /// `start-after`): to resume a listing where an earlier run's output ended.
+    /// `start-after`): to resume a listing where an earlier run's output ended. A directory
+    /// bucket has no `start-after`: its stream yields one
+    /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest).
     pub fn list_after(
         &self,
         bucket: impl Into<String>,
@@ -127,7 +133,9 @@ impl Client {
     /// One level of the keys under `prefix`: the objects directly under it and, rolled up, the
     /// common prefixes of the keys that go on past `delimiter` (ListObjectsV2 `delimiter`;
     /// `"/"` lists like a directory), merged in S3's order; from the first name after
-    /// `start_after` when given. Errors as for [`list`](Self::list).
+    /// `start_after` when given. Errors as for [`list`](Self::list); for a directory bucket,
+    /// also a `start_after`, or a `prefix` that does not end in `delimiter`
+    /// ([`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest)).
     pub fn list_with_delimiter(
         &self,
         bucket: impl Into<String>,

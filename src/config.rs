@@ -183,6 +183,7 @@ pub struct ClientBuilder {
     http_proxy: Option<String>,
     https_proxy: Option<String>,
     no_proxy: Option<String>,
+    s3_express_sessions: bool,
 }
 
 /// An SSE-C key: 32 bytes, never shown.
@@ -223,6 +224,7 @@ impl Default for ClientBuilder {
             http_proxy: None,
             https_proxy: None,
             no_proxy: None,
+            s3_express_sessions: true,
         }
     }
 }
@@ -437,6 +439,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether requests to a directory bucket (S3 Express One Zone, a name ending `--x-s3`)
+    /// are signed with a session: one `CreateSession` per bucket, shared by all the client's
+    /// requests to it and made again before it expires, as AWS requires. Off, they are signed
+    /// with the client's own credentials for the service `s3express`: for a server that takes
+    /// directory-bucket names but not sessions. Default: on.
+    pub fn s3_express_sessions(mut self, on: bool) -> Self {
+        self.s3_express_sessions = on;
+        self
+    }
+
     /// Sends `x-amz-request-payer: requester` with every request, agreeing to pay for the
     /// requests and the data of a requester-pays bucket (without it, such a bucket refuses
     /// every request with 403). Default: off.
@@ -637,6 +649,7 @@ impl ClientBuilder {
             transport: self.transport,
             extra_fields,
             proxies,
+            s3_express_sessions: self.s3_express_sessions,
         })
     }
 }
@@ -691,6 +704,8 @@ pub(crate) struct Config {
     pub(crate) extra_fields: Arc<ExtraFields>,
     /// Where connections go through a proxy.
     pub(crate) proxies: Arc<Proxies>,
+    /// Directory buckets' requests are signed with sessions.
+    pub(crate) s3_express_sessions: bool,
 }
 
 /// Header fields the request options add: to every request, and to object requests (GET and

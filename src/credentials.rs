@@ -1,14 +1,18 @@
-//! The credentials cache in front of a provider: what every request of a client signs with.
+//! The credentials cache in front of a provider, and [`Refreshing`], the cache of any value
+//! that expires (credentials, S3 Express sessions): what every request of a client signs with.
 //!
-//! Credentials that expire are fetched again before they do, by one request at a time, while
-//! the others go on signing with the ones they have. How early depends on how long they live:
-//! [`REFRESH_BEFORE_EXPIRY`], or a quarter of their lifetime if that is shorter, so credentials
-//! that live only a few minutes (S3 Express sessions last 5) are still used for most of their
-//! life. A refresh that fails while the cached credentials are still valid is not an error: they
-//! stay in use and the refresh is tried again after [`RETRY_FAILED_REFRESH`] (sooner if they
-//! expire before that). Only when no valid credentials are left does a failure reach requests.
+//! A value that expires is fetched again before it does, by one request at a time, while the
+//! others go on signing with the one they have. How early depends on how long it lives:
+//! [`REFRESH_BEFORE_EXPIRY`], or a quarter of its lifetime if that is shorter, so values that
+//! live only a few minutes (S3 Express sessions last 5) are still used for most of their life.
+//! A refresh that fails while the cached value is still valid is not an error: it stays in use
+//! and the refresh is tried again after [`RETRY_FAILED_REFRESH`] (sooner if it expires before
+//! that). Only when no valid value is left does a failure reach requests, and then once for
+//! every request that waited on that load, not once per request.
 
-use std::sync::RwLock;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -16,56 +20,227 @@ use aws_credential_types::Credentials;
 
 use crate::error::{with_causes, Error, ErrorKind};
 
-/// Credentials are refreshed at most this long before they expire: the AWS SDKs' default
-/// expiry buffer for credentials from STS and the metadata services is of this order, and it
-/// leaves a failed refresh minutes to succeed.
+/// Values are refreshed at most this long before they expire: the AWS SDKs' default expiry
+/// buffer for credentials from STS and the metadata services is of this order, and it leaves a
+/// failed refresh minutes to succeed.
 pub(crate) const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
-/// After a failed refresh, the cached credentials are used this long before the next try (at
-/// most half of their remaining life).
+/// After a failed refresh, the cached value is used this long before the next try (at most
+/// half of its remaining life).
 pub(crate) const RETRY_FAILED_REFRESH: Duration = Duration::from_secs(10);
 
-/// A provider and the credentials it last gave.
-pub(crate) struct CredentialCache {
-    provider: SharedCredentialsProvider,
-    cached: RwLock<Option<Cached>>,
-    /// Held by the one request that calls the provider.
+/// A value with an expiry.
+pub(crate) trait Expires: Clone {
+    /// When it may no longer be used; `None` for never.
+    fn expiry(&self) -> Option<SystemTime>;
+}
+
+impl Expires for Credentials {
+    fn expiry(&self) -> Option<SystemTime> {
+        Credentials::expiry(self)
+    }
+}
+
+/// The last value loaded, refreshed before it expires by one caller at a time.
+pub(crate) struct Refreshing<T> {
+    /// What the value is, for the log ("credentials").
+    what: &'static str,
+    cached: RwLock<Option<Cached<T>>>,
+    /// Held by the one caller that loads.
     refresh: tokio::sync::Mutex<()>,
+    /// Values stored so far: the current one's number is its generation (a value loaded
+    /// later has a higher one).
+    stored: AtomicU64,
+    /// Loads that failed with nothing valid cached, and the last one's error.
+    failed: AtomicU64,
+    last_failure: Mutex<Option<Error>>,
 }
 
 #[derive(Clone)]
-struct Cached {
-    creds: Credentials,
-    /// When to ask the provider again; `None` for credentials that never expire.
+struct Cached<T> {
+    value: T,
+    /// When to load again; `None` for a value that never expires.
     refresh_at: Option<SystemTime>,
+    /// The number of this value among those stored (from 1).
+    generation: u64,
 }
 
-impl Cached {
-    fn new(creds: Credentials, now: SystemTime) -> Self {
-        let refresh_at = creds.expiry().map(|expiry| {
+impl<T: Expires> Cached<T> {
+    fn new(value: T, now: SystemTime, generation: u64) -> Self {
+        let refresh_at = value.expiry().map(|expiry| {
             let life = expiry.duration_since(now).unwrap_or_default();
             expiry - REFRESH_BEFORE_EXPIRY.min(life / 4)
         });
-        Cached { creds, refresh_at }
+        Cached {
+            value,
+            refresh_at,
+            generation,
+        }
     }
 
-    /// Still to be used as they are, without a refresh.
+    /// Still to be used as it is, without a refresh.
     fn fresh(&self, now: SystemTime) -> bool {
         self.refresh_at.is_none_or(|at| now < at)
     }
 
     /// Not expired yet.
     fn valid(&self, now: SystemTime) -> bool {
-        self.creds.expiry().is_none_or(|exp| now < exp)
+        self.value.expiry().is_none_or(|exp| now < exp)
     }
+}
+
+impl<T: Expires> Refreshing<T> {
+    /// An empty cache of values called `what` in the log.
+    pub(crate) fn new(what: &'static str) -> Self {
+        Refreshing {
+            what,
+            cached: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            stored: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    /// The cached value if it is `usable` and fresh; else one `load`ed (by this caller, or by
+    /// the one that was loading meanwhile). A cached value that is not `usable` (made for
+    /// other credentials, say) counts as none. With the value, its generation.
+    ///
+    /// # Errors
+    ///
+    /// `load`'s error when nothing valid is cached; a copy of it for every caller that waited
+    /// on that load.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a load cut short leaves the cache as it was.
+    pub(crate) async fn get<F, Fut>(
+        &self,
+        now: impl Fn() -> SystemTime,
+        usable: impl Fn(&T) -> bool,
+        load: F,
+    ) -> Result<(T, u64), Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let stale = match self.read().filter(|c| usable(&c.value)) {
+            Some(c) if c.fresh(now()) => return Ok((c.value, c.generation)),
+            Some(c) if c.valid(now()) => Some(c),
+            _ => None,
+        };
+        let Some(stale) = stale else {
+            // Nothing valid: every caller waits for the one load.
+            let failed_before = self.failed.load(Ordering::Acquire);
+            let _refreshing = self.refresh.lock().await;
+            if let Some(c) = self.read().filter(|c| usable(&c.value) && c.valid(now())) {
+                return Ok((c.value, c.generation));
+            }
+            if self.failed.load(Ordering::Acquire) != failed_before {
+                // The load this caller waited on failed: the same answer, not another try.
+                let last = self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(e) = last.as_ref() {
+                    return Err(e.detached());
+                }
+            }
+            return match load().await {
+                Ok(value) => Ok((value.clone(), self.store(value, now(), None))),
+                Err(e) => {
+                    *self
+                        .last_failure
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(e.detached());
+                    self.failed.fetch_add(1, Ordering::Release);
+                    Err(e)
+                }
+            };
+        };
+        // Valid but due for a refresh: one caller refreshes, the others use this one.
+        let Ok(_refreshing) = self.refresh.try_lock() else {
+            return Ok((stale.value, stale.generation));
+        };
+        if let Some(c) = self.read().filter(|c| usable(&c.value) && c.fresh(now())) {
+            // Refreshed just before this caller took the lock.
+            return Ok((c.value, c.generation));
+        }
+        match load().await {
+            Ok(value) => Ok((value.clone(), self.store(value, now(), None))),
+            Err(e) => {
+                let t = now();
+                let left = stale
+                    .value
+                    .expiry()
+                    .and_then(|exp| exp.duration_since(t).ok())
+                    .unwrap_or_default();
+                let wait = RETRY_FAILED_REFRESH.min(left / 2);
+                tracing::warn!(
+                    error = %with_causes(&e),
+                    expires_in_s = left.as_secs(),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "refreshing {} failed; the current ones are still valid",
+                    self.what,
+                );
+                let generation = self.store(stale.value.clone(), t, Some(t + wait));
+                Ok((stale.value, generation))
+            }
+        }
+    }
+
+    /// Drops the cached value if it is of generation `seen` or older (the one a failed
+    /// request may have used), so the next caller loads a new one; true if it did. A value
+    /// loaded since is kept: many requests failing on one value drop it once.
+    pub(crate) fn invalidate(&self, seen: u64) -> bool {
+        let mut cached = self.cached.write().unwrap_or_else(PoisonError::into_inner);
+        if cached.as_ref().is_some_and(|c| c.generation <= seen) {
+            *cached = None;
+            return true;
+        }
+        false
+    }
+
+    fn read(&self) -> Option<Cached<T>> {
+        self.cached
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stores `value`, refreshed at `refresh_at` (default: as its lifetime says); returns its
+    /// generation.
+    fn store(&self, value: T, now: SystemTime, refresh_at: Option<SystemTime>) -> u64 {
+        let generation = self.stored.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut c = Cached::new(value, now, generation);
+        if refresh_at.is_some() {
+            c.refresh_at = refresh_at;
+        }
+        *self.cached.write().unwrap_or_else(PoisonError::into_inner) = Some(c);
+        generation
+    }
+}
+
+impl<T> std::fmt::Debug for Refreshing<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the value: it holds secrets.
+        f.debug_struct("Refreshing")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A provider and the credentials it last gave.
+pub(crate) struct CredentialCache {
+    provider: SharedCredentialsProvider,
+    cache: Refreshing<Credentials>,
 }
 
 impl CredentialCache {
     pub(crate) fn new(provider: SharedCredentialsProvider) -> Self {
         CredentialCache {
             provider,
-            cached: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
+            cache: Refreshing::new("credentials"),
         }
     }
 
@@ -84,69 +259,13 @@ impl CredentialCache {
 
     /// [`get`](Self::get) with the clock given (tests move it).
     async fn get_at(&self, now: impl Fn() -> SystemTime) -> Result<Credentials, Error> {
-        let stale = match self.read() {
-            Some(c) if c.fresh(now()) => return Ok(c.creds),
-            Some(c) if c.valid(now()) => Some(c),
-            _ => None,
-        };
-        let Some(stale) = stale else {
-            // Nothing valid: every request waits for the one refresh.
-            let _refreshing = self.refresh.lock().await;
-            if let Some(c) = self.read().filter(|c| c.valid(now())) {
-                return Ok(c.creds);
-            }
-            let creds = self
-                .provider
+        let load = || async {
+            self.provider
                 .provide_credentials()
                 .await
-                .map_err(|e| Error::new(ErrorKind::Credentials).with_source(e))?;
-            self.store(Cached::new(creds.clone(), now()));
-            return Ok(creds);
+                .map_err(|e| Error::new(ErrorKind::Credentials).with_source(e))
         };
-        // Valid but due for a refresh: one request refreshes, the others sign with these.
-        let Ok(_refreshing) = self.refresh.try_lock() else {
-            return Ok(stale.creds);
-        };
-        if let Some(c) = self.read().filter(|c| c.fresh(now())) {
-            return Ok(c.creds); // refreshed just before this request took the lock
-        }
-        match self.provider.provide_credentials().await {
-            Ok(creds) => {
-                self.store(Cached::new(creds.clone(), now()));
-                Ok(creds)
-            }
-            Err(e) => {
-                let t = now();
-                let left = stale
-                    .creds
-                    .expiry()
-                    .and_then(|exp| exp.duration_since(t).ok())
-                    .unwrap_or_default();
-                let wait = RETRY_FAILED_REFRESH.min(left / 2);
-                tracing::warn!(
-                    error = %with_causes(&e),
-                    expires_in_s = left.as_secs(),
-                    retry_in_ms = wait.as_millis() as u64,
-                    "refreshing credentials failed; the current ones are still valid"
-                );
-                self.store(Cached {
-                    refresh_at: Some(t + wait),
-                    ..stale.clone()
-                });
-                Ok(stale.creds)
-            }
-        }
-    }
-
-    fn read(&self) -> Option<Cached> {
-        self.cached
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn store(&self, c: Cached) {
-        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        Ok(self.cache.get(now, |_| true, load).await?.0)
     }
 }
 

@@ -128,6 +128,8 @@ struct Inner {
     region: Option<String>,
     earlier: Vec<String>,
     budget_exhausted: bool,
+    /// The generation of the S3 Express session the refused request was signed with.
+    session: Option<u64>,
     source: Option<BoxError>,
 }
 
@@ -148,6 +150,7 @@ impl Error {
                 region: None,
                 earlier: Vec::new(),
                 budget_exhausted: false,
+                session: None,
                 source: None,
             }),
         }
@@ -160,6 +163,15 @@ impl Error {
 
     pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
         self.inner.message = Some(message.into());
+        self
+    }
+
+    /// Puts `context` before the message: what was being done when this went wrong.
+    pub(crate) fn with_context(mut self, context: &str) -> Self {
+        self.inner.message = Some(match self.inner.message.take() {
+            Some(m) => format!("{context}: {m}"),
+            None => context.to_owned(),
+        });
         self
     }
 
@@ -217,6 +229,7 @@ impl Error {
                 region: i.region.clone(),
                 earlier: i.earlier.clone(),
                 budget_exhausted: i.budget_exhausted,
+                session: i.session,
                 source: None,
             }),
         }
@@ -332,6 +345,19 @@ impl Error {
     /// True when a retry was possible but the client-wide retry budget was empty.
     pub fn retry_budget_exhausted(&self) -> bool {
         self.inner.budget_exhausted
+    }
+
+    /// Marks the error as a reply to a request signed with the S3 Express session of
+    /// generation `generation` (if any).
+    pub(crate) fn signed_with_session(mut self, generation: Option<u64>) -> Self {
+        self.inner.session = generation;
+        self
+    }
+
+    /// The generation of the S3 Express session the request this error answers was signed
+    /// with.
+    pub(crate) fn session(&self) -> Option<u64> {
+        self.inner.session
     }
 
     pub(crate) fn with_budget_exhausted(mut self) -> Self {

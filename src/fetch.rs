@@ -6,7 +6,8 @@
 //! their attempts through one loop's rules (`attempts`) and one exchange (`exchange`), and
 //! hold each reply to what the object's earlier replies pinned (`reply`). Stall and body-rate
 //! timers are in `stall`; the HEADs that learn a checksum a GET does not state are in
-//! `checksum_heads`.
+//! `checksum_heads`; the credentials each request is signed with, S3 Express sessions among
+//! them, in `session`.
 //!
 //! Guarantees: every request of an object after the first reply carries `If-Match`, and
 //! every reply must agree with the pin, so a body is never a mix of two versions; an attempt
@@ -22,6 +23,7 @@ mod exchange;
 mod object;
 mod part;
 mod reply;
+mod session;
 mod stall;
 
 pub(crate) use attempts::Start;

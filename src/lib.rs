@@ -112,6 +112,7 @@ mod context;
 mod credentials;
 mod engine;
 mod error;
+mod express;
 mod fetch;
 mod hedge;
 mod http1;

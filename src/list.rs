@@ -8,6 +8,10 @@
 //! Each page request uses a connection from the client's pool like any GET. An error ends the
 //! listing after being yielded once; a listing whose continuation token does not change is an
 //! error rather than a loop.
+//!
+//! A directory bucket (S3 Express One Zone) lists in its own order, not lexicographically,
+//! has no `start-after`, and takes a prefix with a delimiter only if the prefix ends in it:
+//! asking for either of those is an [`ErrorKind::InvalidRequest`] before any request.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -46,14 +50,15 @@ impl ListEntry {
     }
 }
 
-/// One level of the keys under a prefix, objects and common prefixes in S3's (lexicographic)
-/// order; see [`Client::list_with_delimiter`](crate::Client::list_with_delimiter).
+/// One level of the keys under a prefix, objects and common prefixes in S3's order
+/// (lexicographic, but for a directory bucket's); see
+/// [`Client::list_with_delimiter`](crate::Client::list_with_delimiter).
 #[must_use = "streams do nothing unless polled"]
 pub struct EntryStream {
     inner: Pin<Box<dyn Stream<Item = Result<ListEntry, Error>> + Send>>,
 }
 
-/// The keys under a prefix, in S3's (lexicographic) order; see
+/// The keys under a prefix, in S3's order (lexicographic, but for a directory bucket's); see
 /// [`Client::list`](crate::Client::list).
 #[must_use = "streams do nothing unless polled"]
 pub struct ListStream {
@@ -130,6 +135,9 @@ fn entries(
 async fn next_page(st: &mut State) -> Result<(), Error> {
     let what = &st.what;
     let target = st.ctx.target(&what.bucket)?;
+    if target.is_directory() {
+        directory_listing(what)?;
+    }
     let req = target.list_objects_v2(
         &what.prefix,
         what.delimiter.as_deref(),
@@ -146,6 +154,29 @@ async fn next_page(st: &mut State) -> Result<(), Error> {
     st.token = page.next_token;
     st.page = merged(page.objects, page.prefixes);
     Ok(())
+}
+
+/// What a directory bucket cannot list: from a key on (`start-after`), or under a prefix
+/// that does not end in the delimiter given.
+fn directory_listing(what: &Listing) -> Result<(), Error> {
+    let invalid = |why: String| {
+        Err(Error::new(ErrorKind::InvalidRequest).with_message(format!(
+            "{why}: bucket {:?} is a directory bucket (S3 Express One Zone)",
+            what.bucket
+        )))
+    };
+    if what.start_after.is_some() {
+        return invalid("a listing cannot start after a key".into());
+    }
+    match &what.delimiter {
+        Some(d) if !what.prefix.is_empty() && !what.prefix.ends_with(d.as_str()) => {
+            invalid(format!(
+                "the prefix {:?} must end in the delimiter {d:?}",
+                what.prefix
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A page's objects and common prefixes (each in S3's order) as one run in that order.

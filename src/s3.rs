@@ -1,4 +1,5 @@
-//! The S3 protocol: building GetObject requests (addressing, key encoding, `versionId`) and
+//! The S3 protocol: building GetObject, HeadObject, ListObjectsV2 and (for directory buckets)
+//! CreateSession requests — addressing, key encoding, `versionId`, how each is signed — and
 //! reading S3's XML error bodies.
 //!
 //! Keys are percent-encoded once, byte by byte, keeping only RFC 3986 unreserved characters and
@@ -6,6 +7,7 @@
 //! up to [`MAX_ERROR_BODY`] bytes and parsed leniently: a malformed or missing body still yields
 //! a typed error from the status code.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::header::{HeaderValue, HOST};
@@ -16,8 +18,10 @@ use crate::config::{
     aws_endpoint, is_region_name, Addressing, Config, ExtraFields, MAX_EXTRA_FIELDS,
 };
 use crate::error::{Error, ErrorKind};
+use crate::express::{directory_zone, zonal_endpoint, SessionCache};
 use crate::http1::Origin;
 use crate::object::ObjectRef;
+use crate::sign::Scope;
 
 /// The most bytes of an error body that are read and parsed.
 pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
@@ -46,6 +50,16 @@ pub(crate) struct Route {
     pub(crate) region: Arc<str>,
 }
 
+/// How requests for a directory bucket (S3 Express One Zone) are signed.
+#[derive(Debug)]
+pub(crate) enum Express {
+    /// With a session's keys, from `CreateSession`.
+    Sessions(Box<SessionCache>),
+    /// With the client's own credentials for `s3express`, without sessions (a server that
+    /// takes directory-bucket names but not sessions).
+    Direct,
+}
+
 /// Where requests for one bucket go. The route changes when a reply teaches the bucket's
 /// region ([`reroute`](Self::reroute)); each request takes the route current when it is made.
 #[derive(Debug)]
@@ -54,6 +68,8 @@ pub(crate) struct BucketTarget {
     route: Mutex<Arc<Route>>,
     /// The request options' fields.
     extra: Arc<ExtraFields>,
+    /// For a directory bucket: how its requests are signed.
+    express: Option<Express>,
 }
 
 impl BucketTarget {
@@ -75,16 +91,42 @@ impl BucketTarget {
     /// virtual-hosted addressing) one that is not a valid DNS name.
     pub(crate) fn new_in(config: &Config, bucket: &str, region: Arc<str>) -> Result<Self, Error> {
         let route = Route::new(config, bucket, region)?;
+        let express = directory_zone(bucket).map(|_| {
+            if config.s3_express_sessions {
+                Express::Sessions(Box::default())
+            } else {
+                Express::Direct
+            }
+        });
         Ok(BucketTarget {
             bucket: bucket.to_owned(),
             route: Mutex::new(Arc::new(route)),
             extra: Arc::clone(&config.extra_fields),
+            express,
         })
     }
 
     /// The bucket's name.
     pub(crate) fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// True for a directory bucket (S3 Express One Zone).
+    pub(crate) fn is_directory(&self) -> bool {
+        self.express.is_some()
+    }
+
+    /// The bucket's sessions, when its requests are signed with them.
+    pub(crate) fn sessions(&self) -> Option<&SessionCache> {
+        match &self.express {
+            Some(Express::Sessions(cache)) => Some(cache),
+            _ => None,
+        }
+    }
+
+    /// A `CreateSession` request (read-only), for a directory bucket's session.
+    pub(crate) fn create_session(&self) -> S3Request<'_> {
+        S3Request::new(Method::GET, self, Resource::Session)
     }
 
     /// The route requests take now.
@@ -191,15 +233,23 @@ impl Route {
             return Err(Error::new(ErrorKind::InvalidRequest)
                 .with_message(format!("{region:?} is not a region name")));
         }
-        let regional;
-        let endpoint = if config.endpoint_follows_region && *region != *config.region {
-            regional = aws_endpoint(&region)
-                .parse::<http::Uri>()
-                .map_err(|e| invalid("does not form a valid URL").with_source(e))?;
-            &regional
-        } else {
-            &config.endpoint
+        // AWS's endpoint follows the bucket: a directory bucket's zone, another region.
+        let zone = directory_zone(bucket).filter(|_| config.endpoint_follows_region);
+        let (own, addressing) = match zone {
+            Some(zone) => (
+                Some(zonal_endpoint(zone, &region)),
+                Addressing::VirtualHosted,
+            ),
+            None if config.endpoint_follows_region && *region != *config.region => {
+                (Some(aws_endpoint(&region)), config.addressing)
+            }
+            None => (None, config.addressing),
         };
+        let own = own
+            .map(|url| url.parse::<http::Uri>())
+            .transpose()
+            .map_err(|e| invalid("does not form a valid URL").with_source(e))?;
+        let endpoint = own.as_ref().unwrap_or(&config.endpoint);
         let scheme = endpoint.scheme_str().unwrap_or("https");
         let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
         let default_port = matches!(
@@ -208,7 +258,7 @@ impl Route {
         );
         let host_only = endpoint.host().unwrap_or_default();
         let host_header = if default_port { host_only } else { authority };
-        let (host, prefix) = match config.addressing {
+        let (host, prefix) = match addressing {
             Addressing::PathStyle => (
                 host_header.to_owned(),
                 format!("/{}/", utf8_percent_encode(bucket, KEY)),
@@ -222,7 +272,7 @@ impl Route {
                 (format!("{bucket}.{host_header}"), "/".to_owned())
             }
         };
-        let dial_authority = match config.addressing {
+        let dial_authority = match addressing {
             Addressing::PathStyle => authority.to_owned(),
             Addressing::VirtualHosted => format!("{bucket}.{authority}"),
         };
@@ -243,7 +293,7 @@ impl Route {
     }
 }
 
-/// The fields of a request's own: host, range, if-match, checksum mode.
+/// The fields of a request's own: host, range, if-match, checksum mode (or session mode).
 const OWN_FIELDS: usize = 4;
 
 /// The most header fields [`S3Request::headers`] yields: its own and the request options'.
@@ -252,6 +302,8 @@ pub(crate) const MAX_REQUEST_FIELDS: usize = OWN_FIELDS + MAX_EXTRA_FIELDS;
 /// What a request asks for.
 #[derive(Debug, Clone, Copy)]
 enum Resource<'a> {
+    /// `CreateSession` on a directory bucket.
+    Session,
     Object {
         key: &'a str,
         version_id: Option<&'a str>,
@@ -266,7 +318,7 @@ enum Resource<'a> {
 
 /// One S3 request, described without allocating; written out (and signed) into the buffers of
 /// the connection that sends it, afresh for every attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct S3Request<'a> {
     method: Method,
     target: &'a BucketTarget,
@@ -279,6 +331,8 @@ pub(crate) struct S3Request<'a> {
     checksum_mode: bool,
     /// `partNumber`: one part of a multipart upload (a HEAD for the part's checksum).
     part_number: Option<u32>,
+    /// The generation of the S3 Express session it was last signed with; 0 for none.
+    session: AtomicU64,
 }
 
 /// `bytes=first-last`, formatted in place.
@@ -299,6 +353,7 @@ impl<'a> S3Request<'a> {
             if_match: None,
             checksum_mode: false,
             part_number: None,
+            session: AtomicU64::new(0),
         }
     }
 
@@ -352,6 +407,37 @@ impl<'a> S3Request<'a> {
         &self.route.region
     }
 
+    /// What the request is signed for: S3, or S3 Express with the client's credentials
+    /// (`CreateSession`, or every request without sessions) or with a session's.
+    pub(crate) fn scope(&self) -> Scope {
+        match (&self.target.express, self.resource) {
+            (None, _) => Scope::S3,
+            (Some(Express::Sessions(_)), Resource::Session) | (Some(Express::Direct), _) => {
+                Scope::EXPRESS
+            }
+            (Some(Express::Sessions(_)), _) => Scope::EXPRESS_SESSION,
+        }
+    }
+
+    /// Notes that the request was signed with the session of generation `generation`.
+    pub(crate) fn signed_with(&self, generation: u64) {
+        self.session.store(generation, Ordering::Relaxed);
+    }
+
+    /// The generation of the session the request was last signed with, if any.
+    pub(crate) fn session_signed(&self) -> Option<u64> {
+        Some(self.session.load(Ordering::Relaxed)).filter(|&g| g > 0)
+    }
+
+    /// The sessions this request is signed with: `None` for a request signed with the
+    /// client's credentials.
+    pub(crate) fn sessions(&self) -> Option<&'a SessionCache> {
+        match self.resource {
+            Resource::Session => None,
+            _ => self.target.sessions(),
+        }
+    }
+
     /// Takes the target's current route, for a request made again after its bucket's region
     /// was learned.
     pub(crate) fn reroute(&mut self) {
@@ -363,6 +449,7 @@ impl<'a> S3Request<'a> {
         let mut push = |s: &str| out.extend_from_slice(s.as_bytes());
         push(&self.route.prefix);
         match self.resource {
+            Resource::Session => push("?session"),
             Resource::Object { key, version_id } => {
                 utf8_percent_encode(key, KEY).for_each(&mut push);
                 let mut sep = "?";
@@ -410,13 +497,18 @@ impl<'a> S3Request<'a> {
             Some((HOST.as_str(), self.route.host.as_bytes())),
             self.range.as_ref().map(|r| ("range", &r.text[..r.len])),
             self.if_match.map(|v| ("if-match", v)),
-            self.checksum_mode
-                .then_some(("x-amz-checksum-mode", &b"ENABLED"[..])),
+            match self.resource {
+                // The client only reads: a session that may only read.
+                Resource::Session => Some(("x-amz-create-session-mode", &b"ReadOnly"[..])),
+                _ => self
+                    .checksum_mode
+                    .then_some(("x-amz-checksum-mode", &b"ENABLED"[..])),
+            },
         ];
         let extra = &self.target.extra;
         let object = match self.resource {
             Resource::Object { .. } => &extra.object[..],
-            Resource::List { .. } => &[],
+            Resource::List { .. } | Resource::Session => &[],
         };
         let options = extra.all.iter().chain(object);
         fields
@@ -741,6 +833,75 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_bucket_goes_to_its_zonal_endpoint() {
+        let aws = ClientBuilder::default()
+            .region("us-west-2")
+            .static_credentials("a", "b", None)
+            .validate()
+            .unwrap();
+        let bucket = "data--usw2-az1--x-s3";
+        let t = BucketTarget::new(&aws, bucket).unwrap();
+        let r = t.get_object("k/1", None).unwrap();
+        let host = format!("{bucket}.s3express-usw2-az1.us-west-2.amazonaws.com");
+        assert_eq!(sent(&r), ("/k/1".to_owned(), host.clone()));
+        assert_eq!(r.origin().uri().to_string(), format!("https://{host}/"));
+        assert_eq!(r.scope(), Scope::EXPRESS_SESSION);
+        assert!(r.sessions().is_some());
+        // Path-style addressing asked for on AWS's endpoint does not apply to the zone.
+        let path_style = ClientBuilder::default()
+            .region("us-west-2")
+            .addressing(Addressing::PathStyle)
+            .static_credentials("a", "b", None)
+            .validate()
+            .unwrap();
+        let t = BucketTarget::new(&path_style, bucket).unwrap();
+        assert_eq!(sent(&t.get_object("k", None).unwrap()).1, host);
+        // A general purpose bucket stays on the regional endpoint, signed for S3.
+        let t = BucketTarget::new(&aws, "data").unwrap();
+        let r = t.get_object("k", None).unwrap();
+        assert_eq!(sent(&r).1, "data.s3.us-west-2.amazonaws.com");
+        assert_eq!(r.scope(), Scope::S3);
+        assert!(r.sessions().is_none());
+    }
+
+    #[test]
+    fn a_directory_bucket_behind_a_custom_endpoint_is_addressed_as_configured() {
+        let c = config("http://127.0.0.1:9000", Addressing::PathStyle);
+        let t = BucketTarget::new(&c, "data--use1-az4--x-s3").unwrap();
+        let r = t.get_object("k", None).unwrap();
+        assert_eq!(
+            sent(&r),
+            (
+                "/data--use1-az4--x-s3/k".to_owned(),
+                "127.0.0.1:9000".to_owned()
+            )
+        );
+        let s = t.create_session();
+        assert_eq!(
+            sent(&s),
+            (
+                "/data--use1-az4--x-s3/?session".to_owned(),
+                "127.0.0.1:9000".to_owned()
+            )
+        );
+        let fields: Vec<_> = s.headers().map(|(n, v)| (n, v.to_vec())).collect();
+        assert!(fields.contains(&("x-amz-create-session-mode", b"ReadOnly".to_vec())));
+        // CreateSession is signed with the client's keys, for s3express, and takes no session.
+        assert_eq!(s.scope(), Scope::EXPRESS);
+        assert!(s.sessions().is_none());
+        // Without sessions, every request is signed with the client's keys for s3express.
+        let direct = ClientBuilder::default()
+            .endpoint_url("http://127.0.0.1:9000")
+            .anonymous()
+            .s3_express_sessions(false)
+            .validate()
+            .unwrap();
+        let t = BucketTarget::new(&direct, "data--use1-az4--x-s3").unwrap();
+        let r = t.get_object("k", None).unwrap();
+        assert_eq!((r.scope(), r.sessions().is_none()), (Scope::EXPRESS, true));
+    }
+
+    #[test]
     fn path_style_encodes_key_once() {
         let c = config("http://127.0.0.1:9000", Addressing::PathStyle);
         let t = BucketTarget::new(&c, "bkt").unwrap();
@@ -852,7 +1013,8 @@ mod tests {
         );
         // A request made before the move keeps its route until rerouted.
         assert!(t.reroute(&aws, "ap-northeast-1").unwrap());
-        let mut r2 = r.clone();
+        let mut r2 = t.get_object("k", None).unwrap();
+        r2.route = Arc::clone(&r.route);
         assert_eq!(r2.region(), "eu-west-1");
         r2.reroute();
         assert_eq!(sent(&r2).1, "my-bucket.s3.ap-northeast-1.amazonaws.com");

@@ -1,9 +1,13 @@
-//! SigV4 signing for S3, with the signing key cached per day, region and secret.
+//! SigV4 signing for S3 and S3 Express, with the signing key cached per day, region, service
+//! and secret.
 //!
 //! S3's rules differ from other services: the path is percent-encoded exactly once (keys are
 //! encoded when the request is built, the signer must not encode again), the path is never
 //! normalised (`a//b` and `a/./b` are distinct keys), and every request carries
 //! `x-amz-content-sha256`. Each attempt is signed afresh so the signature's time stays current.
+//! A request to a directory bucket is signed for the service `s3express`, and with a session's
+//! keys carries their token in `x-amz-s3session-token` instead of `x-amz-security-token`
+//! ([`Scope`]).
 //!
 //! The signature is computed here rather than by `aws-sigv4`, because per request that crate
 //! derives the signing key again (four HMACs) and builds the canonical request through dozens of
@@ -29,6 +33,7 @@ pub(crate) const EMPTY_SHA256: &str =
 const X_AMZ_DATE: &str = "x-amz-date";
 const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";
 const X_AMZ_SECURITY_TOKEN: &str = "x-amz-security-token";
+const X_AMZ_S3SESSION_TOKEN: &str = "x-amz-s3session-token";
 const AUTHORIZATION: &str = "authorization";
 
 /// Headers that are never signed (proxies may change them), as `aws-sigv4` leaves them out.
@@ -38,6 +43,33 @@ const UNSIGNED: [&str; 4] = [
     "x-amzn-trace-id",
     "transfer-encoding",
 ];
+
+/// What a signature is for: the service its scope names, and the field the credentials'
+/// session token goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scope {
+    service: &'static str,
+    token_field: &'static str,
+}
+
+impl Scope {
+    /// S3.
+    pub(crate) const S3: Scope = Scope {
+        service: "s3",
+        token_field: X_AMZ_SECURITY_TOKEN,
+    };
+    /// S3 Express with the client's own credentials: `CreateSession`.
+    pub(crate) const EXPRESS: Scope = Scope {
+        service: "s3express",
+        token_field: X_AMZ_SECURITY_TOKEN,
+    };
+    /// S3 Express with a session's keys: every request to a directory bucket but
+    /// `CreateSession`.
+    pub(crate) const EXPRESS_SESSION: Scope = Scope {
+        service: "s3express",
+        token_field: X_AMZ_S3SESSION_TOKEN,
+    };
+}
 
 /// Signs requests with credentials from the configured source.
 pub(crate) struct Signer {
@@ -70,7 +102,7 @@ impl Signer {
         }
     }
 
-    /// Signs a request now with `creds` for `region`; see [`sign_parts`].
+    /// Signs a request now with `creds` for `region` and `scope`; see [`sign_parts`].
     ///
     /// # Errors
     ///
@@ -80,9 +112,11 @@ impl Signer {
         creds: &Credentials,
         request: Signable<'_>,
         region: &str,
+        scope: Scope,
         buf: &'b mut Vec<u8>,
     ) -> Result<Signed<'b>, Error> {
-        sign_parts(request, creds, region, SystemTime::now(), &self.keys, buf)
+        let at = SystemTime::now();
+        sign_parts(request, creds, region, scope, at, &self.keys, buf)
     }
 }
 
@@ -94,46 +128,61 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// The signing key of the last day, region and secret signed with. Deriving it takes four
-/// HMACs; it changes once a day (or when the credentials rotate).
+/// The signing keys of the last few days, regions, services and secrets signed with.
+/// Deriving one takes four HMACs; it changes once a day, or when the credentials rotate. A
+/// client signing for directory buckets holds a key per session (one per bucket) beside its
+/// own: [`KEYS_CACHED`] of them, the one used last first.
 #[derive(Default)]
-pub(crate) struct KeyCache(Mutex<Option<CachedKey>>);
+pub(crate) struct KeyCache(Mutex<Vec<CachedKey>>);
+
+/// The most signing keys a [`KeyCache`] holds.
+const KEYS_CACHED: usize = 8;
 
 struct CachedKey {
     date: String,
     region: std::sync::Arc<str>,
+    service: &'static str,
     secret: String,
     key: hmac::Key,
 }
 
 impl KeyCache {
-    fn key(&self, date: &str, region: &str, secret: &str) -> hmac::Key {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*slot {
-            Some(c) if c.date == date && &*c.region == region && c.secret == secret => {
-                c.key.clone()
+    fn key(&self, date: &str, region: &str, service: &'static str, secret: &str) -> hmac::Key {
+        let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = keys.iter().position(|c| {
+            c.secret == secret && c.date == date && &*c.region == region && c.service == service
+        });
+        if let Some(at) = found {
+            if at > 0 {
+                keys[..=at].rotate_right(1);
             }
-            _ => {
-                let key = signing_key(date, region, secret);
-                *slot = Some(CachedKey {
-                    date: date.to_owned(),
-                    region: region.into(),
-                    secret: secret.to_owned(),
-                    key: key.clone(),
-                });
-                key
-            }
+            return keys[0].key.clone();
         }
+        let key = signing_key(date, region, service, secret);
+        if keys.len() == KEYS_CACHED {
+            keys.pop();
+        }
+        keys.insert(
+            0,
+            CachedKey {
+                date: date.to_owned(),
+                region: region.into(),
+                service,
+                secret: secret.to_owned(),
+                key: key.clone(),
+            },
+        );
+        key
     }
 }
 
-/// `kSigning` of SigV4: HMAC("AWS4" + secret, date) → region → "s3" → "aws4_request".
-fn signing_key(date: &str, region: &str, secret: &str) -> hmac::Key {
+/// `kSigning` of SigV4: HMAC("AWS4" + secret, date) → region → service → "aws4_request".
+fn signing_key(date: &str, region: &str, service: &str, secret: &str) -> hmac::Key {
     let mut k = Vec::with_capacity(4 + secret.len());
     k.extend_from_slice(b"AWS4");
     k.extend_from_slice(secret.as_bytes());
     let mut tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &k), date.as_bytes());
-    for part in [region.as_bytes(), b"s3", b"aws4_request"] {
+    for part in [region.as_bytes(), service.as_bytes(), b"aws4_request"] {
         tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref()), part);
     }
     hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref())
@@ -141,8 +190,8 @@ fn signing_key(date: &str, region: &str, secret: &str) -> hmac::Key {
 
 /// What is signed of a request: its method, its target as sent (path and query,
 /// percent-encoded once) and its header fields — all of them but the ones SigV4 adds
-/// (`x-amz-date`, `x-amz-content-sha256`, `x-amz-security-token`, `authorization`), names in
-/// lower case.
+/// (`x-amz-date`, `x-amz-content-sha256`, the session token's field, `authorization`), names
+/// in lower case.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Signable<'a> {
     pub(crate) method: &'a str,
@@ -151,14 +200,16 @@ pub(crate) struct Signable<'a> {
 }
 
 /// The SigV4 fields of one request, to send beside its own: `x-amz-content-sha256`
-/// ([`EMPTY_SHA256`]), `x-amz-date`, `x-amz-security-token` (with a session token) and
-/// `authorization`.
+/// ([`EMPTY_SHA256`]), `x-amz-date`, the session token (with one, in the [`Scope`]'s field)
+/// and `authorization`.
 #[derive(Debug)]
 pub(crate) struct Signed<'b> {
     /// `x-amz-date`: `YYYYMMDDTHHMMSSZ`.
     pub(crate) amz_date: [u8; 16],
     /// `authorization`, in the caller's buffer.
     pub(crate) authorization: &'b [u8],
+    /// The field the session token goes in.
+    token_field: &'static str,
 }
 
 impl Signed<'_> {
@@ -171,7 +222,7 @@ impl Signed<'_> {
         [
             Some((X_AMZ_CONTENT_SHA256, EMPTY_SHA256.as_bytes())),
             Some((X_AMZ_DATE, &self.amz_date[..])),
-            token.map(|t| (X_AMZ_SECURITY_TOKEN, t.as_bytes())),
+            token.map(|t| (self.token_field, t.as_bytes())),
             Some((AUTHORIZATION, self.authorization)),
         ]
         .into_iter()
@@ -179,9 +230,10 @@ impl Signed<'_> {
     }
 }
 
-/// Signs a request for S3 at `time`: the canonical request, the string to sign and the
+/// Signs a request for `scope` at `time`: the canonical request, the string to sign and the
 /// `authorization` value are written into `buf` (cleared first), which the result borrows.
-/// Every header given is signed but those in [`UNSIGNED`].
+/// Every header given is signed but those in [`UNSIGNED`]; the session token, if any, is
+/// signed in the scope's field.
 ///
 /// # Errors
 ///
@@ -191,6 +243,7 @@ pub(crate) fn sign_parts<'b>(
     req: Signable<'_>,
     creds: &Credentials,
     region: &str,
+    scope: Scope,
     time: SystemTime,
     keys: &KeyCache,
     buf: &'b mut Vec<u8>,
@@ -207,7 +260,7 @@ pub(crate) fn sign_parts<'b>(
     let added = [
         Some((X_AMZ_DATE, &stamp.amz_date[..])),
         Some((X_AMZ_CONTENT_SHA256, EMPTY_SHA256.as_bytes())),
-        token.map(|t| (X_AMZ_SECURITY_TOKEN, t.as_bytes())),
+        token.map(|t| (scope.token_field, t.as_bytes())),
     ];
     // Filled in place: on the stack, it is not moved.
     let mut to_sign = ToSign {
@@ -235,11 +288,13 @@ pub(crate) fn sign_parts<'b>(
             date,
             "/",
             region,
-            "/s3/aws4_request\n",
+            "/",
+            scope.service,
+            "/aws4_request\n",
         ],
     );
     push_hex(buf, canonical_hash.as_ref());
-    let key = keys.key(date, region, creds.secret_access_key());
+    let key = keys.key(date, region, scope.service, creds.secret_access_key());
     let signature = hmac::sign(&key, &buf[to_sign_at..]);
 
     let auth_at = buf.len();
@@ -256,7 +311,9 @@ pub(crate) fn sign_parts<'b>(
             date,
             "/",
             region,
-            "/s3/aws4_request, SignedHeaders=",
+            "/",
+            scope.service,
+            "/aws4_request, SignedHeaders=",
         ],
     );
     buf.extend_from_within(names);
@@ -265,6 +322,7 @@ pub(crate) fn sign_parts<'b>(
     Ok(Signed {
         amz_date: stamp.amz_date,
         authorization: &buf[auth_at..],
+        token_field: scope.token_field,
     })
 }
 
@@ -485,7 +543,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 pub(crate) mod bench {
     //! A facade over the signer for the crate's benchmarks.
 
-    use super::{sign_parts, KeyCache, Signable};
+    use super::{sign_parts, KeyCache, Scope, Signable};
     use aws_credential_types::Credentials;
     use std::time::SystemTime;
 
@@ -536,6 +594,7 @@ pub(crate) mod bench {
                 req,
                 &self.creds,
                 "us-east-1",
+                Scope::S3,
                 now,
                 &self.keys,
                 &mut self.buf,
@@ -560,6 +619,18 @@ mod tests {
         time: SystemTime,
         keys: &KeyCache,
     ) -> Result<(), Error> {
+        sign_request_for(req, creds, region, Scope::S3, time, keys)
+    }
+
+    /// [`sign_request`] for `scope`.
+    fn sign_request_for(
+        req: &mut http::Request<()>,
+        creds: &Credentials,
+        region: &str,
+        scope: Scope,
+        time: SystemTime,
+        keys: &KeyCache,
+    ) -> Result<(), Error> {
         let target = req
             .uri()
             .path_and_query()
@@ -577,7 +648,7 @@ mod tests {
             target: &target,
             headers: &headers,
         };
-        let signed = sign_parts(signable, creds, region, time, keys, &mut buf)?;
+        let signed = sign_parts(signable, creds, region, scope, time, keys, &mut buf)?;
         let fields: Vec<(&'static str, Vec<u8>)> = signed
             .fields(creds.session_token())
             .map(|(n, v)| (n, v.to_vec()))
@@ -604,11 +675,14 @@ mod tests {
         out
     }
 
-    /// What `aws-sigv4` makes of the same request: the reference this signer must match.
-    fn sign_with_aws_sigv4<B>(
+    /// What `aws-sigv4` makes of the same request for `scope` (its service, and a session's
+    /// token in `x-amz-s3session-token` as the SDKs' S3 Express signer names it): the
+    /// reference this signer must match.
+    fn sign_with_aws_sigv4_for<B>(
         req: &mut http::Request<B>,
         creds: &Credentials,
         region: &str,
+        scope: Scope,
         time: SystemTime,
     ) {
         use aws_sigv4::http_request::{
@@ -622,11 +696,14 @@ mod tests {
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        if scope == Scope::EXPRESS_SESSION {
+            settings.session_token_name_override = Some("x-amz-s3session-token");
+        }
         let identity: Identity = creds.clone().into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(region)
-            .name("s3")
+            .name(scope.service)
             .time(time)
             .settings(settings)
             .build()
@@ -662,8 +739,11 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         /// Byte for byte what `aws-sigv4` sends, for keys of any characters (encoded once, as
-        /// requests are built), version ids, part numbers (a HEAD), ranges, `If-Match`, session tokens, regions, times
-        /// from 1970 to 2200, up to 20 more headers and a header sent twice.
+        /// requests are built), version ids, part numbers (a HEAD), ranges, `If-Match`,
+        /// session tokens, regions, times from 1970 to 2200, up to 20 more headers and a
+        /// header sent twice; to a general purpose bucket, to a directory bucket with a
+        /// session's keys (`s3express`, the token in `x-amz-s3session-token`, as the SDKs'
+        /// S3 Express signer sends it), and `CreateSession` (`s3express`, the client's keys).
         #[test]
         fn matches_aws_sigv4(
             key in "[a-zA-Z0-9 /._~+%=&?!*'()$,;:@-]{1,40}|\\PC{1,12}",
@@ -677,7 +757,13 @@ mod tests {
             extra in 0usize..20,
             repeated in proptest::option::of(("[a-z0-9 ]{1,12}", "[a-z0-9 ]{1,12}")),
             part in proptest::option::of(1u32..=10_000),
+            express in 0u8..3,
         ) {
+            // A session always has a token.
+            let token = match express {
+                1 => Some(token.unwrap_or_else(|| "SESSIONTOKEN".into())),
+                _ => token,
+            };
             let creds = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token, None, "t");
             let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
             let cfg = crate::config::ClientBuilder::default()
@@ -685,8 +771,10 @@ mod tests {
                 .static_credentials("a", "b", None)
                 .validate()
                 .unwrap();
-            let target = crate::s3::BucketTarget::new(&cfg, "bucket").unwrap();
+            let bucket = if express > 0 { "bucket--use1-az4--x-s3" } else { "bucket" };
+            let target = crate::s3::BucketTarget::new(&cfg, bucket).unwrap();
             let built = match (list, part) {
+                _ if express == 2 => target.create_session(),
                 // A first page after a key (by one level), or a page a token continues to.
                 (true, Some(_)) => target.list_objects_v2(&key, Some("/"), None, Some(&key)),
                 (true, None) => target.list_objects_v2(&key, None, version.as_deref(), None),
@@ -715,49 +803,107 @@ mod tests {
                 h.append("x-amz-meta-twice", a.parse().unwrap());
                 h.append("x-amz-meta-twice", b.parse().unwrap());
             }
+            let scope = built.scope();
+            let expected = [Scope::S3, Scope::EXPRESS_SESSION, Scope::EXPRESS][usize::from(express)];
+            prop_assert_eq!(scope, expected);
             let mut reference = req.clone();
-            sign_with_aws_sigv4(&mut reference, &creds, &region, time);
+            sign_with_aws_sigv4_for(&mut reference, &creds, &region, scope, time);
             // Twice with one cache: the second signature comes from the cached key.
             let keys = KeyCache::default();
             for _ in 0..2 {
                 let mut ours = req.clone();
-                sign_request(&mut ours, &creds, &region, time, &keys).unwrap();
+                sign_request_for(&mut ours, &creds, &region, scope, time, &keys).unwrap();
                 prop_assert_eq!(signed_headers(&ours), signed_headers(&reference));
             }
         }
     }
 
     #[test]
-    fn the_key_cache_follows_the_day_and_the_secret() {
+    fn the_key_cache_follows_the_day_the_secret_and_the_service() {
         let keys = KeyCache::default();
-        let sig = |secret: &str, secs: u64| {
-            let creds = Credentials::new("AKID", secret, None, None, "t");
+        let sig = |secret: &str, secs: u64, scope: Scope| {
+            let creds = Credentials::new("AKID", secret, Some("T".into()), None, "t");
             let mut req = http::Request::get("/b/k")
                 .header("host", "h")
                 .body(())
                 .unwrap();
             let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-            sign_request(&mut req, &creds, "us-east-1", time, &keys).unwrap();
+            sign_request_for(&mut req, &creds, "us-east-1", scope, time, &keys).unwrap();
             let mut reference = http::Request::get("/b/k")
                 .header("host", "h")
                 .body(())
                 .unwrap();
-            sign_with_aws_sigv4(&mut reference, &creds, "us-east-1", time);
+            sign_with_aws_sigv4_for(&mut reference, &creds, "us-east-1", scope, time);
             (
                 req.headers()["authorization"].clone(),
                 reference.headers()["authorization"].clone(),
             )
         };
-        // The same key serves a day; the next day, or a rotated secret, derives a new one.
-        for (secret, secs) in [
-            ("A", 86_400),
-            ("A", 86_400 + 3600),
-            ("A", 2 * 86_400),
-            ("B", 2 * 86_400),
-            ("A", 2 * 86_400),
+        // The same key serves a day; the next day, a rotated secret or another service
+        // derives a new one, and one used before comes back from the cache.
+        let (s3, express) = (Scope::S3, Scope::EXPRESS_SESSION);
+        for (secret, secs, scope) in [
+            ("A", 86_400, s3),
+            ("A", 86_400 + 3600, s3),
+            ("A", 86_400 + 3600, express),
+            ("A", 86_400 + 3700, s3),
+            ("A", 2 * 86_400, s3),
+            ("B", 2 * 86_400, express),
+            ("A", 2 * 86_400, s3),
+            ("B", 2 * 86_400, express),
         ] {
-            let (ours, reference) = sig(secret, secs);
-            assert_eq!(ours, reference, "{secret} at {secs}");
+            let (ours, reference) = sig(secret, secs, scope);
+            assert_eq!(ours, reference, "{secret} at {secs} for {scope:?}");
+        }
+        for i in 0..KEYS_CACHED + 2 {
+            let secret = format!("S{i}");
+            let (ours, reference) = sig(&secret, 86_400, s3);
+            assert_eq!(ours, reference, "{secret}");
+        }
+        assert_eq!(
+            keys.0.lock().unwrap().len(),
+            KEYS_CACHED,
+            "the cache holds at most {KEYS_CACHED} keys"
+        );
+    }
+
+    #[test]
+    fn a_session_token_goes_in_its_scope_s_field() {
+        let creds = Credentials::new("AKID", "SECRET", Some("TOKEN".into()), None, "test");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (scope, field, other) in [
+            (
+                Scope::EXPRESS_SESSION,
+                "x-amz-s3session-token",
+                "x-amz-security-token",
+            ),
+            (
+                Scope::EXPRESS,
+                "x-amz-security-token",
+                "x-amz-s3session-token",
+            ),
+        ] {
+            let mut req = http::Request::get("/k")
+                .header(
+                    "host",
+                    "b--use1-az4--x-s3.s3express-use1-az4.us-east-1.amazonaws.com",
+                )
+                .body(())
+                .unwrap();
+            sign_request_for(
+                &mut req,
+                &creds,
+                "us-east-1",
+                scope,
+                t,
+                &KeyCache::default(),
+            )
+            .unwrap();
+            assert_eq!(req.headers()[field], "TOKEN");
+            assert!(req.headers().get(other).is_none(), "{other} for {scope:?}");
+            let auth = req.headers()["authorization"].to_str().unwrap();
+            assert!(auth.contains("/us-east-1/s3express/aws4_request"), "{auth}");
+            assert!(auth.contains(field), "{auth}");
         }
     }
 
@@ -874,6 +1020,7 @@ mod tests {
             req,
             &creds,
             "r",
+            Scope::S3,
             SystemTime::now(),
             &KeyCache::default(),
             &mut Vec::new(),

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     pub(crate) hedges_sent: AtomicU64,
     pub(crate) hedges_won: AtomicU64,
     pub(crate) slow_bodies_resumed: AtomicU64,
+    pub(crate) sessions_created: AtomicU64,
     /// Parts waiting for memory now (a gauge).
     pub(crate) memory_waits: AtomicUsize,
 }
@@ -82,6 +83,10 @@ pub struct Stats {
     /// Bodies slower than the floor ([`MinBodyRate`](crate::MinBodyRate)), abandoned and
     /// resumed from their first missing byte on a new connection.
     pub slow_bodies_resumed: u64,
+    /// S3 Express sessions created (`CreateSession` replies taken) for directory buckets:
+    /// one per bucket, then about one per bucket every 4 minutes while it is used, and one
+    /// more for each session the server refused before it expired.
+    pub sessions_created: u64,
     /// The adaptive limit on requests in flight now: `max_connections` (or the configured
     /// ceiling) until the server throttles, lower after.
     pub concurrency_limit: usize,
@@ -132,6 +137,7 @@ impl Counters {
             hedges_sent: self.hedges_sent.load(Ordering::Relaxed),
             hedges_won: self.hedges_won.load(Ordering::Relaxed),
             slow_bodies_resumed: self.slow_bodies_resumed.load(Ordering::Relaxed),
+            sessions_created: self.sessions_created.load(Ordering::Relaxed),
             parts_waiting_for_memory: self.memory_waits.load(Ordering::Relaxed),
             ..Stats::default()
         }

@@ -1,6 +1,7 @@
 //! The attempts of one request, for a part's GETs and a whole-body request (a listing page, a
 //! HEAD) alike: the slot and connection each attempt goes on, the backoff and retry budget
-//! after a failure, the concurrency limit's reports, and re-routes to the bucket's region.
+//! after a failure, the concurrency limit's reports, re-routes to the bucket's region, and a
+//! new S3 Express session when the server refuses the one a request was signed with.
 //!
 //! Each caller's loop is the same three steps — [`Attempts::next`], one exchange, then
 //! [`Attempts::succeeded`] or [`Attempts::failed`] — so a rule about retrying lives here once.
@@ -10,6 +11,7 @@
 use crate::conn::Unit;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
+use crate::express::is_session_refused;
 use crate::limiter::{Change, Limiter, Slot};
 use crate::retry::{classify, Class, Next, Retrier};
 use crate::s3::BucketTarget;
@@ -47,6 +49,8 @@ pub(super) struct Attempts<'c> {
     /// Where the next attempt queues for its slot.
     place: Place,
     redirects: u32,
+    /// A refused S3 Express session was dropped for this request's sake.
+    renewed_session: bool,
 }
 
 impl<'c> Attempts<'c> {
@@ -62,6 +66,7 @@ impl<'c> Attempts<'c> {
             ticket,
             place,
             redirects: 0,
+            renewed_session: false,
         }
     }
 
@@ -120,6 +125,11 @@ impl<'c> Attempts<'c> {
             self.place = Place::Front;
             return Ok(Then::Rerouted);
         }
+        if self.renew_session(target, &e) {
+            drop(slot);
+            self.place = Place::Front;
+            return Ok(Then::Retry);
+        }
         let ctx = self.ctx;
         if classify(&e) != Class::Throttle {
             drop(slot);
@@ -163,6 +173,31 @@ impl<'c> Attempts<'c> {
         self.retrier.forget_attempt();
         tracing::debug!(target: "s3_ordered::fetch", region, "sent again in the bucket's region");
         Ok(true)
+    }
+}
+
+impl Attempts<'_> {
+    /// True if `e` refused the S3 Express session the request was signed with, for the first
+    /// time in this request: the session is dropped (unless a newer one replaced it already),
+    /// and the request is sent again at once, with a new one, spending no attempt.
+    fn renew_session(&mut self, target: &BucketTarget, e: &Error) -> bool {
+        let (Some(seen), Some(sessions)) = (e.session(), target.sessions()) else {
+            return false;
+        };
+        if self.renewed_session || !is_session_refused(e) {
+            return false;
+        }
+        self.renewed_session = true;
+        let dropped = sessions.invalidate(seen);
+        self.retrier.forget_attempt();
+        tracing::debug!(
+            target: "s3_ordered::fetch",
+            status = e.status().map(|s| s.as_u16()),
+            code = e.code(),
+            dropped,
+            "the S3 Express session was refused; sending again with a new one",
+        );
+        true
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::attempts::{Attempts, Start, Then};
 use super::object::Rights;
+use super::session;
 use super::stall::{fmt_duration, unarmed, Stall};
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
@@ -26,24 +27,38 @@ use crate::waitlist::Place;
 
 /// Gets a connection for `req` with `unit`, writes `req` into it signed afresh, sends it, and
 /// reads the response head within the stall timeout. Counts the request, and once in `also`
-/// if given (a hedge).
+/// if given (a hedge). A directory bucket's session, when one must be made first, is made on
+/// the same connection (see [`session::credentials`]).
 pub(super) async fn send(
     ctx: &Context,
     unit: Unit,
     req: &S3Request<'_>,
     stalls: &mut Stall<'_>,
     fresh: bool,
-    mut also: Option<&AtomicU64>,
+    also: Option<&AtomicU64>,
 ) -> Result<Conn, Error> {
-    let creds = ctx.signer.credentials_for_request().await?;
     let conn = if fresh {
         unit.connect_new(req.origin()).await
     } else {
         unit.connect(req.origin()).await
     };
-    let mut conn = conn.map_err(|(_, e)| e)?;
+    let conn = conn.map_err(|(_, e)| e)?;
+    let (creds, conn) = session::credentials(ctx, req, conn, stalls).await?;
+    exchange(ctx, conn, req, creds.as_ref(), stalls, also).await
+}
+
+/// Writes `req` into `conn` signed with `creds`, sends it, and reads the response head within
+/// the stall timeout; counts it as [`send`] says.
+pub(super) async fn exchange(
+    ctx: &Context,
+    mut conn: Conn,
+    req: &S3Request<'_>,
+    creds: Option<&Credentials>,
+    stalls: &mut Stall<'_>,
+    mut also: Option<&AtomicU64>,
+) -> Result<Conn, Error> {
     loop {
-        compose(&mut conn, req, &ctx.signer, creds.as_ref())?;
+        compose(&mut conn, req, &ctx.signer, creds)?;
         Counters::add(&ctx.counters.requests, 1);
         if let Some(counter) = also.take() {
             Counters::add(counter, 1);
@@ -117,7 +132,7 @@ fn compose(
             target,
             headers: &fields[..count],
         };
-        let signed = signer.sign(creds, signable, req.region(), scratch)?;
+        let signed = signer.sign(creds, signable, req.region(), req.scope(), scratch)?;
         for (name, value) in signed.fields(creds.session_token()) {
             http1::push_field(out, name, value);
         }
@@ -311,7 +326,8 @@ async fn whole_once(
     }
     if !status.is_success() {
         let region = headers.get("x-amz-bucket-region").map(|v| v.as_bytes());
-        return Err(status_error(status, &bytes, region));
+        let e = status_error(status, &bytes, region);
+        return Err(e.signed_with_session(req.session_signed()));
     }
     if !complete && bytes.len() >= limit {
         return Err(Error::new(ErrorKind::InvalidResponse)
@@ -328,7 +344,11 @@ async fn whole_once(
 
 /// Reads at most `limit` bytes of the body on `conn`, each read within the stall timeout;
 /// says whether the body ended within the limit (false also when it broke off or stalled).
-async fn read_limited(conn: &mut Conn, limit: usize, stalls: &mut Stall<'_>) -> (Vec<u8>, bool) {
+pub(super) async fn read_limited(
+    conn: &mut Conn,
+    limit: usize,
+    stalls: &mut Stall<'_>,
+) -> (Vec<u8>, bool) {
     // Read into the Vec itself (so the future holds no buffer), trimmed to what came.
     let mut out = Vec::new();
     loop {

@@ -256,7 +256,8 @@ impl PartRequest<'_> {
         let mut conn = send_hedged(ctx, self.obj.rights, unit, &req, &mut stalls, fresh).await?;
         let status = conn.head().status();
         if !status.is_success() {
-            return self.refused(conn, &mut stalls, &ask, lease).await;
+            let session = req.session_signed();
+            return self.refused(conn, &mut stalls, &ask, lease, session).await;
         }
         let accepted = self.accept(&conn, &ask, lease, running)?;
         stalls.floor = floor.map(Floor::new);
@@ -377,13 +378,15 @@ impl PartRequest<'_> {
     }
 
     /// A reply whose status is not a success: S3's answer to the first range of an empty
-    /// object (the part is then done, empty), or the error it states.
+    /// object (the part is then done, empty), or the error it states (marked with the session
+    /// the request was signed with, if any).
     async fn refused(
         &self,
         conn: Conn,
         stalls: &mut Stall<'_>,
         ask: &Ask,
         lease: &mut Lease,
+        session: Option<u64>,
     ) -> Result<bool, Failed> {
         let status = conn.head().status();
         let probe = ask.pinned.size.is_none() && ask.from == 0;
@@ -391,7 +394,8 @@ impl PartRequest<'_> {
         let region = conn.head().get("x-amz-bucket-region").map(<[u8]>::to_vec);
         let bytes = read_error_body(conn, stalls).await;
         if !empty {
-            return Err(status_error(status, &bytes, region.as_deref()).into());
+            let e = status_error(status, &bytes, region.as_deref());
+            return Err(e.signed_with_session(session).into());
         }
         // S3 refuses any range of a 0-byte object (S3-NOTES: "Ranged GET").
         let pin = self.obj.pin;

@@ -9,6 +9,9 @@ pub(crate) mod certs;
 pub(crate) mod checksums;
 pub(crate) mod credentials;
 pub(crate) mod desync;
+pub(crate) mod express;
+#[path = "../support/express_server.rs"]
+pub(crate) mod express_server;
 pub(crate) mod hedge;
 pub(crate) mod integrity;
 pub(crate) mod options;

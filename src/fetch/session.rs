@@ -1,0 +1,119 @@
+//! The credentials a request is signed with, and S3 Express sessions: a directory bucket's
+//! requests are signed with the keys of a session its [`SessionCache`] holds, made by a
+//! `CreateSession` request (itself signed with the client's credentials) on first use and again
+//! before it expires.
+//!
+//! A session is made on the connection of the request that needs it, which then goes on that
+//! connection: making one takes no slot or connection beyond those the request holds, so
+//! requests that wait for the session while holding theirs cannot starve it. A failed
+//! `CreateSession` fails the request that sent it, and each request that waited on it, with its
+//! error; each is then retried (or not) as its own attempts say.
+//!
+//! [`SessionCache`]: crate::express::SessionCache
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+
+use super::exchange::{exchange, read_limited};
+use super::stall::Stall;
+use crate::conn::Conn;
+use crate::context::Context;
+use crate::error::{Error, ErrorKind};
+use crate::express::{parse_create_session, Session, MAX_SESSION_REPLY};
+use crate::s3::{status_error, BucketTarget, S3Request};
+use crate::stats::Counters;
+
+/// The credentials to sign `req` with, and the connection to send it on: a session's for a
+/// directory bucket's request (made first, on `conn`, if there is none to use), else the
+/// client's; `None` for an anonymous client.
+///
+/// # Errors
+///
+/// [`ErrorKind::Credentials`] when the client has none to give; the `CreateSession` request's
+/// error, naming the bucket, when no session could be made.
+pub(super) async fn credentials(
+    ctx: &Context,
+    req: &S3Request<'_>,
+    conn: Conn,
+    stalls: &mut Stall<'_>,
+) -> Result<(Option<Credentials>, Conn), Error> {
+    let base = ctx.signer.credentials_for_request().await?;
+    let (Some(sessions), Some(base)) = (req.sessions(), &base) else {
+        return Ok((base, conn));
+    };
+    let mut held = Some(conn);
+    let target = req.target();
+    let slot = &mut held;
+    let (session, generation) = sessions
+        .get(SystemTime::now, base, move || {
+            create(ctx, target, base.clone(), slot, stalls)
+        })
+        .await?;
+    req.signed_with(generation);
+    let conn = held.ok_or_else(|| {
+        Error::new(ErrorKind::Internal).with_message("a session was made, its connection lost")
+    })?;
+    Ok((Some(session.keys), conn))
+}
+
+/// A future that makes a session; boxed, so that a GET's future does not carry one.
+type Creating<'a> = Pin<Box<dyn Future<Output = Result<Session, Error>> + Send + 'a>>;
+
+/// Sends `CreateSession` for `target`'s bucket with the client's credentials `base` on the
+/// connection in `held`, which is put back ready for the next request (a new one if the
+/// server closed it).
+fn create<'a>(
+    ctx: &'a Context,
+    target: &'a BucketTarget,
+    base: Credentials,
+    held: &'a mut Option<Conn>,
+    stalls: &'a mut Stall<'_>,
+) -> Creating<'a> {
+    Box::pin(async move {
+        let context = format!(
+            "could not create an S3 Express session for bucket {:?}",
+            target.bucket()
+        );
+        let made = async {
+            let conn = held.take().ok_or_else(|| Error::new(ErrorKind::Internal))?;
+            let req = target.create_session();
+            let mut conn = exchange(ctx, conn, &req, Some(&base), stalls, None).await?;
+            let status = conn.head().status();
+            let region = conn.head().get("x-amz-bucket-region").map(<[u8]>::to_vec);
+            let (body, complete) = read_limited(&mut conn, MAX_SESSION_REPLY, stalls).await;
+            if !status.is_success() {
+                return Err(status_error(status, &body, region.as_deref()));
+            }
+            if !complete {
+                return Err(Error::new(ErrorKind::InvalidResponse)
+                    .with_status(status)
+                    .with_message("the reply broke off or is too large"));
+            }
+            let keys = parse_create_session(&body)?;
+            let conn = if conn.reusable() {
+                conn
+            } else {
+                let origin = req.origin();
+                conn.close().connect_new(origin).await.map_err(|(_, e)| e)?
+            };
+            *held = Some(conn);
+            Ok(keys)
+        };
+        let keys = made.await.map_err(|e: Error| e.with_context(&context))?;
+        Counters::add(&ctx.counters.sessions_created, 1);
+        let life = keys
+            .expiry()
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        tracing::debug!(
+            target: "s3_ordered::fetch",
+            bucket = target.bucket(),
+            expires_in_s = life.as_secs(),
+            "S3 Express session created",
+        );
+        Ok(Session::new(keys, base))
+    })
+}
