@@ -22,6 +22,13 @@ const DIRECTORY_SUFFIX: &str = "--x-s3";
 /// The most bytes of a `CreateSession` reply that are read.
 pub(crate) const MAX_SESSION_REPLY: usize = 64 << 10;
 
+/// True for the name of a directory bucket of S3 Express One Zone (`BASE--ZONEID--x-s3`), whose
+/// requests the client sends to its zone's endpoint (when no endpoint is given), signed with a
+/// session, and whose listings come in the bucket's own order, without `start-after`.
+pub fn is_directory_bucket(bucket: &str) -> bool {
+    directory_zone(bucket).is_some()
+}
+
 /// The zone ID of a directory bucket (`use1-az4` of `data--use1-az4--x-s3`); `None` for a
 /// general purpose bucket's name.
 pub(crate) fn directory_zone(bucket: &str) -> Option<&str> {

@@ -140,6 +140,7 @@ pub use config::{
 };
 pub use engine::ObjectStream;
 pub use error::{ConfigError, Error, ErrorKind};
+pub use express::is_directory_bucket;
 pub use hedge::HedgeConfig;
 pub use list::{EntryStream, ListEntry, ListStream};
 pub use memory::{Body, Chunks};

@@ -81,7 +81,8 @@ impl FetchArgs {
         };
         let inputs = source::inputs(&client, &url, self.keys_from.as_deref(), &start).await?;
         let resume = Resume {
-            listing: self.keys_from.is_none(),
+            // A directory bucket lists in its own order, with no start-after: resumed by skipping.
+            listing: self.keys_from.is_none() && !s3_ordered::is_directory_bucket(&url.bucket),
             skip: self.skip,
             after: self.start_after.clone(),
         };
@@ -642,6 +643,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "hedges_sent": stats.hedges_sent,
                 "hedges_won": stats.hedges_won,
                 "slow_bodies_resumed": stats.slow_bodies_resumed,
+                "sessions_created": stats.sessions_created,
             })
         );
     } else {

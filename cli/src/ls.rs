@@ -39,6 +39,7 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     if args.delimiter.is_some() && args.url.glob.is_some() {
         anyhow::bail!("--delimiter lists one level under a prefix; it cannot take a glob");
     }
+    source::start_after_listable(&args.url.bucket, args.start_after.as_deref())?;
     let client = args.conn.client().await?;
     let mut listing = match &args.delimiter {
         None => source::listing(&client, &args.url, args.start_after.as_deref())

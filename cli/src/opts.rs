@@ -35,6 +35,11 @@ pub(crate) struct ConnectOpts {
     /// warning every time
     #[arg(long)]
     no_verify_ssl: bool,
+    /// Sign requests to a directory bucket (S3 Express One Zone, a name ending --x-s3) with
+    /// the credentials themselves, not a session: for a server that takes such names but has
+    /// no CreateSession
+    #[arg(long)]
+    no_s3_express_session: bool,
     /// Agree to pay for the requests and data of a requester-pays bucket
     #[arg(long, value_name = "WHO", value_parser = ["requester"])]
     request_payer: Option<String>,
@@ -161,6 +166,9 @@ impl ConnectOpts {
         };
         if self.request_payer.is_some() {
             b = b.requester_pays(true);
+        }
+        if self.no_s3_express_session {
+            b = b.s3_express_sessions(false);
         }
         if let Some(owner) = &self.expected_bucket_owner {
             b = b.expected_bucket_owner(owner);

@@ -218,6 +218,17 @@ pub(crate) fn check(url: &S3Url, keys_from: Option<&str>, start: &Start) -> anyh
     if keys_from.is_some() && start.after.is_some() {
         bail!("--start-after resumes a listing; a keys file resumes with --skip N");
     }
+    start_after_listable(&url.bucket, start.after.as_deref())
+}
+
+/// Rejects `--start-after` for a directory bucket, which has no such listing.
+pub(crate) fn start_after_listable(bucket: &str, after: Option<&str>) -> anyhow::Result<()> {
+    if after.is_some() && s3_ordered::is_directory_bucket(bucket) {
+        bail!(
+            "--start-after: {bucket} is a directory bucket (S3 Express One Zone), which lists \
+             in an order of its own and cannot start after a key; resume with --skip N"
+        );
+    }
     Ok(())
 }
 
