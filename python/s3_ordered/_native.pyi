@@ -156,6 +156,7 @@ class Client:
         hedge: bool = True,
         min_body_rate: int | str | None = None,
         body_rate_window: float = 5.0,
+        s3_express_sessions: bool = True,
     ) -> Client:
         """``max_bytes`` is an int or a size such as ``"512MiB"`` (default ``"256MiB"``).
         ``ca_bundle``: a PEM file of CA certificates to trust for https, besides the usual
@@ -179,7 +180,12 @@ class Client:
         ``min_body_rate``: a body bringing fewer bytes per second than this (an int or a size
         such as ``"64KiB"``, the default; ``0`` turns it off) over ``body_rate_window``
         seconds is resumed from its first missing byte on a new connection, at most twice
-        per part."""
+        per part.
+        A directory bucket of S3 Express One Zone (a name ending ``--x-s3``) needs no option:
+        its requests go to its zone's endpoint (when no ``endpoint_url`` is given), signed with
+        a session made once per bucket and renewed before it expires (``stats()`` counts
+        ``sessions_created``). ``s3_express_sessions=False`` signs them with the credentials
+        themselves, for a server that takes such names but has no ``CreateSession``."""
     @overload
     def get_all(
         self,
@@ -203,10 +209,11 @@ class Client:
         held_memory_timeout: float | None = 5.0,
     ) -> _ReturningIterator: ...
     def list(self, bucket: str, prefix: str) -> ListIterator:
-        """The keys under ``prefix`` as ``(key, size)``; feeds ``get_all`` directly."""
+        """The keys under ``prefix`` as ``(key, size)``, in the server's order (lexicographic,
+        but for a directory bucket's); feeds ``get_all`` directly."""
     def stats(self) -> dict[str, int]:
         """Counters and gauges: objects, bytes, requests, retries, throttled,
         region_redirects, stale_connections, errors, checksums_verified,
         checksums_unavailable, checksum_mismatches, checksum_heads, hedges_sent, hedges_won,
-        slow_bodies_resumed, open_connections, bytes_in_use, delivered_bytes_in_use (held by
-        bodies handed out), parts_waiting_for_memory, ..."""
+        slow_bodies_resumed, sessions_created, open_connections, bytes_in_use,
+        delivered_bytes_in_use (held by bodies handed out), parts_waiting_for_memory, ..."""

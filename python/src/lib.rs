@@ -44,6 +44,7 @@ impl Client {
         aws_session_token=None, credential_provider=None, request_payer=None,
         expected_bucket_owner=None, sse_customer_key=None, transport=None,
         checksum_mode="when_available", hedge=true, min_body_rate=None, body_rate_window=5.0,
+        s3_express_sessions=true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -69,6 +70,7 @@ impl Client {
         hedge: bool,
         min_body_rate: Option<Size>,
         body_rate_window: f64,
+        s3_express_sessions: bool,
     ) -> PyResult<Self> {
         let value_error = |why: String| pyo3::exceptions::PyValueError::new_err(why);
         let max_bytes = match max_bytes {
@@ -168,6 +170,7 @@ impl Client {
         if !hedge {
             b = b.hedge(s3_ordered::HedgeConfig::off());
         }
+        b = b.s3_express_sessions(s3_express_sessions);
         b = b.min_body_rate(s3_ordered::MinBodyRate {
             bytes_per_second: min_body_rate,
             window: body_rate_window,
@@ -270,6 +273,7 @@ impl Client {
         d.set_item("hedges_sent", s.hedges_sent)?;
         d.set_item("hedges_won", s.hedges_won)?;
         d.set_item("slow_bodies_resumed", s.slow_bodies_resumed)?;
+        d.set_item("sessions_created", s.sessions_created)?;
         d.set_item("concurrency_limit", s.concurrency_limit)?;
         d.set_item("requests_in_flight", s.requests_in_flight)?;
         d.set_item("connections_opened", s.connections_opened)?;
