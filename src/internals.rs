@@ -17,6 +17,11 @@ pub fn parse_list_page(
     crate::s3::parse_list_page(body).map(|p| (p.objects, p.next_token))
 }
 
+/// The session keys of a `CreateSession` reply (an S3 Express directory bucket's).
+pub fn parse_create_session(body: &[u8]) -> Result<crate::Credentials, crate::Error> {
+    crate::express::parse_create_session(body)
+}
+
 /// A whole chunked body in `bytes`, fed `split` bytes at a time: its data and the bytes it
 /// took, `None` if it does not end within `bytes`.
 pub fn decode_chunked(
