@@ -3,8 +3,9 @@
 //!
 //! [`fetch_part`] makes a part's attempts until its bytes are in its leased slabs or it fails
 //! for good; [`request_whole`] does the same for a reply read whole into memory. Both run
-//! their attempts through one loop's rules (`attempts`) and one exchange (`exchange`), and
-//! hold each reply to what the object's earlier replies pinned (`reply`). Stall and body-rate
+//! their attempts through one loop's rules (`attempts`) and one way of sending (`exchange`,
+//! over `signed`, one signed exchange on a connection), and hold each reply to what the
+//! object's earlier replies pinned (`reply`). Stall and body-rate
 //! timers are in `stall`; the HEADs that learn a checksum a GET does not state are in
 //! `checksum_heads`; the credentials each request is signed with, S3 Express sessions among
 //! them, in `session`.
@@ -24,6 +25,7 @@ mod object;
 mod part;
 mod reply;
 mod session;
+mod signed;
 mod stall;
 
 pub(crate) use attempts::Start;

@@ -18,9 +18,10 @@ use std::pin::pin;
 
 use super::attempts::{Attempts, Start};
 use super::checksum_heads::{learn_checksum, verify_through_upload};
-use super::exchange::{read_error_body, send_hedged};
+use super::exchange::send_hedged;
 use super::object::ObjectFetch;
 use super::reply::{check_reply, is_empty_object_reply, length_error, Asked, ObjectPin, Pinned};
+use super::signed::read_error_body;
 use super::stall::{slow_body, stalled, unarmed, Floor, Stall, Waited};
 use crate::checksum::{ChecksumAlgorithm, Hasher, Offered, Value};
 use crate::config::{ChecksumMode, MinBodyRate};

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 
-use super::exchange::{exchange, read_limited};
+use super::signed::{read_limited, signed_exchange};
 use super::stall::Stall;
 use crate::conn::Conn;
 use crate::context::Context;
@@ -80,7 +80,7 @@ fn create<'a>(
         let made = async {
             let conn = held.take().ok_or_else(|| Error::new(ErrorKind::Internal))?;
             let req = target.create_session();
-            let mut conn = exchange(ctx, conn, &req, Some(&base), stalls, None).await?;
+            let mut conn = signed_exchange(ctx, conn, &req, Some(&base), stalls, None).await?;
             let status = conn.head().status();
             let region = conn.head().get("x-amz-bucket-region").map(<[u8]>::to_vec);
             let (body, complete) = read_limited(&mut conn, MAX_SESSION_REPLY, stalls).await;
