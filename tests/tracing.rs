@@ -5,6 +5,9 @@
 //! test running beside this one on another thread, without a subscriber, could hide events from
 //! it.
 
+#[path = "support/express_server.rs"]
+#[allow(dead_code)]
+mod express_server;
 #[path = "support/quiescent.rs"]
 #[allow(dead_code)]
 mod quiescent;
@@ -166,6 +169,74 @@ async fn a_subscriber_sees_throttling_retries_and_connections_and_no_secret() {
     // Nothing per byte: a handful of lines per request (the signer's own trace is left out).
     let ours: Vec<_> = lines.iter().filter(|l| l.contains("s3_ordered")).collect();
     assert!(ours.len() < 40, "{} lines:\n{ours:#?}", ours.len());
+}
+
+// One thread, so the subscriber set here sees every event of the fetch.
+#[tokio::test]
+async fn s3_express_sessions_are_told_of_but_never_shown() {
+    use express_server::{ExpressOptions, ExpressServer, EXPRESS_BUCKET};
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(
+        capture
+            .clone()
+            .with_filter(tracing_subscriber::filter::LevelFilter::TRACE),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let objects: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| {
+            let key = format!("x/{i}");
+            let body = content(&key, 3000);
+            (key, body)
+        })
+        .collect();
+    let server = ExpressServer::start(objects.clone(), ExpressOptions::default()).await;
+    let client = client_builder()
+        .endpoint_url(server.url())
+        .static_credentials(ACCESS_KEY, SECRET_KEY, None)
+        .max_connections(2)
+        .build()
+        .unwrap();
+    let refs = || -> Vec<ObjectRef> {
+        objects
+            .iter()
+            .map(|(k, b)| ObjectRef::new(k.clone(), b.len() as u64))
+            .collect()
+    };
+    let fetched: Vec<_> = client.get_all(EXPRESS_BUCKET, refs()).collect().await;
+    assert!(fetched.iter().all(Result::is_ok), "{fetched:?}");
+    server.invalidate_sessions();
+    let again: Vec<_> = client.get_all(EXPRESS_BUCKET, refs()).collect().await;
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    assert!(server.bad().is_empty(), "{:?}", server.bad());
+
+    // The client's lines: not the stand-in's own signer, which traces in this process too.
+    let lines: Vec<String> = capture
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| !l.contains("aws_sigv4"))
+        .cloned()
+        .collect();
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    for needle in [
+        "DEBUG s3_ordered::fetch: message=S3 Express session created bucket=\"data--use1-az4--x-s3\"",
+        "DEBUG s3_ordered::fetch: message=the S3 Express session was refused; sending again with a new one status=403 code=\"InvalidToken\"",
+    ] {
+        assert!(has(needle), "no {needle:?} in:\n{}", lines.join("\n"));
+    }
+    // The stand-in's session keys and tokens (see express_server.rs), and the client's.
+    for secret in [
+        SECRET_KEY,
+        "ASIASESSION",
+        "session/secret",
+        "TOKEN1",
+        "TOKEN2",
+        "Signature=",
+        "Credential=",
+    ] {
+        assert!(!has(secret), "{secret:?} leaked:\n{}", lines.join("\n"));
+    }
 }
 
 // One thread, so the subscriber set here sees the engine's events.
