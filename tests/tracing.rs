@@ -36,6 +36,7 @@ use s3_ordered::{ObjectRef, RetryConfig, ThrottleConfig};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
@@ -77,16 +78,18 @@ impl<S: Subscriber> Layer<S> for Capture {
     }
 }
 
+/// A subscriber of this thread that captures what is at `level` or above, until the guard
+/// is dropped.
+fn capturing(level: LevelFilter) -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone().with_filter(level));
+    (capture, tracing::subscriber::set_default(subscriber))
+}
+
 // A current-thread runtime: the subscriber set for this thread sees every task of the test.
 #[tokio::test]
 async fn a_subscriber_sees_throttling_retries_and_connections_and_no_secret() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(
-        capture
-            .clone()
-            .with_filter(tracing_subscriber::filter::LevelFilter::TRACE),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capturing(LevelFilter::TRACE);
 
     let attempts = Arc::new(Mutex::new(std::collections::HashMap::<String, u32>::new()));
     let mock = Mock::start(move |r| {
@@ -175,13 +178,7 @@ async fn a_subscriber_sees_throttling_retries_and_connections_and_no_secret() {
 #[tokio::test]
 async fn s3_express_sessions_are_told_of_but_never_shown() {
     use express_server::{ExpressOptions, ExpressServer, EXPRESS_BUCKET};
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(
-        capture
-            .clone()
-            .with_filter(tracing_subscriber::filter::LevelFilter::TRACE),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capturing(LevelFilter::TRACE);
     let objects: Vec<(String, Vec<u8>)> = (0..10)
         .map(|i| {
             let key = format!("x/{i}");
@@ -242,13 +239,7 @@ async fn s3_express_sessions_are_told_of_but_never_shown() {
 // One thread, so the subscriber set here sees the engine's events.
 #[tokio::test]
 async fn a_consumer_that_holds_the_budget_is_warned_and_one_that_reads_on_is_not() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(
-        capture
-            .clone()
-            .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capturing(LevelFilter::WARN);
     let mock = Mock::start(|r| Reply::ok(content(&r.key, 4096))).await;
     let client = Mock::builder(&mock)
         .max_connections(2)

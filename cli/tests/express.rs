@@ -6,6 +6,9 @@
 #[path = "../../tests/support/express_server.rs"]
 #[allow(dead_code)]
 mod express_server;
+#[path = "../../tests/support/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 #[path = "support/run.rs"]
 mod run;
 #[path = "../../tests/support/s3_server.rs"]
@@ -172,28 +175,8 @@ async fn no_s3_express_session_signs_with_the_keys_themselves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_endpoint_the_zonal_endpoint_is_reached_through_https_proxy() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A proxy that records each CONNECT target and refuses it: nothing leaves the machine.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let targets = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = std::sync::Arc::clone(&targets);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let seen = std::sync::Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]);
-                seen.lock()
-                    .unwrap()
-                    .push(head.lines().next().unwrap_or_default().to_owned());
-                let _ = s
-                    .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
-                    .await;
-            });
-        }
-    });
+    let (addr, targets) = proxy::refusing().await;
     let home = tempfile::tempdir().unwrap();
     let mut c = bin(home.path());
     c.env("AWS_REGION", "us-west-2")

@@ -304,27 +304,8 @@ async fn without_sessions_requests_are_signed_with_the_client_s_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_zonal_endpoint_is_reached_through_the_proxy() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A proxy that records each CONNECT target and refuses it: nothing leaves the machine.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let targets = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = std::sync::Arc::clone(&targets);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let seen = std::sync::Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let line = String::from_utf8_lossy(&buf[..n]);
-                let first = line.lines().next().unwrap_or_default().to_owned();
-                seen.lock().unwrap().push(first);
-                let _ = s
-                    .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
-                    .await;
-            });
-        }
-    });
+    let (addr, targets) = crate::proxy_server::refusing().await;
     let client = crate::client_builder()
         .region("us-east-1")
         .static_credentials(ACCESS_KEY, SECRET_KEY, None)

@@ -2,7 +2,8 @@
 //! ways), and an absolute-form request (`GET http://host:port/path`) is passed on to its origin
 //! in origin form, with the rest of the connection spliced after it (a client sends one
 //! origin's requests on a connection). It counts tunnels, forwarded connections and the most
-//! connections open at once, and keeps every `Proxy-Authorization` it saw.
+//! connections open at once, and keeps every `Proxy-Authorization` it saw. [`refusing`] is a
+//! proxy that goes nowhere: it records each request line and answers 403.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,6 +62,31 @@ impl ProxyServer {
     pub fn max_open(&self) -> usize {
         self.counts.max_open.load(Ordering::SeqCst)
     }
+}
+
+/// A proxy that records the request line of each connection (`CONNECT host:port HTTP/1.1`)
+/// and refuses it with 403: nothing leaves the machine. Its address and the lines seen.
+pub async fn refusing() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&lines);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let first = head.lines().next().unwrap_or_default().to_owned();
+                seen.lock().unwrap().push(first);
+                let _ = s
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, lines)
 }
 
 async fn handle(mut client: TcpStream, c: &ProxyCounts) -> std::io::Result<()> {
