@@ -65,15 +65,8 @@ impl World {
     /// `s3-ordered ARGS --endpoint-url S3` with a clean environment: no AWS_* or proxy
     /// variables, HOME in the world's directory, the metadata service turned off.
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_s3-ordered"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") || k.to_ascii_lowercase().ends_with("_proxy") {
-                c.env_remove(k);
-            }
-        }
-        c.env("HOME", self.home.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .args(args)
+        let mut c = run::bin(self.home.path());
+        c.args(args)
             .args(["--endpoint-url", &format!("http://{}", self.s3.addr)]);
         c
     }

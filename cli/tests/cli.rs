@@ -27,21 +27,8 @@ use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use run::output;
+use run::{bin, output};
 use s3_server::{content, S3Server, ACCESS_KEY, SECRET_KEY};
-
-/// The binary with a clean environment: no AWS_* or proxy variables, HOME in `home`, and the
-/// instance metadata service turned off (the credential chain must never reach it from a test).
-fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_s3-ordered"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") || k.to_ascii_lowercase().ends_with("_proxy") {
-            c.env_remove(k);
-        }
-    }
-    c.env("HOME", home).env("AWS_EC2_METADATA_DISABLED", "true");
-    c
-}
 
 fn with_keys(mut c: Command, secret: &str) -> Command {
     c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)

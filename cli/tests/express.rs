@@ -31,15 +31,8 @@ use s3_server::{content, ACCESS_KEY, SECRET_KEY};
 
 /// The binary with a clean environment and the stand-in's base keys.
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_s3-ordered"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") || k.to_ascii_lowercase().ends_with("_proxy") {
-            c.env_remove(k);
-        }
-    }
-    c.env("HOME", home)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    let mut c = run::bin(home);
+    c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
     c
 }
