@@ -124,6 +124,9 @@ impl<T: Expires> Refreshing<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
+        if let Some(fresh) = self.fresh(now(), &usable) {
+            return Ok(fresh);
+        }
         let stale = match self.read().filter(|c| usable(&c.value)) {
             Some(c) if c.fresh(now()) => return Ok((c.value, c.generation)),
             Some(c) if c.valid(now()) => Some(c),
@@ -187,6 +190,16 @@ impl<T: Expires> Refreshing<T> {
                 Ok((stale.value, generation))
             }
         }
+    }
+
+    /// The cached value, if it is `usable` and fresh, with its generation.
+    #[inline]
+    pub(crate) fn fresh(&self, now: SystemTime, usable: impl Fn(&T) -> bool) -> Option<(T, u64)> {
+        let cached = self.cached.read().unwrap_or_else(PoisonError::into_inner);
+        let c = cached
+            .as_ref()
+            .filter(|c| usable(&c.value) && c.fresh(now))?;
+        Some((c.value.clone(), c.generation))
     }
 
     /// Drops the cached value if it is of generation `seen` or older (the one a failed

@@ -131,6 +131,13 @@ impl SessionCache {
         self.0.get(now, |s| s.made_with(base), create).await
     }
 
+    /// The cached session if it is fresh and made with `base`, with its generation: what most
+    /// requests sign with, without waiting.
+    #[inline]
+    pub(crate) fn fresh(&self, now: SystemTime, base: &Credentials) -> Option<(Session, u64)> {
+        self.0.fresh(now, |s| s.made_with(base))
+    }
+
     /// Drops the session if it is of generation `seen` or older; true if it did.
     pub(crate) fn invalidate(&self, seen: u64) -> bool {
         self.0.invalidate(seen)

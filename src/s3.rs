@@ -7,7 +7,7 @@
 //! up to [`MAX_ERROR_BODY`] bytes and parsed leniently: a malformed or missing body still yields
 //! a typed error from the status code.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::header::{HeaderValue, HOST};
@@ -331,8 +331,9 @@ pub(crate) struct S3Request<'a> {
     checksum_mode: bool,
     /// `partNumber`: one part of a multipart upload (a HEAD for the part's checksum).
     part_number: Option<u32>,
-    /// The generation of the S3 Express session it was last signed with; 0 for none.
-    session: AtomicU64,
+    /// The generation of the S3 Express session it was last signed with (its low 32 bits, in
+    /// the struct's padding); 0 for none.
+    session: AtomicU32,
 }
 
 /// `bytes=first-last`, formatted in place.
@@ -353,7 +354,7 @@ impl<'a> S3Request<'a> {
             if_match: None,
             checksum_mode: false,
             part_number: None,
-            session: AtomicU64::new(0),
+            session: AtomicU32::new(0),
         }
     }
 
@@ -421,12 +422,14 @@ impl<'a> S3Request<'a> {
 
     /// Notes that the request was signed with the session of generation `generation`.
     pub(crate) fn signed_with(&self, generation: u64) {
-        self.session.store(generation, Ordering::Relaxed);
+        // Generations count sessions made (one per bucket every few minutes): they never
+        // reach 2^32.
+        self.session.store(generation as u32, Ordering::Relaxed);
     }
 
     /// The generation of the session the request was last signed with, if any.
     pub(crate) fn session_signed(&self) -> Option<u64> {
-        Some(self.session.load(Ordering::Relaxed)).filter(|&g| g > 0)
+        Some(u64::from(self.session.load(Ordering::Relaxed))).filter(|&g| g > 0)
     }
 
     /// The sessions this request is signed with: `None` for a request signed with the

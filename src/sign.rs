@@ -50,6 +50,10 @@ const UNSIGNED: [&str; 4] = [
 pub(crate) struct Scope {
     service: &'static str,
     token_field: &'static str,
+    /// `/SERVICE/aws4_request\n`: the end of the string to sign's scope line.
+    scope_line_end: &'static str,
+    /// `/SERVICE/aws4_request, SignedHeaders=`: the end of the credential's scope.
+    credential_end: &'static str,
 }
 
 impl Scope {
@@ -57,17 +61,21 @@ impl Scope {
     pub(crate) const S3: Scope = Scope {
         service: "s3",
         token_field: X_AMZ_SECURITY_TOKEN,
+        scope_line_end: "/s3/aws4_request\n",
+        credential_end: "/s3/aws4_request, SignedHeaders=",
     };
     /// S3 Express with the client's own credentials: `CreateSession`.
     pub(crate) const EXPRESS: Scope = Scope {
-        service: "s3express",
         token_field: X_AMZ_SECURITY_TOKEN,
+        ..Scope::EXPRESS_SESSION
     };
     /// S3 Express with a session's keys: every request to a directory bucket but
     /// `CreateSession`.
     pub(crate) const EXPRESS_SESSION: Scope = Scope {
         service: "s3express",
         token_field: X_AMZ_S3SESSION_TOKEN,
+        scope_line_end: "/s3express/aws4_request\n",
+        credential_end: "/s3express/aws4_request, SignedHeaders=",
     };
 }
 
@@ -288,9 +296,7 @@ pub(crate) fn sign_parts<'b>(
             date,
             "/",
             region,
-            "/",
-            scope.service,
-            "/aws4_request\n",
+            scope.scope_line_end,
         ],
     );
     push_hex(buf, canonical_hash.as_ref());
@@ -311,9 +317,7 @@ pub(crate) fn sign_parts<'b>(
             date,
             "/",
             region,
-            "/",
-            scope.service,
-            "/aws4_request, SignedHeaders=",
+            scope.credential_end,
         ],
     );
     buf.extend_from_within(names);

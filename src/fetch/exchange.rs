@@ -25,7 +25,7 @@ use crate::waitlist::Place;
 /// Gets a connection for `req` with `unit`, writes `req` into it signed afresh, sends it, and
 /// reads the response head within the stall timeout. Counts the request, and once in `also`
 /// if given (a hedge). A directory bucket's session, when one must be made first, is made on
-/// the same connection (see [`session::credentials`]).
+/// the same connection (see [`session::wait_or_create`]).
 pub(super) async fn send(
     ctx: &Context,
     unit: Unit,
@@ -34,13 +34,26 @@ pub(super) async fn send(
     fresh: bool,
     also: Option<&AtomicU64>,
 ) -> Result<Conn, Error> {
+    let creds = ctx.signer.credentials_for_request().await?;
     let conn = if fresh {
         unit.connect_new(req.origin()).await
     } else {
         unit.connect(req.origin()).await
     };
     let conn = conn.map_err(|(_, e)| e)?;
-    let (creds, conn) = session::credentials(ctx, req, conn, stalls).await?;
+    // A directory bucket's request is signed with a session's keys (an anonymous client's
+    // with none): a fresh one's at once; else, rarely, once one is made.
+    let (creds, conn) = match (req.sessions(), creds) {
+        (Some(sessions), Some(base)) => match session::fresh_keys(req, sessions, &base) {
+            Some(keys) => (Some(keys), conn),
+            None => {
+                let waiting = session::wait_or_create(ctx, req, sessions, base, conn, stalls);
+                let (keys, conn) = waiting.await?;
+                (Some(keys), conn)
+            }
+        },
+        (_, creds) => (creds, conn),
+    };
     signed_exchange(ctx, conn, req, creds.as_ref(), stalls, also).await
 }
 

@@ -22,28 +22,55 @@ use super::stall::Stall;
 use crate::conn::Conn;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::express::{parse_create_session, Session, MAX_SESSION_REPLY};
+use crate::express::{parse_create_session, Session, SessionCache, MAX_SESSION_REPLY};
 use crate::s3::{status_error, BucketTarget, S3Request};
 use crate::stats::Counters;
 
-/// The credentials to sign `req` with, and the connection to send it on: a session's for a
-/// directory bucket's request (made first, on `conn`, if there is none to use), else the
-/// client's; `None` for an anonymous client.
+/// The keys of the fresh session of `sessions` made with the client's credentials `base`, to
+/// sign `req`, a directory bucket's request, with: what most such requests take, without
+/// waiting. `None` when there is none (see [`wait_or_create`]).
+#[inline]
+pub(super) fn fresh_keys(
+    req: &S3Request<'_>,
+    sessions: &SessionCache,
+    base: &Credentials,
+) -> Option<Credentials> {
+    let (session, generation) = sessions.fresh(SystemTime::now(), base)?;
+    req.signed_with(generation);
+    Some(session.keys)
+}
+
+/// A future of the keys to sign with and the connection to send on; boxed, as it is rare and
+/// a GET's future should not carry it.
+type Waiting<'a> = Pin<Box<dyn Future<Output = Result<(Credentials, Conn), Error>> + Send + 'a>>;
+
+/// The keys to sign `req` with when no session is fresh (see [`fresh_keys`]), and the
+/// connection to send it on: those of the session another request is making, or of one made
+/// now on `conn`, which the request then goes on.
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Credentials`] when the client has none to give; the `CreateSession` request's
-/// error, naming the bucket, when no session could be made.
-pub(super) async fn credentials(
+/// The `CreateSession` request's error, naming the bucket, when no session could be made.
+pub(super) fn wait_or_create<'a>(
+    ctx: &'a Context,
+    req: &'a S3Request<'_>,
+    sessions: &'a SessionCache,
+    base: Credentials,
+    conn: Conn,
+    stalls: &'a mut Stall<'_>,
+) -> Waiting<'a> {
+    Box::pin(waited_or_made(ctx, req, sessions, base, conn, stalls))
+}
+
+async fn waited_or_made(
     ctx: &Context,
     req: &S3Request<'_>,
+    sessions: &SessionCache,
+    base: Credentials,
     conn: Conn,
     stalls: &mut Stall<'_>,
-) -> Result<(Option<Credentials>, Conn), Error> {
-    let base = ctx.signer.credentials_for_request().await?;
-    let (Some(sessions), Some(base)) = (req.sessions(), &base) else {
-        return Ok((base, conn));
-    };
+) -> Result<(Credentials, Conn), Error> {
+    let base = &base;
     let mut held = Some(conn);
     let target = req.target();
     let slot = &mut held;
@@ -56,7 +83,7 @@ pub(super) async fn credentials(
     let conn = held.ok_or_else(|| {
         Error::new(ErrorKind::Internal).with_message("a session was made, its connection lost")
     })?;
-    Ok((Some(session.keys), conn))
+    Ok((session.keys, conn))
 }
 
 /// A future that makes a session; boxed, so that a GET's future does not carry one.
