@@ -91,6 +91,42 @@ async fn one_session_serves_many_gets_over_many_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_credentials_sign_create_session_and_stay_off_data_requests() {
+    // The client's keys from STS: their token goes with CreateSession (x-amz-security-token,
+    // signed), and never with a request signed by the session.
+    let all = objects(20);
+    let token = "FwoGZXIvYXdzEXAMPLE+token/==";
+    let options = ExpressOptions {
+        base_token: Some(token.to_owned()),
+        ..ExpressOptions::default()
+    };
+    let server = ExpressServer::start(all.clone(), options).await;
+    let temporary = client(&server)
+        .static_credentials(ACCESS_KEY, SECRET_KEY, Some(token.to_owned()))
+        .build()
+        .unwrap();
+    fetch_checked(&temporary, &all).await;
+    assert_clean(&server);
+    assert_eq!(server.counts().sessions.load(Ordering::SeqCst), 1);
+    // Without the token, the stand-in refuses CreateSession's signature.
+    let tokenless = client(&server).build().unwrap();
+    let e = tokenless
+        .get_all(
+            EXPRESS_BUCKET,
+            [ObjectRef::new("k/0000", all[0].1.len() as u64)],
+        )
+        .next()
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AccessDenied, "{e}");
+    assert!(server
+        .bad()
+        .iter()
+        .any(|why| why.starts_with("CreateSession")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_is_enough_to_make_the_session_and_fetch() {
     // The session is made on the connection of the request that needs it, which then goes
     // on: requests holding every connection while they wait for it do not starve it.

@@ -60,6 +60,7 @@ struct State {
     refuse_sessions: bool,
     direct: bool,
     page: usize,
+    base_token: Option<String>,
     sessions: Mutex<HashMap<String, SessionRecord>>,
     /// Why each bad request was refused.
     why: Mutex<Vec<String>>,
@@ -82,6 +83,9 @@ pub struct ExpressOptions {
     pub page: usize,
     /// No sessions: data requests signed with the base keys.
     pub direct: bool,
+    /// The base keys' session token (temporary credentials), sent and signed in
+    /// `x-amz-security-token` with `CreateSession` only.
+    pub base_token: Option<String>,
 }
 
 impl Default for ExpressOptions {
@@ -91,6 +95,7 @@ impl Default for ExpressOptions {
             refuse_sessions: false,
             page: 1000,
             direct: false,
+            base_token: None,
         }
     }
 }
@@ -106,6 +111,7 @@ impl ExpressServer {
             refuse_sessions: options.refuse_sessions,
             direct: options.direct,
             page: options.page,
+            base_token: options.base_token,
             sessions: Mutex::new(HashMap::new()),
             why: Mutex::new(Vec::new()),
             counts: ExpressCounts::default(),
@@ -162,7 +168,7 @@ fn respond(s: &State, req: hyper::Request<hyper::body::Incoming>) -> hyper::Resp
         if query == "session" {
             return error(501, "NotImplemented");
         }
-        if let Err(why) = verify(&req, ACCESS_KEY, SECRET_KEY, None) {
+        if let Err(why) = verify(&req, ACCESS_KEY, SECRET_KEY, Base(s.base_token.as_deref())) {
             count(&s.counts.bad_requests);
             s.why.lock().unwrap().push(why);
             return error(403, "SignatureDoesNotMatch");
@@ -224,7 +230,7 @@ fn create_session(
     if header(req, "x-amz-create-session-mode") != Some("ReadOnly") {
         return bad("CreateSession did not ask for a ReadOnly session".into());
     }
-    if let Err(why) = verify(req, ACCESS_KEY, SECRET_KEY, None) {
+    if let Err(why) = verify(req, ACCESS_KEY, SECRET_KEY, Base(s.base_token.as_deref())) {
         return bad(format!("CreateSession: {why}"));
     }
     if s.refuse_sessions {
@@ -302,7 +308,7 @@ fn check_session(
         };
         (session.secret.clone(), refused)
     };
-    if let Err(why) = verify(req, &id, &secret, Some(token)) {
+    if let Err(why) = verify(req, &id, &secret, Session(token)) {
         return Some(bad(why));
     }
     let (status, code) = refused?;
@@ -324,14 +330,28 @@ fn credential_scope(auth: &str) -> Option<(&str, &str, &str)> {
     Some((id, region, service))
 }
 
+/// Whose token a request carries.
+#[derive(Clone, Copy)]
+enum Token<'a> {
+    /// The base keys' (if temporary), in `x-amz-security-token`.
+    Base(Option<&'a str>),
+    /// A session's, in `x-amz-s3session-token`.
+    Session(&'a str),
+}
+use Token::{Base, Session};
+
 /// Recomputes the request's signature with `aws-sigv4` from what it says it signed, with the
-/// keys given (a session's token in `x-amz-s3session-token`), and compares.
+/// keys and token given, and compares.
 fn verify(
     req: &hyper::Request<hyper::body::Incoming>,
     id: &str,
     secret: &str,
-    session_token: Option<&str>,
+    token: Token<'_>,
 ) -> Result<(), String> {
+    let (session_token, field) = match token {
+        Base(t) => (t, "x-amz-security-token"),
+        Session(t) => (Some(t), "x-amz-s3session-token"),
+    };
     use aws_sigv4::http_request::{
         sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
         SigningSettings, UriPathNormalizationMode,
@@ -369,14 +389,17 @@ fn verify(
         let value = header(req, name).ok_or_else(|| format!("signed {name} is missing"))?;
         headers.push((*name, value));
     }
-    if session_token.is_some() && !signed.contains(&"x-amz-s3session-token") {
-        return Err("the session token is not signed".into());
+    if session_token.is_some() && !signed.contains(&field) {
+        return Err(format!("the token is not signed in {field}"));
+    }
+    if session_token.is_some_and(|t| header(req, field) != Some(t)) {
+        return Err(format!("{field} is not the token"));
     }
     let mut settings = SigningSettings::default();
     settings.percent_encoding_mode = PercentEncodingMode::Single;
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    settings.session_token_name_override = Some("x-amz-s3session-token");
+    settings.session_token_name_override = Some(field);
     let creds = aws_credential_types::Credentials::new(
         id,
         secret,
