@@ -413,6 +413,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_waiting_on_a_failed_load_share_its_error_and_its_cause() {
+        #[derive(Debug)]
+        struct Sealed {
+            calls: Mutex<u32>,
+            gate: tokio::sync::Notify,
+        }
+        impl ProvideCredentials for Sealed {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                *self.calls.lock().unwrap() += 1;
+                future::ProvideCredentials::new(async move {
+                    self.gate.notified().await;
+                    Err(CredentialsError::provider_error("vault is sealed"))
+                })
+            }
+        }
+        let sealed = Arc::new(Sealed {
+            calls: Mutex::new(0),
+            gate: tokio::sync::Notify::new(),
+        });
+        let c = CredentialCache::new(SharedCredentialsProvider::new(ArcProvider(sealed.clone())));
+        let release = async {
+            while *sealed.calls.lock().unwrap() == 0 {
+                tokio::task::yield_now().await;
+            }
+            tokio::task::yield_now().await;
+            sealed.gate.notify_one();
+        };
+        let (a, b, ()) = tokio::join!(id_at(&c, 0), id_at(&c, 0), release);
+        for e in [a.unwrap_err(), b.unwrap_err()] {
+            assert_eq!(e.kind(), ErrorKind::Credentials);
+            assert!(
+                e.with_causes().contains("vault is sealed"),
+                "{}",
+                e.with_causes()
+            );
+        }
+        assert_eq!(
+            *sealed.calls.lock().unwrap(),
+            1,
+            "one load for both requests"
+        );
+    }
+
+    #[tokio::test]
     async fn credentials_without_expiry_are_fetched_once() {
         let s = Script::default();
         s.push(Ok(creds("A", None)));

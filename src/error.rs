@@ -206,12 +206,14 @@ impl Error {
         self
     }
 
-    /// A copy for another object: everything but the source, whose text joins the message.
+    /// A copy for another object: everything but the source, whose text (with its causes)
+    /// joins the message.
     pub(crate) fn detached(&self) -> Self {
         let i = &self.inner;
+        // The source's whole chain: its own text may only say what failed, not why.
         let message = match (&i.message, &i.source) {
-            (Some(m), Some(s)) => Some(format!("{m}: {s}")),
-            (None, Some(s)) => Some(s.to_string()),
+            (Some(m), Some(s)) => Some(format!("{m}: {}", with_causes(&**s))),
+            (None, Some(s)) => Some(with_causes(&**s)),
             (m, None) => m.clone(),
         };
         Error {
