@@ -17,13 +17,14 @@ pub(crate) fn set_bar(bar: Option<ProgressBar>) {
     *BAR.lock().unwrap_or_else(|e| e.into_inner()) = bar;
 }
 
-/// The filter for `verbose` (the count of `-v`) when `RUST_LOG` is not set: warnings only, then
-/// this program's info, debug and trace. Other crates stay at warnings, but for the credential
-/// chain (`aws_config`), whose failures the closing error already states: its errors only, then
-/// its info and debug (which source it tried, and why each gave nothing) from `-vv` on.
+/// The filter for `verbose` (the count of `-v`) when `RUST_LOG` is not set: this program's
+/// warnings only, then its info, debug and trace. Other crates say nothing by default (what
+/// matters of theirs reaches the closing error, or this program's own warnings), then their
+/// warnings from `-v` on, but for the credential chain (`aws_config`): its errors only, then its
+/// info and debug (which source it tried, and why each gave nothing) from `-vv` on.
 pub(crate) fn default_filter(verbose: u8) -> &'static str {
     match verbose {
-        0 => "warn,aws_config=error",
+        0 => "off,s3_ordered=warn",
         1 => "warn,aws_config=error,s3_ordered=info",
         2 => "warn,aws_config=info,s3_ordered=debug",
         _ => "warn,aws_config=debug,s3_ordered=trace",
@@ -93,7 +94,7 @@ mod tests {
     #[test]
     fn each_v_shows_more_of_this_program_only() {
         for (v, want) in [
-            (0, "warn,aws_config=error"),
+            (0, "off,s3_ordered=warn"),
             (1, "warn,aws_config=error,s3_ordered=info"),
             (2, "warn,aws_config=info,s3_ordered=debug"),
             (7, "warn,aws_config=debug,s3_ordered=trace"),

@@ -286,6 +286,39 @@ async fn no_credentials_anywhere_is_a_usage_error_naming_every_way() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_log_lines_stay_out_of_the_default_output() {
+    // A config file named but missing: the AWS CLI reads it as empty, and so does the chain,
+    // whose own warning about it is shown from -v on, not by default.
+    let w = world().await;
+    let run = |extra: &[&str]| {
+        let mut c = w.cmd(&["ls", "s3://bkt"]);
+        c.args(extra)
+            .env("AWS_CONFIG_FILE", w.home.path().join("missing-config"))
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        output(c, None)
+    };
+    let quiet = run(&[]).await;
+    assert!(
+        quiet.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stderr),
+        "",
+        "nothing but the listing"
+    );
+    let verbose = run(&["-v"]).await;
+    assert!(verbose.status.success());
+    let err = String::from_utf8_lossy(&verbose.stderr);
+    assert!(
+        err.contains("WARN") && err.contains("missing-config"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_service_that_never_answers_is_given_up_on_within_seconds() {
     let w = world().await;
     // Accepts connections and never answers.
