@@ -194,6 +194,14 @@ impl Client {
         self.ctx.stats()
     }
 
+    /// `max_connections` as built: the most sockets, and so file descriptors, the client's
+    /// connections hold at once. A process that runs it wants that many descriptors and a few
+    /// more for everything else; with fewer, the client lowers its connection limit to what it
+    /// could open ([`Stats::connection_limit`](crate::Stats::connection_limit)).
+    pub fn max_connections(&self) -> usize {
+        self.ctx.config.max_connections
+    }
+
     /// The memory budget for bodies, in bytes: `max_bytes` as built, in whole slabs.
     pub fn max_bytes(&self) -> u64 {
         self.ctx.memory.budget()

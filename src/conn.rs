@@ -15,10 +15,16 @@
 //! https, ALPN `http/1.1`). If every socket permit is
 //! held by idle connections to other origins, the oldest is closed to make room. A connection
 //! goes back to the idle list only after a complete, well-formed exchange; any error drops it.
+//!
+//! A dial refused for a local resource — this process out of file descriptors (`EMFILE`), the
+//! system out of them (`ENFILE`), no ephemeral port left (`EADDRNOTAVAIL`) — is not the
+//! server's fault and is not an attempt: the pool lowers its socket limit to the sockets it has
+//! open (less a few descriptors left for the rest of the process), says so once, and the dial
+//! waits for one of its sockets to close. Only with no socket of its own open does it fail.
 
 use std::net::IpAddr;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,6 +47,19 @@ struct PoolInner {
     units: Arc<Semaphore>,
     sockets: Arc<Semaphore>,
     max: usize,
+    /// Socket permits given up for good after dials refused for a local resource.
+    lowered: AtomicUsize,
+    /// Sockets connected and not yet closed (not counting dials in progress); each socket
+    /// holds it, to count itself out when closed.
+    established: Arc<AtomicUsize>,
+    /// Socket permits still to give up as sockets close (the descriptors left to the rest of
+    /// the process).
+    debt: AtomicUsize,
+    /// The WARN about a local resource was given.
+    warned: std::sync::atomic::AtomicBool,
+    /// Unit permits still to give up as transfers end: as many units as sockets, so that a
+    /// unit holder finds a socket (idle or to dial) rather than closing another's to dial.
+    unit_debt: AtomicUsize,
     opened: AtomicU64,
     /// Boxed, so that taking and returning one moves a pointer, not its buffers' headers.
     #[allow(clippy::vec_box)] // a socket moves in and out of the list at every request
@@ -67,6 +86,11 @@ impl ConnPool {
                 units: Arc::new(Semaphore::new(max)),
                 sockets: Arc::new(Semaphore::new(max)),
                 max,
+                lowered: AtomicUsize::new(0),
+                established: Arc::new(AtomicUsize::new(0)),
+                debt: AtomicUsize::new(0),
+                unit_debt: AtomicUsize::new(0),
+                warned: std::sync::atomic::AtomicBool::new(false),
                 opened: AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
                 tls: Arc::new(tls),
@@ -83,19 +107,33 @@ impl ConnPool {
     ///
     /// Cancel safe: dropping the future gives up the place in the queue.
     pub(crate) async fn unit(&self) -> Unit {
-        let permit = Arc::clone(&self.inner.units)
-            .acquire_owned()
-            .await
-            .unwrap_or_else(|_| unreachable!("connection semaphore is never closed"));
-        Unit {
-            pool: Arc::clone(&self.inner),
-            permit,
+        let inner = &self.inner;
+        loop {
+            let permit = Arc::clone(&inner.units)
+                .acquire_owned()
+                .await
+                .unwrap_or_else(|_| unreachable!("connection semaphore is never closed"));
+            // Units come down with the sockets when the process runs out of descriptors.
+            if take_one(&inner.unit_debt) {
+                permit.forget();
+                continue;
+            }
+            return Unit {
+                pool: Arc::clone(inner),
+                permit,
+            };
         }
     }
 
     /// Sockets open or being opened.
     pub(crate) fn open(&self) -> usize {
-        self.inner.max - self.inner.sockets.available_permits()
+        self.inner.open()
+    }
+
+    /// The most sockets the pool opens now: `max_connections`, or fewer once dials were
+    /// refused for a local resource.
+    pub(crate) fn limit(&self) -> usize {
+        self.inner.max - self.inner.lowered.load(Ordering::Relaxed)
     }
 
     /// Connections dialed successfully since the pool was made.
@@ -107,6 +145,78 @@ impl ConnPool {
     pub(crate) fn in_use(&self) -> usize {
         self.inner.max - self.inner.units.available_permits()
     }
+}
+
+impl PoolInner {
+    /// Sockets open or being opened.
+    fn open(&self) -> usize {
+        let limit = self.max - self.lowered.load(Ordering::Relaxed);
+        limit.saturating_sub(self.sockets.available_permits())
+    }
+
+    /// After a dial refused for a local resource (its permit given up here): the limit comes
+    /// down to the sockets connected, less [`DESCRIPTORS_LEFT`] for the rest of the process
+    /// (at least one), the permits held now given up as they come back. Said once.
+    fn lower(&self, permit: OwnedSemaphorePermit, e: &std::io::Error) {
+        self.forget_socket(permit);
+        let target = self
+            .established
+            .load(Ordering::Relaxed)
+            .saturating_sub(DESCRIPTORS_LEFT)
+            .max(1);
+        let debt = self.debt.load(Ordering::Relaxed);
+        let limit_then = self.max - self.lowered.load(Ordering::Relaxed) - debt;
+        if limit_then > target {
+            self.debt.fetch_add(limit_then - target, Ordering::Relaxed);
+        }
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "s3_ordered::conn",
+                error = %e,
+                max_connections = self.max,
+                "out of a local resource for connections: the connection limit comes down to \
+                 the connections open (Stats::connection_limit says to how many); raise the \
+                 process's file descriptor limit (ulimit -n) to use more",
+            );
+        }
+    }
+
+    /// Gives up `permit` for good instead of using it, if descriptors are still owed to the
+    /// rest of the process; else hands it back.
+    fn pay_debt(&self, permit: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
+        if !take_one(&self.debt) {
+            return Some(permit);
+        }
+        self.forget_socket(permit);
+        None
+    }
+
+    /// Gives up a socket's place for good: the limit comes down by one, and a unit with it.
+    fn forget_socket(&self, permit: OwnedSemaphorePermit) {
+        permit.forget();
+        self.unit_debt.fetch_add(1, Ordering::Relaxed);
+        self.lowered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes one from `count` if it is above 0; true if it did.
+fn take_one(count: &AtomicUsize) -> bool {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
+        .is_ok()
+}
+
+/// Descriptors a pool that ran out of them leaves to the rest of the process (files written,
+/// name lookups), at most, by keeping that many fewer sockets.
+const DESCRIPTORS_LEFT: usize = 4;
+
+/// True for an error that says this process or machine is out of a local resource a connection
+/// needs: file descriptors (`EMFILE`, `ENFILE`) or ephemeral ports (`EADDRNOTAVAIL`).
+pub(crate) fn is_local_limit(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EADDRNOTAVAIL)
+    )
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -124,11 +234,15 @@ impl std::fmt::Debug for ConnPool {
 struct Socket {
     origin: Origin,
     http: Http,
-    _permit: OwnedSemaphorePermit,
+    /// Taken out only when the socket's place is given up for good ([`Conn::release`]).
+    permit: Option<OwnedSemaphorePermit>,
+    /// The pool's count of connected sockets, which this one leaves when closed.
+    established: Arc<AtomicUsize>,
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
+        self.established.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(origin = %self.origin, "connection closed");
     }
 }
@@ -200,7 +314,10 @@ impl Unit {
     async fn socket_permit(&self) -> OwnedSemaphorePermit {
         loop {
             if let Ok(p) = Arc::clone(&self.pool.sockets).try_acquire_owned() {
-                return p;
+                match self.pool.pay_debt(p) {
+                    Some(p) => return p,
+                    None => continue,
+                }
             }
             // Every socket is taken. Busy ones belong to other unit holders, so at least one
             // socket is idle (for another origin) or being dropped: close the oldest idle one.
@@ -223,13 +340,14 @@ impl Unit {
             )
             .await;
             if let Ok(Ok(p)) = acquired {
-                return p;
+                if let Some(p) = self.pool.pay_debt(p) {
+                    return p;
+                }
             }
         }
     }
 
     async fn dial(&self, origin: &Origin) -> Result<Box<Socket>, Error> {
-        let permit = self.socket_permit().await;
         let uri = origin.uri();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let host = uri.host().unwrap_or_default();
@@ -240,12 +358,55 @@ impl Unit {
             .unwrap_or(host);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let proxy = self.pool.proxies.for_origin(https, host, port);
-        let connect = async {
-            let (to_host, to_port) = match proxy {
-                Some(p) => (p.host.as_str(), p.port),
-                None => (host, port),
-            };
-            let mut tcp = connect_tcp(to_host, to_port, self.pool.connect_timeout).await?;
+        let via = || match proxy {
+            Some(p) => format!(" through the proxy {}:{}", p.host, p.port),
+            None => String::new(),
+        };
+        let (to_host, to_port) = match proxy {
+            Some(p) => (p.host.as_str(), p.port),
+            None => (host, port),
+        };
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+            if let Some(tls) = crate::tls::classify(uri, e.as_ref()) {
+                return tls.with_source(e);
+            }
+            Error::new(ErrorKind::Connect)
+                .with_message(format!("connecting to {origin}{}", via()))
+                .with_source(e)
+        };
+        let timed_out = || {
+            Error::new(ErrorKind::Connect).with_message(format!(
+                "connecting to {origin}{} timed out after {:?}",
+                via(),
+                self.pool.connect_timeout
+            ))
+        };
+        // The socket; while this process is out of descriptors (or ports), once one of the
+        // pool's own sockets closes.
+        let (permit, deadline, mut tcp) = loop {
+            let permit = self.socket_permit().await;
+            let deadline = tokio::time::Instant::now() + self.pool.connect_timeout;
+            let tcp = connect_tcp(to_host, to_port, self.pool.connect_timeout);
+            match tokio::time::timeout_at(deadline, tcp).await {
+                Ok(Ok(tcp)) => break (permit, deadline, tcp),
+                Ok(Err(e)) if is_local_limit(&e) => {
+                    if self.pool.established.load(Ordering::Relaxed) == 0 {
+                        return Err(Error::new(ErrorKind::Connect)
+                            .with_message(format!(
+                                "connecting to {origin}{}: no connection can be opened, and \
+                                 none is open to wait for; raise the process's file \
+                                 descriptor limit (ulimit -n)",
+                                via()
+                            ))
+                            .with_source(e));
+                    }
+                    self.pool.lower(permit, &e);
+                }
+                Ok(Err(e)) => return Err(failed(e.into())),
+                Err(_) => return Err(timed_out()),
+            }
+        };
+        let handshake = async {
             tcp.set_nodelay(true)?;
             if https {
                 if let Some(p) = proxy {
@@ -263,30 +424,13 @@ impl Unit {
             let http = Http::handshake(tcp, tls, hyper).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http)
         };
-        let via = || match proxy {
-            Some(p) => format!(" through the proxy {}:{}", p.host, p.port),
-            None => String::new(),
-        };
-        let mut http = match tokio::time::timeout(self.pool.connect_timeout, connect).await {
+        let mut http = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(http)) => http,
-            Ok(Err(e)) => {
-                if let Some(tls) = crate::tls::classify(uri, e.as_ref()) {
-                    return Err(tls.with_source(e));
-                }
-                return Err(Error::new(ErrorKind::Connect)
-                    .with_message(format!("connecting to {origin}{}", via()))
-                    .with_source(e));
-            }
-            Err(_) => {
-                return Err(Error::new(ErrorKind::Connect).with_message(format!(
-                    "connecting to {origin}{} timed out after {:?}",
-                    via(),
-                    self.pool.connect_timeout
-                )))
-            }
+            Ok(Err(e)) => return Err(failed(e)),
+            Err(_) => return Err(timed_out()),
         };
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
-        let open = self.pool.max - self.pool.sockets.available_permits();
+        let open = self.pool.open();
         tracing::debug!(%origin, open, "connection opened");
         if let (Some(p), false) = (proxy, https) {
             // Requests of a plain http origin go to the proxy in absolute form.
@@ -295,10 +439,12 @@ impl Unit {
                 p.authorization.clone(),
             );
         }
+        self.pool.established.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(Socket {
             origin: origin.clone(),
             http,
-            _permit: permit,
+            permit: Some(permit),
+            established: Arc::clone(&self.pool.established),
         }))
     }
 }
@@ -366,10 +512,18 @@ impl Conn {
     }
 
     /// Returns the connection to the idle list if its exchange ended cleanly (else closes it),
-    /// and frees its unit.
+    /// and frees its unit. A pool that owes descriptors to the rest of the process closes it
+    /// and gives up its place instead.
     pub(crate) fn release(self) {
-        let Conn { unit, socket, .. } = self;
-        if socket.http.reusable() {
+        let Conn {
+            unit, mut socket, ..
+        } = self;
+        if take_one(&unit.pool.debt) {
+            if let Some(permit) = socket.permit.take() {
+                unit.pool.forget_socket(permit);
+            }
+            drop(socket);
+        } else if socket.http.reusable() {
             let mut idle = unit
                 .pool
                 .idle

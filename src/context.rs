@@ -120,6 +120,7 @@ impl Context {
         let slabs_in_use = self.memory.slabs_in_use();
         let slab = self.memory.slab_size() as u64;
         Stats {
+            connection_limit: self.conns.limit(),
             connections_opened: self.conns.opened(),
             open_connections: self.conns.open(),
             busy_connections: self.conns.in_use(),

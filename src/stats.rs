@@ -94,6 +94,10 @@ pub struct Stats {
     /// a backoff at the floor. Above `concurrency_limit` only just after a cut, until those sent
     /// before it end; 0 once the client is idle.
     pub requests_in_flight: usize,
+    /// The most connections the client opens now: `max_connections`, or fewer once the process
+    /// ran out of file descriptors (or the machine of ephemeral ports) and the pool lowered its
+    /// limit to the connections it had open (a WARN event says so, once).
+    pub connection_limit: usize,
     /// Connections dialed so far.
     pub connections_opened: u64,
     /// Sockets open (or being opened) now; never more than `max_connections`.

@@ -635,6 +635,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "throttled": stats.throttled,
                 "parts": stats.parts,
                 "connections_opened": stats.connections_opened,
+                "connection_limit": stats.connection_limit,
                 "stale_connections": stats.stale_connections,
                 "checksums_verified": stats.checksums_verified,
                 "checksums_unavailable": stats.checksums_unavailable,

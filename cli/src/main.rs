@@ -6,6 +6,7 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod demo;
+mod fdlimit;
 mod fetch_cmds;
 mod glob;
 mod insecure;
@@ -80,6 +81,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     log::init(cli.verbose, std::env::var("RUST_LOG").ok().as_deref());
+    fdlimit::raise();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -173,6 +173,19 @@ impl Tally {
                 checksums(&stats)
             );
         }
+        let (limit, max) = (
+            self.client.stats().connection_limit,
+            self.client.max_connections(),
+        );
+        if limit < max {
+            let soft = crate::fdlimit::get().map_or_else(String::new, |(soft, hard)| {
+                format!(" (now {soft}, at most {hard} without privileges)")
+            });
+            eprintln!(
+                "s3-ordered: out of file descriptors: connections capped at {limit} of \
+                 --max-connections {max}; raise the limit with ulimit -n{soft} to use more"
+            );
+        }
     }
 
     /// After a stop by `signal`: the summary, then the last object done and the flag that
