@@ -185,7 +185,10 @@ class Client:
         its requests go to its zone's endpoint (when no ``endpoint_url`` is given), signed with
         a session made once per bucket and renewed before it expires (``stats()`` counts
         ``sessions_created``). ``s3_express_sessions=False`` signs them with the credentials
-        themselves, for a server that takes such names but has no ``CreateSession``."""
+        themselves, for a server that takes such names but has no ``CreateSession``.
+        Each connection is a file descriptor: the process's soft ``RLIMIT_NOFILE`` is raised
+        toward its hard limit as far as ``max_connections`` (and 256 more) want. Under a lower
+        limit the client works over fewer connections (``stats()["connection_limit"]``)."""
     @overload
     def get_all(
         self,
@@ -215,5 +218,5 @@ class Client:
         """Counters and gauges: objects, bytes, requests, retries, throttled,
         region_redirects, stale_connections, errors, checksums_verified,
         checksums_unavailable, checksum_mismatches, checksum_heads, hedges_sent, hedges_won,
-        slow_bodies_resumed, sessions_created, open_connections, bytes_in_use,
+        slow_bodies_resumed, sessions_created, connection_limit, open_connections, bytes_in_use,
         delivered_bytes_in_use (held by bodies handed out), parts_waiting_for_memory, ..."""

@@ -193,6 +193,7 @@ impl Client {
             let _entered = rt.enter();
             b.build().map_err(config_error)?
         };
+        raise_descriptor_limit(inner.max_connections());
         Ok(Client {
             inner: ForkGuard::new(inner),
             rt,
@@ -276,6 +277,7 @@ impl Client {
         d.set_item("sessions_created", s.sessions_created)?;
         d.set_item("concurrency_limit", s.concurrency_limit)?;
         d.set_item("requests_in_flight", s.requests_in_flight)?;
+        d.set_item("connection_limit", s.connection_limit)?;
         d.set_item("connections_opened", s.connections_opened)?;
         d.set_item("open_connections", s.open_connections)?;
         d.set_item("busy_connections", s.busy_connections)?;
@@ -306,4 +308,30 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ObjectError", m.py().get_type::<ObjectError>())?;
     m.add("MemoryHeldError", m.py().get_type::<MemoryHeldError>())?;
     Ok(())
+}
+
+/// Descriptors a process wants beyond its client's connections: the interpreter's files,
+/// the runtime's, and whatever else it opens.
+const DESCRIPTORS_BESIDE: u64 = 256;
+
+/// Raises the process's soft `RLIMIT_NOFILE` toward the hard limit, as far as `connections`
+/// (and [`DESCRIPTORS_BESIDE`]) want; never lowers it. Without enough descriptors the client
+/// still works, over fewer connections (`stats()["connection_limit"]`).
+fn raise_descriptor_limit(connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let wanted = (connections as u64).saturating_add(DESCRIPTORS_BESIDE);
+    let raised = wanted.min(lim.rlim_max);
+    if raised <= lim.rlim_cur {
+        return;
+    }
+    lim.rlim_cur = raised;
+    // SAFETY: setrlimit reads the struct it is given and nothing else.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
 }
