@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 from conftest import ACCESS_KEY, BUCKET, SECRET_KEY, Server
 
@@ -31,13 +32,13 @@ CHILD = textwrap.dedent(
 )
 
 
-def run(server: Server, soft: int, hard: int) -> dict:
+def run(server: Server, soft: int, hard: int) -> dict[str, Any]:
     args = [server.url, str(soft), str(hard), ACCESS_KEY, SECRET_KEY, BUCKET]
     out = subprocess.run(
         [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
-    result: dict = json.loads(out.stdout)
+    result: dict[str, Any] = json.loads(out.stdout)
     return result
 
 
