@@ -555,6 +555,17 @@ impl DerefMut for Conn {
 mod tests {
     use super::*;
 
+    #[test]
+    fn local_limits_are_told_from_a_server_s_refusal() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EADDRNOTAVAIL] {
+            assert!(is_local_limit(&std::io::Error::from_raw_os_error(errno)));
+        }
+        for errno in [libc::ECONNREFUSED, libc::ETIMEDOUT, libc::ENETUNREACH] {
+            assert!(!is_local_limit(&std::io::Error::from_raw_os_error(errno)));
+        }
+        assert!(!is_local_limit(&std::io::Error::other("no code")));
+    }
+
     #[tokio::test]
     async fn names_and_addresses_both_connect() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
