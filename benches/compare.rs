@@ -318,6 +318,10 @@ fn main() {
             modes: HTTPS,
             tls: true,
         },
+        many("4 KiB paced over 32 connections", 32, scale),
+        many("4 KiB paced over 256 connections", 256, scale),
+        many("4 KiB paced over 1024 connections", 1024, scale),
+        many("4 KiB paced over 2048 connections", 2048, scale),
     ];
     println!("| scenario | client | MB/s | objects/s | client CPU s | CPU µs per object | CPU s per GB | allocations per object | peak RSS MiB | budget MiB | speed vs first | CPU vs first |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -390,6 +394,23 @@ fn main() {
                 s.cpu / base.cpu,
             );
         }
+    }
+}
+
+/// Small objects behind S3's 20 ms to first byte over `n` connections (50 per connection, about
+/// a second's work), beside the plain HTTP loop over as many: what holds at thousands of
+/// connections.
+fn many(name: &'static str, n: usize, scale: usize) -> Scenario {
+    Scenario {
+        name,
+        count: n * 50 / scale,
+        size: 4 << 10,
+        n,
+        max_bytes: 256 << 20,
+        part: 0,
+        pace: Some(S3_LINK),
+        modes: &["plain_loop", "s3_ordered"],
+        tls: false,
     }
 }
 
