@@ -11,7 +11,10 @@
 //! * `s3_ordered_no_hedge` (the paced 256 KiB scenarios, with and without a tail of one reply
 //!   in 100 at 1 s to its first byte): this client with hedging off beside it as shipped;
 //! * `ranged_ceiling`: what the link carries — every object cut into part-size ranged GETs, `n`
-//!   at a time, bodies counted and never held (paced scenarios only).
+//!   at a time, bodies counted and never held (paced scenarios only);
+//! * `plain_loop`: the plain HTTP load loop, `n` connections each sending its GETs one after the
+//!   other — the ceiling of small objects, also behind 20 ms to first byte over 32 to 2,048
+//!   connections ("paced over N connections": what holds at thousands of connections).
 //!
 //! `cargo bench --bench compare` prints a Markdown table; `--rounds N` repeats each scenario
 //! (median reported), `--quick` runs smaller scenarios, `--only TEXT` the scenarios whose name
