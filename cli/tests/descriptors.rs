@@ -49,6 +49,22 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// `bench --json` over every key under `ulimit LIMIT`: its report and its stderr.
+    async fn bench(&self, limit: &str) -> (serde_json::Value, String) {
+        let args = [
+            "bench",
+            "s3://bkt/k/",
+            "--json",
+            "-q",
+            "--max-connections",
+            CONNECTIONS,
+        ];
+        let out = output(self.under(limit, &args), None).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let report = serde_json::from_slice(&out.stdout).expect("json");
+        (report, text(&out.stderr))
+    }
+
     /// `s3-ordered ARGS` run by `sh` after `ulimit LIMIT` (e.g. `-n 40`, `-Sn 40`).
     fn under(&self, limit: &str, args: &[&str]) -> Command {
         let mut c = bin(self.home.path());
@@ -91,17 +107,7 @@ async fn capped_by_a_hard_limit_every_object_comes_right_and_the_summary_says_so
         "{err}"
     );
 
-    let bench = [
-        "bench",
-        "s3://bkt/k/",
-        "--json",
-        "-q",
-        "--max-connections",
-        CONNECTIONS,
-    ];
-    let out = output(f.under(limit, &bench), None).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (v, _) = f.bench(limit).await;
     assert_eq!((&v["objects"], &v["failed"]), (&KEYS.into(), &0.into()));
     assert_eq!(v["retries"], 0, "no attempt spent on a descriptor");
     let capped = v["connection_limit"].as_u64().unwrap();
@@ -117,21 +123,11 @@ async fn capped_by_a_hard_limit_every_object_comes_right_and_the_summary_says_so
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_soft_limit_is_raised_to_the_hard_one() {
     let f = fixture().await;
-    let bench = [
-        "bench",
-        "s3://bkt/k/",
-        "--json",
-        "-q",
-        "--max-connections",
-        CONNECTIONS,
-    ];
-    let out = output(f.under("-Sn 40", &bench), None).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (v, stderr) = f.bench("-Sn 40").await;
     assert_eq!((&v["objects"], &v["failed"]), (&KEYS.into(), &0.into()));
     assert_eq!(
         v["connection_limit"], 300,
         "the soft limit was raised: no cap"
     );
-    assert!(!text(&out.stderr).contains("capped"));
+    assert!(!stderr.contains("capped"));
 }
