@@ -133,7 +133,7 @@ impl ConnPool {
     /// The most sockets the pool opens now: `max_connections`, or fewer once dials were
     /// refused for a local resource.
     pub(crate) fn limit(&self) -> usize {
-        self.inner.max - self.inner.lowered.load(Ordering::Relaxed)
+        self.inner.limit()
     }
 
     /// Connections dialed successfully since the pool was made.
@@ -148,10 +148,16 @@ impl ConnPool {
 }
 
 impl PoolInner {
+    /// The socket limit now: `max`, less the permits given up.
+    fn limit(&self) -> usize {
+        self.max
+            .saturating_sub(self.lowered.load(Ordering::Relaxed))
+    }
+
     /// Sockets open or being opened.
     fn open(&self) -> usize {
-        let limit = self.max - self.lowered.load(Ordering::Relaxed);
-        limit.saturating_sub(self.sockets.available_permits())
+        self.limit()
+            .saturating_sub(self.sockets.available_permits())
     }
 
     /// After a dial refused for a local resource (its permit given up here): the limit comes
@@ -164,8 +170,10 @@ impl PoolInner {
             .load(Ordering::Relaxed)
             .saturating_sub(DESCRIPTORS_LEFT)
             .max(1);
-        let debt = self.debt.load(Ordering::Relaxed);
-        let limit_then = self.max - self.lowered.load(Ordering::Relaxed) - debt;
+        // Loaded apart, these may be a moment apart: never below 0.
+        let limit_then = self
+            .limit()
+            .saturating_sub(self.debt.load(Ordering::Relaxed));
         if limit_then > target {
             self.debt.fetch_add(limit_then - target, Ordering::Relaxed);
         }

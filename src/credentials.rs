@@ -127,11 +127,8 @@ impl<T: Expires> Refreshing<T> {
         if let Some(fresh) = self.fresh(now(), &usable) {
             return Ok(fresh);
         }
-        let stale = match self.read().filter(|c| usable(&c.value)) {
-            Some(c) if c.fresh(now()) => return Ok((c.value, c.generation)),
-            Some(c) if c.valid(now()) => Some(c),
-            _ => None,
-        };
+        // Not fresh: still valid (to use while one caller refreshes), or nothing to use.
+        let stale = self.read().filter(|c| usable(&c.value) && c.valid(now()));
         let Some(stale) = stale else {
             // Nothing valid: every caller waits for the one load.
             let failed_before = self.failed.load(Ordering::Acquire);
@@ -150,7 +147,7 @@ impl<T: Expires> Refreshing<T> {
                 }
             }
             return match load().await {
-                Ok(value) => Ok((value.clone(), self.store(value, now(), None))),
+                Ok(value) => Ok((value.clone(), self.store(value, now()))),
                 Err(e) => {
                     *self
                         .last_failure
@@ -170,7 +167,7 @@ impl<T: Expires> Refreshing<T> {
             return Ok((c.value, c.generation));
         }
         match load().await {
-            Ok(value) => Ok((value.clone(), self.store(value, now(), None))),
+            Ok(value) => Ok((value.clone(), self.store(value, now()))),
             Err(e) => {
                 let t = now();
                 let left = stale
@@ -186,8 +183,8 @@ impl<T: Expires> Refreshing<T> {
                     "refreshing {} failed; the current ones are still valid",
                     self.what,
                 );
-                let generation = self.store(stale.value.clone(), t, Some(t + wait));
-                Ok((stale.value, generation))
+                self.postpone(stale.generation, t + wait);
+                Ok((stale.value, stale.generation))
             }
         }
     }
@@ -221,16 +218,21 @@ impl<T: Expires> Refreshing<T> {
             .clone()
     }
 
-    /// Stores `value`, refreshed at `refresh_at` (default: as its lifetime says); returns its
-    /// generation.
-    fn store(&self, value: T, now: SystemTime, refresh_at: Option<SystemTime>) -> u64 {
+    /// Stores `value`, refreshed as its lifetime says; returns its generation.
+    fn store(&self, value: T, now: SystemTime) -> u64 {
         let generation = self.stored.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut c = Cached::new(value, now, generation);
-        if refresh_at.is_some() {
-            c.refresh_at = refresh_at;
-        }
+        let c = Cached::new(value, now, generation);
         *self.cached.write().unwrap_or_else(PoisonError::into_inner) = Some(c);
         generation
+    }
+
+    /// Puts the next refresh of the value of `generation`, if it is still cached, off to `at`:
+    /// the same value, the same generation (a request refused for it still drops it).
+    fn postpone(&self, generation: u64, at: SystemTime) {
+        let mut cached = self.cached.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cached.as_mut().filter(|c| c.generation == generation) {
+            c.refresh_at = Some(at);
+        }
     }
 }
 

@@ -371,6 +371,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_kept_after_a_failed_refresh_can_still_be_dropped() {
+        let base = Credentials::new("AKID", "secret", None, None, "test");
+        let cache = SessionCache::default();
+        let (_, seen) = id_at(&cache, 0, &base, session("S1", 300, &base)).await;
+        // Due for a refresh, which fails: S1 stays in use, as the same session.
+        let refused = || async { Err(Error::new(ErrorKind::Status).with_message("503")) };
+        let (kept, generation) = cache.get(|| t(230), &base, refused).await.unwrap();
+        assert_eq!((kept.keys.access_key_id(), generation), ("S1", seen));
+        // The server refuses S1: the request that signed with it drops it.
+        assert!(cache.invalidate(seen));
+        assert_eq!(
+            key_at(&cache, 231, &base, session("S2", 531, &base)).await,
+            "S2"
+        );
+    }
+
+    #[tokio::test]
     async fn requests_waiting_on_a_failed_creation_share_its_error() {
         use std::sync::atomic::{AtomicU32, Ordering};
         let base = Credentials::new("AKID", "secret", None, None, "test");

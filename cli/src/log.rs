@@ -92,15 +92,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_v_shows_more_of_this_program_only() {
-        for (v, want) in [
-            (0, "off,s3_ordered=warn"),
-            (1, "warn,aws_config=error,s3_ordered=info"),
-            (2, "warn,aws_config=info,s3_ordered=debug"),
-            (7, "warn,aws_config=debug,s3_ordered=trace"),
-        ] {
-            assert_eq!(default_filter(v), want);
-            assert!(EnvFilter::try_new(default_filter(v)).is_ok());
+    fn every_level_s_filter_parses() {
+        // What each level shows is checked end to end (tests/aws.rs: other crates' lines).
+        for v in 0..=7 {
+            let filter = default_filter(v);
+            assert!(EnvFilter::try_new(filter).is_ok(), "-v x{v}: {filter}");
         }
     }
 }

@@ -86,61 +86,56 @@ async fn waited_or_made(
     Ok((session.keys, conn))
 }
 
-/// A future that makes a session; boxed, so that a GET's future does not carry one.
-type Creating<'a> = Pin<Box<dyn Future<Output = Result<Session, Error>> + Send + 'a>>;
-
 /// Sends `CreateSession` for `target`'s bucket with the client's credentials `base` on the
 /// connection in `held`, which is put back ready for the next request (a new one if the
-/// server closed it).
-fn create<'a>(
-    ctx: &'a Context,
-    target: &'a BucketTarget,
+/// server closed it). Runs inside [`wait_or_create`]'s boxed future.
+async fn create(
+    ctx: &Context,
+    target: &BucketTarget,
     base: Credentials,
-    held: &'a mut Option<Conn>,
-    stalls: &'a mut Stall<'_>,
-) -> Creating<'a> {
-    Box::pin(async move {
-        let context = format!(
-            "could not create an S3 Express session for bucket {:?}",
-            target.bucket()
-        );
-        let made = async {
-            let conn = held.take().ok_or_else(|| Error::new(ErrorKind::Internal))?;
-            let req = target.create_session();
-            let mut conn = signed_exchange(ctx, conn, &req, Some(&base), stalls, None).await?;
-            let status = conn.head().status();
-            let region = conn.head().get("x-amz-bucket-region").map(<[u8]>::to_vec);
-            let (body, complete) = read_limited(&mut conn, MAX_SESSION_REPLY, stalls).await;
-            if !status.is_success() {
-                return Err(status_error(status, &body, region.as_deref()));
-            }
-            if !complete {
-                return Err(Error::new(ErrorKind::InvalidResponse)
-                    .with_status(status)
-                    .with_message("the reply broke off or is too large"));
-            }
-            let keys = parse_create_session(&body)?;
-            let conn = if conn.reusable() {
-                conn
-            } else {
-                let origin = req.origin();
-                conn.close().connect_new(origin).await.map_err(|(_, e)| e)?
-            };
-            *held = Some(conn);
-            Ok(keys)
+    held: &mut Option<Conn>,
+    stalls: &mut Stall<'_>,
+) -> Result<Session, Error> {
+    let context = format!(
+        "could not create an S3 Express session for bucket {:?}",
+        target.bucket()
+    );
+    let made = async {
+        let conn = held.take().ok_or_else(|| Error::new(ErrorKind::Internal))?;
+        let req = target.create_session();
+        let mut conn = signed_exchange(ctx, conn, &req, Some(&base), stalls, None).await?;
+        let status = conn.head().status();
+        let region = conn.head().get("x-amz-bucket-region").map(<[u8]>::to_vec);
+        let (body, complete) = read_limited(&mut conn, MAX_SESSION_REPLY, stalls).await;
+        if !status.is_success() {
+            return Err(status_error(status, &body, region.as_deref()));
+        }
+        if !complete {
+            return Err(Error::new(ErrorKind::InvalidResponse)
+                .with_status(status)
+                .with_message("the reply broke off or is too large"));
+        }
+        let keys = parse_create_session(&body)?;
+        let conn = if conn.reusable() {
+            conn
+        } else {
+            let origin = req.origin();
+            conn.close().connect_new(origin).await.map_err(|(_, e)| e)?
         };
-        let keys = made.await.map_err(|e: Error| e.with_context(&context))?;
-        Counters::add(&ctx.counters.sessions_created, 1);
-        let life = keys
-            .expiry()
-            .and_then(|at| at.duration_since(SystemTime::now()).ok())
-            .unwrap_or_default();
-        tracing::debug!(
-            target: "s3_ordered::fetch",
-            bucket = target.bucket(),
-            expires_in_s = life.as_secs(),
-            "S3 Express session created",
-        );
-        Ok(Session::new(keys, base))
-    })
+        *held = Some(conn);
+        Ok(keys)
+    };
+    let keys = made.await.map_err(|e: Error| e.with_context(&context))?;
+    Counters::add(&ctx.counters.sessions_created, 1);
+    let life = keys
+        .expiry()
+        .and_then(|at| at.duration_since(SystemTime::now()).ok())
+        .unwrap_or_default();
+    tracing::debug!(
+        target: "s3_ordered::fetch",
+        bucket = target.bucket(),
+        expires_in_s = life.as_secs(),
+        "S3 Express session created",
+    );
+    Ok(Session::new(keys, base))
 }
