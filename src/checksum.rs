@@ -13,6 +13,12 @@
 //! own checksum (a HEAD with `partNumber`) against its bytes, and the parts' checksums together
 //! against the composite value, so a part list that is not the object's cannot pass.
 //!
+//! Some servers leave a value's type unsaid (no `x-amz-checksum-type`, no `-N`) on a multipart
+//! upload's object (ETag `"…-N"`): such a value may be either kind
+//! ([`Expected::untyped_upload`]). It is verified as the full-object value or as the composite
+//! of the upload's parts, whichever the parts' checksums show it to be; only bytes that agree
+//! with neither reading fail. A value of a stated type is held to that type alone.
+//!
 //! CRCs use `crc-fast` (hardware-accelerated: PCLMULQDQ / PMULL), SHA digests `ring`.
 
 use std::fmt;
@@ -206,9 +212,32 @@ impl fmt::Debug for Value {
 pub(crate) struct Expected {
     pub(crate) algorithm: ChecksumAlgorithm,
     pub(crate) value: Value,
+    /// Set when the value's type was not stated (no `x-amz-checksum-type`, no `-N`) and the
+    /// object's ETag marks a multipart upload of this many parts: the value may as well be the
+    /// composite of the parts' checksums ([`composite_reading`](Self::composite_reading)).
+    pub(crate) untyped_upload: Option<u32>,
 }
 
 impl Expected {
+    /// A full-object value, its type stated or beyond doubt.
+    pub(crate) fn full(algorithm: ChecksumAlgorithm, value: Value) -> Self {
+        Expected {
+            algorithm,
+            value,
+            untyped_upload: None,
+        }
+    }
+
+    /// The other reading of a value whose type was not stated, on an object a multipart upload
+    /// made: the composite checksum of the upload's parts. `None` for a value of a stated type.
+    pub(crate) fn composite_reading(&self) -> Option<Composite> {
+        self.untyped_upload.map(|parts| Composite {
+            algorithm: self.algorithm,
+            value: Some(self.value),
+            parts: Some(parts),
+        })
+    }
+
     /// Compares what the bytes gave with the stated value.
     ///
     /// # Errors
@@ -286,11 +315,7 @@ impl UploadParts {
         for (_, v) in &parts {
             v.feed(alg, &mut of_parts);
         }
-        let expected = Expected {
-            algorithm: alg,
-            value,
-        };
-        expected
+        Expected::full(alg, value)
             .check_of(of_parts.finish(), "the parts' checksums")
             .map_err(|e| e.to_string())?;
         Ok(UploadParts {
@@ -396,10 +421,7 @@ impl InOrder {
             let (len, value) = parts.parts[*idx];
             let alg = parts.algorithm;
             let got = std::mem::replace(&mut self.hasher, Hasher::new(alg)).finish();
-            let expected = Expected {
-                algorithm: alg,
-                value,
-            };
+            let expected = Expected::full(alg, value);
             let what = format!(
                 "upload part {} of {} (bytes {}..{})",
                 *idx + 1,
@@ -460,9 +482,15 @@ pub(crate) enum Offered {
 
 impl Offered {
     /// What the reply's fields state; `field` looks one up by lower-case name.
+    ///
+    /// A value whose type the reply leaves unsaid (no `x-amz-checksum-type`, no `-N`) on an
+    /// object whose ETag marks a multipart upload (`"…-N"`) is offered as full-object, marked
+    /// as possibly composite ([`Expected::untyped_upload`]): some servers state a composite
+    /// value so on a HEAD.
     pub(crate) fn from_fields<'a>(field: impl Fn(&str) -> Option<&'a [u8]>) -> Self {
-        let composite_type = field("x-amz-checksum-type")
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"COMPOSITE"));
+        let stated_type = field("x-amz-checksum-type");
+        let composite_type =
+            stated_type.is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"COMPOSITE"));
         let mut composite = None;
         for algorithm in ALGORITHMS {
             let Some(text) = field(algorithm.field()) else {
@@ -484,10 +512,32 @@ impl Offered {
                 continue;
             }
             if let Some(value) = Value::decode(algorithm, text) {
-                return Offered::Full(Expected { algorithm, value });
+                let untyped_upload = match stated_type {
+                    Some(_) => None,
+                    None => field("etag").and_then(upload_part_count),
+                };
+                return Offered::Full(Expected {
+                    algorithm,
+                    value,
+                    untyped_upload,
+                });
             }
         }
         composite.map_or(Offered::Nothing, Offered::Composite)
+    }
+
+    /// What a reply for one upload part (a HEAD or GET with `partNumber`) states as the part's
+    /// own checksum in `algorithm`: its value, whatever type the reply gives beside it (S3 and
+    /// others state the object's, `COMPOSITE`). A value with a `-N` is not a part's.
+    pub(crate) fn of_part<'a>(
+        algorithm: ChecksumAlgorithm,
+        field: impl Fn(&str) -> Option<&'a [u8]>,
+    ) -> Option<Value> {
+        let text = field(algorithm.field())?.trim_ascii();
+        if text.contains(&b'-') {
+            return None;
+        }
+        Value::decode(algorithm, text)
     }
 
     /// The outcome for an object whose bytes pass (or will pass) the check this offers.
@@ -508,6 +558,21 @@ impl Offered {
             Offered::Composite(_) | Offered::Nothing => None,
         }
     }
+}
+
+/// The part count of a multipart upload's ETag (`"…-N"`, N from 1 to 10,000); `None` for any
+/// other ETag.
+fn upload_part_count(etag: &[u8]) -> Option<u32> {
+    let etag = etag.trim_ascii();
+    let etag = etag.strip_prefix(b"W/").unwrap_or(etag);
+    let inner = etag.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    let at = inner.iter().rposition(|&b| b == b'-')?;
+    let digits = &inner[at + 1..];
+    if at == 0 || digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (1..=10_000).contains(&n).then_some(n)
 }
 
 /// The running checksum of bytes, in one algorithm.
@@ -798,6 +863,88 @@ mod tests {
         }
         assert_eq!(from(&[("x-amz-checksum-sha256", "abc=")]), Offered::Nothing);
         assert_eq!(from(&[]), Offered::Nothing);
+    }
+
+    #[test]
+    fn an_untyped_value_on_a_multipart_upload_may_be_either_kind() {
+        use ChecksumAlgorithm::Crc32c;
+        let crc = ("x-amz-checksum-crc32c", "4waSgw==");
+        let untyped = |etag: &str| match from(&[crc, ("etag", etag)]) {
+            Offered::Full(e) => e.untyped_upload,
+            other => panic!("{etag}: {other:?}"),
+        };
+        assert_eq!(untyped("\"3858f62230ac3c915f300c664312c11f-4\""), Some(4));
+        assert_eq!(untyped("W/\"abc-10000\""), Some(10_000));
+        // Not a multipart upload's ETag: a full-object value beyond doubt.
+        for etag in [
+            "\"3858f62230ac3c915f300c664312c11f\"",
+            "\"abc-0\"",
+            "\"abc-10001\"",
+            "\"abc-\"",
+            "\"-4\"",
+            "abc-4",
+            "\"abc-4x\"",
+        ] {
+            assert_eq!(untyped(etag), None, "{etag}");
+        }
+        // A stated type keeps the strict rule: full is full, composite is composite.
+        let typed = from(&[
+            crc,
+            ("etag", "\"abc-4\""),
+            ("x-amz-checksum-type", "FULL_OBJECT"),
+        ]);
+        assert!(matches!(
+            typed,
+            Offered::Full(Expected {
+                untyped_upload: None,
+                ..
+            })
+        ));
+        let composite = from(&[
+            crc,
+            ("etag", "\"abc-4\""),
+            ("x-amz-checksum-type", "COMPOSITE"),
+        ]);
+        assert!(matches!(composite, Offered::Composite(_)));
+        // The other reading is the composite of that many parts, of the same value.
+        let Offered::Full(e) = from(&[crc, ("etag", "\"abc-4\"")]) else {
+            panic!("not full");
+        };
+        assert_eq!(
+            e.composite_reading(),
+            Some(Composite {
+                algorithm: Crc32c,
+                value: Some(e.value),
+                parts: Some(4)
+            })
+        );
+        assert_eq!(Expected::full(Crc32c, e.value).composite_reading(), None);
+    }
+
+    #[test]
+    fn a_part_reply_states_the_parts_own_checksum_whatever_type_it_gives() {
+        use ChecksumAlgorithm::{Crc32, Crc32c};
+        let of = |pairs: &[(&str, &str)], alg| {
+            Offered::of_part(alg, |name| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.as_bytes())
+            })
+        };
+        let part = [
+            ("x-amz-checksum-crc32c", "4waSgw=="),
+            ("x-amz-checksum-type", "COMPOSITE"),
+        ];
+        assert_eq!(
+            of(&part, Crc32c),
+            Value::decode(Crc32c, b"4waSgw=="),
+            "the part's own value"
+        );
+        assert!(of(&part, Crc32c).is_some());
+        assert_eq!(of(&part, Crc32), None, "another algorithm");
+        assert_eq!(of(&[("x-amz-checksum-crc32c", "4waSgw==-3")], Crc32c), None);
+        assert_eq!(of(&[("x-amz-checksum-crc32c", "junk")], Crc32c), None);
     }
 
     /// `data` as a multipart upload cut at `cuts` (sorted): its composite checksum and parts.

@@ -1,6 +1,9 @@
 //! An object's checksum where a GET's reply does not state it: the HEAD that learns it for an
 //! object fetched in ranged parts, and for a composite checksum (of a multipart upload's parts)
-//! the HEADs of the upload's parts, whose own checksums verify the bytes part by part.
+//! the HEADs of the upload's parts, whose own checksums verify the bytes part by part. A value
+//! of unstated type on a multipart upload's object is read as composite when the parts'
+//! checksums add up to it, else as full-object: before the bytes are judged when a HEAD learned
+//! it, after the full-object reading failed when a whole GET stated it.
 
 use std::sync::Arc;
 
@@ -10,7 +13,9 @@ use http::StatusCode;
 use super::attempts::Start;
 use super::exchange::request_whole_from;
 use super::object::ObjectFetch;
-use crate::checksum::{ChecksumAlgorithm, Composite, InOrder, Offered, UploadParts, Value};
+use crate::checksum::{
+    ChecksumAlgorithm, Composite, Expected, InOrder, Offered, UploadParts, Value,
+};
 use crate::error::{Error, ErrorKind};
 use crate::http1;
 use crate::memory::Lease;
@@ -34,11 +39,42 @@ pub(super) async fn verify_through_upload(
     let Some(Offered::Composite(composite)) = obj.pin.checksum() else {
         return Ok(());
     };
+    through_upload(obj, lease, upload, &composite, Reading::Stated).await?;
+    Ok(())
+}
+
+/// For a whole object fetched in one GET whose checksum's type was not stated and whose bytes
+/// do not match it as a full-object value: its other reading, `composite`, the composite of
+/// the upload's parts' checksums. True when the bytes were verified so (the parts are then
+/// pinned as the object's checksum); false when the parts' checksums cannot be had or do not
+/// add up to the value (neither reading then agrees).
+///
+/// # Errors
+///
+/// As [`verify_through_upload`].
+pub(super) async fn verify_as_composite(
+    obj: &ObjectFetch<'_>,
+    lease: &Lease,
+    upload: &mut Option<Arc<UploadParts>>,
+    composite: &Composite,
+) -> Result<bool, Error> {
+    through_upload(obj, lease, upload, composite, Reading::Untyped).await
+}
+
+/// Verifies the bytes in `lease` through the upload's parts for `composite` and pins them;
+/// false when the parts cannot be had.
+async fn through_upload(
+    obj: &ObjectFetch<'_>,
+    lease: &Lease,
+    upload: &mut Option<Arc<UploadParts>>,
+    composite: &Composite,
+    reading: Reading,
+) -> Result<bool, Error> {
     let parts = match upload {
         Some(parts) => Arc::clone(parts),
         None => {
-            let Some(parts) = upload_parts(obj, &composite).await? else {
-                return Ok(());
+            let Some(parts) = upload_parts(obj, composite, reading).await? else {
+                return Ok(false);
             };
             Arc::clone(upload.insert(Arc::new(parts)))
         }
@@ -47,7 +83,18 @@ pub(super) async fn verify_through_upload(
     lease.chunks().for_each(|bytes| check.update(bytes));
     check.finish()?;
     obj.pin.learn_checksum(Offered::Parts(parts));
-    Ok(())
+    Ok(true)
+}
+
+/// Where a composite value being verified through the upload's parts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// The server stated it composite: parts that cannot be had or do not add up to it are
+    /// worth a warning.
+    Stated,
+    /// A value of unstated type, read as composite: parts that do not add up to it are an
+    /// answer (it is a full-object value), not a fault.
+    Untyped,
 }
 
 /// Learns an object's checksum with a HEAD (checksum mode), started as `start` says, and
@@ -81,10 +128,24 @@ pub(crate) async fn learn_checksum(obj: &ObjectFetch<'_>, start: Start) -> Resul
         )?;
     }
     let mut offered = Offered::from_fields(field);
-    if let Offered::Composite(composite) = &offered {
-        if let Some(parts) = upload_parts(obj, composite).await? {
-            offered = Offered::Parts(Arc::new(parts));
+    match &offered {
+        Offered::Composite(composite) => {
+            if let Some(parts) = upload_parts(obj, composite, Reading::Stated).await? {
+                offered = Offered::Parts(Arc::new(parts));
+            }
         }
+        // A value of unstated type on a multipart upload's object: composite if the upload's
+        // parts' checksums add up to it, else full-object. Settled before any byte is judged,
+        // as the parts of a streaming body go by once; each reading is then verified strictly.
+        Offered::Full(e) => {
+            if let Some(composite) = e.composite_reading() {
+                offered = match upload_parts(obj, &composite, Reading::Untyped).await? {
+                    Some(parts) => Offered::Parts(Arc::new(parts)),
+                    None => Offered::Full(Expected::full(e.algorithm, e.value)),
+                };
+            }
+        }
+        Offered::Parts(_) | Offered::Nothing => {}
     }
     tracing::debug!(target: "s3_ordered::fetch", ?offered, "checksum learned with a HEAD");
     pin.learn_checksum(offered.clone());
@@ -101,6 +162,7 @@ pub(crate) async fn learn_checksum(obj: &ObjectFetch<'_>, start: Start) -> Resul
 async fn upload_parts(
     obj: &ObjectFetch<'_>,
     composite: &Composite,
+    reading: Reading,
 ) -> Result<Option<UploadParts>, Error> {
     let pinned = obj.pin.snapshot();
     let (Some(etag), Some(n @ 1..=MAX_UPLOAD_PARTS), Some(size)) =
@@ -108,7 +170,11 @@ async fn upload_parts(
     else {
         return Ok(None);
     };
-    let head = UploadHead { obj, etag: &etag };
+    let head = UploadHead {
+        obj,
+        etag: &etag,
+        reading,
+    };
     head.upload_parts(composite, n, size).await
 }
 
@@ -124,6 +190,7 @@ struct UploadHead<'a> {
     /// The object; more than one HEAD at a time only on spare rights of its request.
     obj: &'a ObjectFetch<'a>,
     etag: &'a [u8],
+    reading: Reading,
 }
 
 impl UploadHead<'_> {
@@ -180,6 +247,15 @@ impl UploadHead<'_> {
         }
         match UploadParts::new(composite, parts, size) {
             Ok(parts) => Ok(Some(parts)),
+            Err(why) if self.reading == Reading::Untyped => {
+                tracing::debug!(
+                    target: "s3_ordered::fetch",
+                    key = self.obj.key,
+                    %why,
+                    "a checksum of unstated type is not the composite of the upload's parts",
+                );
+                Ok(None)
+            }
             Err(why) => {
                 tracing::warn!(
                     target: "s3_ordered::fetch",
@@ -213,14 +289,17 @@ impl UploadHead<'_> {
             Err(e) if e.kind() == ErrorKind::Changed => return Err(e),
             Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),
             Err(e) => {
-                // A server that does not know part numbers: the object is read unverified.
-                tracing::warn!(
-                    target: "s3_ordered::fetch",
-                    key = self.obj.key,
-                    number,
-                    error = %e,
-                    "no upload part checksum",
-                );
+                // A server that does not know part numbers: a composite value cannot be
+                // verified (an untyped one is then read as full-object).
+                if self.reading == Reading::Stated {
+                    tracing::warn!(
+                        target: "s3_ordered::fetch",
+                        key = self.obj.key,
+                        number,
+                        error = %e,
+                        "no upload part checksum",
+                    );
+                }
                 return Ok(None);
             }
         };
@@ -233,9 +312,6 @@ impl UploadHead<'_> {
                 )));
         }
         let len = field("content-length").and_then(http1::parse_length);
-        Ok(match (len, Offered::from_fields(field)) {
-            (Some(len), Offered::Full(e)) if e.algorithm == algorithm => Some((len, e.value)),
-            _ => None,
-        })
+        Ok(len.zip(Offered::of_part(algorithm, field)))
     }
 }

@@ -17,13 +17,13 @@
 use std::pin::pin;
 
 use super::attempts::{Attempts, Start};
-use super::checksum_heads::{learn_checksum, verify_through_upload};
+use super::checksum_heads::{learn_checksum, verify_as_composite, verify_through_upload};
 use super::exchange::send_hedged;
 use super::object::ObjectFetch;
 use super::reply::{check_reply, is_empty_object_reply, length_error, Asked, ObjectPin, Pinned};
 use super::signed::read_error_body;
 use super::stall::{slow_body, stalled, unarmed, Floor, Stall, Waited};
-use crate::checksum::{ChecksumAlgorithm, Hasher, Offered, Value};
+use crate::checksum::{ChecksumAlgorithm, Composite, Hasher, Offered, Value};
 use crate::config::{ChecksumMode, MinBodyRate};
 use crate::conn::{Conn, Unit};
 use crate::context::Context;
@@ -131,6 +131,19 @@ pub(crate) async fn fetch_part(
                 slow = true;
                 attempts.again();
             }
+            Err(Failed::Untyped(full, composite)) => {
+                attempts.succeeded(slot);
+                // Neither reading agreeing is a mismatch, sent again once as any is.
+                let verdict = match verify_as_composite(obj, &lease, &mut upload, &composite).await
+                {
+                    Ok(true) => break true,
+                    Ok(false) => full,
+                    Err(e) => e,
+                };
+                resend_after_mismatch(ctx, verdict, &mut resent)
+                    .map_err(|e| e.with_attempts(attempts.attempts()))?;
+                attempts.again();
+            }
             Err(Failed::Error(e)) if e.kind() == ErrorKind::ChecksumMismatch => {
                 resend_after_mismatch(ctx, e, &mut resent)
                     .map_err(|e| e.with_attempts(attempts.attempts()))?;
@@ -202,6 +215,10 @@ enum Failed {
     Error(Error),
     /// The body came slower than the floor: resumed at once on a new connection.
     Slow(Error),
+    /// The whole object's bytes do not match its checksum read as full-object (`Error`), and
+    /// the value's type was not stated on a multipart upload's object: it is judged as the
+    /// composite of the upload's parts next.
+    Untyped(Error, Composite),
 }
 
 impl From<Error> for Failed {
@@ -313,8 +330,18 @@ impl PartRequest<'_> {
         Self::body_complete(&conn, lease, want)?;
         if let Some(expected) = accepted.expected {
             if let Some(got) = running.finish(lease) {
-                // The connection is dropped (closed), not released: the resend goes on a new one.
-                expected.check(got).map_err(|e| e.with_status(status))?;
+                if let Err(e) = expected.check(got) {
+                    let e = e.with_status(status);
+                    let Some(composite) = expected.composite_reading() else {
+                        // The connection is dropped (closed), not released: the resend goes
+                        // on a new one.
+                        return Err(e.into());
+                    };
+                    // Perhaps the composite of the upload's parts: the reply was whole and well
+                    // framed, so its connection serves on.
+                    conn.release();
+                    return Err(Failed::Untyped(e, composite));
+                }
             }
         }
         conn.release();

@@ -379,6 +379,12 @@ impl Upload {
 /// HEAD with `partNumber=K` states part K's length and checksum. Keys starting with
 /// `always/` have one byte flipped in every GET; `wrong/` ones state a wrong checksum for
 /// part 2; `noparts/` ones ignore `partNumber` (the reply is of the whole object).
+///
+/// A key with `untyped/` in it states its checksum's type nowhere on the object's replies,
+/// as some servers do on a HEAD: no `-N`, no `x-amz-checksum-type` (its part replies say
+/// `COMPOSITE`, as S3's do), and a multipart ETag; with `full/` in it, the value is the
+/// whole object's checksum instead of the composite one (an upload with a full-object
+/// checksum, its type unstated too).
 async fn multipart_server(uploads: Vec<(String, Upload)>) -> Mock {
     let b64 = base64::engine::general_purpose::STANDARD;
     Mock::start(move |r: &Seen| {
@@ -388,6 +394,8 @@ async fn multipart_server(uploads: Vec<(String, Upload)>) -> Mock {
             return reply;
         };
         let parts = up.parts();
+        let untyped = key.contains("untyped/");
+        let etag = format!("\"mock-etag-{}\"", parts.len());
         let number = r.query.as_deref().and_then(|q| {
             q.split('&')
                 .find_map(|kv| kv.strip_prefix("partNumber="))
@@ -405,17 +413,29 @@ async fn multipart_server(uploads: Vec<(String, Upload)>) -> Mock {
             } else {
                 digest(up.alg, part)
             };
-            return Reply::ok(part.to_vec())
+            let reply = Reply::ok(part.to_vec())
                 .header(up.field(), b64.encode(sum))
                 .header("x-amz-mp-parts-count", parts.len().to_string())
                 .delayed(Duration::from_millis(5));
+            return match untyped {
+                true => reply
+                    .header("x-amz-checksum-type", "COMPOSITE")
+                    .header("etag", etag.clone()),
+                false => reply,
+            };
         }
         let of_parts: Vec<u8> = parts.iter().flat_map(|p| digest(up.alg, p)).collect();
-        let composite = format!("{}-{}", b64.encode(digest(up.alg, &of_parts)), parts.len());
-        let mut reply = Reply::ranged(&up.data, r)
-            .header(up.field(), composite)
-            .header("x-amz-checksum-type", "COMPOSITE")
-            .delayed(Duration::from_millis(1));
+        let composite = b64.encode(digest(up.alg, &of_parts));
+        let reply = Reply::ranged(&up.data, r).delayed(Duration::from_millis(1));
+        let mut reply = match (untyped, key.contains("full/")) {
+            (false, _) => reply
+                .header(up.field(), format!("{composite}-{}", parts.len()))
+                .header("x-amz-checksum-type", "COMPOSITE"),
+            (true, false) => reply.header(up.field(), composite).header("etag", etag),
+            (true, true) => reply
+                .header(up.field(), b64.encode(digest(up.alg, &up.data)))
+                .header("etag", etag),
+        };
         if key.starts_with("always/") && r.method == http::Method::GET && !reply.body.is_empty() {
             let mid = reply.body.len() / 2;
             reply.body[mid] ^= 0x20;
@@ -576,6 +596,97 @@ async fn an_upload_part_that_does_not_match_fails_its_object_alone() {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ChecksumMissing, "{key}: {e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksum_of_unstated_type_is_verified_as_the_kind_it_is() {
+    // Composite and full-object values, neither typed, on multipart ETags; bytes flipped in
+    // transit under each reading; fetched in one GET, in parts, and streaming.
+    let mut all = uploads("untyped/");
+    all.extend(uploads("untyped/full/"));
+    all.extend(uploads("always/untyped/"));
+    all.extend(uploads("always/untyped/full/"));
+    let expected: Vec<(String, Vec<u8>)> = all
+        .iter()
+        .map(|(k, u)| (k.clone(), u.data.clone()))
+        .collect();
+    let mock = multipart_server(all).await;
+    for sized in [true, false] {
+        let client = small(mock.builder()).build().unwrap();
+        let inputs = expected.iter().map(|(k, d)| match sized {
+            true => ObjectRef::new(k.clone(), d.len() as u64),
+            false => ObjectRef::without_size(k.clone()),
+        });
+        let mut results = client.get_all("bucket", inputs.collect::<Vec<_>>());
+        let mut failed = 0;
+        for (key, data) in &expected {
+            let alg = if key.contains("CRC32C") {
+                ChecksumAlgorithm::Crc32c
+            } else {
+                ChecksumAlgorithm::Sha256
+            };
+            let item = results.next().await.unwrap();
+            let read = match item {
+                Ok(mut obj) => read_all(&mut obj).await.map(|bytes| (obj, bytes)),
+                Err(e) => Err(e),
+            };
+            if key.starts_with("always/") {
+                // Neither reading agrees with flipped bytes: the strict rule holds for both.
+                let e = read.map(|(o, _)| o.checksum).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{key}: {e}");
+                failed += 1;
+                continue;
+            }
+            let (obj, bytes) = read.unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert!(bytes == *data, "{key}");
+            // The object says which reading verified it.
+            let want = match key.contains("full/") {
+                true => Checksum::Verified(alg),
+                false => Checksum::VerifiedParts(alg),
+            };
+            assert_eq!(obj.checksum, want, "{key} (sized {sized})");
+        }
+        assert!(results.next().await.is_none());
+        let stats = client.stats();
+        assert_eq!(failed, 12);
+        assert_eq!(
+            (stats.checksums_verified, stats.checksums_unavailable),
+            (12, 0),
+            "sized {sized}: {stats:?}"
+        );
+        drop(results);
+        assert_quiescent(&client).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_checksum_keeps_the_strict_rule_on_a_multipart_etag() {
+    // A value typed FULL_OBJECT on a multipart ETag that is in fact the composite one: not
+    // read as composite, so the object fails, and no upload part is asked for.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data = content("typed", 12_000);
+    let parts: Vec<u8> = data
+        .chunks(5_000)
+        .flat_map(|p| crc32c::crc32c(p).to_be_bytes())
+        .collect();
+    let composite = b64.encode(crc32c::crc32c(&parts).to_be_bytes());
+    let body = data.clone();
+    let mock = Mock::start(move |r: &Seen| {
+        Reply::ranged(&body, r)
+            .header("x-amz-checksum-crc32c", composite.clone())
+            .header("x-amz-checksum-type", "FULL_OBJECT")
+            .header("etag", "\"mock-etag-3\"")
+    })
+    .await;
+    let client = small(mock.builder()).build().unwrap();
+    let e = client
+        .get_all("bucket", [ObjectRef::new("typed", data.len() as u64)])
+        .next()
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChecksumMismatch, "{e}");
+    assert_eq!(client.stats().checksum_heads, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
