@@ -16,6 +16,8 @@
 
 use std::pin::pin;
 
+use http::StatusCode;
+
 use super::attempts::{Attempts, Start};
 use super::checksum_heads::{learn_checksum, verify_as_composite, verify_through_upload};
 use super::exchange::send_hedged;
@@ -273,7 +275,8 @@ impl PartRequest<'_> {
         let mut stalls = Stall::new(timer, ctx.config.stall_timeout);
         let mut conn = send_hedged(ctx, self.obj.rights, unit, &req, &mut stalls, fresh).await?;
         let status = conn.head().status();
-        if !status.is_success() {
+        if !status.is_success() || status == StatusCode::PARTIAL_CONTENT && self.empty(&conn, &ask)
+        {
             let session = req.session_signed();
             return self.refused(conn, &mut stalls, &ask, lease, session).await;
         }
@@ -405,9 +408,9 @@ impl PartRequest<'_> {
         Ok(req)
     }
 
-    /// A reply whose status is not a success: S3's answer to the first range of an empty
-    /// object (the part is then done, empty), or the error it states (marked with the session
-    /// the request was signed with, if any).
+    /// A reply whose status is not a success, or a 206 that gives the object 0 bytes: the
+    /// answer to the first range of an empty object (the part is then done, empty), or the
+    /// error it states (marked with the session the request was signed with, if any).
     async fn refused(
         &self,
         conn: Conn,
@@ -417,13 +420,18 @@ impl PartRequest<'_> {
         session: Option<u64>,
     ) -> Result<bool, Failed> {
         let status = conn.head().status();
-        let probe = ask.pinned.size.is_none() && ask.from == 0;
-        let empty = probe && is_empty_object_reply(status, conn.head().get("content-range"));
-        let region = conn.head().get("x-amz-bucket-region").map(<[u8]>::to_vec);
-        let bytes = read_error_body(conn, stalls).await;
-        if !empty {
+        if !self.empty(&conn, ask) {
+            let region = conn.head().get("x-amz-bucket-region").map(<[u8]>::to_vec);
+            let bytes = read_error_body(conn, stalls).await;
             let e = status_error(status, &bytes, region.as_deref());
             return Err(e.signed_with_session(session).into());
+        }
+        if status.is_success() {
+            // A 206 that gives the object 0 bytes: its body cannot be trusted to match its
+            // framing, so the connection is closed, not read.
+            drop(conn);
+        } else {
+            read_error_body(conn, stalls).await;
         }
         // S3 refuses any range of a 0-byte object (S3-NOTES: "Ranged GET").
         let pin = self.obj.pin;
@@ -435,6 +443,14 @@ impl PartRequest<'_> {
             pin.learn_checksum(Offered::Nothing);
         }
         Ok(true)
+    }
+
+    /// True when the reply to the first range of an object of unknown size says the object
+    /// is empty ([`is_empty_object_reply`]).
+    fn empty(&self, conn: &Conn, ask: &Ask) -> bool {
+        let probe = ask.pinned.size.is_none() && ask.from == 0;
+        let head = conn.head();
+        probe && is_empty_object_reply(head.status(), head.get("content-range"))
     }
 
     /// Holds a success reply's head to `ask` and to the object's pin (pinning what it tells

@@ -207,11 +207,20 @@ pub(super) fn length_error(status: StatusCode, why: String) -> Error {
         .with_message(why)
 }
 
-/// True for S3's answer to a range of an empty object: `416` with no `Content-Range`, or
-/// `Content-Range: bytes */0`.
+/// True for an answer to a range of an empty object: S3's `416` with no `Content-Range`, or
+/// `Content-Range: bytes */0`; or a `206` whose `Content-Range` gives the object 0 bytes, as
+/// some servers send (s3rver: `bytes 0-0/0`, with a `Content-Length` of 1 and no byte).
 pub(crate) fn is_empty_object_reply(status: StatusCode, content_range: Option<&[u8]>) -> bool {
-    status == StatusCode::RANGE_NOT_SATISFIABLE
-        && content_range.is_none_or(|v| v.trim_ascii() == b"bytes */0")
+    match status {
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            content_range.is_none_or(|v| v.trim_ascii() == b"bytes */0")
+        }
+        StatusCode::PARTIAL_CONTENT => content_range
+            .and_then(|v| v.trim_ascii().strip_prefix(b"bytes "))
+            .and_then(|v| v.rsplit(|&b| b == b'/').next())
+            .is_some_and(|total| total == b"0"),
+        _ => false,
+    }
 }
 
 /// What one request asked for.
@@ -481,6 +490,12 @@ mod tests {
         assert!(is_empty_object_reply(r416, Some(b"bytes */0")));
         assert!(!is_empty_object_reply(r416, Some(b"bytes */10")));
         assert!(!is_empty_object_reply(StatusCode::NOT_FOUND, None));
+        let r206 = StatusCode::PARTIAL_CONTENT;
+        assert!(is_empty_object_reply(r206, Some(b"bytes 0-0/0")));
+        assert!(!is_empty_object_reply(r206, Some(b"bytes 0-0/10")));
+        assert!(!is_empty_object_reply(r206, Some(b"bytes 0-0/100")));
+        assert!(!is_empty_object_reply(r206, None));
+        assert!(!is_empty_object_reply(StatusCode::OK, Some(b"bytes 0-0/0")));
     }
 
     #[test]
