@@ -466,6 +466,16 @@ fn uploads(prefix: &str) -> Vec<(String, Upload)> {
     out
 }
 
+/// A [`multipart_server`] of the [`uploads`] under each of `prefixes`, and each key's bytes.
+async fn serving(prefixes: &[&str]) -> (Mock, Vec<(String, Vec<u8>)>) {
+    let all: Vec<(String, Upload)> = prefixes.iter().flat_map(|p| uploads(p)).collect();
+    let expected = all
+        .iter()
+        .map(|(k, u)| (k.clone(), u.data.clone()))
+        .collect();
+    (multipart_server(all).await, expected)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_composite_checksum_is_verified_through_the_uploads_parts() {
     let uploads = uploads("mpu/");
@@ -517,15 +527,7 @@ async fn a_composite_checksum_is_verified_through_the_uploads_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_part_that_does_not_match_fails_its_object_alone() {
-    let mut all = uploads("always/");
-    all.extend(uploads("wrong/"));
-    all.extend(uploads("noparts/"));
-    all.extend(uploads("mpu/"));
-    let expected: Vec<(String, Vec<u8>)> = all
-        .iter()
-        .map(|(k, u)| (k.clone(), u.data.clone()))
-        .collect();
-    let mock = multipart_server(all).await;
+    let (mock, expected) = serving(&["always/", "wrong/", "noparts/", "mpu/"]).await;
     let client = small(mock.builder()).build().unwrap();
     let inputs = expected
         .iter()
@@ -602,15 +604,13 @@ async fn an_upload_part_that_does_not_match_fails_its_object_alone() {
 async fn a_checksum_of_unstated_type_is_verified_as_the_kind_it_is() {
     // Composite and full-object values, neither typed, on multipart ETags; bytes flipped in
     // transit under each reading; fetched in one GET, in parts, and streaming.
-    let mut all = uploads("untyped/");
-    all.extend(uploads("untyped/full/"));
-    all.extend(uploads("always/untyped/"));
-    all.extend(uploads("always/untyped/full/"));
-    let expected: Vec<(String, Vec<u8>)> = all
-        .iter()
-        .map(|(k, u)| (k.clone(), u.data.clone()))
-        .collect();
-    let mock = multipart_server(all).await;
+    let prefixes = [
+        "untyped/",
+        "untyped/full/",
+        "always/untyped/",
+        "always/untyped/full/",
+    ];
+    let (mock, expected) = serving(&prefixes).await;
     for sized in [true, false] {
         let client = small(mock.builder()).build().unwrap();
         let inputs = expected.iter().map(|(k, d)| match sized {
