@@ -88,7 +88,7 @@ pub(super) async fn send_hedged(
     tokio::select! {
         biased;
         r = &mut first => return taken(r),
-        () = tokio::time::sleep(threshold) => {}
+        () = tokio::time::sleep_until(started + threshold) => {}
     }
     // Until a hedge may go, the reply may still come; looked at again every so often.
     let recheck = (threshold / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
