@@ -1,5 +1,5 @@
 """Interoperability with S3 servers this package was not built against: moto's server (from
-PyPI) and s3rver (from npm), each started on 127.0.0.1 for the session, objects written and
+PyPI) and s3rver (from npm), each started on 127.0.0.1 for this module, objects written and
 read back with boto3. Listing, objects of every size, awkward keys, missing and denied objects,
 checksums as each server states them, versions and ``If-Match`` go through the CLI and the
 Python client, and every byte is compared with what boto3 reads.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -123,31 +124,30 @@ class Interop:
         return self.boto_read[at]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def running(
-    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+    argv: list[str], log: Path, listening: str, env: dict[str, str] | None = None
 ) -> Iterator[str]:
-    """Runs a server listening on 127.0.0.1:``port``, its output into ``log``, and yields its
-    URL once it accepts."""
+    """Runs a server that binds a port of its choosing on 127.0.0.1, its output into ``log``,
+    and yields its URL once the log names the port (``listening``, a pattern whose group is
+    the port) and the port accepts."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
+        port = None
         while True:
             if proc.poll() is not None:
                 err = log.read_text(errors="replace")
                 pytest.fail(f"{argv[0]} exited with {proc.returncode}: {err[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
+            if port is None:
+                found = re.search(listening, log.read_text(errors="replace"))
+                port = int(found.group(1)) if found else None
+            if port is not None:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                    break
             if time.monotonic() > deadline:
-                pytest.fail(f"{argv} did not listen on port {port}")
+                pytest.fail(f"{argv[0]} did not start listening: {log.read_text()[-2000:]}")
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -213,10 +213,9 @@ def interop(
 def moto(logs: Path) -> Iterator[Interop]:
     """moto's server with its IAM authentication on: signatures are checked, and a user's
     policy denies ``denied/``. The first three requests (making that user) need none."""
-    port = free_port()
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with running(argv, port, logs / "moto.log", env) as url:
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"]
+    with running(argv, logs / "moto.log", r"Running on http://127\.0\.0\.1:(\d+)", env) as url:
         iam = boto3.client(
             "iam",
             endpoint_url=url,
@@ -285,14 +284,14 @@ def s3rver(root: Path) -> Iterator[Interop]:
             f"s3rver is not installed at {binary}: run scripts/test, or "
             "`npm ci --prefix python/tests/interop`"
         )
-    port = free_port()
     data = root / "data"
-    argv = [str(binary), "-d", str(data), "-a", "127.0.0.1", "-p", str(port), "--silent"]
+    argv = [str(binary), "-d", str(data), "-a", "127.0.0.1", "-p", "0"]
     argv += ["--configure-bucket", BUCKET]
     # Its listings' continuation tokens are DES-encrypted, which Node's OpenSSL 3 keeps in its
     # legacy provider.
     env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
-    with running(argv, port, root / "s3rver.log", env) as url:
+    listening = r"listening on 127\.0\.0\.1:(\d+)"
+    with running(argv, root / "s3rver.log", listening, env) as url:
         srv = Interop("s3rver", url, "S3RVER", "S3RVER")
         put_common(srv)
         yield srv
