@@ -16,8 +16,6 @@
 
 use std::pin::pin;
 
-use http::StatusCode;
-
 use super::attempts::{Attempts, Start};
 use super::checksum_heads::{learn_checksum, verify_as_composite, verify_through_upload};
 use super::exchange::send_hedged;
@@ -275,8 +273,7 @@ impl PartRequest<'_> {
         let mut stalls = Stall::new(timer, ctx.config.stall_timeout);
         let mut conn = send_hedged(ctx, self.obj.rights, unit, &req, &mut stalls, fresh).await?;
         let status = conn.head().status();
-        if !status.is_success() || status == StatusCode::PARTIAL_CONTENT && self.empty(&conn, &ask)
-        {
+        if !status.is_success() || self.empty(&conn, &ask) {
             let session = req.session_signed();
             return self.refused(conn, &mut stalls, &ask, lease, session).await;
         }
