@@ -382,6 +382,45 @@ async fn bytes_after_a_reply_over_plain_tcp_are_never_read_as_the_next_one() {
     assert_quiescent(&client).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_206_that_gives_the_object_0_bytes_is_the_empty_object_and_closes_its_connection() {
+    // s3rver answers a range of an empty object so: a 206 of `bytes 0-0/0`, a Content-Length of
+    // 1 and no byte (S3 answers 416). Read, its body would stall; reused, its connection would
+    // give the next reply's first byte to this one.
+    let (addr, seen) = scripted(Box::new(|r: &Request| {
+        let head = String::from_utf8_lossy(&r.head);
+        let reply: &[u8] = if head.starts_with("GET /bucket/empty ") {
+            b"HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 0-0/0\r\ncontent-length: 1\r\n\r\n"
+        } else {
+            b"HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 0-1/2\r\ncontent-length: 2\r\n\r\nok"
+        };
+        Act::Reply(reply.to_vec())
+    }))
+    .await;
+    let client = one_connection(addr, 1);
+    let keys = ["empty", "a", "empty", "b"];
+    let results: Vec<_> = client
+        .get_all("bucket", keys.map(ObjectRef::without_size))
+        .collect()
+        .await;
+    for (key, r) in keys.iter().zip(&results) {
+        let body = r
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .body
+            .to_vec();
+        let want: &[u8] = if *key == "empty" { b"" } else { b"ok" };
+        assert_eq!(body, want, "{key}");
+    }
+    // Each empty reply's connection was closed: the next object came on a new one.
+    let conns: Vec<_> = seen.lock().unwrap().iter().map(|r| r.conn).collect();
+    assert_eq!(conns, [0, 1, 1, 2]);
+    let stats = client.stats();
+    assert_eq!((stats.errors, stats.retries), (0, 0), "{stats:?}");
+    drop(results);
+    assert_quiescent(&client).await;
+}
+
 /// The bound on response heads: hyper's.
 const MAX_HEAD_KIB: usize = (8192 + 4096 * 100) >> 10;
 
